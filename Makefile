@@ -1,0 +1,41 @@
+# pruneviz: `make demo` and `make test` do all set-up on a fresh machine with Python 3.11 and make.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+DEMO_ZOO ?= build/demo-zoo
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint install install-dev bench-quick clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Runtime environment from the pinned lock (torch and triton in the same pip command), then pruneviz.
+$(VENV)/.installed: $(BIN)/python requirements/lock.txt pyproject.toml
+	$(PIP) install -r requirements/lock.txt
+	$(PIP) install --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements/lock-dev.txt
+	$(PIP) install -r requirements/lock-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed
+	$(BIN)/pruneviz demo --zoo $(DEMO_ZOO)
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check pruneviz tests benchmarks
+	$(BIN)/ruff format --check pruneviz tests benchmarks
+
+bench-quick: $(VENV)/.installed-dev
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+
+clean:
+	rm -rf build .pytest_cache

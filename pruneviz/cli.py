@@ -1,0 +1,129 @@
+"""The ``pruneviz`` command. It parses arguments and calls the library; it holds no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from pruneviz._version import __version__
+from pruneviz.exceptions import PrunevizError
+
+DEFAULT_DEMO_ZOO = Path(os.environ.get("PRUNEVIZ_DEMO_ZOO", "pruneviz-demo-zoo"))
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    """Render a frame as a plain aligned table for the terminal (floats to 4 significant digits)."""
+    if frame.empty:
+        return "(no runs)"
+    shown = frame.copy()
+    for col in shown.columns:
+        if pd.api.types.is_float_dtype(shown[col]):
+            shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+    shown = shown.astype(object).where(shown.notna(), "")
+    return shown.to_string(index=False)
+
+
+def _zoo_build(args: argparse.Namespace) -> int:
+    from pruneviz.data import load_dataset
+    from pruneviz.train import TrainConfig
+    from pruneviz.zoo import Zoo, build_dense_population
+
+    options: dict[str, object] = {}
+    if args.data_root is not None:
+        options["root"] = args.data_root
+    if args.dataset == "csv":
+        options.update(path=args.csv, target=args.target, groups=tuple(args.groups or ()))
+    dataset = load_dataset(args.dataset, **options)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    zoo = Zoo.create(args.out, exist_ok=True)
+    start = time.perf_counter()
+    table = build_dense_population(
+        zoo,
+        dataset,
+        arch=args.arch,
+        seeds=args.seeds,
+        config=config,
+        split_seed=args.split_seed,
+        progress=not args.quiet,
+    )
+    print(format_table(table))
+    print(f"\n{len(table)} run(s) in {zoo.path} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _zoo_ls(args: argparse.Namespace) -> int:
+    from pruneviz.zoo import Zoo
+
+    zoo = Zoo(args.zoo)
+    print(format_table(zoo.summary()))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pruneviz.zoo import build_demo_zoo
+
+    start = time.perf_counter()
+    zoo = build_demo_zoo(args.zoo, progress=not args.quiet)
+    print(format_table(zoo.summary()))
+    print(f"\nDemo zoo at {zoo.path} ready in {time.perf_counter() - start:.1f} s.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pruneviz",
+        description="Inspect pruned neural networks: what pruning changed, for whom, and why.",
+    )
+    parser.add_argument("--version", action="version", version=f"pruneviz {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="build (or reuse) the embedded default zoo and show it")
+    demo.add_argument("--zoo", type=Path, default=DEFAULT_DEMO_ZOO, help="where the demo zoo lives")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=_demo)
+
+    zoo = sub.add_parser("zoo", help="build and list zoos (stores of runs)")
+    zsub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="ACTION")
+    build = zsub.add_parser("build", help="train a dense population into a zoo (resumes if interrupted)")
+    build.add_argument("--out", type=Path, required=True, help="zoo folder (created if new)")
+    build.add_argument(
+        "--dataset", default="digits", help="digits, mnist1d, mnist, fashion-mnist, kmnist, csv"
+    )
+    build.add_argument("--data-root", type=Path, default=None, help="folder of IDX files (mnist and kin)")
+    build.add_argument("--csv", type=Path, default=None, help="CSV file (with --dataset csv)")
+    build.add_argument("--target", default=None, help="target column of the CSV")
+    build.add_argument("--groups", nargs="*", default=None, help="group columns of the CSV")
+    build.add_argument("--arch", default="cnn", help="mlp, cnn, resnet20")
+    build.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    build.add_argument("--epochs", type=int, default=30)
+    build.add_argument("--batch-size", type=int, default=64)
+    build.add_argument("--lr", type=float, default=3e-3)
+    build.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
+    build.add_argument("--quiet", action="store_true", help="no progress bars")
+    build.set_defaults(func=_zoo_build)
+    ls = zsub.add_parser("ls", help="list the runs of a zoo")
+    ls.add_argument("zoo", type=Path, help="zoo folder")
+    ls.set_defaults(func=_zoo_ls)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PrunevizError as exc:
+        print(f"pruneviz: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pruneviz: interrupted; rerun the same command to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""Datasets: samples, labels, stable ids, group columns and deterministic splits. All sources are offline."""
+
+from pruneviz.data.dataset import Dataset, DatasetInfo, DataSplits
+from pruneviz.data.sources import (
+    dataset_names,
+    from_torch,
+    load_csv,
+    load_dataset,
+    load_digits,
+    load_frame,
+    load_idx,
+    load_mnist1d,
+    load_mnist_format,
+    read_idx,
+)
+
+__all__ = [
+    "DataSplits",
+    "Dataset",
+    "DatasetInfo",
+    "dataset_names",
+    "from_torch",
+    "load_csv",
+    "load_dataset",
+    "load_digits",
+    "load_frame",
+    "load_idx",
+    "load_mnist1d",
+    "load_mnist_format",
+    "read_idx",
+]

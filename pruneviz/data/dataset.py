@@ -1,0 +1,387 @@
+"""The in-memory dataset every other part of pruneviz consumes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pruneviz._validation import check_fraction, check_int, data_fail, fail
+
+MODALITIES = ("image", "sequence", "tabular")
+SUBSETS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset is: its name, per-sample input shape, class names and how to draw a sample.
+
+    ``modality`` says how to render one sample: ``"image"`` (``input_shape`` is ``(C, H, W)``),
+    ``"sequence"`` (``(C, L)``, drawn as a line) or ``"tabular"`` (``(F,)``, drawn as bars named by
+    ``feature_names``). ``source`` records how the data was made (JSON-serialisable).
+    """
+
+    name: str
+    input_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+    modality: str
+    feature_names: tuple[str, ...] | None = None
+    source: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "class_names": list(self.class_names),
+            "modality": self.modality,
+            "feature_names": list(self.feature_names) if self.feature_names is not None else None,
+            "source": dict(self.source),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> DatasetInfo:
+        return cls(
+            name=obj["name"],
+            input_shape=tuple(obj["input_shape"]),
+            class_names=tuple(obj["class_names"]),
+            modality=obj["modality"],
+            feature_names=tuple(obj["feature_names"]) if obj.get("feature_names") is not None else None,
+            source=dict(obj.get("source") or {}),
+        )
+
+
+class DataSplits(NamedTuple):
+    """The train, validation and test parts of a dataset (disjoint, together the whole)."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+
+class Dataset:
+    """Samples ``x``, integer labels ``y``, stable ``sample_id``s, named group columns and metadata.
+
+    Parameters
+    ----------
+    x : tensor or array of shape (N, *input_shape)
+        Inputs, converted to ``float32``. Must be finite.
+    y : tensor or array of shape (N,)
+        Integer class labels in ``[0, len(class_names))``.
+    sample_id : array of shape (N,), optional
+        Unique integer ids that stay attached to the samples through subsets and splits
+        (default ``0..N-1``).
+    groups : DataFrame or mapping of column -> array of length N, optional
+        Categorical attributes used for subgroup analyses. A ``"class"`` column (the class name of
+        each sample) is always added.
+    class_names : sequence of str, optional
+        Default ``"0".."K-1"`` with ``K = max(y) + 1``.
+    name : str
+        Short name, used in run names and tables.
+    modality : {"image", "sequence", "tabular"}, optional
+        How to draw one sample; inferred from the shape if omitted (3-D image, 2-D sequence, 1-D tabular).
+    subset : array of str of shape (N,), optional
+        A partition the source prescribes (``"train"``/``"test"``, e.g. MNIST's official test set);
+        :meth:`split` honours it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ds = Dataset(np.zeros((4, 3)), np.array([0, 1, 0, 1]), name="toy")
+    >>> len(ds), ds.info.num_classes, list(ds.groups.columns)
+    (4, 2, ['class'])
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor | np.ndarray,
+        y: torch.Tensor | np.ndarray | Sequence[int],
+        *,
+        sample_id: np.ndarray | Sequence[int] | None = None,
+        groups: pd.DataFrame | Mapping[str, Any] | None = None,
+        class_names: Sequence[str] | None = None,
+        name: str = "dataset",
+        modality: str | None = None,
+        feature_names: Sequence[str] | None = None,
+        subset: np.ndarray | Sequence[str] | None = None,
+        source: Mapping[str, Any] | None = None,
+    ) -> None:
+        where = "Dataset"
+        xt = _as_float_tensor(x, where)
+        n = xt.shape[0]
+        yt = _as_label_tensor(y, n, where)
+        if class_names is None:
+            k = int(yt.max()) + 1
+            class_names = [str(i) for i in range(k)]
+        class_names = tuple(str(c) for c in class_names)
+        if len(class_names) < 1 or len(set(class_names)) != len(class_names):
+            fail("class_names", where, "a sequence of distinct names, one per class", class_names)
+        bad = (yt < 0) | (yt >= len(class_names))
+        if bool(bad.any()):
+            i = int(torch.nonzero(bad)[0])
+            data_fail(
+                "y",
+                where,
+                f"labels in [0, {len(class_names)}) (one per class name)",
+                f"label {int(yt[i])} at sample index {i} ({int(bad.sum())} out of range)",
+                "remap the labels to 0..K-1, or pass class_names with one name per class.",
+            )
+        ids = _as_sample_ids(sample_id, n, where)
+        groups_df = _as_groups(groups, n, where)
+        groups_df.insert(0, "class", pd.Categorical.from_codes(yt.numpy(), categories=list(class_names)))
+        if modality is None:
+            modality = {4: "image", 3: "sequence", 2: "tabular"}.get(xt.ndim, "tabular")
+        if modality not in MODALITIES:
+            fail("modality", where, f"one of {list(MODALITIES)}", modality)
+        if feature_names is not None:
+            feature_names = tuple(str(f) for f in feature_names)
+            if len(feature_names) != int(np.prod(xt.shape[1:])):
+                fail(
+                    "feature_names",
+                    where,
+                    f"one name per input feature ({int(np.prod(xt.shape[1:]))})",
+                    None,
+                    got=f"{len(feature_names)} names",
+                )
+        subset_arr = None
+        if subset is not None:
+            subset_arr = np.asarray(subset, dtype=object).astype(str)
+            if subset_arr.shape != (n,) or not set(np.unique(subset_arr)) <= set(SUBSETS):
+                fail(
+                    "subset",
+                    where,
+                    f"an array of length {n} with values in {list(SUBSETS)}",
+                    None,
+                    got=f"shape {subset_arr.shape}, values {sorted(set(np.unique(subset_arr)))[:5]}",
+                )
+        self.x = xt
+        self.y = yt
+        self.sample_id = ids
+        self.groups = groups_df
+        self.subset = subset_arr
+        self.info = DatasetInfo(
+            name=str(name),
+            input_shape=tuple(int(s) for s in xt.shape[1:]),
+            class_names=class_names,
+            modality=modality,
+            feature_names=feature_names,
+            source=dict(source or {}),
+        )
+
+    # -- basic protocol -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def __repr__(self) -> str:
+        extra = [c for c in self.groups.columns if c != "class"]
+        return (
+            f"Dataset({self.info.name!r}, n={len(self)}, input_shape={self.info.input_shape}, "
+            f"classes={self.info.num_classes}, groups={['class', *extra]})"
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    def take(self, index: np.ndarray | Sequence[int]) -> Dataset:
+        """Return the samples at positional ``index`` (ids, groups and metadata follow)."""
+        idx = np.asarray(index, dtype=np.int64)
+        if idx.ndim != 1 or (idx.size and (idx.min() < -len(self) or idx.max() >= len(self))):
+            fail("index", "Dataset.take", f"a 1-D array of positions in [0, {len(self)})", idx)
+        # Already validated data: copy the fields instead of re-checking (and allow an empty part).
+        part = object.__new__(Dataset)
+        part.x = self.x[torch.from_numpy(idx)]
+        part.y = self.y[torch.from_numpy(idx)]
+        part.sample_id = self.sample_id[idx]
+        part.groups = self.groups.iloc[idx].reset_index(drop=True)
+        part.subset = None if self.subset is None else self.subset[idx]
+        part.info = self.info
+        return part
+
+    def split(self, *, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> DataSplits:
+        """Split into train / val / test, stratified by class, deterministic in ``seed``.
+
+        If the source prescribes a test set (``subset``), that set is the test part and ``val_fraction``
+        of the prescribed training samples form the validation part; ``test_fraction`` is then unused.
+        A prescribed validation set (a dataset loaded back from a zoo) is kept as it is, too.
+        Within each class, ``round(fraction * n_class)`` samples go to each held-out part.
+        """
+        where = "Dataset.split"
+        seed = check_int(seed, "seed", where, minimum=0)
+        val_fraction = check_fraction(val_fraction, "val_fraction", where)
+        test_fraction = check_fraction(test_fraction, "test_fraction", where)
+        if self.subset is None and val_fraction + test_fraction >= 1:
+            fail(
+                "val_fraction",
+                where,
+                f"less than 1 - test_fraction ({1 - test_fraction:g}) so that training samples remain",
+                val_fraction,
+            )
+        rng = np.random.default_rng(seed)
+        labels = self.y.numpy()
+        part = np.full(len(self), "train", dtype=object)
+        if self.subset is not None and bool((self.subset == "val").any()):
+            part[:] = self.subset
+            pool = np.arange(0)
+            fractions = {}
+        elif self.subset is not None:
+            part[self.subset == "test"] = "test"
+            pool = np.flatnonzero(self.subset != "test")
+            fractions = {"val": val_fraction}
+        else:
+            pool = np.arange(len(self))
+            fractions = {"val": val_fraction, "test": test_fraction}
+        for c in range(self.num_classes):
+            members = pool[labels[pool] == c]
+            members = members[rng.permutation(members.size)]
+            start = 0
+            for name, frac in fractions.items():
+                k = round(frac * members.size)
+                part[members[start : start + k]] = name
+                start += k
+        parts = {name: self.take(np.flatnonzero(part == name)) for name in SUBSETS}
+        for name in SUBSETS:
+            if len(parts[name].y) == 0 and (name == "train" or fractions.get(name, 0) > 0):
+                data_fail(
+                    "dataset",
+                    where,
+                    f"large enough that the {name} part is not empty",
+                    f"{len(self)} samples",
+                    "use more samples or larger fractions.",
+                )
+        return DataSplits(parts["train"], parts["val"], parts["test"])
+
+    def fingerprint(self) -> str:
+        """A content hash (SHA-256 hex, 16 chars) of inputs, labels, ids, groups and metadata."""
+        h = hashlib.sha256()
+        h.update(self.x.contiguous().numpy().tobytes())
+        h.update(self.y.numpy().astype("<i8").tobytes())
+        h.update(self.sample_id.astype("<i8").tobytes())
+        h.update(self.groups.astype(str).to_csv(index=False).encode())
+        h.update(json.dumps(self.info.to_json(), sort_keys=True).encode())
+        if self.subset is not None:
+            h.update("\0".join(self.subset.tolist()).encode())
+        return h.hexdigest()[:16]
+
+    def loader_batches(self, batch_size: int, *, generator: torch.Generator | None = None):
+        """Yield ``(x, y)`` minibatches; shuffled with ``generator`` if given, in order otherwise."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+def _as_float_tensor(x: Any, where: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        t = x.detach().to("cpu")
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # ragged lists and the like
+            raise fail("x", where, "an array of numbers of shape (N, ...)", x) from exc
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            fail("x", where, "a numeric array of shape (N, ...)", None, got=f"dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.ndim < 2:
+        fail(
+            "x",
+            where,
+            "an array of shape (N, *input_shape) with at least 2 dimensions",
+            None,
+            got=f"shape {tuple(t.shape)}",
+            fix="add a feature axis, e.g. x[:, None].",
+        )
+    if t.shape[0] == 0:
+        data_fail("x", where, "a non-empty array of samples", "0 samples", "check the data source or filter.")
+    t = t.to(torch.float32).contiguous()
+    finite = torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten()
+        data_fail(
+            "x",
+            where,
+            "finite values only (no NaN or inf)",
+            f"{bad.numel()} sample(s) with NaN/inf, the first at index {int(bad[0])}",
+            "impute or drop those samples before building the dataset.",
+        )
+    return t
+
+
+def _as_label_tensor(y: Any, n: int, where: str) -> torch.Tensor:
+    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        fail("y", where, f"a 1-D array of {n} labels (one per sample)", None, got=f"shape {arr.shape}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            data_fail("y", where, "integer class labels", "non-integer values", "map labels to 0..K-1.")
+        arr = arr.astype(np.int64)
+    elif not np.issubdtype(arr.dtype, np.integer):
+        fail(
+            "y",
+            where,
+            "integer class labels",
+            None,
+            got=f"dtype {arr.dtype}",
+            fix="encode labels as 0..K-1 (e.g. pandas.factorize) and pass the names as class_names.",
+        )
+    return torch.from_numpy(arr.astype(np.int64))
+
+
+def _as_sample_ids(sample_id: Any, n: int, where: str) -> np.ndarray:
+    if sample_id is None:
+        return np.arange(n, dtype=np.int64)
+    arr = np.asarray(sample_id)
+    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
+        fail(
+            "sample_id",
+            where,
+            f"a 1-D integer array of length {n}",
+            None,
+            got=f"shape {arr.shape}, dtype {arr.dtype}",
+        )
+    if np.unique(arr).size != n:
+        data_fail("sample_id", where, "unique ids", f"{n - np.unique(arr).size} duplicate(s)")
+    return arr.astype(np.int64)
+
+
+def _as_groups(groups: Any, n: int, where: str) -> pd.DataFrame:
+    if groups is None:
+        return pd.DataFrame(index=pd.RangeIndex(n))
+    df = groups.reset_index(drop=True).copy() if isinstance(groups, pd.DataFrame) else None
+    if df is None:
+        try:
+            df = pd.DataFrame({k: list(v) for k, v in dict(groups).items()})
+        except Exception:
+            fail("groups", where, f"a DataFrame or a mapping of column -> {n} values", groups)
+    if len(df) != n:
+        fail(
+            "groups",
+            where,
+            f"one row per sample ({n})",
+            None,
+            got=f"{len(df)} rows",
+            fix="pass group labels aligned with x.",
+        )
+    if "class" in df.columns:
+        fail("groups", where, "columns other than 'class' (added automatically)", list(df.columns))
+    for col in df.columns:
+        if df[col].isna().any():
+            data_fail(
+                "groups",
+                where,
+                "a label for every sample",
+                f"{int(df[col].isna().sum())} missing value(s) in column {col!r}",
+                "fill missing group labels with an explicit category such as 'unknown'.",
+            )
+        df[col] = df[col].astype(str).astype("category")
+    return df

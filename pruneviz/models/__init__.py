@@ -1,0 +1,22 @@
+"""Bundled architectures and building them by name. Any ``nn.Module`` is accepted elsewhere."""
+
+from pruneviz.models.architectures import MLP, BasicBlock, LeNet, ResNet
+from pruneviz.models.registry import (
+    ModelSpec,
+    architecture_names,
+    build_from_spec,
+    build_model,
+    count_parameters,
+)
+
+__all__ = [
+    "MLP",
+    "BasicBlock",
+    "LeNet",
+    "ModelSpec",
+    "ResNet",
+    "architecture_names",
+    "build_from_spec",
+    "build_model",
+    "count_parameters",
+]

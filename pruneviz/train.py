@@ -1,0 +1,231 @@
+"""Seeded, deterministic training and fine-tuning, and evaluation into per-sample output frames."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pruneviz._seed import seeded
+from pruneviz._validation import check_choice, check_int, check_positive_float, data_fail, fail
+from pruneviz.data.dataset import Dataset
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. The learning rate follows a cosine decay to zero over all steps.
+
+    ``optimizer`` is ``"adam"`` (AdamW when ``weight_decay > 0``) or ``"sgd"`` (Nesterov momentum 0.9).
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+
+    def __post_init__(self) -> None:
+        where = "TrainConfig"
+        check_int(self.epochs, "epochs", where, minimum=0)
+        check_int(self.batch_size, "batch_size", where, minimum=1)
+        check_positive_float(self.lr, "lr", where)
+        if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
+            fail("weight_decay", where, "a number >= 0", self.weight_decay)
+        check_choice(self.optimizer, "optimizer", where, OPTIMIZERS)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+        )
+    if config.weight_decay > 0:
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr)
+
+
+def fit(
+    model: nn.Module,
+    train: Dataset,
+    *,
+    config: TrainConfig = TrainConfig(),
+    seed: int = 0,
+    val: Dataset | None = None,
+    after_step: Callable[[nn.Module], None] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> pd.DataFrame:
+    """Train ``model`` in place on ``train`` with cross-entropy; return the per-epoch history.
+
+    Everything random (shuffling, dropout) is drawn from ``seed``, so the same model, data, config and
+    seed give bit-identical weights on the same machine. ``after_step(model)`` runs after every
+    optimiser step (used by pruning to keep masked weights at zero). Fine-tuning is the same call on
+    an already trained model.
+
+    Returns a frame with columns ``epoch``, ``metric`` (``train_loss``, ``train_accuracy``, and with
+    ``val`` also ``val_loss``, ``val_accuracy``), ``value``.
+    """
+    where = "fit"
+    if not isinstance(model, nn.Module):
+        fail("model", where, "a torch nn.Module", type(model).__name__)
+    if not isinstance(train, Dataset):
+        fail(
+            "train",
+            where,
+            "a pruneviz Dataset",
+            type(train).__name__,
+            "wrap data with pruneviz.data.Dataset.",
+        )
+    seed = check_int(seed, "seed", where, minimum=0)
+    _check_model_fits(model, train, where)
+    from tqdm.auto import tqdm
+
+    rows: list[tuple[int, str, float]] = []
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = max(1, config.epochs * steps_per_epoch)
+    with seeded(seed) as gen:
+        opt = _make_optimizer(model, config)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+        bar = tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False)
+        for epoch in bar:
+            model.train()
+            loss_sum, correct = 0.0, 0
+            for xb, yb in train.loader_batches(config.batch_size, generator=gen):
+                opt.zero_grad(set_to_none=True)
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"Training diverged: the loss became {loss.item()} in epoch {epoch}. "
+                        f"Fix: lower the learning rate (lr={config.lr:g}) or check the inputs."
+                    )
+                loss.backward()
+                opt.step()
+                sched.step()
+                if after_step is not None:
+                    after_step(model)
+                loss_sum += loss.item() * len(yb)
+                correct += int((logits.argmax(1) == yb).sum())
+            rows += [
+                (epoch, "train_loss", loss_sum / len(train)),
+                (epoch, "train_accuracy", correct / len(train)),
+            ]
+            if val is not None:
+                out = evaluate(model, val, progress=False)
+                rows += [
+                    (epoch, "val_loss", float(out["loss"].mean())),
+                    (epoch, "val_accuracy", float(out["correct"].mean())),
+                ]
+            bar.set_postfix(loss=f"{loss_sum / len(train):.3f}")
+    model.eval()
+    return pd.DataFrame(rows, columns=["epoch", "metric", "value"])
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    split: str = "clean",
+    subset: str = "test",
+    batch_size: int = 512,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Per-sample outputs of ``model`` on ``data``, one row per sample.
+
+    Columns: ``sample_id``, ``subset`` (which part of the data: train/val/test), ``split`` (evaluation
+    condition: ``clean``, a corruption, an attack), ``label``, ``prediction``, ``loss`` (cross-entropy),
+    ``correct``, ``confidence`` (max softmax probability) and ``logit_0 .. logit_{K-1}``.
+    The model is put in eval mode and left there. Non-finite logits raise an error naming the samples.
+    """
+    where = "evaluate"
+    batch_size = check_int(batch_size, "batch_size", where, minimum=1)
+    _check_model_fits(model, data, where)
+    model.eval()
+    chunks = [model(data.x[i : i + batch_size]) for i in range(0, len(data), batch_size)]
+    logits = torch.cat(chunks).float()
+    bad = ~torch.isfinite(logits).all(1)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        data_fail(
+            "model",
+            where,
+            "finite logits for every sample",
+            f"NaN/inf logits for {int(bad.sum())} sample(s), "
+            f"the first with sample_id {int(data.sample_id[i])}",
+            "check the model's weights for NaN/inf (a diverged run) and the inputs' scale.",
+        )
+    loss = F.cross_entropy(logits, data.y, reduction="none")
+    pred = logits.argmax(1)
+    conf = logits.softmax(1).max(1).values
+    frame = pd.DataFrame(
+        {
+            "sample_id": data.sample_id,
+            "subset": subset,
+            "split": split,
+            "label": data.y.numpy(),
+            "prediction": pred.numpy(),
+            "loss": loss.numpy(),
+            "correct": (pred == data.y).numpy(),
+            "confidence": conf.numpy(),
+        }
+    )
+    logit_cols = pd.DataFrame(logits.numpy(), columns=[f"logit_{k}" for k in range(logits.shape[1])])
+    return pd.concat([frame, logit_cols], axis=1)
+
+
+def logits_of(outputs: pd.DataFrame) -> np.ndarray:
+    """The ``(N, K)`` logits array held in an :func:`evaluate` frame's ``logit_*`` columns."""
+    cols = [c for c in outputs.columns if c.startswith("logit_")]
+    if not cols:
+        fail("outputs", "logits_of", "a frame from evaluate() with logit_* columns", list(outputs.columns))
+    cols.sort(key=lambda c: int(c.split("_")[1]))
+    return outputs[cols].to_numpy()
+
+
+def _check_model_fits(model: nn.Module, data: Dataset, where: str) -> None:
+    """Run one sample through the model to turn shape mismatches into a clear error."""
+    try:
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            out = model(data.x[:1])
+            model.train(was_training)
+    except RuntimeError as exc:
+        raise fail(
+            "model",
+            where,
+            f"a model that accepts inputs of shape (N, {', '.join(map(str, data.info.input_shape))})",
+            type(model).__name__,
+            f"build the model with input_shape={data.info.input_shape} ({exc}).",
+        ) from exc
+    if out.ndim != 2 or out.shape[1] != data.num_classes:
+        fail(
+            "model",
+            where,
+            f"outputs of shape (N, {data.num_classes}) (one logit per class)",
+            None,
+            got=f"outputs of shape {tuple(out.shape)}",
+            fix=f"build the model with num_classes={data.num_classes}.",
+        )
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """Return ``(fn(), seconds)``."""
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start

@@ -1,0 +1,635 @@
+"""The zoo: a directory that is the single source of truth for a study.
+
+Layout::
+
+    ZOO/
+      zoo.sqlite                      index of datasets, runs and cached analyses (schema-versioned)
+      datasets/<dataset>/             tensors.safetensors (x, y, sample_id), samples.parquet, info.json
+      runs/<run>/                     weights.safetensors (+ masks.safetensors), outputs.parquet, run.json
+      cache/<key>.parquet             cached analysis results
+
+A run becomes visible only when its row is committed to the index, and its folder is complete before
+that: files are written into a temporary folder, flushed, and renamed into place. A build killed at any
+point leaves either no trace of a run or a folder without a row, which the next write of that run
+replaces; so a resumed build ends with every run present once. Nothing here unpickles anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from pruneviz._io import fsync_dir, load_tensors, save_tensors, write_atomic, write_json_atomic
+from pruneviz._validation import check_fraction, check_int, fail
+from pruneviz._version import __version__
+from pruneviz.data.dataset import Dataset, DatasetInfo, DataSplits
+from pruneviz.exceptions import ZooError, ZooSchemaError
+from pruneviz.models.registry import ModelSpec, build_from_spec
+
+SCHEMA_VERSION = 1
+INDEX_FILE = "zoo.sqlite"
+RUN_KINDS = ("dense", "pruned")
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE datasets (
+    dataset TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    split_seed INTEGER NOT NULL,
+    val_fraction REAL NOT NULL,
+    test_fraction REAL NOT NULL,
+    n_samples INTEGER NOT NULL,
+    info TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE runs (
+    run TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('dense', 'pruned')),
+    parent TEXT REFERENCES runs(run),
+    dataset TEXT NOT NULL REFERENCES datasets(dataset),
+    arch TEXT NOT NULL,
+    model_spec TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    method TEXT,
+    structure TEXT,
+    target_sparsity REAL NOT NULL,
+    sparsity REAL NOT NULL,
+    schedule TEXT NOT NULL,
+    train_config TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    timing TEXT NOT NULL,
+    version TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX runs_parent ON runs(parent);
+CREATE TABLE cache (
+    key TEXT PRIMARY KEY,
+    analysis TEXT NOT NULL,
+    runs TEXT NOT NULL,
+    params TEXT NOT NULL,
+    version TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _digest(obj: Any, n: int = 8) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the zoo knows about one trained (dense) or pruned model.
+
+    ``sparsity`` is the achieved fraction of prunable weights that are zero; ``target_sparsity`` what
+    was asked for. ``metrics`` (accuracies, losses, parameter counts), ``timing`` (seconds),
+    ``schedule`` and ``train_config`` are JSON-serialisable mappings.
+    """
+
+    run: str
+    kind: str
+    dataset: str
+    model_spec: ModelSpec
+    seed: int
+    parent: str | None = None
+    method: str | None = None
+    structure: str | None = None
+    target_sparsity: float = 0.0
+    sparsity: float = 0.0
+    schedule: Mapping[str, Any] = field(default_factory=dict)
+    train_config: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    timing: Mapping[str, Any] = field(default_factory=dict)
+    version: str = __version__
+    created_at: str = field(default_factory=_now)
+
+    @property
+    def arch(self) -> str:
+        return self.model_spec.arch
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model_spec"] = self.model_spec.to_json()
+        return d
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RunRecord:
+        return cls(
+            run=row["run"],
+            kind=row["kind"],
+            dataset=row["dataset"],
+            model_spec=ModelSpec.from_json(row["model_spec"]),
+            seed=int(row["seed"]),
+            parent=row["parent"],
+            method=row["method"],
+            structure=row["structure"],
+            target_sparsity=float(row["target_sparsity"]),
+            sparsity=float(row["sparsity"]),
+            schedule=json.loads(row["schedule"]),
+            train_config=json.loads(row["train_config"]),
+            metrics=json.loads(row["metrics"]),
+            timing=json.loads(row["timing"]),
+            version=row["version"],
+            created_at=row["created_at"],
+        )
+
+
+def dense_run_id(dataset: str, spec: ModelSpec, seed: int, train_config: Mapping[str, Any]) -> str:
+    """The deterministic id of a dense run: readable prefix plus a hash of everything that defines it."""
+    tag = _digest({"dataset": dataset, "spec": spec.to_json(), "seed": seed, "train": dict(train_config)})
+    return f"{spec.arch}-s{seed}-{tag}"
+
+
+class Zoo:
+    """A study's store of datasets, runs with per-sample outputs, and cached analyses.
+
+    Open an existing zoo with ``Zoo(path)`` (or :meth:`Zoo.open`), make one with :meth:`Zoo.create`.
+
+    >>> import tempfile
+    >>> zoo = Zoo.create(tempfile.mkdtemp() + "/study")
+    >>> zoo.runs().empty
+    True
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        index = self.path / INDEX_FILE
+        if not self.path.exists():
+            raise ZooError(
+                f"The zoo {str(self.path)!r} does not exist. Fix: build one with "
+                f"`pruneviz zoo build --out {self.path}` or create it with Zoo.create(path)."
+            )
+        if not self.path.is_dir() or not index.is_file():
+            raise ZooError(
+                f"{str(self.path)!r} is not a pruneviz zoo (no {INDEX_FILE} inside). Fix: point at the "
+                "folder a zoo build wrote, or create a new zoo with Zoo.create(path)."
+            )
+        try:
+            with self._connect() as con:
+                rows = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise ZooError(
+                f"The index {str(index)!r} of the zoo is corrupt or not a pruneviz index ({exc}). "
+                "Fix: restore the zoo from a copy, or rebuild it into a new folder."
+            ) from exc
+        version = int(rows.get("schema_version", "0") or 0)
+        if version > SCHEMA_VERSION:
+            raise ZooSchemaError(
+                f"The zoo {str(self.path)!r} has schema version {version}, written by pruneviz "
+                f"{rows.get('pruneviz_version', '?')}; this pruneviz ({__version__}) reads schema versions "
+                f"up to {SCHEMA_VERSION}. Fix: upgrade pruneviz (pip install -U pruneviz)."
+            )
+        if version < 1:
+            raise ZooError(f"The index of {str(self.path)!r} has no schema version. Fix: rebuild the zoo.")
+        self.schema_version = version
+        self._sweep_temporaries()
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, exist_ok: bool = True) -> Zoo:
+        """Create an empty zoo at ``path`` (a new or empty folder); ``exist_ok`` opens an existing one."""
+        p = Path(path)
+        if (p / INDEX_FILE).is_file():
+            if not exist_ok:
+                fail(
+                    "path", "Zoo.create", "a folder without a zoo", str(p), "pass exist_ok=True to reuse it."
+                )
+            return cls(p)
+        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            fail(
+                "path",
+                "Zoo.create",
+                "a new or empty folder",
+                str(p),
+                "choose a new folder for the zoo; pruneviz will not write into a non-empty one.",
+                error=ZooError,
+            )
+        p.mkdir(parents=True, exist_ok=True)
+        for sub in ("datasets", "runs", "cache"):
+            (p / sub).mkdir(exist_ok=True)
+        tmp_index = p / f".{INDEX_FILE}.{uuid.uuid4().hex}.tmp"
+        con = sqlite3.connect(tmp_index)
+        try:
+            con.executescript(_SCHEMA)
+            con.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("pruneviz_version", __version__),
+                    ("created_at", _now()),
+                ],
+            )
+            con.commit()
+        finally:
+            con.close()
+        os.replace(tmp_index, p / INDEX_FILE)
+        fsync_dir(p)
+        return cls(p)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Zoo:
+        """Open an existing zoo (errors if it is missing, not a zoo, or of a newer schema)."""
+        return cls(path)
+
+    def __repr__(self) -> str:
+        return f"Zoo({str(self.path)!r}, runs={len(self.run_ids())})"
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path / INDEX_FILE, timeout=60)
+        con.row_factory = sqlite3.Row
+        try:
+            with con:  # commits on success, rolls back on error
+                yield con
+        finally:
+            con.close()
+
+    def _sweep_temporaries(self) -> None:
+        """Remove temporary run folders left by writers that no longer exist."""
+        runs_dir = self.path / "runs"
+        if not runs_dir.is_dir():
+            return
+        for tmp in runs_dir.glob(".tmp-*"):
+            try:
+                pid = int(tmp.name.rsplit("-", 2)[-2])
+            except (ValueError, IndexError):
+                continue
+            if not _pid_alive(pid):
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    # -- datasets -------------------------------------------------------------------------------
+    def add_dataset(
+        self,
+        dataset: Dataset,
+        *,
+        split_seed: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+    ) -> str:
+        """Store ``dataset`` with its train/val/test assignment; return its key. Idempotent."""
+        where = "Zoo.add_dataset"
+        if not isinstance(dataset, Dataset):
+            fail("dataset", where, "a pruneviz Dataset", type(dataset).__name__)
+        split_seed = check_int(split_seed, "split_seed", where, minimum=0)
+        check_fraction(val_fraction, "val_fraction", where)
+        check_fraction(test_fraction, "test_fraction", where)
+        fingerprint = dataset.fingerprint()
+        key = f"{dataset.info.name}-{_digest([fingerprint, split_seed, val_fraction, test_fraction])}"
+        with self._connect() as con:
+            if con.execute("SELECT 1 FROM datasets WHERE dataset = ?", (key,)).fetchone():
+                return key
+        splits = dataset.split(seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction)
+        subset = pd.Series("train", index=pd.Index(dataset.sample_id), dtype=object)
+        subset[splits.val.sample_id] = "val"
+        subset[splits.test.sample_id] = "test"
+        folder = self.path / "datasets" / key
+        folder.mkdir(parents=True, exist_ok=True)
+        save_tensors(
+            folder / "tensors.safetensors",
+            {"x": dataset.x, "y": dataset.y, "sample_id": torch.from_numpy(dataset.sample_id)},
+        )
+        samples = dataset.groups.astype(str).copy()
+        samples.insert(0, "subset", subset.to_numpy().astype(str))
+        samples.insert(0, "sample_id", dataset.sample_id)
+        write_atomic(folder / "samples.parquet", lambda tmp: samples.to_parquet(tmp, index=False))
+        info = dataset.info.to_json()
+        write_json_atomic(folder / "info.json", info)
+        with self._connect() as con:
+            con.execute(
+                "INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    dataset.info.name,
+                    fingerprint,
+                    split_seed,
+                    float(val_fraction),
+                    float(test_fraction),
+                    len(dataset),
+                    json.dumps(info),
+                    _now(),
+                ),
+            )
+        return key
+
+    def datasets(self) -> pd.DataFrame:
+        """One row per stored dataset."""
+        with self._connect() as con:
+            df = pd.read_sql_query(
+                "SELECT dataset, name, n_samples, split_seed, val_fraction, test_fraction, fingerprint, "
+                "created_at FROM datasets ORDER BY created_at, dataset",
+                con,
+            )
+        return df
+
+    def dataset(self, key: str) -> Dataset:
+        """Load a stored dataset; its ``subset`` holds the stored train/val/test assignment."""
+        with self._connect() as con:
+            row = con.execute("SELECT info FROM datasets WHERE dataset = ?", (key,)).fetchone()
+        if row is None:
+            fail(
+                "key", "Zoo.dataset", f"a dataset key in this zoo {self.datasets()['dataset'].tolist()}", key
+            )
+        folder = self.path / "datasets" / key
+        tensors, _ = load_tensors(folder / "tensors.safetensors")
+        samples = pd.read_parquet(folder / "samples.parquet")
+        info = DatasetInfo.from_json(json.loads(row["info"]))
+        extra = [c for c in samples.columns if c not in ("sample_id", "subset", "class")]
+        ds = Dataset(
+            tensors["x"],
+            tensors["y"],
+            sample_id=tensors["sample_id"].numpy(),
+            groups=samples[extra],
+            class_names=info.class_names,
+            name=info.name,
+            modality=info.modality,
+            feature_names=info.feature_names,
+            subset=samples["subset"].to_numpy().astype(str),
+            source=info.source,
+        )
+        return ds
+
+    def splits(self, key: str) -> DataSplits:
+        """The stored train / val / test parts of a dataset, exactly as the runs used them."""
+        ds = self.dataset(key)
+        return DataSplits(*(ds.take(np.flatnonzero(ds.subset == s)) for s in ("train", "val", "test")))
+
+    # -- runs -------------------------------------------------------------------------------------
+    def has_run(self, run: str) -> bool:
+        with self._connect() as con:
+            return con.execute("SELECT 1 FROM runs WHERE run = ?", (run,)).fetchone() is not None
+
+    def run_ids(self) -> list[str]:
+        with self._connect() as con:
+            return [r[0] for r in con.execute("SELECT run FROM runs ORDER BY created_at, run")]
+
+    def add_run(
+        self,
+        record: RunRecord,
+        model: nn.Module,
+        outputs: pd.DataFrame,
+        *,
+        masks: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Store a run atomically: weights, optional masks, per-sample outputs, then its index row.
+
+        Raises if the run id is already present (runs are immutable), if the dataset or parent is
+        unknown, or if the weights contain NaN/inf.
+        """
+        where = "Zoo.add_run"
+        if not isinstance(record, RunRecord):
+            fail("record", where, "a RunRecord", type(record).__name__)
+        if record.kind not in RUN_KINDS:
+            fail("record.kind", where, f"one of {list(RUN_KINDS)}", record.kind)
+        if self.has_run(record.run):
+            fail("record.run", where, "an id not yet in the zoo (runs are immutable)", record.run)
+        with self._connect() as con:
+            if not con.execute("SELECT 1 FROM datasets WHERE dataset = ?", (record.dataset,)).fetchone():
+                fail("record.dataset", where, "a dataset key added with add_dataset", record.dataset)
+        if record.parent is not None and not self.has_run(record.parent):
+            fail("record.parent", where, "the id of a run already in the zoo", record.parent)
+        state = model.state_dict()
+        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            fail(
+                "model",
+                where,
+                "finite weights (no NaN or inf)",
+                None,
+                got=f"non-finite values in {bad[:3]}",
+                fix="the run diverged; lower the learning rate and train again.",
+            )
+        if not {"sample_id", "split", "subset", "prediction"} <= set(outputs.columns):
+            fail("outputs", where, "a frame from pruneviz.train.evaluate", list(outputs.columns)[:8])
+
+        runs_dir = self.path / "runs"
+        tmp = runs_dir / f".tmp-{record.run}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        final = runs_dir / record.run
+        tmp.mkdir(parents=True)
+        try:
+            meta = {"run": record.run, "model_spec": json.dumps(record.model_spec.to_json())}
+            save_tensors(tmp / "weights.safetensors", state, meta)
+            if masks:
+                save_tensors(tmp / "masks.safetensors", masks, meta)
+            write_atomic(tmp / "outputs.parquet", lambda p: outputs.to_parquet(p, index=False))
+            write_json_atomic(tmp / "run.json", record.to_json())
+            fsync_dir(tmp)
+            if final.exists():  # left by a writer killed after the rename and before the commit
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            fsync_dir(runs_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._insert_run(record)
+
+    def _insert_run(self, record: RunRecord) -> None:
+        with self._connect() as con:
+            con.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.run,
+                    record.kind,
+                    record.parent,
+                    record.dataset,
+                    record.arch,
+                    json.dumps(record.model_spec.to_json()),
+                    record.seed,
+                    record.method,
+                    record.structure,
+                    float(record.target_sparsity),
+                    float(record.sparsity),
+                    json.dumps(dict(record.schedule), sort_keys=True),
+                    json.dumps(dict(record.train_config), sort_keys=True),
+                    json.dumps(dict(record.metrics), sort_keys=True),
+                    json.dumps(dict(record.timing), sort_keys=True),
+                    record.version,
+                    record.created_at,
+                ),
+            )
+
+    def run(self, run: str) -> RunRecord:
+        """The record of one run."""
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM runs WHERE run = ?", (run,)).fetchone()
+        if row is None:
+            fail("run", "Zoo.run", "the id of a run in this zoo (see zoo.runs())", run, error=_ZooKeyError)
+        return RunRecord.from_row(dict(row))
+
+    def runs(self, **where: Any) -> pd.DataFrame:
+        """One row per run in the shared vocabulary, metrics flattened into columns.
+
+        Keyword filters match columns exactly, e.g. ``zoo.runs(kind="dense", arch="cnn")``.
+        """
+        with self._connect() as con:
+            df = pd.read_sql_query("SELECT * FROM runs ORDER BY created_at, run", con)
+        allowed = set(df.columns)
+        for key, value in where.items():
+            if key not in allowed:
+                fail(key, "Zoo.runs", f"a column to filter on ({sorted(allowed)})", key)
+            df = df[df[key] == value]
+        metrics = pd.DataFrame([json.loads(m) for m in df["metrics"]], index=df.index)
+        timing = pd.DataFrame(
+            [{f"{k}_s": v for k, v in json.loads(t).items()} for t in df["timing"]], index=df.index
+        )
+        base = df.drop(columns=["model_spec", "schedule", "train_config", "metrics", "timing"])
+        return pd.concat([base, metrics, timing], axis=1).reset_index(drop=True)
+
+    def load_model(self, run: str) -> nn.Module:
+        """Rebuild the run's architecture and load its weights (safetensors; never unpickled)."""
+        record = self.run(run)
+        tensors, _ = load_tensors(self.path / "runs" / run / "weights.safetensors")
+        model = build_from_spec(record.model_spec, seed=0)
+        try:
+            model.load_state_dict(tensors, strict=True)
+        except RuntimeError as exc:
+            raise ZooError(
+                f"The weights of run {run!r} do not fit its architecture {record.arch!r} ({exc}). "
+                "Fix: rebuild that run."
+            ) from exc
+        return model.eval()
+
+    def masks(self, run: str) -> dict[str, torch.Tensor]:
+        """The run's pruning masks (empty for dense runs)."""
+        self.run(run)
+        path = self.path / "runs" / run / "masks.safetensors"
+        return load_tensors(path)[0] if path.is_file() else {}
+
+    def outputs(
+        self,
+        runs: str | Sequence[str] | None = None,
+        *,
+        split: str | None = None,
+        subset: str | None = None,
+    ) -> pd.DataFrame:
+        """Per-sample outputs of the given runs (default all), with a leading ``run`` column."""
+        ids = self.run_ids() if runs is None else ([runs] if isinstance(runs, str) else list(runs))
+        frames = []
+        for rid in ids:
+            self.run(rid)
+            path = self.path / "runs" / rid / "outputs.parquet"
+            try:
+                df = pd.read_parquet(path)
+            except Exception as exc:
+                raise ZooError(
+                    f"The outputs of run {rid!r} ({str(path)!r}) cannot be read ({exc}). "
+                    "Fix: rebuild the run."
+                ) from exc
+            if split is not None:
+                df = df[df["split"] == split]
+            if subset is not None:
+                df = df[df["subset"] == subset]
+            df.insert(0, "run", rid)
+            frames.append(df)
+        if not frames:
+            return pd.DataFrame(columns=["run", "sample_id", "subset", "split"])
+        return pd.concat(frames, ignore_index=True)
+
+    def verify(self) -> pd.DataFrame:
+        """Check that every indexed run's files are present and readable; one row per problem."""
+        problems = []
+        for rid in self.run_ids():
+            try:
+                self.load_model(rid)
+                self.outputs(rid)
+            except Exception as exc:  # report, do not stop
+                problems.append({"run": rid, "problem": f"{type(exc).__name__}: {exc}"})
+        return pd.DataFrame(problems, columns=["run", "problem"])
+
+    # -- cached analyses ------------------------------------------------------------------------
+    def cached(
+        self,
+        analysis: str,
+        runs: Sequence[str],
+        params: Mapping[str, Any],
+        compute: Callable[[], pd.DataFrame],
+    ) -> pd.DataFrame:
+        """Return the cached result of ``analysis`` over ``runs`` with ``params``, computing it once.
+
+        ``params`` must be JSON-serialisable; the key covers the analysis, the runs (in order), the
+        parameters and the pruneviz version.
+        """
+        try:
+            key_obj = {"analysis": analysis, "runs": list(runs), "params": dict(params), "v": __version__}
+            key = hashlib.sha256(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()[:24]
+        except TypeError as exc:
+            raise fail(
+                "params", "Zoo.cached", "JSON-serialisable values", params, "pass plain numbers and strings."
+            ) from exc
+        path = self.path / "cache" / f"{key}.parquet"
+        with self._connect() as con:
+            hit = con.execute("SELECT 1 FROM cache WHERE key = ?", (key,)).fetchone()
+        if hit and path.is_file():
+            return pd.read_parquet(path)
+        result = compute()
+        if not isinstance(result, pd.DataFrame):
+            fail("compute", "Zoo.cached", "a function returning a DataFrame", type(result).__name__)
+        path.parent.mkdir(exist_ok=True)
+        write_atomic(path, lambda tmp: result.to_parquet(tmp, index=False))
+        with self._connect() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    analysis,
+                    json.dumps(list(runs)),
+                    json.dumps(dict(params), sort_keys=True),
+                    __version__,
+                    _now(),
+                ),
+            )
+        return result
+
+    # -- summary ----------------------------------------------------------------------------------
+    def summary(self) -> pd.DataFrame:
+        """A compact table of the runs: id, kind, parent, arch, dataset, seed, method, sparsity, metrics."""
+        df = self.runs()
+        if df.empty:
+            return df
+        cols = [
+            c
+            for c in (
+                "run", "kind", "parent", "dataset", "arch", "seed", "method", "structure", "sparsity",
+                "params", "val_accuracy", "test_accuracy", "train_s",
+            )
+            if c in df.columns
+        ]  # fmt: skip
+        return df[cols]
+
+
+class _ZooKeyError(ZooError, KeyError):
+    """A run or dataset key that is not in the zoo."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
