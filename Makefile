@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 DEMO_ZOO ?= build/demo-zoo
 PYTEST_ARGS ?=
+LINT_PATHS := pruneviz tests $(wildcard benchmarks/*.py)
 
 .PHONY: demo test lint install install-dev bench-quick clean
 
@@ -31,8 +32,8 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check pruneviz tests benchmarks
-	$(BIN)/ruff format --check pruneviz tests benchmarks
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 bench-quick: $(VENV)/.installed-dev
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
