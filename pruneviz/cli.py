@@ -57,6 +57,32 @@ def _zoo_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_prune(args: argparse.Namespace) -> int:
+    from pruneviz.train import TrainConfig
+    from pruneviz.zoo import Zoo, prune_population
+
+    zoo = Zoo(args.zoo)
+    finetune = (
+        None if args.finetune_epochs == 0 else TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr)
+    )
+    start = time.perf_counter()
+    table = prune_population(
+        zoo,
+        methods=args.methods,
+        sparsities=args.sparsities,
+        structure=args.structure,
+        allocation=args.allocation,
+        finetune=finetune,
+        exclude=args.exclude or (),
+        calibration_size=args.calibration_size,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print(format_table(table))
+    print(f"\n{len(table)} pruned run(s) in {zoo.path} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 def _zoo_ls(args: argparse.Namespace) -> int:
     from pruneviz.zoo import Zoo
 
@@ -67,10 +93,24 @@ def _zoo_ls(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from pruneviz.zoo import build_demo_zoo
+    from pruneviz.zoo.store import population_table
 
     start = time.perf_counter()
     zoo = build_demo_zoo(args.zoo, progress=not args.quiet)
-    print(format_table(zoo.summary()))
+    runs = zoo.runs()
+    print(
+        format_table(
+            runs[runs.kind == "dense"][["run", "arch", "dataset", "seed", "params", "test_accuracy"]]
+        )
+    )
+    table = population_table(runs)
+    wide = table.pivot_table(index=["method", "structure"], columns="sparsity", values="mean", sort=False)
+    wide.columns = [f"s={c:g}" for c in wide.columns]
+    print(
+        f"\nTest accuracy, mean over {runs.seed.nunique()} seeds "
+        f"({len(runs)} runs; `pruneviz zoo ls` lists each):"
+    )
+    print(format_table(wide.reset_index()))
     print(f"\nDemo zoo at {zoo.path} ready in {time.perf_counter() - start:.1f} s.")
     return 0
 
@@ -107,6 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(func=_zoo_build)
+    prune = zsub.add_parser("prune", help="add pruned runs of every dense parent (resumes if interrupted)")
+    prune.add_argument("zoo", type=Path, help="zoo folder with dense runs")
+    prune.add_argument(
+        "--methods", nargs="+", required=True, help="e.g. global_magnitude lamp snip channel_l1"
+    )
+    prune.add_argument("--sparsities", nargs="+", type=float, required=True, help="e.g. 0.5 0.9")
+    prune.add_argument("--structure", default="unstructured", help="unstructured, N:M (2:4), block:HxW")
+    prune.add_argument("--allocation", default=None, help="uniform, global, global_floor, erk, per_row")
+    prune.add_argument("--exclude", nargs="*", default=None, help="layer names to leave dense")
+    prune.add_argument("--finetune-epochs", type=int, default=5, help="0 for none")
+    prune.add_argument("--finetune-lr", type=float, default=1e-3)
+    prune.add_argument("--calibration-size", type=int, default=512)
+    prune.add_argument("--seed", type=int, default=0)
+    prune.add_argument("--quiet", action="store_true", help="no progress bars")
+    prune.set_defaults(func=_zoo_prune)
     ls = zsub.add_parser("ls", help="list the runs of a zoo")
     ls.add_argument("zoo", type=Path, help="zoo folder")
     ls.set_defaults(func=_zoo_ls)

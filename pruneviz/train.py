@@ -66,15 +66,17 @@ def fit(
     seed: int = 0,
     val: Dataset | None = None,
     after_step: Callable[[nn.Module], None] | None = None,
+    after_backward: Callable[[nn.Module], None] | None = None,
     progress: bool = True,
     desc: str = "train",
 ) -> pd.DataFrame:
     """Train ``model`` in place on ``train`` with cross-entropy; return the per-epoch history.
 
     Everything random (shuffling, dropout) is drawn from ``seed``, so the same model, data, config and
-    seed give bit-identical weights on the same machine. ``after_step(model)`` runs after every
-    optimiser step (used by pruning to keep masked weights at zero). Fine-tuning is the same call on
-    an already trained model.
+    seed give bit-identical weights on the same machine. ``after_backward(model)`` runs when the
+    gradients are ready, before each optimiser step (movement scores read them); ``after_step(model)``
+    runs after every step (pruning uses it to keep masked weights at zero). Fine-tuning is the same
+    call on an already trained model.
 
     Returns a frame with columns ``epoch``, ``metric`` (``train_loss``, ``train_accuracy``, and with
     ``val`` also ``val_loss``, ``val_accuracy``), ``value``.
@@ -114,6 +116,8 @@ def fit(
                         f"Fix: lower the learning rate (lr={config.lr:g}) or check the inputs."
                     )
                 loss.backward()
+                if after_backward is not None:
+                    after_backward(model)
                 opt.step()
                 sched.step()
                 if after_step is not None:

@@ -128,14 +128,27 @@ def test_zoo_build_and_ls_from_the_shell(tmp_path):
 
 @pytest.mark.slow
 def test_demo_zoo_meets_the_bar_and_reopens_without_training(tmp_path, monkeypatch, capsys):
+    from pruneviz.zoo.build import DEMO_METHODS, DEMO_SPARSITIES
+
     zoo = build_demo_zoo(tmp_path / "demo", progress=False)
-    runs = zoo.runs()
-    assert len(runs) == 3 and runs.dataset.str.startswith("digits").all() and (runs.arch == "cnn").all()
-    assert (runs.test_accuracy >= 0.95).all(), runs.test_accuracy.tolist()
+    dense = zoo.runs(kind="dense")
+    assert len(dense) == 3 and dense.dataset.str.startswith("digits").all() and (dense.arch == "cnn").all()
+    assert (dense.test_accuracy >= 0.95).all(), dense.test_accuracy.tolist()
+    pruned = zoo.runs(kind="pruned")
+    assert len(pruned) == 3 * len(DEMO_METHODS) * len(DEMO_SPARSITIES)
+    assert set(pruned.method) == set(DEMO_METHODS) and set(pruned.parent) == set(dense.run)
+    assert sorted(set(pruned.target_sparsity)) == list(DEMO_SPARSITIES)
+    masked = pruned[pruned.structure == "unstructured"]
+    assert (masked.sparsity - masked.target_sparsity).abs().max() < 1e-3
+    assert zoo.verify().empty
 
     import pruneviz.zoo.build as build
+    import pruneviz.zoo.populations as populations
 
     monkeypatch.setattr(build, "fit", lambda *a, **k: pytest.fail("the demo retrained a stored run"))
+    monkeypatch.setattr(
+        populations, "one_shot", lambda *a, **k: pytest.fail("the demo re-pruned a stored run")
+    )
     assert main(["demo", "--zoo", str(tmp_path / "demo"), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert all(rid in printed for rid in runs.run)
+    assert all(rid in printed for rid in dense.run) and all(m in printed for m in DEMO_METHODS)

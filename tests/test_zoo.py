@@ -14,6 +14,7 @@ import torch
 from conftest import FAST
 from pruneviz.exceptions import CheckpointError, ValidationError, ZooError, ZooSchemaError
 from pruneviz.models import ModelSpec, build_model
+from pruneviz.prune import Masks
 from pruneviz.train import evaluate
 from pruneviz.zoo import RunRecord, Zoo, build_dense_population
 from pruneviz.zoo import store as store_module
@@ -119,9 +120,9 @@ def test_runs_are_immutable_and_links_are_checked(tmp_path, tiny):
     with pytest.raises(ValidationError, match="'record.parent' parameter"):
         zoo.add_run(orphan, model2, out2)
     child = RunRecord(**{**orphan.__dict__, "parent": record.run, "run": "child"})
-    zoo.add_run(child, model2, out2, masks={"0.weight": torch.ones(8, 4, dtype=torch.bool)})
+    zoo.add_run(child, model2, out2, masks=Masks({"features.1": torch.ones(8, 4, dtype=torch.bool)}))
     assert zoo.runs(kind="pruned").parent.tolist() == [record.run]
-    assert zoo.masks("child")["0.weight"].dtype == torch.bool and zoo.masks(record.run) == {}
+    assert zoo.masks("child")["features.1"].dtype == torch.bool and len(zoo.masks(record.run)) == 0
 
 
 def test_nan_weights_are_refused(tmp_path, tiny):

@@ -89,7 +89,9 @@ def _batches(data: Dataset, batch_size: int):
         yield data.x[i : i + batch_size], data.y[i : i + batch_size]
 
 
-def _loss_gradients(model: nn.Module, layers: Mapping[str, nn.Module], data: Dataset, batch_size: int) -> Scores:
+def _loss_gradients(
+    model: nn.Module, layers: Mapping[str, nn.Module], data: Dataset, batch_size: int
+) -> Scores:
     """Gradient of the mean cross-entropy over ``data`` w.r.t. each layer's weight."""
     grads = {n: torch.zeros_like(m.weight) for n, m in layers.items()}
     for xb, yb in _batches(data, batch_size):
@@ -102,7 +104,12 @@ def _loss_gradients(model: nn.Module, layers: Mapping[str, nn.Module], data: Dat
 
 
 def snip(
-    model: nn.Module, layers: Mapping[str, nn.Module], *, data: Dataset | None = None, batch_size: int = 256, **_: object
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    *,
+    data: Dataset | None = None,
+    batch_size: int = 256,
+    **_: object,
 ) -> Scores:
     """Connection sensitivity |g ⊙ w| with g the loss gradient on the calibration data (Lee et al. 2019)."""
     data = _need_data(data, "snip")
@@ -113,7 +120,12 @@ def snip(
 
 
 def taylor(
-    model: nn.Module, layers: Mapping[str, nn.Module], *, data: Dataset | None = None, batch_size: int = 64, **_: object
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    *,
+    data: Dataset | None = None,
+    batch_size: int = 64,
+    **_: object,
 ) -> Scores:
     """First-order Taylor importance (Molchanov et al. 2019): the mean over minibatches of (g ⊙ w)^2."""
     data = _need_data(data, "taylor")
@@ -131,7 +143,12 @@ def taylor(
 
 
 def grasp(
-    model: nn.Module, layers: Mapping[str, nn.Module], *, data: Dataset | None = None, batch_size: int = 256, **_: object
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    *,
+    data: Dataset | None = None,
+    batch_size: int = 256,
+    **_: object,
 ) -> Scores:
     """Gradient signal preservation (Wang et al. 2020): importance ``w ⊙ Hg``.
 
@@ -230,7 +247,12 @@ def _columns(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, x.shape[-1]).T.double()
     if isinstance(module, nn.Conv1d):
         x = x.unsqueeze(2)
-        kernel, stride, pad, dil = (1, *module.kernel_size), (1, *module.stride), (0, *module.padding), (1, *module.dilation)
+        kernel, stride, pad, dil = (
+            (1, *module.kernel_size),
+            (1, *module.stride),
+            (0, *module.padding),
+            (1, *module.dilation),
+        )
     else:
         kernel, stride, pad, dil = module.kernel_size, module.stride, module.padding, module.dilation
     if module.groups != 1:
@@ -242,7 +264,12 @@ def _columns(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def wanda(
-    model: nn.Module, layers: Mapping[str, nn.Module], *, data: Dataset | None = None, batch_size: int = 256, **_: object
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    *,
+    data: Dataset | None = None,
+    batch_size: int = 256,
+    **_: object,
 ) -> Scores:
     """Wanda (Sun et al. 2023): ``|W_ij| · ||X_j||_2``, the weight times the norm of its input feature
     over all calibration tokens; compared within each output row."""

@@ -19,7 +19,9 @@ from pruneviz._validation import fail
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
-def prunable_layers(model: nn.Module, *, exclude: Iterable[str] = (), where: str = "prune") -> dict[str, nn.Module]:
+def prunable_layers(
+    model: nn.Module, *, exclude: Iterable[str] = (), where: str = "prune"
+) -> dict[str, nn.Module]:
     """The model's prunable modules by name (Linear and Conv layers), minus ``exclude``.
 
     Raises if a name in ``exclude`` is not a prunable module of the model, or if nothing is left.
@@ -89,7 +91,12 @@ class Masks(Mapping[str, torch.Tensor]):
     def sparsity_by_layer(self) -> pd.DataFrame:
         """One row per layer: ``layer``, ``params``, ``pruned``, ``sparsity``."""
         rows = [
-            {"layer": k, "params": m.numel(), "pruned": int((~m).sum()), "sparsity": float((~m).sum()) / m.numel()}
+            {
+                "layer": k,
+                "params": m.numel(),
+                "pruned": int((~m).sum()),
+                "sparsity": float((~m).sum()) / m.numel(),
+            }
             for k, m in self._masks.items()
         ]
         return pd.DataFrame(rows, columns=["layer", "params", "pruned", "sparsity"])

@@ -1,6 +1,17 @@
 """The zoo: a directory holding a study's datasets, runs, per-sample outputs and cached analyses."""
 
 from pruneviz.zoo.build import build_demo_zoo, build_dense_population
+from pruneviz.zoo.populations import population_method_names, prune_population, pruned_run_id
 from pruneviz.zoo.store import SCHEMA_VERSION, RunRecord, Zoo, dense_run_id
 
-__all__ = ["SCHEMA_VERSION", "RunRecord", "Zoo", "build_demo_zoo", "build_dense_population", "dense_run_id"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "RunRecord",
+    "Zoo",
+    "build_demo_zoo",
+    "build_dense_population",
+    "dense_run_id",
+    "population_method_names",
+    "prune_population",
+    "pruned_run_id",
+]

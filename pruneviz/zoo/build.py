@@ -95,16 +95,22 @@ def build_dense_population(
     return summary[summary["run"].isin(run_ids)].reset_index(drop=True)
 
 
-# The embedded default study: digits, the LeNet-style CNN, three seeds.
+# The embedded default study: digits, the LeNet-style CNN, three seeds, five pruning methods.
 DEMO_ARCH = "cnn"
 DEMO_SEEDS = 3
 DEMO_TRAIN = TrainConfig(epochs=30, batch_size=64, lr=3e-3)
+DEMO_METHODS = ("global_magnitude", "lamp", "random", "snip", "channel_l1")
+DEMO_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 
 
 def build_demo_zoo(path: str | os.PathLike[str], *, progress: bool = True) -> Zoo:
-    """Build (or resume) the embedded default zoo at ``path``: digits, CNN, 3 dense seeds."""
+    """Build (or resume) the embedded default zoo at ``path``: digits, CNN, 3 dense seeds, and for each
+    the methods ``DEMO_METHODS`` at ``DEMO_SPARSITIES``, briefly fine-tuned."""
+    from pruneviz.zoo.populations import prune_population
+
     zoo = Zoo.create(path, exist_ok=True)
     build_dense_population(
         zoo, load_digits(), arch=DEMO_ARCH, seeds=DEMO_SEEDS, config=DEMO_TRAIN, progress=progress
     )
+    prune_population(zoo, methods=DEMO_METHODS, sparsities=DEMO_SPARSITIES, progress=progress)
     return zoo

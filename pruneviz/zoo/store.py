@@ -40,6 +40,8 @@ from pruneviz._version import __version__
 from pruneviz.data.dataset import Dataset, DatasetInfo, DataSplits
 from pruneviz.exceptions import ZooError, ZooSchemaError
 from pruneviz.models.registry import ModelSpec, build_from_spec
+from pruneviz.prune.channels import apply_channel_plan
+from pruneviz.prune.masks import Masks
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "zoo.sqlite"
@@ -93,7 +95,8 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def _digest(obj: Any, n: int = 8) -> str:
+def digest(obj: Any, n: int = 8) -> str:
+    """A short stable hash of a JSON-serialisable object (keys sorted)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
@@ -156,7 +159,7 @@ class RunRecord:
 
 def dense_run_id(dataset: str, spec: ModelSpec, seed: int, train_config: Mapping[str, Any]) -> str:
     """The deterministic id of a dense run: readable prefix plus a hash of everything that defines it."""
-    tag = _digest({"dataset": dataset, "spec": spec.to_json(), "seed": seed, "train": dict(train_config)})
+    tag = digest({"dataset": dataset, "spec": spec.to_json(), "seed": seed, "train": dict(train_config)})
     return f"{spec.arch}-s{seed}-{tag}"
 
 
@@ -294,7 +297,7 @@ class Zoo:
         check_fraction(val_fraction, "val_fraction", where)
         check_fraction(test_fraction, "test_fraction", where)
         fingerprint = dataset.fingerprint()
-        key = f"{dataset.info.name}-{_digest([fingerprint, split_seed, val_fraction, test_fraction])}"
+        key = f"{dataset.info.name}-{digest([fingerprint, split_seed, val_fraction, test_fraction])}"
         with self._connect() as con:
             if con.execute("SELECT 1 FROM datasets WHERE dataset = ?", (key,)).fetchone():
                 return key
@@ -336,7 +339,7 @@ class Zoo:
         with self._connect() as con:
             df = pd.read_sql_query(
                 "SELECT dataset, name, n_samples, split_seed, val_fraction, test_fraction, fingerprint, "
-                "created_at FROM datasets ORDER BY created_at, dataset",
+                "created_at FROM datasets ORDER BY rowid",
                 con,
             )
         return df
@@ -380,7 +383,7 @@ class Zoo:
 
     def run_ids(self) -> list[str]:
         with self._connect() as con:
-            return [r[0] for r in con.execute("SELECT run FROM runs ORDER BY created_at, run")]
+            return [r[0] for r in con.execute("SELECT run FROM runs ORDER BY rowid")]
 
     def add_run(
         self,
@@ -388,7 +391,7 @@ class Zoo:
         model: nn.Module,
         outputs: pd.DataFrame,
         *,
-        masks: Mapping[str, torch.Tensor] | None = None,
+        masks: Masks | None = None,
     ) -> None:
         """Store a run atomically: weights, optional masks, per-sample outputs, then its index row.
 
@@ -429,7 +432,7 @@ class Zoo:
             meta = {"run": record.run, "model_spec": json.dumps(record.model_spec.to_json())}
             save_tensors(tmp / "weights.safetensors", state, meta)
             if masks:
-                save_tensors(tmp / "masks.safetensors", masks, meta)
+                save_tensors(tmp / "masks.safetensors", masks.to_tensors(), meta)
             write_atomic(tmp / "outputs.parquet", lambda p: outputs.to_parquet(p, index=False))
             write_json_atomic(tmp / "run.json", record.to_json())
             fsync_dir(tmp)
@@ -481,7 +484,7 @@ class Zoo:
         Keyword filters match columns exactly, e.g. ``zoo.runs(kind="dense", arch="cnn")``.
         """
         with self._connect() as con:
-            df = pd.read_sql_query("SELECT * FROM runs ORDER BY created_at, run", con)
+            df = pd.read_sql_query("SELECT * FROM runs ORDER BY rowid", con)
         allowed = set(df.columns)
         for key, value in where.items():
             if key not in allowed:
@@ -495,10 +498,16 @@ class Zoo:
         return pd.concat([base, metrics, timing], axis=1).reset_index(drop=True)
 
     def load_model(self, run: str) -> nn.Module:
-        """Rebuild the run's architecture and load its weights (safetensors; never unpickled)."""
+        """Rebuild the run's architecture and load its weights (safetensors; never unpickled).
+
+        A channel-pruned run is rebuilt by replaying its channel plan on the dense architecture.
+        """
         record = self.run(run)
         tensors, _ = load_tensors(self.path / "runs" / run / "weights.safetensors")
         model = build_from_spec(record.model_spec, seed=0)
+        plan = record.schedule.get("channel_plan")
+        if plan:
+            apply_channel_plan(model, plan, input_shape=record.model_spec.input_shape)
         try:
             model.load_state_dict(tensors, strict=True)
         except RuntimeError as exc:
@@ -508,11 +517,11 @@ class Zoo:
             ) from exc
         return model.eval()
 
-    def masks(self, run: str) -> dict[str, torch.Tensor]:
-        """The run's pruning masks (empty for dense runs)."""
+    def masks(self, run: str) -> Masks:
+        """The run's pruning masks (empty for dense and channel-pruned runs)."""
         self.run(run)
         path = self.path / "runs" / run / "masks.safetensors"
-        return load_tensors(path)[0] if path.is_file() else {}
+        return Masks.from_tensors(load_tensors(path)[0] if path.is_file() else {})
 
     def outputs(
         self,
@@ -614,6 +623,25 @@ class Zoo:
             if c in df.columns
         ]  # fmt: skip
         return df[cols]
+
+
+def population_table(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
+    """Mean and standard deviation of ``metric`` over seeds for every method × structure × sparsity,
+    one row per group (dense runs are the ``method="dense"`` row at sparsity 0), tidy."""
+    if runs.empty:
+        return pd.DataFrame(columns=["method", "structure", "sparsity", "runs", "mean", "std"])
+    df = runs.assign(
+        method=runs["method"].fillna("dense"),
+        structure=runs["structure"].fillna(""),
+        sparsity=runs["target_sparsity"],
+    )
+    grouped = df.groupby(["method", "structure", "sparsity"], sort=True)[metric]
+    out = grouped.agg(runs="count", mean="mean", std="std").reset_index()
+    order = {"dense": 0}
+    out = out.sort_values(
+        ["method", "sparsity"], key=lambda c: c.map(order).fillna(1) if c.name == "method" else c
+    )
+    return out.assign(metric=metric).reset_index(drop=True)
 
 
 class _ZooKeyError(ZooError, KeyError):

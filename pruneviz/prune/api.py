@@ -1,0 +1,274 @@
+"""The pruning API: named methods, mask computation, and in-place pruning.
+
+A *method* names a criterion with the allocation its paper uses; the structure and allocation can be
+overridden. ``compute_masks`` never changes the model; ``prune_`` applies the masks (and, for SparseGPT,
+the reconstructed weights) in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pruneviz._validation import check_choice, check_fraction, check_int, fail
+from pruneviz.data.dataset import Dataset
+from pruneviz.prune.allocation import ALLOCATIONS, Structure, allocate, check_nm_divisible, parse_structure
+from pruneviz.prune.criteria import DATA_FREE, layer_inputs, score
+from pruneviz.prune.masks import Masks, prunable_layers
+from pruneviz.prune.sparsegpt import sparsegpt_layer
+
+
+@dataclass(frozen=True)
+class Method:
+    """A pruning method: the criterion that scores weights and the allocation its authors use."""
+
+    criterion: str
+    allocation: str
+    reference: str
+
+
+METHODS: dict[str, Method] = {
+    "magnitude": Method("magnitude", "uniform", "Han et al. 2015 (layer-wise)"),
+    "global_magnitude": Method("magnitude", "global", "Han et al. 2015; Frankle & Carbin 2019 (global)"),
+    "random": Method("random", "uniform", "random baseline"),
+    "lamp": Method("lamp", "global", "Lee et al. 2021"),
+    "erk_magnitude": Method("magnitude", "erk", "Evci et al. 2020 (ERK allocation)"),
+    "snip": Method("snip", "global", "Lee et al. 2019"),
+    "grasp": Method("grasp", "global", "Wang et al. 2020"),
+    "synflow": Method("synflow", "global", "Tanaka et al. 2020 (iterative, data-free)"),
+    "taylor": Method("taylor", "global", "Molchanov et al. 2019"),
+    "wanda": Method("wanda", "per_row", "Sun et al. 2023"),
+    "sparsegpt": Method("sparsegpt", "uniform", "Frantar & Alistarh 2023 (reconstructs weights)"),
+}
+NEEDS_DATA = frozenset(m for m, spec in METHODS.items() if spec.criterion not in DATA_FREE)
+
+
+def method_names() -> list[str]:
+    """Names accepted by ``method=`` (movement pruning lives in :func:`pruneviz.prune.movement_prune`)."""
+    return sorted(METHODS)
+
+
+def _check_sparsity(sparsity: float | None, structure: Structure, where: str) -> float | None:
+    if structure.kind == "nm":
+        fixed = structure.fixed_sparsity
+        if sparsity is not None and abs(float(sparsity) - fixed) > 1e-9:
+            fail(
+                "sparsity",
+                where,
+                f"None or {fixed:g} for structure {structure.name!r} (N:M fixes it at 1 - N/M)",
+                sparsity,
+                "omit sparsity for N:M structures.",
+            )
+        return fixed
+    if sparsity is None:
+        fail("sparsity", where, "a float in [0, 1)", None, "pass e.g. sparsity=0.9.")
+    return check_fraction(sparsity, "sparsity", where)
+
+
+def compute_masks(
+    model: nn.Module,
+    *,
+    method: str,
+    sparsity: float | None = None,
+    structure: str | Structure = "unstructured",
+    allocation: str | None = None,
+    data: Dataset | None = None,
+    exclude: Iterable[str] = (),
+    seed: int = 0,
+    floor: float = 0.01,
+    synflow_iterations: int = 100,
+    input_shape: tuple[int, ...] | None = None,
+    batch_size: int = 256,
+) -> Masks:
+    """Keep-masks for ``model``'s prunable layers; the model itself is not changed.
+
+    Parameters
+    ----------
+    method : one of :func:`method_names` (``sparsegpt`` needs :func:`prune_`, which also reconstructs).
+    sparsity : fraction of prunable weights removed, in [0, 1). Omit for N:M (fixed at 1 - N/M).
+    structure : ``"unstructured"``, ``"N:M"``, ``"block:HxW"`` (channels: :func:`prune_channels`).
+    allocation : ``uniform``, ``global``, ``global_floor``, ``erk`` or ``per_row``; default the method's.
+    data : calibration samples, needed by data-driven criteria (SNIP, GraSP, Taylor, Wanda, SparseGPT).
+    exclude : names of prunable layers to leave dense (e.g. the first conv or the classifier).
+    seed : fixes every random choice.
+
+    >>> from pruneviz.models import build_model
+    >>> model = build_model("mlp", input_shape=(4,), num_classes=3, hidden=(8,))
+    >>> compute_masks(model, method="global_magnitude", sparsity=0.5).sparsity()
+    0.5
+    """
+    where = "compute_masks"
+    check_choice(method, "method", where, METHODS)
+    spec = METHODS[method]
+    struct = parse_structure(structure, where=where)
+    if struct.kind == "channel":
+        fail(
+            "structure",
+            where,
+            "a mask structure",
+            "channel",
+            "use pruneviz.prune.prune_channels for channels.",
+        )
+    sparsity = _check_sparsity(sparsity, struct, where)
+    allocation = (
+        spec.allocation if allocation is None else check_choice(allocation, "allocation", where, ALLOCATIONS)
+    )
+    seed = check_int(seed, "seed", where, minimum=0)
+    layers = prunable_layers(model, exclude=exclude, where=where)
+    if method in NEEDS_DATA:
+        if data is None:
+            fail(
+                "data",
+                where,
+                f"a calibration Dataset for method {method!r}",
+                None,
+                "pass data=<training samples>; data-free methods are "
+                + ", ".join(sorted(set(METHODS) - NEEDS_DATA)),
+            )
+        if len(data) == 0:
+            fail("data", where, "a non-empty calibration Dataset", "0 samples")
+    if method == "sparsegpt":
+        work = _copy_model(model)
+        return _sparsegpt_(
+            work,
+            layers_of(work, layers),
+            sparsity=sparsity,
+            structure=struct,
+            data=data,
+            batch_size=batch_size,
+        )
+    if method == "synflow":
+        return _synflow_masks(
+            model,
+            layers,
+            sparsity,
+            struct,
+            allocation,
+            synflow_iterations,
+            input_shape or _shape_of(data),
+            floor,
+        )
+    scores = score(model, layers, spec.criterion, data=data, seed=seed, batch_size=batch_size)
+    return allocate(
+        scores,
+        sparsity=sparsity,
+        structure=struct,
+        allocation=allocation,
+        layers=layers,
+        floor=floor,
+        where=where,
+    )
+
+
+def prune_(model: nn.Module, **options) -> Masks:
+    """Compute masks with :func:`compute_masks` options and apply them to ``model`` in place.
+
+    For ``sparsegpt`` the kept weights are also reconstructed (Frantar & Alistarh 2023).
+    Returns the masks.
+    """
+    if options.get("method") == "sparsegpt":
+        where = "prune_"
+        struct = parse_structure(options.get("structure", "unstructured"), where=where)
+        sparsity = _check_sparsity(options.get("sparsity"), struct, where)
+        data = options.get("data")
+        if data is None:
+            fail(
+                "data",
+                where,
+                "a calibration Dataset for method 'sparsegpt'",
+                None,
+                "pass data=<training samples>.",
+            )
+        layers = prunable_layers(model, exclude=options.get("exclude", ()), where=where)
+        return _sparsegpt_(
+            model,
+            layers,
+            sparsity=sparsity,
+            structure=struct,
+            data=data,
+            batch_size=options.get("batch_size", 256),
+        )
+    masks = compute_masks(model, **options)
+    masks.apply_(model)
+    return masks
+
+
+def _shape_of(data: Dataset | None) -> tuple[int, ...] | None:
+    return None if data is None else data.info.input_shape
+
+
+def _copy_model(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def layers_of(model: nn.Module, layers: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """The modules of ``model`` with the same names as ``layers`` (e.g. in a copy)."""
+    modules = dict(model.named_modules())
+    return {n: modules[n] for n in layers}
+
+
+def _synflow_masks(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    sparsity: float,
+    struct: Structure,
+    allocation: str,
+    iterations: int,
+    input_shape: tuple[int, ...] | None,
+    floor: float,
+) -> Masks:
+    """SynFlow's iterative schedule: re-score and prune ``iterations`` times, the kept fraction
+    shrinking exponentially to ``1 - sparsity`` (Tanaka et al. 2020, Algorithm 1)."""
+    iterations = check_int(iterations, "synflow_iterations", "compute_masks", minimum=1)
+    masks = None
+    for k in range(1, iterations + 1):
+        kept = (1.0 - sparsity) ** (k / iterations)
+        scores = score(model, layers, "synflow", input_shape=input_shape, masks=masks)
+        if masks is not None:  # pruned weights stay pruned
+            scores = {n: torch.where(masks[n], s, torch.full_like(s, -1.0)) for n, s in scores.items()}
+        step_sparsity = sparsity if k == iterations else 1.0 - kept
+        masks = allocate(
+            scores,
+            sparsity=step_sparsity,
+            structure=struct,
+            allocation=allocation,
+            layers=layers,
+            floor=floor,
+        )
+    return masks
+
+
+@torch.no_grad()
+def _sparsegpt_(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    *,
+    sparsity: float,
+    structure: Structure,
+    data: Dataset,
+    batch_size: int,
+) -> Masks:
+    """Prune ``layers`` of ``model`` one after another in forward order, each on the inputs produced
+    by the already pruned layers before it (as in the paper), reconstructing the kept weights."""
+    if structure.kind not in ("unstructured", "nm"):
+        fail("structure", "prune_ (method='sparsegpt')", "'unstructured' or 'N:M'", structure.name)
+    masks = {}
+    for name, module in layers.items():
+        inputs = layer_inputs(model, {name: module}, data, batch_size)[name]
+        w = module.weight.detach()
+        mat = w.reshape(w.shape[0], -1)
+        order = None
+        if structure.kind == "nm":
+            in_ch = w.shape[1]
+            check_nm_divisible(in_ch, structure, name, "prune_ (method='sparsegpt')")
+            if w.ndim > 2:  # (C, k...) columns -> input channel fastest, as N:M groups run along it
+                order = torch.arange(mat.shape[1]).reshape(in_ch, -1).T.flatten()
+        new, keep = sparsegpt_layer(mat, inputs, sparsity=sparsity, structure=structure, column_order=order)
+        module.weight.copy_(new.reshape(w.shape))
+        masks[name] = keep.reshape(w.shape)
+    return Masks(masks)

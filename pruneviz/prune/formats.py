@@ -1,0 +1,99 @@
+"""Export: masks folded into weights, and the sparse formats ``pruneviz.kernels`` consumes.
+
+The formats, in one place (weights are ``(out, in)`` matrices; convolutions are flattened to
+``(out, in * kernel)``, N:M with the input channel fastest as in :mod:`pruneviz.prune.allocation`):
+
+- **CSR**: ``torch.sparse_csr_tensor`` — ``crow_indices`` (out + 1), ``col_indices`` and ``values``
+  (one per non-zero). Suits unstructured sparsity at high sparsity.
+- **BSR**: ``torch.sparse_bsr_tensor`` with ``(bh, bw)`` blocks — ``crow_indices`` over block rows,
+  ``col_indices`` of non-zero blocks, ``values`` of shape ``(nnz_blocks, bh, bw)``. Suits block masks.
+- **N:M**: :class:`NMCompressed` — ``values (out, in * N / M)`` holding the kept weights of each group in
+  order, and ``indices (out, in * N / M)`` (uint8) giving each value's position 0..M-1 in its group.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pruneviz._validation import fail
+from pruneviz.prune.allocation import Structure, check_nm_divisible
+from pruneviz.prune.masks import Masks
+
+
+def fold_masks(model: nn.Module, masks: Masks) -> nn.Module:
+    """A copy of ``model`` with the masks multiplied into its weights (no masks or hooks left)."""
+    return masks.apply_(copy.deepcopy(model))
+
+
+def as_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """A weight as the ``(out, in * kernel)`` matrix the formats store."""
+    return weight.detach().reshape(weight.shape[0], -1)
+
+
+def to_csr(weight: torch.Tensor) -> torch.Tensor:
+    """CSR of the weight matrix (zeros dropped)."""
+    return as_matrix(weight).to_sparse_csr()
+
+
+def to_bsr(weight: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """BSR of the weight matrix with ``block`` = (rows, cols) blocks; all-zero blocks are dropped."""
+    mat = as_matrix(weight)
+    bh, bw = block
+    if mat.shape[0] % bh or mat.shape[1] % bw:
+        fail("block", "to_bsr", f"a block size dividing the weight matrix {tuple(mat.shape)}", block)
+    with warnings.catch_warnings():  # torch marks BSR as beta; the conversion itself is exact
+        warnings.simplefilter("ignore", UserWarning)
+        return mat.to_sparse_bsr((bh, bw))
+
+
+@dataclass(frozen=True)
+class NMCompressed:
+    """N:M-compressed weight: the kept values and their positions within each group of M."""
+
+    values: torch.Tensor
+    indices: torch.Tensor
+    shape: tuple[int, ...]
+    n: int
+    m: int
+
+    def to_dense(self) -> torch.Tensor:
+        rows = self.values.shape[0]
+        groups = self.values.shape[1] // self.n
+        dense = torch.zeros(rows, groups, self.m, dtype=self.values.dtype)
+        dense.scatter_(
+            2, self.indices.long().reshape(rows, groups, self.n), self.values.reshape(rows, groups, self.n)
+        )
+        flat = dense.reshape(rows, groups * self.m)
+        if len(self.shape) == 2:
+            return flat
+        moved = (self.shape[0], *self.shape[2:], self.shape[1])
+        return flat.reshape(moved).movedim(-1, 1)
+
+
+def to_nm(weight: torch.Tensor, n: int, m: int) -> NMCompressed:
+    """Compress a weight that satisfies N:M (at most N non-zeros in every group of M along the input)."""
+    w = weight.detach()
+    check_nm_divisible(w.shape[1], Structure("nm", n=n, m=m), "weight", "to_nm")
+    flat = w if w.ndim == 2 else w.movedim(1, -1).reshape(w.shape[0], -1)
+    groups = flat.reshape(flat.shape[0], -1, m)
+    nonzero = (groups != 0).sum(-1)
+    if bool((nonzero > n).any()):
+        fail(
+            "weight",
+            "to_nm",
+            f"at most {n} non-zeros in every group of {m}",
+            None,
+            got=f"up to {int(nonzero.max())}",
+        )
+    # positions of the kept entries: non-zeros first (stable), padded with zeros' positions
+    order = torch.argsort((groups == 0).to(torch.int8), dim=-1, stable=True)[..., :n]
+    order = order.sort(dim=-1).values
+    values = torch.gather(groups, -1, order)
+    return NMCompressed(
+        values.reshape(w.shape[0], -1), order.to(torch.uint8).reshape(w.shape[0], -1), tuple(w.shape), n, m
+    )

@@ -1,0 +1,173 @@
+"""Pruned populations: every dense parent × method × sparsity, fine-tuned, stored like dense runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from pruneviz._validation import check_choice, check_fraction, check_int, fail
+from pruneviz.models.registry import count_parameters
+from pruneviz.prune.accounting import count_macs
+from pruneviz.prune.allocation import parse_structure
+from pruneviz.prune.api import METHODS
+from pruneviz.prune.masks import prunable_layers
+from pruneviz.prune.schedules import PruneResult, one_shot
+from pruneviz.train import TrainConfig, evaluate
+from pruneviz.zoo.store import RunRecord, Zoo, digest
+
+# Channel methods name their criterion: channel_l1 is the L1 norm of filters (Li et al. 2017).
+CHANNEL_METHODS = {"channel_l1": "magnitude", "channel_random": "random", "channel_taylor": "taylor"}
+DEFAULT_FINETUNE = TrainConfig(epochs=5, batch_size=64, lr=1e-3)
+
+
+def population_method_names() -> list[str]:
+    """Methods accepted by :func:`prune_population`: the mask methods and the channel methods."""
+    return sorted({*METHODS, *CHANNEL_METHODS})
+
+
+def pruned_run_id(parent: str, method: str, structure: str, sparsity: float, settings: dict) -> str:
+    """Deterministic id of a pruned run: parent, method, structure and sparsity, plus a settings hash."""
+    tag = digest(
+        {"parent": parent, "method": method, "structure": structure, "sparsity": sparsity, **settings}
+    )
+    return f"{parent}~{method}-{structure.replace(':', '_')}-{sparsity:g}-{tag}"
+
+
+def prune_population(
+    zoo: Zoo,
+    *,
+    methods: Sequence[str],
+    sparsities: Sequence[float],
+    structure: str = "unstructured",
+    allocation: str | None = None,
+    finetune: TrainConfig | None = DEFAULT_FINETUNE,
+    parents: Iterable[str] | None = None,
+    exclude: Sequence[str] = (),
+    calibration_size: int = 512,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Add a pruned run for every dense parent × method × sparsity; skip those already present.
+
+    Mask methods (``lamp``, ``snip``, ...) use ``structure`` (unstructured, N:M, block); channel methods
+    (``channel_l1``, ``channel_random``, ``channel_taylor``) remove channels physically. Each run is
+    fine-tuned on the parent's training part with the pruned weights held at zero, evaluated on the
+    validation and test parts, and stored with its masks (or channel plan).
+
+    Returns the zoo's summary rows of the population's runs.
+    """
+    where = "prune_population"
+    methods = [
+        check_choice(m, "methods", where, population_method_names()) for m in _as_list(methods, "methods")
+    ]
+    sparsities = [check_fraction(s, "sparsities", where) for s in _as_list(sparsities, "sparsities")]
+    struct = parse_structure(structure, where=where)
+    calibration_size = check_int(calibration_size, "calibration_size", where, minimum=1)
+    dense = zoo.runs(kind="dense")
+    parent_ids = list(dense.run) if parents is None else list(parents)
+    unknown = [p for p in parent_ids if p not in set(dense.run)]
+    if unknown:
+        fail("parents", where, f"ids of dense runs in the zoo ({list(dense.run)})", unknown)
+    if not parent_ids:
+        fail(
+            "zoo",
+            where,
+            "a zoo with at least one dense run",
+            str(zoo.path),
+            "build one with `pruneviz zoo build`.",
+        )
+    from tqdm.auto import tqdm
+
+    jobs = [(p, m, s) for p in parent_ids for m in methods for s in sparsities]
+    done: list[str] = []
+    for parent_id, method, sparsity in tqdm(jobs, desc="prune", disable=not progress, leave=False):
+        is_channel = method in CHANNEL_METHODS
+        struct_name = "channel" if is_channel else struct.name
+        settings = {
+            "allocation": allocation,
+            "exclude": list(exclude),
+            "finetune": finetune.to_json() if finetune else None,
+            "calibration_size": calibration_size,
+            "seed": seed,
+        }
+        rid = pruned_run_id(parent_id, method, struct_name, sparsity, settings)
+        done.append(rid)
+        if zoo.has_run(rid):
+            continue
+        parent = zoo.run(parent_id)
+        splits = zoo.splits(parent.dataset)
+        model = zoo.load_model(parent_id)
+        start = time.perf_counter()
+        result = one_shot(
+            model,
+            splits.train,
+            method=CHANNEL_METHODS.get(method, method),
+            sparsity=sparsity,
+            structure=struct_name,
+            allocation=allocation,
+            finetune=finetune,
+            exclude=exclude,
+            calibration_size=calibration_size,
+            seed=seed,
+            progress=False,
+        )
+        seconds = time.perf_counter() - start
+        _store(zoo, parent, rid, method, struct_name, sparsity, result, model, splits, settings, seconds)
+    summary = zoo.summary()
+    return summary[summary["run"].isin(done)].reset_index(drop=True)
+
+
+def _as_list(values, name: str) -> list:
+    if isinstance(values, str | float | int):
+        return [values]
+    out = list(values)
+    if not out:
+        fail(name, "prune_population", "a non-empty list", out)
+    return out
+
+
+def _store(
+    zoo, parent, rid, method, structure, target, result: PruneResult, dense_model, splits, settings, seconds
+):
+    model = result.model
+    outputs = pd.concat(
+        [evaluate(model, splits.val, subset="val"), evaluate(model, splits.test, subset="test")],
+        ignore_index=True,
+    )
+    val, test = outputs[outputs.subset == "val"], outputs[outputs.subset == "test"]
+    shape = parent.model_spec.input_shape
+    dense_prunable = sum(m.weight.numel() for m in prunable_layers(dense_model).values())
+    kept = sum(int((m.weight != 0).sum()) for m in prunable_layers(model).values())
+    macs = count_macs(model, shape).iloc[-1]
+    schedule = {**result.schedule, **settings}
+    if result.plan is not None:
+        schedule["channel_plan"] = result.plan
+    record = RunRecord(
+        run=rid,
+        kind="pruned",
+        dataset=parent.dataset,
+        model_spec=parent.model_spec,
+        seed=parent.seed,
+        parent=parent.run,
+        method=method,
+        structure=structure,
+        target_sparsity=float(target),
+        sparsity=1.0 - kept / dense_prunable,
+        schedule=schedule,
+        train_config=parent.train_config,
+        metrics={
+            "val_accuracy": float(val["correct"].mean()),
+            "test_accuracy": float(test["correct"].mean()),
+            "test_loss": float(test["loss"].mean()),
+            "params": count_parameters(model),
+            "nonzero_params": int(sum(int((p != 0).sum()) for p in model.parameters())),
+            "dense_macs": int(macs["dense_macs"]),
+            "effective_macs": int(macs["effective_macs"]),
+        },
+        timing={"prune_and_finetune": round(seconds, 3)},
+    )
+    with torch.no_grad():
+        zoo.add_run(record, model, outputs, masks=result.masks)
