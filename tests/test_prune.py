@@ -23,6 +23,8 @@ from pruneviz.prune import (
     count_macs,
     cubic_sparsity,
     erk_densities,
+    export_inference,
+    fold_batchnorm,
     fold_masks,
     gradual,
     iterative_magnitude,
@@ -399,3 +401,32 @@ def test_pruning_keeps_accuracy_at_moderate_sparsity(data):
     pruned = one_shot(model, data, method="lamp", sparsity=0.5, finetune=TrainConfig(epochs=5, lr=1e-3))
     assert evaluate(pruned.model, data)["correct"].mean() >= dense - 0.05
     assert np.isclose(pruned.masks.sparsity(), 0.5, atol=0.01)
+
+
+def test_fold_batchnorm_keeps_the_function_and_the_zeros():
+    model = build_model("resnet20", input_shape=(3, 12, 12), num_classes=4, seed=0).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    masks = prune_(model, method="global_magnitude", sparsity=0.7)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(3, 3, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
+    folded_convs = dict(folded.named_modules())
+    for name, mask in masks.items():
+        if name in folded_convs and isinstance(folded_convs[name], nn.Conv2d):
+            assert bool((folded_convs[name].weight[~mask] == 0).all())
+
+
+def test_exported_inference_model_matches_the_pruned_model():
+    model = build_model("resnet20", input_shape=(3, 12, 12), num_classes=4, seed=0).eval()
+    small = prune_channels(model, sparsity=0.5, input_shape=(3, 12, 12)).model
+    exported = export_inference(small, (3, 12, 12), batch_size=2)
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), small(x), rtol=1e-4, atol=1e-5)

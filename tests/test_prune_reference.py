@@ -11,6 +11,7 @@ from pruneviz.data import Dataset
 from pruneviz.prune import compute_masks, layer_inputs, optimal_reconstruction, prunable_layers, score
 from pruneviz.prune.allocation import Structure
 from pruneviz.prune.sparsegpt import reconstruction_error, sparsegpt_layer
+from pruneviz.testing import sequential_obs_reference, wanda_reference
 
 pytestmark = pytest.mark.reference
 
@@ -133,16 +134,6 @@ def test_synflow_matches_its_closed_form():
     np.testing.assert_allclose(got["2"].numpy(), w2 * hidden[None, :], rtol=1e-6)
 
 
-def wanda_reference(weight: np.ndarray, inputs: np.ndarray, sparsity: float) -> np.ndarray:
-    """Per output row, drop the round(s * d_in) smallest |W_ij| * ||X_j||."""
-    metric = np.abs(weight) * np.linalg.norm(inputs, axis=0)[None, :]
-    k = round(sparsity * weight.shape[1])
-    keep = np.ones_like(weight, dtype=bool)
-    for r in range(weight.shape[0]):
-        keep[r, np.argsort(metric[r], kind="stable")[:k]] = False
-    return keep
-
-
 def test_wanda_masks_on_a_linear_layer():
     model, data = tiny_mlp(d=5, h=8), as64(tiny_data(n=50))
     masks = compute_masks(model, method="wanda", sparsity=0.5, data=data)
@@ -171,22 +162,6 @@ def test_wanda_masks_on_a_convolution_use_patch_norms():
     np.testing.assert_array_equal(
         masks["0"].numpy().reshape(4, -1), wanda_reference(w, np.array(patches), 0.5)
     )
-
-
-def sequential_obs_reference(weight, inputs, keep, damp=0.01):
-    """The problem SparseGPT solves, by dense solves: columns left to right, each pruned weight's error
-    spread over the columns not yet processed with the inverse of the Hessian restricted to them."""
-    W = weight.double().clone()
-    X = inputs.double()
-    H = X @ X.T
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(H.shape[0], dtype=torch.float64)
-    for i in range(W.shape[1]):
-        Hinv = torch.linalg.inv(H[i:, i:])
-        for r in torch.nonzero(~keep[:, i]).flatten():
-            err = W[r, i] / Hinv[0, 0]
-            W[r, i:] -= err * Hinv[0, :]
-        W[~keep[:, i], i] = 0.0
-    return W
 
 
 @pytest.mark.parametrize("structure", [Structure("unstructured"), Structure("nm", n=2, m=4)])

@@ -20,7 +20,15 @@ from pruneviz.prune.allocation import (
 from pruneviz.prune.api import METHODS, compute_masks, method_names, prune_
 from pruneviz.prune.channels import ChannelPruned, apply_channel_plan, mask_channels_, prune_channels
 from pruneviz.prune.criteria import CRITERIA, layer_inputs, score
-from pruneviz.prune.formats import NMCompressed, fold_masks, to_bsr, to_csr, to_nm
+from pruneviz.prune.formats import (
+    NMCompressed,
+    export_inference,
+    fold_batchnorm,
+    fold_masks,
+    to_bsr,
+    to_csr,
+    to_nm,
+)
 from pruneviz.prune.masks import Masks, prunable_layers
 from pruneviz.prune.schedules import (
     PruneResult,
@@ -50,6 +58,8 @@ __all__ = [
     "count_macs",
     "cubic_sparsity",
     "erk_densities",
+    "export_inference",
+    "fold_batchnorm",
     "fold_masks",
     "gradual",
     "iterative_magnitude",

@@ -30,6 +30,63 @@ def fold_masks(model: nn.Module, masks: Masks) -> nn.Module:
     return masks.apply_(copy.deepcopy(model))
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An inference copy of ``model`` with every BatchNorm that directly follows a convolution folded
+    into it (``w' = w·γ/σ``, ``b' = (b - μ)·γ/σ + β``), traced with ``torch.fx``. Fewer operators per
+    forward pass — the export step before measuring latency. Pruned weights stay exactly zero.
+    """
+    import torch.fx
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    try:
+        graph = torch.fx.symbolic_trace(copy.deepcopy(model).eval())
+    except Exception as exc:  # data-dependent control flow and the like
+        raise fail(
+            "model",
+            "fold_batchnorm",
+            "a model torch.fx can trace (no data-dependent control flow)",
+            type(model).__name__,
+            f"measure the eager model instead ({type(exc).__name__}: {exc}).",
+        ) from exc
+    modules = dict(graph.named_modules())
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d)
+    for node in list(graph.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], norms):
+            continue
+        prev = node.args[0]
+        if not (isinstance(prev, torch.fx.Node) and prev.op == "call_module" and len(prev.users) == 1):
+            continue
+        conv = modules[prev.target]
+        if not isinstance(conv, nn.Conv1d | nn.Conv2d):
+            continue
+        fused = fuse_conv_bn_eval(conv, modules[node.target])
+        parent, _, name = prev.target.rpartition(".")
+        setattr(graph.get_submodule(parent) if parent else graph, name, fused)
+        node.replace_all_uses_with(prev)
+        graph.graph.erase_node(node)
+    graph.graph.lint()
+    graph.delete_all_unused_submodules()
+    graph.recompile()
+    return graph.eval()
+
+
+def export_inference(model: nn.Module, input_shape: tuple[int, ...], *, batch_size: int = 1) -> nn.Module:
+    """The deployable CPU form of a (shrunk) model: BatchNorm folded (:func:`fold_batchnorm`), then traced
+    and frozen with TorchScript on an input of ``(batch_size, *input_shape)``.
+
+    Freezing removes the per-module Python overhead that dominates small-batch CPU latency. TorchScript
+    is deprecated upstream in favour of ``torch.compile``, but measured here (``benchmarks/structured.py``)
+    it is the faster CPU path for small CNNs: ``torch.compile`` took ~40 s to compile ResNet-20 and its
+    batch-1 speedup of a 50 %-channel-pruned ResNet-20 was 1.4x against 1.9-2.1x for a frozen trace.
+    """
+    folded = fold_batchnorm(model)
+    example = torch.zeros(batch_size, *input_shape)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return torch.jit.freeze(torch.jit.trace(folded, example))
+
+
 def as_matrix(weight: torch.Tensor) -> torch.Tensor:
     """A weight as the ``(out, in * kernel)`` matrix the formats store."""
     return weight.detach().reshape(weight.shape[0], -1)

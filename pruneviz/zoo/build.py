@@ -12,6 +12,7 @@ from pruneviz._validation import check_int, fail
 from pruneviz.data.dataset import Dataset
 from pruneviz.data.sources import load_digits
 from pruneviz.models.registry import ModelSpec, build_from_spec, count_parameters
+from pruneviz.prune.accounting import measure_latency
 from pruneviz.train import TrainConfig, evaluate, fit, timed
 from pruneviz.zoo.store import RunRecord, Zoo, dense_run_id
 
@@ -88,7 +89,10 @@ def build_dense_population(
                 "test_loss": float(test["loss"].mean()),
                 "params": count_parameters(model),
             },
-            timing={"train": round(seconds, 3)},
+            timing={
+                "train": round(seconds, 3),
+                "latency_b1": measure_latency(model, spec.input_shape, batch_size=1, repeats=15)["median_s"],
+            },
         )
         zoo.add_run(record, model, outputs)
     summary = zoo.summary()

@@ -10,7 +10,7 @@ import torch
 
 from pruneviz._validation import check_choice, check_fraction, check_int, fail
 from pruneviz.models.registry import count_parameters
-from pruneviz.prune.accounting import count_macs
+from pruneviz.prune.accounting import count_macs, measure_latency
 from pruneviz.prune.allocation import parse_structure
 from pruneviz.prune.api import METHODS
 from pruneviz.prune.masks import prunable_layers
@@ -167,7 +167,10 @@ def _store(
             "dense_macs": int(macs["dense_macs"]),
             "effective_macs": int(macs["effective_macs"]),
         },
-        timing={"prune_and_finetune": round(seconds, 3)},
+        timing={
+            "prune_and_finetune": round(seconds, 3),
+            "latency_b1": measure_latency(model, shape, batch_size=1, repeats=15)["median_s"],
+        },
     )
     with torch.no_grad():
         zoo.add_run(record, model, outputs, masks=result.masks)
