@@ -279,6 +279,73 @@ def _scheduled(
     return model, masks, history
 
 
+def _during_training(
+    model: nn.Module,
+    train: Dataset,
+    *,
+    schedule: str,
+    sparsity: float,
+    config: TrainConfig,
+    allocation: str,
+    start_fraction: float,
+    end_fraction: float,
+    updates: int,
+    exclude: Iterable[str],
+    seed: int,
+    progress: bool,
+) -> PruneResult:
+    """Shared body of :func:`gradual` (magnitude scores) and :func:`movement_prune` (movement scores)."""
+    sparsity = check_fraction(sparsity, "sparsity", schedule)
+    updates = check_int(updates, "updates", schedule, minimum=1)
+    check_fraction(start_fraction, "start_fraction", schedule)
+    check_fraction(end_fraction, "end_fraction", schedule, closed_high=True)
+    if end_fraction <= start_fraction:
+        fail("end_fraction", schedule, f"greater than start_fraction ({start_fraction})", end_fraction)
+    work = copy.deepcopy(model)
+    layers = prunable_layers(work, exclude=exclude, where=schedule)
+    after_backward = None
+    if schedule == "movement_prune":
+        movement = {n: torch.zeros_like(m.weight) for n, m in layers.items()}
+
+        @torch.no_grad()
+        def after_backward(_: nn.Module) -> None:
+            for n, m in layers.items():
+                if m.weight.grad is not None:
+                    movement[n] -= m.weight.grad * m.weight
+
+        def scorer(_: nn.Module) -> dict[str, torch.Tensor]:
+            return {n: s.clone() for n, s in movement.items()}
+    else:
+
+        def scorer(m: nn.Module) -> dict[str, torch.Tensor]:
+            return magnitude(m, layers)
+
+    _, masks, history = _scheduled(
+        work,
+        train,
+        sparsity=sparsity,
+        config=config,
+        scorer=scorer,
+        allocation=allocation,
+        layers=layers,
+        start_fraction=start_fraction,
+        end_fraction=end_fraction,
+        updates=updates,
+        seed=seed,
+        after_backward=after_backward,
+        progress=progress,
+        desc=schedule,
+    )
+    description = {
+        "schedule": "movement" if schedule == "movement_prune" else "gradual",
+        "start": start_fraction,
+        "end": end_fraction,
+        "updates": updates,
+        "train": config.to_json(),
+    }
+    return PruneResult(work.eval(), masks, history, description)
+
+
 def gradual(
     model: nn.Module,
     train: Dataset,
@@ -296,36 +363,20 @@ def gradual(
     """Gradual magnitude pruning during training (Zhu & Gupta 2017): the sparsity follows the cubic
     schedule from 0 to ``sparsity`` between ``start_fraction`` and ``end_fraction`` of all steps, the
     magnitude mask being recomputed ``updates`` times; the rest of training fine-tunes the final mask."""
-    where = "gradual"
-    sparsity = check_fraction(sparsity, "sparsity", where)
-    updates = check_int(updates, "updates", where, minimum=1)
-    _check_window(start_fraction, end_fraction, where)
-    work = copy.deepcopy(model)
-    layers = prunable_layers(work, exclude=exclude, where=where)
-    _, masks, history = _scheduled(
-        work,
+    return _during_training(
+        model,
         train,
+        schedule="gradual",
         sparsity=sparsity,
         config=config,
-        scorer=lambda m: magnitude(m, layers),
         allocation=allocation,
-        layers=layers,
         start_fraction=start_fraction,
         end_fraction=end_fraction,
         updates=updates,
+        exclude=exclude,
         seed=seed,
-        after_backward=None,
         progress=progress,
-        desc="gradual",
     )
-    schedule = {
-        "schedule": "gradual",
-        "start": start_fraction,
-        "end": end_fraction,
-        "updates": updates,
-        "train": config.to_json(),
-    }
-    return PruneResult(work.eval(), masks, history, schedule)
 
 
 def movement_prune(
@@ -344,52 +395,22 @@ def movement_prune(
 ) -> PruneResult:
     """Movement pruning during fine-tuning (Sanh et al. 2020): scores ``S = -Σ_t g_t ⊙ w_t`` accumulate
     over the fine-tuning steps, and the weights with the lowest scores are removed following the cubic
-    schedule. Pruned weights are held at zero (hard movement pruning)."""
-    where = "movement_prune"
-    sparsity = check_fraction(sparsity, "sparsity", where)
-    updates = check_int(updates, "updates", where, minimum=1)
-    _check_window(start_fraction, end_fraction, where)
-    work = copy.deepcopy(model)
-    layers = prunable_layers(work, exclude=exclude, where=where)
-    scores = {n: torch.zeros_like(m.weight) for n, m in layers.items()}
-
-    @torch.no_grad()
-    def accumulate(_: nn.Module) -> None:
-        for n, m in layers.items():
-            if m.weight.grad is not None:
-                scores[n] -= m.weight.grad * m.weight
-
-    _, masks, history = _scheduled(
-        work,
+    schedule. Pruned weights are held at zero (hard movement pruning, an approximation of the paper's
+    straight-through masked forward pass)."""
+    return _during_training(
+        model,
         train,
+        schedule="movement_prune",
         sparsity=sparsity,
         config=config,
-        scorer=lambda m: {n: s.clone() for n, s in scores.items()},
         allocation=allocation,
-        layers=layers,
         start_fraction=start_fraction,
         end_fraction=end_fraction,
         updates=updates,
+        exclude=exclude,
         seed=seed,
-        after_backward=accumulate,
         progress=progress,
-        desc="movement",
     )
-    schedule = {
-        "schedule": "movement",
-        "start": start_fraction,
-        "end": end_fraction,
-        "updates": updates,
-        "train": config.to_json(),
-    }
-    return PruneResult(work.eval(), masks, history, schedule)
-
-
-def _check_window(start: float, end: float, where: str) -> None:
-    check_fraction(start, "start_fraction", where)
-    check_fraction(end, "end_fraction", where, closed_high=True)
-    if end <= start:
-        fail("end_fraction", where, f"greater than start_fraction ({start})", end)
 
 
 __all__ = [
