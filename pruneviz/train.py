@@ -203,12 +203,11 @@ def logits_of(outputs: pd.DataFrame) -> np.ndarray:
 
 def _check_model_fits(model: nn.Module, data: Dataset, where: str) -> None:
     """Run one sample through the model to turn shape mismatches into a clear error."""
+    was_training = model.training
     try:
+        model.eval()
         with torch.no_grad():
-            was_training = model.training
-            model.eval()
             out = model(data.x[:1])
-            model.train(was_training)
     except RuntimeError as exc:
         raise fail(
             "model",
@@ -217,6 +216,8 @@ def _check_model_fits(model: nn.Module, data: Dataset, where: str) -> None:
             type(model).__name__,
             f"build the model with input_shape={data.info.input_shape} ({exc}).",
         ) from exc
+    finally:
+        model.train(was_training)
     if out.ndim != 2 or out.shape[1] != data.num_classes:
         fail(
             "model",

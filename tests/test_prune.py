@@ -430,3 +430,51 @@ def test_exported_inference_model_matches_the_pruned_model():
     x = torch.randn(2, 3, 12, 12)
     with torch.no_grad():
         torch.testing.assert_close(exported(x), small(x), rtol=1e-4, atol=1e-5)
+
+
+def test_sparsegpt_checks_everything_before_changing_a_weight(data):
+    model = build_model("mlp", input_shape=(4,), num_classes=3, hidden=(8, 6), seed=0)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValidationError, match=r"layer 'classifier' has 6 inputs, not divisible by M=4"):
+        prune_(model, method="sparsegpt", structure="2:4", data=data, exclude=["features.1"])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValidationError, match=r"non-empty calibration Dataset"):
+        prune_(model, method="sparsegpt", sparsity=0.5, data=data.take([]))
+    with pytest.raises(ValidationError, match=r"'data' parameter of prune_ must be a pruneviz Dataset"):
+        prune_(model, method="sparsegpt", sparsity=0.5, data=data.x)
+    with pytest.raises(
+        ValidationError, match=r"'allocation' parameter of prune_ must be 'uniform' for SparseGPT"
+    ):
+        prune_(model, method="sparsegpt", sparsity=0.5, data=data, allocation="global")
+
+
+@pytest.mark.parametrize("method", ["snip", "taylor", "grasp", "synflow"])
+def test_gradient_criteria_work_under_no_grad_and_with_frozen_weights(method, mlp, data):
+    mlp.features[1].weight.requires_grad_(False)
+    mlp.train()
+    with torch.no_grad():
+        masks = compute_masks(mlp, method=method, sparsity=0.5, data=data, synflow_iterations=2)
+    assert masks.sparsity() == pytest.approx(0.5, abs=0.01)
+    assert mlp.training and not mlp.features[1].weight.requires_grad and mlp.classifier.weight.requires_grad
+    assert torch.is_grad_enabled()
+
+
+def test_erk_at_zero_sparsity_keeps_everything():
+    shapes = [(43, 32), (45, 42), (6, 23), (40, 21)]
+    layers = {f"l{i}": FakeLayer(s) for i, s in enumerate(shapes)}
+    assert all(d == pytest.approx(1.0) for d in erk_densities(layers, 0.0).values())
+    scores = random_scores(shapes)
+    masks = allocate(
+        scores, sparsity=0.0, structure=parse_structure("unstructured"), allocation="erk", layers=layers
+    )
+    assert masks.sparsity() == 0.0
+
+
+def test_channel_exclude_may_be_any_iterable_and_latency_leaves_rng_alone():
+    model = build_model("cnn", input_shape=(1, 8, 8), num_classes=3, seed=0)
+    result = prune_channels(model, sparsity=0.5, input_shape=(1, 8, 8), exclude=(n for n in ["features.0"]))
+    assert result.model.features[0].out_channels == model.features[0].out_channels
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
+    measure_latency(model, (1, 8, 8), repeats=3, warmup=1)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -1,10 +1,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -164,17 +161,22 @@ def test_a_crash_while_writing_files_leaves_no_trace(tmp_path, tiny, monkeypatch
     assert list((zoo.path / "runs").iterdir()) == [] and zoo.run_ids() == []
 
 
-def test_stale_temporary_folders_of_dead_writers_are_swept(tmp_path):
+def test_leftovers_of_killed_writers_are_swept_by_the_next_writer_only(tmp_path, tiny):
     zoo = Zoo.create(tmp_path / "z")
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    stale = zoo.path / "runs" / f".tmp-cnn-s0-abc-{int(dead.stdout)}-deadbeef"
-    live = zoo.path / "runs" / f".tmp-cnn-s1-abc-{os.getpid()}-cafef00d"
+    stale = zoo.path / "runs" / ".tmp-cnn-s0-deadbeef"
     stale.mkdir()
-    live.mkdir()
-    Zoo(zoo.path)
-    assert not stale.exists() and live.exists()
+    Zoo(zoo.path)  # opening is read-only
+    assert stale.exists()
+    record, model, out = make_run(zoo, tiny)
+    zoo.add_run(record, model, out)
+    assert not stale.exists() and zoo.run_ids() == [record.run]
+
+
+def test_a_create_killed_before_its_index_is_resumable(tmp_path):
+    (tmp_path / "z").mkdir()
+    (tmp_path / "z" / ".zoo.sqlite.0123.tmp").write_bytes(b"half")
+    zoo = Zoo.create(tmp_path / "z")
+    assert zoo.runs().empty and not (tmp_path / "z" / ".zoo.sqlite.0123.tmp").exists()
 
 
 def test_truncated_weights_in_a_zoo_are_reported(tmp_path, tiny):

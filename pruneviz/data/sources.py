@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import inspect
 import os
 import struct
 from collections.abc import Callable, Sequence
@@ -378,15 +379,16 @@ def load_dataset(name: str, **options: Any) -> Dataset:
     'digits'
     """
     check_choice(name, "name", "load_dataset", _REGISTRY)
-    try:
-        return _REGISTRY[name](**options)
-    except TypeError as exc:
-        if "argument" not in str(exc):
-            raise
-        raise fail(
+    loader = _REGISTRY[name]
+    target = load_mnist_format if name in IDX_CLASS_NAMES else loader
+    accepted = [p for p in inspect.signature(target).parameters if p != "kind"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        fail(
             "options",
             "load_dataset",
-            f"keyword options accepted by the {name!r} source",
-            sorted(options),
-            f"see help(pruneviz.data.load_dataset) ({exc}).",
-        ) from exc
+            f"keyword options accepted by the {name!r} source ({accepted})",
+            unknown,
+            "see help(pruneviz.data.load_dataset).",
+        )
+    return loader(**options)

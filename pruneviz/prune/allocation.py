@@ -53,7 +53,7 @@ def parse_structure(structure: str | Structure, *, where: str = "prune") -> Stru
         return structure
     expected = "'unstructured', 'N:M' (e.g. '2:4'), 'block:HxW' (e.g. 'block:16x16') or 'channel'"
     if not isinstance(structure, str):
-        fail("structure", where, expected, structure)
+        fail("structure", where, expected, structure, "pass a string such as structure='2:4'.")
     s = structure.strip().lower()
     if s in ("unstructured", "channel"):
         return Structure(s)
@@ -66,9 +66,9 @@ def parse_structure(structure: str | Structure, *, where: str = "prune") -> Stru
         h = int(mo[1])
         w = int(mo[2]) if mo[2] else h
         if h < 1 or w < 1:
-            fail("structure", where, "positive block sizes", structure)
+            fail("structure", where, "positive block sizes", structure, "use e.g. 'block:16x16'.")
         return Structure("block", block=(h, w))
-    fail("structure", where, expected, structure)
+    fail("structure", where, expected, structure, "check the spelling, e.g. 'block:16x16' or '2:4'.")
 
 
 def _matrix(t: torch.Tensor) -> torch.Tensor:
@@ -153,15 +153,18 @@ def erk_densities(layers: Mapping[str, nn.Module], sparsity: float) -> dict[str,
     raw = {n: sum(m.weight.shape) / math.prod(m.weight.shape) for n, m in layers.items()}
     total_keep = (1.0 - sparsity) * sum(sizes.values())
     dense: set[str] = set()
+    eps = 0.0
     while True:
         budget = total_keep - sum(sizes[n] for n in dense)
         free = [n for n in layers if n not in dense]
+        if not free or budget <= 0:
+            break
         eps = budget / sum(raw[n] * sizes[n] for n in free)
-        over = [n for n in free if eps * raw[n] > 1.0]
+        over = [n for n in free if eps * raw[n] > 1.0 + 1e-12]
         if not over:
             break
         dense.update(over)
-    return {n: 1.0 if n in dense else eps * raw[n] for n in layers}
+    return {n: 1.0 if n in dense else min(1.0, eps * raw[n]) for n in layers}
 
 
 def _exact_counts(
@@ -204,13 +207,19 @@ def allocate(
             {n: nm_mask(s, structure.n, structure.m, name=n, where=where) for n, s in scores.items()}
         )
     if sparsity is None:
-        fail("sparsity", where, "a float in [0, 1) for this structure", None)
+        fail("sparsity", where, "a float in [0, 1) for this structure", None, "pass e.g. sparsity=0.9.")
     if structure.kind == "block":
         units = {n: _block_scores(s, structure.block, n, where) for n, s in scores.items()}
     elif structure.kind == "unstructured":
         units = dict(scores)
     else:
-        fail("structure", where, "'unstructured', 'N:M' or 'block:HxW' for mask pruning", structure.name)
+        fail(
+            "structure",
+            where,
+            "'unstructured', 'N:M' or 'block:HxW' for mask pruning",
+            structure.name,
+            "use pruneviz.prune.prune_channels to remove channels.",
+        )
 
     def expand(name: str, keep_units: torch.Tensor) -> torch.Tensor:
         if structure.kind == "block":
@@ -231,7 +240,13 @@ def allocate(
         return Masks({n: expand(n, _prune_lowest(u, round(sparsity * u.numel()))) for n, u in units.items()})
     if allocation == "erk":
         if layers is None:
-            fail("layers", where, "the prunable layers (needed for ERK)", None)
+            fail(
+                "layers",
+                where,
+                "the prunable layers (needed for ERK)",
+                None,
+                "pass layers=prunable_layers(model).",
+            )
         dens = erk_densities(layers, sparsity)
         sizes = {n: u.numel() for n, u in units.items()}
         counts = _exact_counts(sizes, dens, round(sparsity * sum(sizes.values())))

@@ -16,7 +16,7 @@ from torch import nn
 from pruneviz._validation import check_choice, check_fraction, check_int, fail
 from pruneviz.data.dataset import Dataset
 from pruneviz.prune.allocation import ALLOCATIONS, Structure, allocate, check_nm_divisible, parse_structure
-from pruneviz.prune.criteria import DATA_FREE, layer_inputs, score
+from pruneviz.prune.criteria import DATA_FREE, layer_input_gram, score
 from pruneviz.prune.masks import Masks, prunable_layers
 from pruneviz.prune.sparsegpt import sparsegpt_layer
 
@@ -87,7 +87,8 @@ def compute_masks(
 
     Parameters
     ----------
-    method : one of :func:`method_names` (``sparsegpt`` needs :func:`prune_`, which also reconstructs).
+    method : one of :func:`method_names` (for ``sparsegpt`` the masks come from reconstructing a copy;
+        :func:`prune_` also keeps the reconstructed weights).
     sparsity : fraction of prunable weights removed, in [0, 1). Omit for N:M (fixed at 1 - N/M).
     structure : ``"unstructured"``, ``"N:M"``, ``"block:HxW"`` (channels: :func:`prune_channels`).
     allocation : ``uniform``, ``global``, ``global_floor``, ``erk`` or ``per_row``; default the method's.
@@ -100,7 +101,117 @@ def compute_masks(
     >>> compute_masks(model, method="global_magnitude", sparsity=0.5).sparsity()
     0.5
     """
-    where = "compute_masks"
+    checked = _checked(
+        model,
+        where="compute_masks",
+        method=method,
+        sparsity=sparsity,
+        structure=structure,
+        allocation=allocation,
+        data=data,
+        exclude=exclude,
+        seed=seed,
+        floor=floor,
+        synflow_iterations=synflow_iterations,
+        input_shape=input_shape,
+        batch_size=batch_size,
+    )
+    layers = checked.layers
+    if method == "sparsegpt":
+        work = _copy_model(model)
+        return _sparsegpt_(work, layers_of(work, layers), checked=checked)
+    if method == "synflow":
+        return _synflow_masks(
+            model,
+            layers,
+            checked.sparsity,
+            checked.structure,
+            checked.allocation,
+            synflow_iterations,
+            input_shape or _shape_of(data),
+            floor,
+        )
+    scores = score(model, layers, METHODS[method].criterion, data=data, seed=seed, batch_size=batch_size)
+    return allocate(
+        scores,
+        sparsity=checked.sparsity,
+        structure=checked.structure,
+        allocation=checked.allocation,
+        layers=layers,
+        floor=floor,
+        where="compute_masks",
+    )
+
+
+def prune_(
+    model: nn.Module,
+    *,
+    method: str,
+    sparsity: float | None = None,
+    structure: str | Structure = "unstructured",
+    allocation: str | None = None,
+    data: Dataset | None = None,
+    exclude: Iterable[str] = (),
+    seed: int = 0,
+    floor: float = 0.01,
+    synflow_iterations: int = 100,
+    input_shape: tuple[int, ...] | None = None,
+    batch_size: int = 256,
+) -> Masks:
+    """Compute masks as :func:`compute_masks` does (same options) and apply them to ``model`` in place.
+
+    For ``sparsegpt`` the kept weights are also reconstructed (Frantar & Alistarh 2023); its layers are
+    pruned one after another, every check done before the first weight changes. Returns the masks.
+    """
+    options = {
+        "method": method,
+        "sparsity": sparsity,
+        "structure": structure,
+        "allocation": allocation,
+        "data": data,
+        "exclude": exclude,
+        "seed": seed,
+        "floor": floor,
+        "synflow_iterations": synflow_iterations,
+        "input_shape": input_shape,
+        "batch_size": batch_size,
+    }
+    if method == "sparsegpt":
+        checked = _checked(model, where="prune_", **options)
+        return _sparsegpt_(model, checked.layers, checked=checked)
+    masks = compute_masks(model, **options)
+    masks.apply_(model)
+    return masks
+
+
+@dataclass(frozen=True)
+class _Checked:
+    method: str
+    sparsity: float
+    structure: Structure
+    allocation: str
+    layers: dict[str, nn.Module]
+    data: Dataset | None
+    batch_size: int
+
+
+def _checked(
+    model: nn.Module,
+    *,
+    where: str,
+    method: str,
+    sparsity: float | None,
+    structure: str | Structure,
+    allocation: str | None,
+    data: Dataset | None,
+    exclude: Iterable[str],
+    seed: int,
+    floor: float,
+    synflow_iterations: int,
+    input_shape: tuple[int, ...] | None,
+    batch_size: int,
+) -> _Checked:
+    """Validate every pruning option once, before anything is computed or changed."""
     check_choice(method, "method", where, METHODS)
     spec = METHODS[method]
     struct = parse_structure(structure, where=where)
@@ -116,8 +227,11 @@ def compute_masks(
     allocation = (
         spec.allocation if allocation is None else check_choice(allocation, "allocation", where, ALLOCATIONS)
     )
-    seed = check_int(seed, "seed", where, minimum=0)
-    layers = prunable_layers(model, exclude=exclude, where=where)
+    check_int(seed, "seed", where, minimum=0)
+    check_fraction(floor, "floor", where)
+    check_int(synflow_iterations, "synflow_iterations", where, minimum=1)
+    batch_size = check_int(batch_size, "batch_size", where, minimum=1)
+    layers = prunable_layers(model, exclude=tuple(exclude), where=where)
     if method in NEEDS_DATA:
         if data is None:
             fail(
@@ -128,72 +242,33 @@ def compute_masks(
                 "pass data=<training samples>; data-free methods are "
                 + ", ".join(sorted(set(METHODS) - NEEDS_DATA)),
             )
-        if len(data) == 0:
-            fail("data", where, "a non-empty calibration Dataset", "0 samples")
-    if method == "sparsegpt":
-        work = _copy_model(model)
-        return _sparsegpt_(
-            work,
-            layers_of(work, layers),
-            sparsity=sparsity,
-            structure=struct,
-            data=data,
-            batch_size=batch_size,
-        )
-    if method == "synflow":
-        return _synflow_masks(
-            model,
-            layers,
-            sparsity,
-            struct,
-            allocation,
-            synflow_iterations,
-            input_shape or _shape_of(data),
-            floor,
-        )
-    scores = score(model, layers, spec.criterion, data=data, seed=seed, batch_size=batch_size)
-    return allocate(
-        scores,
-        sparsity=sparsity,
-        structure=struct,
-        allocation=allocation,
-        layers=layers,
-        floor=floor,
-        where=where,
-    )
-
-
-def prune_(model: nn.Module, **options) -> Masks:
-    """Compute masks with :func:`compute_masks` options and apply them to ``model`` in place.
-
-    For ``sparsegpt`` the kept weights are also reconstructed (Frantar & Alistarh 2023).
-    Returns the masks.
-    """
-    if options.get("method") == "sparsegpt":
-        where = "prune_"
-        struct = parse_structure(options.get("structure", "unstructured"), where=where)
-        sparsity = _check_sparsity(options.get("sparsity"), struct, where)
-        data = options.get("data")
-        if data is None:
+        if not isinstance(data, Dataset):
             fail(
                 "data",
                 where,
-                "a calibration Dataset for method 'sparsegpt'",
-                None,
-                "pass data=<training samples>.",
+                "a pruneviz Dataset",
+                type(data).__name__,
+                "wrap the samples in pruneviz.data.Dataset.",
             )
-        layers = prunable_layers(model, exclude=options.get("exclude", ()), where=where)
-        return _sparsegpt_(
-            model,
-            layers,
-            sparsity=sparsity,
-            structure=struct,
-            data=data,
-            batch_size=options.get("batch_size", 256),
+        if len(data) == 0:
+            fail("data", where, "a non-empty calibration Dataset", "0 samples")
+    if method == "sparsegpt":
+        if struct.kind not in ("unstructured", "nm"):
+            fail("structure", where, "'unstructured' or 'N:M' for SparseGPT", struct.name)
+        if allocation != "uniform":
+            fail("allocation", where, "'uniform' for SparseGPT (it prunes layer by layer)", allocation)
+        if struct.kind == "nm":
+            for name, m in layers.items():
+                check_nm_divisible(m.weight.shape[1], struct, name, where)
+    if method == "synflow" and input_shape is None and data is None:
+        fail(
+            "input_shape",
+            where,
+            "the per-sample input shape for SynFlow, e.g. (1, 8, 8)",
+            None,
+            "pass input_shape=... or data=<a Dataset> (its input shape is used).",
         )
-    masks = compute_masks(model, **options)
-    masks.apply_(model)
-    return masks
+    return _Checked(method, sparsity, struct, allocation, layers, data, batch_size)
 
 
 def _shape_of(data: Dataset | None) -> tuple[int, ...] | None:
@@ -244,31 +319,21 @@ def _synflow_masks(
 
 
 @torch.no_grad()
-def _sparsegpt_(
-    model: nn.Module,
-    layers: dict[str, nn.Module],
-    *,
-    sparsity: float,
-    structure: Structure,
-    data: Dataset,
-    batch_size: int,
-) -> Masks:
+def _sparsegpt_(model: nn.Module, layers: dict[str, nn.Module], *, checked: _Checked) -> Masks:
     """Prune ``layers`` of ``model`` one after another in forward order, each on the inputs produced
     by the already pruned layers before it (as in the paper), reconstructing the kept weights."""
-    if structure.kind not in ("unstructured", "nm"):
-        fail("structure", "prune_ (method='sparsegpt')", "'unstructured' or 'N:M'", structure.name)
+    structure = checked.structure
     masks = {}
     for name, module in layers.items():
-        inputs = layer_inputs(model, {name: module}, data, batch_size)[name]
+        gram = layer_input_gram(model, {name: module}, checked.data, checked.batch_size)[name]
         w = module.weight.detach()
         mat = w.reshape(w.shape[0], -1)
         order = None
-        if structure.kind == "nm":
-            in_ch = w.shape[1]
-            check_nm_divisible(in_ch, structure, name, "prune_ (method='sparsegpt')")
-            if w.ndim > 2:  # (C, k...) columns -> input channel fastest, as N:M groups run along it
-                order = torch.arange(mat.shape[1]).reshape(in_ch, -1).T.flatten()
-        new, keep = sparsegpt_layer(mat, inputs, sparsity=sparsity, structure=structure, column_order=order)
+        if structure.kind == "nm" and w.ndim > 2:  # (C, k...) columns -> input channel fastest
+            order = torch.arange(mat.shape[1]).reshape(w.shape[1], -1).T.flatten()
+        new, keep = sparsegpt_layer(
+            mat, gram=gram, sparsity=checked.sparsity, structure=structure, column_order=order
+        )
         module.weight.copy_(new.reshape(w.shape))
         masks[name] = keep.reshape(w.shape)
     return Masks(masks)

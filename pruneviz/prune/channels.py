@@ -42,13 +42,14 @@ def _graph(model: nn.Module, input_shape: Sequence[int]) -> Any:
     """Torch-Pruning's dependency graph of ``model`` traced on a zero input of ``input_shape``."""
     tp = require("torch_pruning", "Channel pruning")
     was = model.training
-    model.eval()
-    with torch.enable_grad():
-        dg = tp.DependencyGraph().build_dependency(
-            model, example_inputs=torch.zeros(1, *input_shape), verbose=False
-        )
-    model.train(was)
-    return dg
+    try:
+        model.eval()
+        with torch.enable_grad():
+            return tp.DependencyGraph().build_dependency(
+                model, example_inputs=torch.zeros(1, *input_shape), verbose=False
+            )
+    finally:
+        model.train(was)
 
 
 def _is_out_fn(dg: Any, fn: Any) -> bool:
@@ -63,13 +64,13 @@ def _output_layers(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
         for n, m in model.named_modules()
         if isinstance(m, PRUNABLE_TYPES)
     ]
+    was = model.training
     try:
+        model.eval()
         with torch.no_grad():
-            was = model.training
-            model.eval()
             model(torch.zeros(1, *input_shape))
-            model.train(was)
     finally:
+        model.train(was)
         for h in hooks:
             h.remove()
     return order[-1:]
@@ -98,6 +99,7 @@ def prune_channels(
     check_choice(criterion, "criterion", where, CHANNEL_CRITERIA)
     seed = check_int(seed, "seed", where, minimum=0)
     shape = tuple(int(s) for s in input_shape)
+    exclude = tuple(exclude)
     layers = prunable_layers(model, exclude=exclude, where=where)
     if criterion not in ("magnitude", "random") and data is None:
         fail(
@@ -117,16 +119,22 @@ def prune_channels(
 
     plan: ChannelPlan = []
     for group in list(dg.get_all_groups(ignored_layers=ignored, root_module_types=PRUNABLE_TYPES)):
-        importance = None
+        n_root = len(group[0].idxs)
+        importance = torch.zeros(n_root, dtype=torch.float64)
+        scored = False
         for item in group:
-            dep, idxs = item.dep, item.idxs
-            mod = dep.target.module
-            name = names.get(mod)
+            dep = item.dep
+            name = names.get(dep.target.module)
             if name in scores and _is_out_fn(dg, dep.handler):
                 per_channel = scores[name].reshape(scores[name].shape[0], -1).sum(1).double()
-                contrib = per_channel[torch.as_tensor(idxs)]
-                importance = contrib if importance is None else importance + contrib
-        if importance is None:
+                # each item's channels map back to the root's channel positions (concat/split safe)
+                importance.scatter_add_(
+                    0,
+                    torch.as_tensor(item.root_idxs, dtype=torch.long),
+                    per_channel[torch.as_tensor(item.idxs)],
+                )
+                scored = True
+        if not scored:
             continue
         n_channels = importance.numel()
         k = min(round(sparsity * n_channels), n_channels - 1)

@@ -32,12 +32,20 @@ def _need_data(data: Dataset | None, method: str) -> Dataset:
             "pass data=<a Dataset of training samples>, e.g. the train split.",
         )
     if not isinstance(data, Dataset):
-        fail("data", f"prune (method={method!r})", "a pruneviz Dataset", type(data).__name__)
+        fail(
+            "data",
+            f"prune (method={method!r})",
+            "a pruneviz Dataset",
+            type(data).__name__,
+            "wrap the samples in pruneviz.data.Dataset.",
+        )
     return data
 
 
 class _Scoped:
-    """Run a block on ``model`` and restore its mode and parameter gradients afterwards."""
+    """Run a gradient computation on ``model`` in eval mode, with autograd on and every parameter
+    requiring a gradient (also under ``torch.no_grad()`` or with frozen weights); restore the mode,
+    the ``requires_grad`` flags and the gradients afterwards, also when the block raises."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -46,6 +54,11 @@ class _Scoped:
         self.mode = self.model.training
         self.grads = {n: p.grad for n, p in self.model.named_parameters()}
         self.requires = {n: p.requires_grad for n, p in self.model.named_parameters()}
+        self.grad_mode = torch.is_grad_enabled()
+        torch.set_grad_enabled(True)
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        self.model.eval()
         return self.model
 
     def __exit__(self, *exc: object) -> None:
@@ -53,6 +66,7 @@ class _Scoped:
             p.grad = self.grads[n]
             p.requires_grad_(self.requires[n])
         self.model.train(self.mode)
+        torch.set_grad_enabled(self.grad_mode)
 
 
 def magnitude(model: nn.Module, layers: Mapping[str, nn.Module], **_: object) -> Scores:
@@ -114,7 +128,6 @@ def snip(
     """Connection sensitivity |g ⊙ w| with g the loss gradient on the calibration data (Lee et al. 2019)."""
     data = _need_data(data, "snip")
     with _Scoped(model):
-        model.eval()
         grads = _loss_gradients(model, layers, data, batch_size)
     return {n: (grads[n] * m.weight.detach()).abs() for n, m in layers.items()}
 
@@ -132,7 +145,6 @@ def taylor(
     out = {n: torch.zeros_like(m.weight) for n, m in layers.items()}
     batches = 0
     with _Scoped(model):
-        model.eval()
         for xb, yb in _batches(data, batch_size):
             model.zero_grad(set_to_none=True)
             F.cross_entropy(model(xb), yb).backward()
@@ -157,22 +169,23 @@ def grasp(
     ``H`` the Hessian of that loss, so ``Hg`` is one Hessian-vector product.
     """
     data = _need_data(data, "grasp")
-    work = copy.deepcopy(model).eval()
+    work = copy.deepcopy(model)
     names = list(layers)
     mods = dict(work.named_modules())
     params = [mods[n].weight for n in names]
     g = [torch.zeros_like(p) for p in params]
-    for xb, yb in _batches(data, batch_size):
-        loss = F.cross_entropy(work(xb), yb, reduction="sum") / len(data)
-        for acc, gi in zip(g, torch.autograd.grad(loss, params), strict=True):
-            acc += gi
     hg = [torch.zeros_like(p) for p in params]
-    for xb, yb in _batches(data, batch_size):
-        loss = F.cross_entropy(work(xb), yb, reduction="sum") / len(data)
-        grads = torch.autograd.grad(loss, params, create_graph=True)
-        z = sum((gi * gd.detach()).sum() for gi, gd in zip(grads, g, strict=True))
-        for acc, h in zip(hg, torch.autograd.grad(z, params), strict=True):
-            acc += h
+    with _Scoped(work):
+        for xb, yb in _batches(data, batch_size):
+            loss = F.cross_entropy(work(xb), yb, reduction="sum") / len(data)
+            for acc, gi in zip(g, torch.autograd.grad(loss, params), strict=True):
+                acc += gi
+        for xb, yb in _batches(data, batch_size):
+            loss = F.cross_entropy(work(xb), yb, reduction="sum") / len(data)
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+            z = sum((gi * gd.detach()).sum() for gi, gd in zip(grads, g, strict=True))
+            for acc, h in zip(hg, torch.autograd.grad(z, params), strict=True):
+                acc += h
     return {n: (p.detach() * h).detach() for n, p, h in zip(names, params, hg, strict=True)}
 
 
@@ -207,44 +220,105 @@ def synflow(
         )
     ones = torch.ones((1, *input_shape), dtype=torch.float64)
     params = [mods[n].weight for n in layers]
-    r = work(ones).sum()
-    grads = torch.autograd.grad(r, params)
+    with _Scoped(work):
+        r = work(ones).sum()
+        grads = torch.autograd.grad(r, params)
     return {n: (g * p).detach().abs().float() for n, p, g in zip(layers, params, grads, strict=True)}
+
+
+def _run_input_hooks(
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    data: Dataset,
+    batch_size: int,
+    consume: Callable[[str, torch.Tensor], None],
+) -> None:
+    """Feed ``data`` through ``model`` (eval mode, no grad) and hand each layer's input columns
+    ``(features, tokens)`` of every batch to ``consume(name, columns)``; hooks and mode are restored."""
+    if len(data) == 0:
+        fail("data", "layer_inputs", "a non-empty calibration Dataset", "0 samples", "pass training samples.")
+
+    def hook_for(name: str, module: nn.Module):
+        def hook(_m, inputs, _out) -> None:
+            consume(name, _columns(module, inputs[0].detach()))
+
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(n, m)) for n, m in layers.items()]
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            for xb, _ in _batches(data, batch_size):
+                model(xb)
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
 
 
 def layer_inputs(
     model: nn.Module, layers: Mapping[str, nn.Module], data: Dataset, batch_size: int = 256
 ) -> dict[str, torch.Tensor]:
-    """Each layer's input as a matrix of columns: ``(features, tokens)``.
+    """Each layer's input as a matrix of columns: ``(features, tokens)`` in float64.
 
     For a Linear layer the features are its inputs; for a convolution they are the im2col patches, so a
-    weight's flattened input index matches ``weight.reshape(out, -1)``.
+    weight's flattened input index matches ``weight.reshape(out, -1)``. Memory grows with the data; the
+    pruning methods use :func:`layer_input_gram` and :func:`layer_input_norms`, which do not.
     """
     captured: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
-
-    def hook_for(name: str, module: nn.Module):
-        def hook(_m, inputs, _out):
-            captured[name].append(_columns(module, inputs[0].detach()))
-
-        return hook
-
-    handles = [m.register_forward_hook(hook_for(n, m)) for n, m in layers.items()]
-    try:
-        with torch.no_grad():
-            was = model.training
-            model.eval()
-            for xb, _ in _batches(data, batch_size):
-                model(xb)
-            model.train(was)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_input_hooks(model, layers, data, batch_size, lambda n, cols: captured[n].append(cols))
     return {n: torch.cat(v, dim=1) for n, v in captured.items()}
+
+
+def layer_input_gram(
+    model: nn.Module, layers: Mapping[str, nn.Module], data: Dataset, batch_size: int = 256
+) -> dict[str, torch.Tensor]:
+    """``X Xᵀ`` of each layer's input columns (float64, ``features × features``), accumulated per batch."""
+    grams: dict[str, torch.Tensor] = {}
+
+    def consume(name: str, cols: torch.Tensor) -> None:
+        g = cols @ cols.T
+        grams[name] = g if name not in grams else grams[name] + g
+
+    _run_input_hooks(model, layers, data, batch_size, consume)
+    return grams
+
+
+def layer_input_norms(
+    model: nn.Module, layers: Mapping[str, nn.Module], data: Dataset, batch_size: int = 256
+) -> dict[str, torch.Tensor]:
+    """``||X_j||_2`` of every input feature of each layer over all calibration tokens (float64)."""
+    sums: dict[str, torch.Tensor] = {}
+
+    def consume(name: str, cols: torch.Tensor) -> None:
+        sq = (cols**2).sum(dim=1)
+        sums[name] = sq if name not in sums else sums[name] + sq
+
+    _run_input_hooks(model, layers, data, batch_size, consume)
+    return {n: v.sqrt() for n, v in sums.items()}
 
 
 def _columns(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if isinstance(module, nn.Linear):
         return x.reshape(-1, x.shape[-1]).T.double()
+    if isinstance(module.padding, str):
+        fail(
+            "model",
+            "layer_inputs",
+            "convolutions with numeric padding",
+            module.padding,
+            "build the layer with an explicit padding such as padding=1.",
+        )
+    if module.groups != 1:
+        fail(
+            "model",
+            "layer_inputs",
+            "convolutions with groups=1 for data-driven criteria",
+            None,
+            got=f"groups={module.groups}",
+            fix="exclude grouped or depthwise convolutions (exclude=[...]) or use a data-free method.",
+        )
     if isinstance(module, nn.Conv1d):
         x = x.unsqueeze(2)
         kernel, stride, pad, dil = (
@@ -255,10 +329,6 @@ def _columns(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         )
     else:
         kernel, stride, pad, dil = module.kernel_size, module.stride, module.padding, module.dilation
-    if module.groups != 1:
-        fail("model", "layer_inputs", "convolutions with groups=1", None, got=f"groups={module.groups}")
-    if isinstance(pad, str):
-        fail("model", "layer_inputs", "numeric convolution padding", pad)
     cols = F.unfold(x, kernel, dilation=dil, padding=pad, stride=stride)  # (B, C*k, L)
     return cols.permute(1, 0, 2).reshape(cols.shape[1], -1).double()
 
@@ -274,10 +344,10 @@ def wanda(
     """Wanda (Sun et al. 2023): ``|W_ij| · ||X_j||_2``, the weight times the norm of its input feature
     over all calibration tokens; compared within each output row."""
     data = _need_data(data, "wanda")
-    inputs = layer_inputs(model, layers, data, batch_size)
+    all_norms = layer_input_norms(model, layers, data, batch_size)
     out = {}
     for n, m in layers.items():
-        norms = inputs[n].norm(dim=1).float()  # (features,)
+        norms = all_norms[n].float()  # (features,)
         w = m.weight.detach()
         out[n] = (w.reshape(w.shape[0], -1).abs() * norms[None, :]).reshape(w.shape)
     return out

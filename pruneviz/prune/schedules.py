@@ -42,7 +42,7 @@ class PruneResult:
 
 def calibration_subset(data: Dataset, size: int, *, seed: int = 0) -> Dataset:
     """``size`` samples of ``data`` drawn without replacement from ``seed`` (all of them if fewer)."""
-    size = check_int(size, "calibration_size", "calibration_subset", minimum=1)
+    size = check_int(size, "calibration_size", "one_shot", minimum=1)
     if size >= len(data):
         return data
     idx = np.sort(np.random.default_rng(seed).permutation(len(data))[:size])
@@ -76,7 +76,7 @@ def one_shot(
     if struct.kind == "channel":
         criterion = {"global_magnitude": "magnitude", "channel_l1": "magnitude"}.get(method, method)
         if sparsity is None:
-            fail("sparsity", "one_shot", "a float in [0, 1)", None)
+            fail("sparsity", "one_shot", "a float in [0, 1)", None, "pass e.g. sparsity=0.5.")
         result = prune_channels(
             model,
             sparsity=sparsity,
@@ -138,7 +138,13 @@ def weights_at_step(model: nn.Module, train: Dataset, *, config: TrainConfig, se
         fit(work, train, config=config, seed=seed, after_step=after, progress=False)
     except _StopAt:
         return seen["state"]
-    fail("rewind_step", "weights_at_step", "at most the number of training steps", step)
+    fail(
+        "rewind_step",
+        "weights_at_step",
+        f"at most the number of training steps ({seen['steps']} with this config)",
+        step,
+        "choose an earlier step, or 0 to rewind to the initialisation.",
+    )
 
 
 def iterative_magnitude(
@@ -160,7 +166,9 @@ def iterative_magnitude(
     Train ``init`` (or take ``trained``, its trained version with the same ``config`` and ``seed``);
     then ``rounds`` times: prune the smallest surviving weights so that the sparsity after round r is
     ``1 - (1 - sparsity)^(r / rounds)``, rewind the survivors to their values after ``rewind_step``
-    steps of the original training (0 = initialisation), and retrain with the mask held.
+    steps of the original training (0 = initialisation), and retrain with the mask held. Retraining
+    runs the whole ``config`` schedule with a fresh optimiser (Frankle et al. 2020 resume the original
+    schedule at the rewinding step instead; at step 0 the two coincide).
     """
     where = "iterative_magnitude"
     sparsity = check_fraction(sparsity, "sparsity", where)
@@ -300,7 +308,13 @@ def _during_training(
     check_fraction(start_fraction, "start_fraction", schedule)
     check_fraction(end_fraction, "end_fraction", schedule, closed_high=True)
     if end_fraction <= start_fraction:
-        fail("end_fraction", schedule, f"greater than start_fraction ({start_fraction})", end_fraction)
+        fail(
+            "end_fraction",
+            schedule,
+            f"greater than start_fraction ({start_fraction})",
+            end_fraction,
+            "end the pruning window after it starts, e.g. start_fraction=0.1, end_fraction=0.75.",
+        )
     work = copy.deepcopy(model)
     layers = prunable_layers(work, exclude=exclude, where=schedule)
     after_backward = None

@@ -17,8 +17,9 @@ from pruneviz.prune.allocation import Structure
 
 def sparsegpt_layer(
     weight: torch.Tensor,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | None = None,
     *,
+    gram: torch.Tensor | None = None,
     sparsity: float | None,
     structure: Structure,
     block_size: int = 128,
@@ -30,7 +31,8 @@ def sparsegpt_layer(
     Parameters
     ----------
     weight : (rows, cols) tensor
-    inputs : (cols, tokens) tensor, the layer's calibration inputs (see ``layer_inputs``).
+    inputs : (cols, tokens) tensor, the layer's calibration inputs (see ``layer_inputs``); or
+    gram : (cols, cols) tensor ``X Xᵀ`` of those inputs (see ``layer_input_gram``) — pass exactly one.
     sparsity : fraction of weights removed (unstructured: exactly ``round(sparsity * numel)``);
         ignored for N:M.
     structure : unstructured or N:M (groups of ``m`` consecutive columns in ``column_order``).
@@ -45,11 +47,14 @@ def sparsegpt_layer(
     perm = torch.arange(cols) if column_order is None else column_order
     inv = torch.argsort(perm)
     W = w_orig[:, perm].clone()
-    X = inputs.double()[perm]
-    H = X @ X.T
+    if (inputs is None) == (gram is None):
+        fail("inputs", "sparsegpt_layer", "given, or gram given instead (exactly one of the two)", None)
+    G = gram.double() if gram is not None else inputs.double() @ inputs.double().T
+    H = G[perm][:, perm].clone()
+    # Inputs that are always zero: their weights never affect the output. Unit curvature keeps H
+    # invertible; no error flows to or from them (their rows and columns of H are zero elsewhere).
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
-    W[:, dead] = 0.0
     H += damp * torch.mean(torch.diag(H)) * torch.eye(cols, dtype=torch.float64)
     Hinv = torch.cholesky_inverse(torch.linalg.cholesky(H))
     U = torch.linalg.cholesky(Hinv, upper=True)

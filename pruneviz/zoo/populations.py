@@ -70,7 +70,13 @@ def prune_population(
     parent_ids = list(dense.run) if parents is None else list(parents)
     unknown = [p for p in parent_ids if p not in set(dense.run)]
     if unknown:
-        fail("parents", where, f"ids of dense runs in the zoo ({list(dense.run)})", unknown)
+        fail(
+            "parents",
+            where,
+            f"ids of dense runs in the zoo ({list(dense.run)})",
+            unknown,
+            "list them with zoo.runs(kind='dense'), or omit parents to use all.",
+        )
     if not parent_ids:
         fail(
             "zoo",
@@ -125,7 +131,7 @@ def _as_list(values, name: str) -> list:
         return [values]
     out = list(values)
     if not out:
-        fail(name, "prune_population", "a non-empty list", out)
+        fail(name, "prune_population", "a non-empty list", out, f"pass at least one value in {name}=[...].")
     return out
 
 

@@ -205,7 +205,6 @@ class Zoo:
         if version < 1:
             raise ZooError(f"The index of {str(self.path)!r} has no schema version. Fix: rebuild the zoo.")
         self.schema_version = version
-        self._sweep_temporaries()
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -218,7 +217,8 @@ class Zoo:
                     "path", "Zoo.create", "a folder without a zoo", str(p), "pass exist_ok=True to reuse it."
                 )
             return cls(p)
-        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+        leftovers = list(p.glob(f".{INDEX_FILE}.*.tmp")) if p.is_dir() else []
+        if p.exists() and (not p.is_dir() or any(x not in leftovers for x in p.iterdir())):
             fail(
                 "path",
                 "Zoo.create",
@@ -228,8 +228,8 @@ class Zoo:
                 error=ZooError,
             )
         p.mkdir(parents=True, exist_ok=True)
-        for sub in ("datasets", "runs", "cache"):
-            (p / sub).mkdir(exist_ok=True)
+        for stale in leftovers:  # a create that was killed before its index was in place
+            stale.unlink(missing_ok=True)
         tmp_index = p / f".{INDEX_FILE}.{uuid.uuid4().hex}.tmp"
         con = sqlite3.connect(tmp_index)
         try:
@@ -247,6 +247,8 @@ class Zoo:
             con.close()
         os.replace(tmp_index, p / INDEX_FILE)
         fsync_dir(p)
+        for sub in ("datasets", "runs", "cache"):
+            (p / sub).mkdir(exist_ok=True)
         return cls(p)
 
     @classmethod
@@ -267,18 +269,24 @@ class Zoo:
         finally:
             con.close()
 
-    def _sweep_temporaries(self) -> None:
-        """Remove temporary run folders left by writers that no longer exist."""
-        runs_dir = self.path / "runs"
-        if not runs_dir.is_dir():
-            return
-        for tmp in runs_dir.glob(".tmp-*"):
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the zoo's writer lock (an exclusive ``flock`` on ``.write.lock``) for one write.
+
+        Writers take turns, so inside the lock no other write is under way and every temporary run
+        folder found is a leftover of a killed writer: it is removed. Readers never take the lock.
+        """
+        import fcntl
+
+        with open(self.path / ".write.lock", "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
-                pid = int(tmp.name.rsplit("-", 2)[-2])
-            except (ValueError, IndexError):
-                continue
-            if not _pid_alive(pid):
-                shutil.rmtree(tmp, ignore_errors=True)
+                runs_dir = self.path / "runs"
+                for tmp in runs_dir.glob(".tmp-*") if runs_dir.is_dir() else []:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     # -- datasets -------------------------------------------------------------------------------
     def add_dataset(
@@ -305,33 +313,37 @@ class Zoo:
         subset = pd.Series("train", index=pd.Index(dataset.sample_id), dtype=object)
         subset[splits.val.sample_id] = "val"
         subset[splits.test.sample_id] = "test"
-        folder = self.path / "datasets" / key
-        folder.mkdir(parents=True, exist_ok=True)
-        save_tensors(
-            folder / "tensors.safetensors",
-            {"x": dataset.x, "y": dataset.y, "sample_id": torch.from_numpy(dataset.sample_id)},
-        )
-        samples = dataset.groups.astype(str).copy()
-        samples.insert(0, "subset", subset.to_numpy().astype(str))
-        samples.insert(0, "sample_id", dataset.sample_id)
-        write_atomic(folder / "samples.parquet", lambda tmp: samples.to_parquet(tmp, index=False))
-        info = dataset.info.to_json()
-        write_json_atomic(folder / "info.json", info)
-        with self._connect() as con:
-            con.execute(
-                "INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key,
-                    dataset.info.name,
-                    fingerprint,
-                    split_seed,
-                    float(val_fraction),
-                    float(test_fraction),
-                    len(dataset),
-                    json.dumps(info),
-                    _now(),
-                ),
+        with self._writing():
+            with self._connect() as con:
+                if con.execute("SELECT 1 FROM datasets WHERE dataset = ?", (key,)).fetchone():
+                    return key
+            folder = self.path / "datasets" / key
+            folder.mkdir(parents=True, exist_ok=True)
+            save_tensors(
+                folder / "tensors.safetensors",
+                {"x": dataset.x, "y": dataset.y, "sample_id": torch.from_numpy(dataset.sample_id)},
             )
+            samples = dataset.groups.astype(str).copy()
+            samples.insert(0, "subset", subset.to_numpy().astype(str))
+            samples.insert(0, "sample_id", dataset.sample_id)
+            write_atomic(folder / "samples.parquet", lambda tmp: samples.to_parquet(tmp, index=False))
+            info = dataset.info.to_json()
+            write_json_atomic(folder / "info.json", info)
+            with self._connect() as con:
+                con.execute(
+                    "INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        key,
+                        dataset.info.name,
+                        fingerprint,
+                        split_seed,
+                        float(val_fraction),
+                        float(test_fraction),
+                        len(dataset),
+                        json.dumps(info),
+                        _now(),
+                    ),
+                )
         return key
 
     def datasets(self) -> pd.DataFrame:
@@ -424,8 +436,16 @@ class Zoo:
         if not {"sample_id", "split", "subset", "prediction"} <= set(outputs.columns):
             fail("outputs", where, "a frame from pruneviz.train.evaluate", list(outputs.columns)[:8])
 
+        with self._writing():
+            if self.has_run(record.run):  # another writer stored it meanwhile
+                fail("record.run", where, "an id not yet in the zoo (runs are immutable)", record.run)
+            self._write_run(record, state, outputs, masks)
+
+    def _write_run(
+        self, record: RunRecord, state: Mapping[str, torch.Tensor], outputs: pd.DataFrame, masks: Masks | None
+    ) -> None:
         runs_dir = self.path / "runs"
-        tmp = runs_dir / f".tmp-{record.run}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = runs_dir / f".tmp-{record.run}-{uuid.uuid4().hex[:8]}"
         final = runs_dir / record.run
         tmp.mkdir(parents=True)
         try:
@@ -649,15 +669,3 @@ class _ZooKeyError(ZooError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
