@@ -43,6 +43,15 @@ def test_resnet20_has_the_published_size():
     assert count_parameters(ResNet((3, 32, 32), 10, depth=20, width=2)) > 3.5 * count_parameters(model)
 
 
+@pytest.mark.reference
+def test_resnet18_has_the_published_size():
+    # He et al. 2016: ResNet-18 has 11.7M parameters with the 7x7 ImageNet stem and 1000 classes; with a
+    # 3x3 stem and 10 classes (the CIFAR variant) it has 11.17M.
+    model = build_model("resnet18", input_shape=(3, 32, 32), num_classes=10)
+    assert 11.1e6 < count_parameters(model) < 11.2e6
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
 def test_spec_round_trip():
     spec = ModelSpec("mlp", (1, 8, 8), 10, {"hidden": (16,)})
     again = ModelSpec.from_json(spec.to_json())

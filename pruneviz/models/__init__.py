@@ -1,6 +1,6 @@
 """Bundled architectures and building them by name. Any ``nn.Module`` is accepted elsewhere."""
 
-from pruneviz.models.architectures import MLP, BasicBlock, LeNet, ResNet
+from pruneviz.models.architectures import MLP, BasicBlock, LeNet, ResNet, ResNet18
 from pruneviz.models.registry import (
     ModelSpec,
     architecture_names,
@@ -15,6 +15,7 @@ __all__ = [
     "LeNet",
     "ModelSpec",
     "ResNet",
+    "ResNet18",
     "architecture_names",
     "build_from_spec",
     "build_model",

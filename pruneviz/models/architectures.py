@@ -121,6 +121,43 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+class ResNet18(nn.Module):
+    """ResNet-18 (He et al. 2016, Table 1: four stages of two basic blocks at widths 64, 128, 256, 512,
+    strides 1, 2, 2, 2) with the 3×3 stem of the CIFAR variants, so small inputs keep their resolution.
+    ``width`` multiplies every stage width. 11.2M parameters at width 1 for 10 classes.
+
+    >>> ResNet18((3, 32, 32), 10)(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, *, width: int = 1):
+        super().__init__()
+        dims = _spatial_dims(input_shape, "ResNet18")
+        width = check_int(width, "width", "ResNet18", minimum=1)
+        conv, bn = _conv(dims), _bn(dims)
+        widths = [64 * width, 128 * width, 256 * width, 512 * width]
+        self.stem = nn.Sequential(
+            conv(int(input_shape[0]), widths[0], 3, padding=1, bias=False), bn(widths[0]), nn.ReLU()
+        )
+        blocks: list[nn.Module] = []
+        c_in = widths[0]
+        for stage, c_out in enumerate(widths):
+            for i in range(2):
+                blocks.append(BasicBlock(dims, c_in, c_out, 2 if (stage > 0 and i == 0) else 1))
+                c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool1d(1), nn.Flatten()
+        )
+        self.classifier = nn.Linear(c_in, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d | nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.blocks(self.stem(x))))
+
+
 class ResNet(nn.Module):
     """CIFAR-style ResNet (He et al. 2016, §4.2): a 3×3 stem, three stages of ``n`` basic blocks at
     widths ``16w, 32w, 64w`` (strides 1, 2, 2), global average pooling and a classifier.

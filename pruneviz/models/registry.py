@@ -11,13 +11,14 @@ from torch import nn
 
 from pruneviz._seed import seeded
 from pruneviz._validation import check_choice, check_int, fail
-from pruneviz.models.architectures import MLP, LeNet, ResNet
+from pruneviz.models.architectures import MLP, LeNet, ResNet, ResNet18
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "cnn": LeNet,
     "resnet20": lambda input_shape, num_classes, **kw: ResNet(input_shape, num_classes, depth=20, **kw),
     "resnet": ResNet,
+    "resnet18": ResNet18,
 }
 
 
