@@ -1,5 +1,12 @@
 """Analyses that read models and zoos and return tidy frames."""
 
+from pruneviz.analysis.curvature import (
+    HessianOperator,
+    hessian_density,
+    hessian_eigenvalues,
+    hessian_trace,
+    lanczos,
+)
 from pruneviz.analysis.spectrum import (
     PowerLawFit,
     condition_number,
@@ -19,12 +26,17 @@ from pruneviz.analysis.spectrum import (
 )
 
 __all__ = [
+    "HessianOperator",
     "PowerLawFit",
     "condition_number",
     "conv_operator_singular_values",
     "conv_spectral_norm",
     "effective_rank",
     "esd",
+    "hessian_density",
+    "hessian_eigenvalues",
+    "hessian_trace",
+    "lanczos",
     "layer_spectra",
     "lipschitz_upper_bound",
     "marchenko_pastur_edges",

@@ -99,10 +99,8 @@ def matrix_view(weight: torch.Tensor) -> np.ndarray:
 def _gram_eigenvalues(mats: torch.Tensor) -> torch.Tensor:
     """Eigenvalues of ``AᵀA`` (or ``AAᵀ``, the smaller) of each matrix in a ``(..., m, n)`` batch — the
     squared singular values, from a symmetric eigensolver (several times faster than an SVD)."""
-    if mats.shape[-2] < mats.shape[-1]:
-        gram = mats @ mats.transpose(-1, -2)
-    else:
-        gram = mats.transpose(-1, -2) @ mats
+    wide = mats.shape[-2] < mats.shape[-1]
+    gram = mats @ mats.transpose(-1, -2) if wide else mats.transpose(-1, -2) @ mats
     return torch.linalg.eigvalsh(gram).clamp_min(0.0)
 
 

@@ -1,0 +1,440 @@
+"""Loss-landscape curvature: a mask-aware Hessian operator, its top eigenvalues (Lanczos), trace
+(Hutch++) and spectral density (stochastic Lanczos quadrature).
+
+The Hessian is that of the mean loss over a dataset with respect to the chosen parameters, restricted
+to the coordinates a pruning mask keeps: pruned weights are not variables (their rows and columns are
+left out), so the operator acts on the unpruned coordinates only. Hessian-vector products use
+forward-over-reverse differentiation on a functional copy of the parameters: the model's own tensors
+are never written, so nothing needs restoring, whatever is raised midway. BatchNorm uses its running
+statistics (eval mode).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pruneviz._validation import check_int, fail
+from pruneviz.data.dataset import Dataset
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _mean_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+class HessianOperator:
+    """``v ↦ H v`` for the Hessian of the mean loss over ``data``, on the unpruned coordinates.
+
+    Parameters
+    ----------
+    model : any ``nn.Module``; left untouched.
+    data : the samples the loss averages over (a pruneviz :class:`~pruneviz.data.Dataset`).
+    masks : keep-masks by module name (``{"fc": bool tensor}``, e.g. from a zoo run); masked-out
+        weights are not variables of the Hessian.
+    params : names of the parameters to differentiate (e.g. one layer's ``"blocks.0.conv1.weight"``
+        for a per-layer block); default every parameter that requires a gradient.
+    loss : ``loss(logits, y)`` returning the *sum* over the batch (default cross-entropy); the operator
+        divides by ``len(data)``.
+    dtype : computation precision (``torch.float64`` for reference-grade results on small models).
+
+    ``dim`` is the number of variables; ``hvps`` counts the products computed so far.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Dataset,
+        *,
+        masks: Mapping[str, torch.Tensor] | None = None,
+        params: Sequence[str] | None = None,
+        loss: LossFn = _mean_ce,
+        batch_size: int = 512,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        where = "HessianOperator"
+        if not isinstance(model, nn.Module):
+            fail("model", where, "a torch nn.Module", type(model).__name__)
+        if not isinstance(data, Dataset):
+            fail(
+                "data",
+                where,
+                "a pruneviz Dataset",
+                type(data).__name__,
+                "wrap samples in pruneviz.data.Dataset.",
+            )
+        if len(data) == 0:
+            fail(
+                "data",
+                where,
+                "a non-empty Dataset",
+                "0 samples",
+                "pass the samples to average the loss over.",
+            )
+        self.batch_size = check_int(batch_size, "batch_size", where, minimum=1)
+        named = dict(model.named_parameters())
+        if params is None:
+            names = [n for n, p in named.items() if p.requires_grad]
+        else:
+            names = list(params)
+            unknown = [n for n in names if n not in named]
+            if unknown:
+                fail(
+                    "params",
+                    where,
+                    "names of the model's parameters",
+                    unknown if len(unknown) > 1 else unknown[0],
+                    "list them with [n for n, _ in model.named_parameters()].",
+                )
+        if not names:
+            fail(
+                "params",
+                where,
+                "at least one parameter to differentiate",
+                [],
+                "pass params=[...] or unfreeze.",
+            )
+        keep: dict[str, torch.Tensor] = {}
+        for module_name, mask in (masks or {}).items():
+            pname = f"{module_name}.weight"
+            if pname in names:
+                if tuple(mask.shape) != tuple(named[pname].shape):
+                    fail(
+                        "masks",
+                        where,
+                        f"a mask of shape {tuple(named[pname].shape)} for {module_name!r}",
+                        None,
+                        got=f"shape {tuple(mask.shape)}",
+                    )
+                keep[pname] = mask.to(torch.bool).flatten()
+        self.model = model
+        self.data = data
+        self.loss = loss
+        self.dtype = dtype
+        self.names = names
+        self.shapes = {n: named[n].shape for n in names}
+        self.index = {n: torch.nonzero(keep[n]).flatten() if n in keep else None for n in names}
+        self.sizes = [
+            int(self.index[n].numel()) if self.index[n] is not None else named[n].numel() for n in names
+        ]
+        self.dim = int(sum(self.sizes))
+        if self.dim == 0:
+            fail("masks", where, "at least one unpruned coordinate among the chosen parameters", "all pruned")
+        self.base = {
+            n: (t.detach().to(dtype) if t.is_floating_point() else t.detach()).clone()
+            for n, t in model.state_dict(keep_vars=False).items()
+        }
+        for n in names:
+            self.base[n] = named[n].detach().to(dtype).clone()
+        self.hvps = 0
+
+    # -- vectors <-> parameter tensors ------------------------------------------------------------
+    def _to_tensors(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, start = {}, 0
+        for n, size in zip(self.names, self.sizes, strict=True):
+            chunk = v[start : start + size]
+            start += size
+            idx = self.index[n]
+            if idx is None:
+                out[n] = chunk.reshape(self.shapes[n])
+            else:
+                # out of place, so that it also works under torch.func.vmap
+                full = chunk.new_zeros(math.prod(self.shapes[n])).index_put((idx,), chunk)
+                out[n] = full.reshape(self.shapes[n])
+        return out
+
+    def _to_vector(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        parts = []
+        for n in self.names:
+            flat = tensors[n].reshape(-1)
+            idx = self.index[n]
+            parts.append(flat if idx is None else flat[idx])
+        return torch.cat(parts)
+
+    def parameters_vector(self) -> torch.Tensor:
+        """The current values of the variables, as a vector of length ``dim``."""
+        return self._to_vector({n: self.base[n] for n in self.names})
+
+    # -- loss, gradient, Hessian-vector product ---------------------------------------------------
+    def _batch_loss(
+        self, variables: Mapping[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor
+    ) -> torch.Tensor:
+        params = dict(self.base)
+        params.update(variables)
+        logits = torch.func.functional_call(self.model, params, (xb.to(self.dtype),))
+        return self.loss(logits, yb) / len(self.data)
+
+    def _batches(self):
+        for i in range(0, len(self.data), self.batch_size):
+            yield self.data.x[i : i + self.batch_size], self.data.y[i : i + self.batch_size]
+
+    def _eval_mode(self):
+        was = self.model.training
+        self.model.eval()
+        return was
+
+    def loss_value(self) -> float:
+        """The mean loss at the current parameters."""
+        was = self._eval_mode()
+        try:
+            with torch.no_grad():
+                total = sum(float(self._batch_loss({}, xb, yb)) for xb, yb in self._batches())
+        finally:
+            self.model.train(was)
+        return total
+
+    def gradient(self) -> torch.Tensor:
+        """The gradient of the mean loss on the variables (length ``dim``)."""
+        primals = {n: self.base[n] for n in self.names}
+        total = torch.zeros(self.dim, dtype=self.dtype)
+        was = self._eval_mode()
+        try:
+            for xb, yb in self._batches():
+                g = torch.func.grad(lambda p, xb=xb, yb=yb: self._batch_loss(p, xb, yb))(primals)
+                total += self._to_vector(g)
+        finally:
+            self.model.train(was)
+        return total
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """``H v`` for a vector ``v`` of length ``dim`` (one Hessian-vector product)."""
+        v = torch.as_tensor(v, dtype=self.dtype)
+        if v.shape != (self.dim,):
+            fail(
+                "v",
+                "HessianOperator.matvec",
+                f"a vector of length {self.dim}",
+                None,
+                got=f"shape {tuple(v.shape)}",
+            )
+        tangents = self._to_tensors(v)
+        primals = {n: self.base[n] for n in self.names}
+        out = torch.zeros(self.dim, dtype=self.dtype)
+        was = self._eval_mode()
+        try:
+            for xb, yb in self._batches():
+                grad_fn = torch.func.grad(lambda p, xb=xb, yb=yb: self._batch_loss(p, xb, yb))
+                _, hv = torch.func.jvp(grad_fn, (primals,), (tangents,))
+                out += self._to_vector(hv)
+        finally:
+            self.model.train(was)
+        if not bool(torch.isfinite(out).all()):
+            raise FloatingPointError(
+                "A Hessian-vector product is NaN or inf: the loss or its derivatives overflowed at these "
+                "weights. Fix: check the model for NaN/inf weights and the data for extreme values, or use "
+                "dtype=torch.float64."
+            )
+        self.hvps += 1
+        return out
+
+    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``H V`` for a ``(dim, k)`` matrix ``V``: k products computed together (vectorised)."""
+        vectors = torch.as_tensor(vectors, dtype=self.dtype)
+        if vectors.ndim != 2 or vectors.shape[0] != self.dim:
+            fail("vectors", "HessianOperator.matmat", f"a matrix of shape ({self.dim}, k)", None,
+                 got=f"shape {tuple(vectors.shape)}")  # fmt: skip
+        primals = {n: self.base[n] for n in self.names}
+        out = torch.zeros_like(vectors)
+        was = self._eval_mode()
+        try:
+            for xb, yb in self._batches():
+                grad_fn = torch.func.grad(lambda p, xb=xb, yb=yb: self._batch_loss(p, xb, yb))
+
+                def hvp(v: torch.Tensor, grad_fn=grad_fn) -> torch.Tensor:
+                    return self._to_vector(torch.func.jvp(grad_fn, (primals,), (self._to_tensors(v),))[1])
+
+                out += torch.func.vmap(hvp, in_dims=1, out_dims=1)(vectors)
+        finally:
+            self.model.train(was)
+        if not bool(torch.isfinite(out).all()):
+            raise FloatingPointError(
+                "A Hessian-vector product is NaN or inf. Fix: check the model for NaN/inf weights and the "
+                "data for extreme values, or use dtype=torch.float64."
+            )
+        self.hvps += vectors.shape[1]
+        return out
+
+    def dense(self, *, chunk: int = 64) -> torch.Tensor:
+        """The full ``dim × dim`` Hessian, ``chunk`` columns at a time (for small models and tests)."""
+        eye = torch.eye(self.dim, dtype=self.dtype)
+        return torch.cat([self.matmat(eye[:, i : i + chunk]) for i in range(0, self.dim, chunk)], dim=1)
+
+
+def _random_vector(
+    dim: int, gen: torch.Generator, dtype: torch.dtype, kind: str = "gaussian"
+) -> torch.Tensor:
+    if kind == "rademacher":
+        return torch.randint(0, 2, (dim,), generator=gen).to(dtype) * 2 - 1
+    return torch.randn(dim, generator=gen, dtype=torch.float64).to(dtype)
+
+
+def lanczos(
+    op: HessianOperator,
+    iterations: int,
+    *,
+    seed: int = 0,
+    start: torch.Tensor | None = None,
+    reorthogonalize: bool = True,
+) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
+    """``iterations`` steps of Lanczos on ``op`` from a random (or given) start vector.
+
+    Returns ``(alpha, beta, Q)``: the tridiagonal's diagonal (length m) and off-diagonal (length m, the
+    last entry the residual norm β_m), and the Lanczos basis ``(dim, m)`` if ``reorthogonalize`` (full
+    reorthogonalisation, memory ``m · dim``) else ``None`` (three vectors, bounded memory). Stops early
+    on an invariant subspace.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    q = _random_vector(op.dim, gen, torch.float64) if start is None else start.to(torch.float64).clone()
+    q /= q.norm()
+    basis = [q] if reorthogonalize else None
+    q_prev = torch.zeros_like(q)
+    beta_prev = 0.0
+    alphas, betas = [], []
+    for _ in range(min(iterations, op.dim)):
+        w = op.matvec(q.to(op.dtype)).to(torch.float64)
+        a = float(w @ q)
+        w = w - a * q - beta_prev * q_prev
+        if basis is not None:
+            stacked = torch.stack(basis, dim=1)
+            for _ in range(2):  # twice is enough (Parlett)
+                w = w - stacked @ (stacked.T @ w)
+        b = float(w.norm())
+        alphas.append(a)
+        betas.append(b)
+        if b <= 1e-12 * max(1.0, abs(a)):
+            break
+        q_prev, q = q, w / b
+        beta_prev = b
+        if basis is not None:
+            basis.append(q)
+    q_mat = torch.stack(basis[: len(alphas)], dim=1) if basis is not None else None
+    return np.array(alphas), np.array(betas), q_mat
+
+
+def _tridiagonal_eigh(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    t = np.diag(alphas) + np.diag(betas[:-1], 1) + np.diag(betas[:-1], -1)
+    return np.linalg.eigh(t)
+
+
+def hessian_eigenvalues(
+    op: HessianOperator, *, k: int = 1, iterations: int | None = None, seed: int = 0, which: str = "largest"
+) -> pd.DataFrame:
+    """The ``k`` largest (``which="largest"``) or largest-magnitude (``"magnitude"``) Hessian
+    eigenvalues by Lanczos with full reorthogonalisation (Lanczos 1950; Golub & Van Loan §10.1).
+
+    ``iterations`` (the number of Hessian-vector products) defaults to ``max(10, 4k)``. Each eigenvalue
+    comes with its Lanczos residual ``||H y - θ y|| = β_m |e_mᵀ s|``, a computable error bound
+    (``|θ - λ| <= residual`` for some eigenvalue λ). Tidy frame: ``rank``, ``eigenvalue``,
+    ``residual``, ``hvps``, ``dim``.
+    """
+    where = "hessian_eigenvalues"
+    k = check_int(k, "k", where, minimum=1)
+    if k > op.dim:
+        fail(
+            "k",
+            where,
+            f"at most the number of unpruned parameters ({op.dim})",
+            k,
+            "ask for fewer eigenvalues, or include more parameters.",
+        )
+    iterations = (
+        max(10, 4 * k) if iterations is None else check_int(iterations, "iterations", where, minimum=k)
+    )
+    if which not in ("largest", "magnitude"):
+        fail("which", where, "'largest' or 'magnitude'", which)
+    before = op.hvps
+    alphas, betas, _ = lanczos(op, iterations, seed=seed)
+    theta, s = _tridiagonal_eigh(alphas, betas)
+    order = np.argsort(-theta) if which == "largest" else np.argsort(-np.abs(theta))
+    order = order[:k]
+    residual = np.abs(betas[-1] * s[-1, order])
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, len(order) + 1),
+            "eigenvalue": theta[order],
+            "residual": residual,
+            "hvps": op.hvps - before,
+            "dim": op.dim,
+        }
+    )
+
+
+def hessian_trace(op: HessianOperator, *, hvps: int = 99, seed: int = 0) -> pd.DataFrame:
+    """Trace of the Hessian by Hutch++ (Meyer, Musco, Musco & Woodruff 2021) with ``hvps`` products:
+    a third sketch the dominant subspace ``Q = orth(H S)``, a third give ``tr(QᵀHQ)`` exactly, a third
+    estimate the rest with Hutchinson's estimator on ``(I - QQᵀ)``. The standard error is that of the
+    Hutchinson part (sample standard deviation / √samples). Frame: ``metric="trace"``, ``value``,
+    ``se``, ``hvps``, ``dim``."""
+    where = "hessian_trace"
+    hvps = check_int(hvps, "hvps", where, minimum=3)
+    gen = torch.Generator().manual_seed(seed)
+    k = hvps // 3
+    k = min(k, op.dim)
+    before = op.hvps
+    s = torch.stack([_random_vector(op.dim, gen, torch.float64, "rademacher") for _ in range(k)], dim=1)
+    y = op.matmat(s.to(op.dtype)).to(torch.float64)
+    q, _ = torch.linalg.qr(y)
+    top = float(torch.trace(q.T @ op.matmat(q.to(op.dtype)).to(torch.float64)))
+    n_rest = max(1, hvps - 2 * k)
+    samples: list[float] = []
+    if q.shape[1] < op.dim:
+        g = torch.stack(
+            [_random_vector(op.dim, gen, torch.float64, "rademacher") for _ in range(n_rest)], dim=1
+        )
+        g = g - q @ (q.T @ g)
+        hg = op.matmat(g.to(op.dtype)).to(torch.float64)
+        hg = hg - q @ (q.T @ hg)
+        samples = (g * hg).sum(dim=0).tolist()
+    rest = float(np.mean(samples)) if samples else 0.0
+    se = float(np.std(samples, ddof=1) / math.sqrt(len(samples))) if len(samples) > 1 else 0.0
+    return pd.DataFrame(
+        [{"metric": "trace", "value": top + rest, "se": se, "hvps": op.hvps - before, "dim": op.dim}]
+    )
+
+
+def hessian_density(
+    op: HessianOperator,
+    *,
+    vectors: int = 3,
+    iterations: int = 60,
+    grid: int = 400,
+    sigma: float | None = None,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Spectral density by stochastic Lanczos quadrature (Ghorbani, Krishnan & Xiao 2019; Lin, Saad &
+    Yang 2016), with bounded memory (no stored Lanczos basis: three vectors per run).
+
+    Each of ``vectors`` Gaussian start vectors gives a Gauss quadrature rule — nodes θ (Ritz values) and
+    weights τ² (squared first components of the tridiagonal's eigenvectors) — exact for ``vᵀ p(H) v /
+    |v|²`` with polynomials ``p`` of degree < 2·iterations. Returns ``(nodes, density)``: ``nodes`` has
+    ``vector``, ``node``, ``weight``; ``density`` the average of the rules smoothed with a Gaussian of
+    width ``sigma`` (default 1 % of the spectral range) on ``grid`` points (``eigenvalue``, ``density``).
+    """
+    where = "hessian_density"
+    vectors = check_int(vectors, "vectors", where, minimum=1)
+    iterations = check_int(iterations, "iterations", where, minimum=2)
+    rows = []
+    for v in range(vectors):
+        alphas, betas, _ = lanczos(op, iterations, seed=seed + 1000 * v, reorthogonalize=False)
+        theta, s = _tridiagonal_eigh(alphas, betas)
+        weights = s[0, :] ** 2
+        rows += [
+            {"vector": v, "node": float(t), "weight": float(w)} for t, w in zip(theta, weights, strict=True)
+        ]
+    nodes = pd.DataFrame(rows)
+    lo, hi = nodes.node.min(), nodes.node.max()
+    span = max(hi - lo, 1e-12)
+    width = 0.01 * span if sigma is None else float(sigma)
+    xs = np.linspace(lo - 5 * width, hi + 5 * width, grid)
+    dens = np.zeros_like(xs)
+    for t, w in zip(nodes.node, nodes.weight, strict=True):
+        dens += w * np.exp(-((xs - t) ** 2) / (2 * width**2)) / (width * math.sqrt(2 * math.pi))
+    dens /= vectors
+    return nodes, pd.DataFrame({"eigenvalue": xs, "density": dens})
