@@ -170,6 +170,7 @@ def test_sparsegpt_equals_a_dense_solve_of_its_problem(structure):
     weight = torch.randn(12, 24, dtype=torch.float64)
     mixing = torch.randn(24, 24, dtype=torch.float64) / 5 + torch.eye(24, dtype=torch.float64)
     inputs = mixing @ torch.randn(24, 300, dtype=torch.float64)
+    inputs[5] = 0.0  # an input that is always zero (a dead ReLU upstream)
     new, keep = sparsegpt_layer(weight, inputs, sparsity=0.6, structure=structure, block_size=8)
     ref = sequential_obs_reference(weight, inputs, keep)
     err, ref_err = reconstruction_error(weight, new, inputs), reconstruction_error(weight, ref, inputs)

@@ -42,7 +42,7 @@ def _need_data(data: Dataset | None, method: str) -> Dataset:
     return data
 
 
-class _Scoped:
+class GradientScope:
     """Run a gradient computation on ``model`` in eval mode, with autograd on and every parameter
     requiring a gradient (also under ``torch.no_grad()`` or with frozen weights); restore the mode,
     the ``requires_grad`` flags and the gradients afterwards, also when the block raises."""
@@ -127,7 +127,7 @@ def snip(
 ) -> Scores:
     """Connection sensitivity |g ⊙ w| with g the loss gradient on the calibration data (Lee et al. 2019)."""
     data = _need_data(data, "snip")
-    with _Scoped(model):
+    with GradientScope(model):
         grads = _loss_gradients(model, layers, data, batch_size)
     return {n: (grads[n] * m.weight.detach()).abs() for n, m in layers.items()}
 
@@ -144,7 +144,7 @@ def taylor(
     data = _need_data(data, "taylor")
     out = {n: torch.zeros_like(m.weight) for n, m in layers.items()}
     batches = 0
-    with _Scoped(model):
+    with GradientScope(model):
         for xb, yb in _batches(data, batch_size):
             model.zero_grad(set_to_none=True)
             F.cross_entropy(model(xb), yb).backward()
@@ -175,7 +175,7 @@ def grasp(
     params = [mods[n].weight for n in names]
     g = [torch.zeros_like(p) for p in params]
     hg = [torch.zeros_like(p) for p in params]
-    with _Scoped(work):
+    with GradientScope(work):
         for xb, yb in _batches(data, batch_size):
             loss = F.cross_entropy(work(xb), yb, reduction="sum") / len(data)
             for acc, gi in zip(g, torch.autograd.grad(loss, params), strict=True):
@@ -220,7 +220,7 @@ def synflow(
         )
     ones = torch.ones((1, *input_shape), dtype=torch.float64)
     params = [mods[n].weight for n in layers]
-    with _Scoped(work):
+    with GradientScope(work):
         r = work(ones).sum()
         grads = torch.autograd.grad(r, params)
     return {n: (g * p).detach().abs().float() for n, p, g in zip(layers, params, grads, strict=True)}

@@ -122,5 +122,6 @@ def optimal_reconstruction(weight: torch.Tensor, keep: torch.Tensor, inputs: tor
         if s.numel() == 0:
             continue
         rhs = G[s] @ W[r]
-        out[r, s] = torch.linalg.lstsq(G[s][:, s], rhs[:, None]).solution[:, 0]
+        # pseudo-inverse: inputs that are always zero (or collinear) make G_SS singular
+        out[r, s] = torch.linalg.pinv(G[s][:, s], hermitian=True) @ rhs
     return out

@@ -24,10 +24,13 @@ def sequential_obs_reference(
 ) -> torch.Tensor:
     """The problem SparseGPT solves (Frantar & Alistarh 2023), by dense solves: columns left to right,
     each pruned weight's error spread over the columns not yet processed with the inverse of the damped
-    Hessian ``X Xᵀ + λ mean(diag) I`` restricted to them (an optimal brain surgeon step)."""
+    Hessian ``X Xᵀ + λ mean(diag) I`` restricted to them (an optimal brain surgeon step). An input that
+    is always zero gets unit curvature before damping, so that H stays invertible (the paper's convention)."""
     W = weight.double().clone()
     X = inputs.double()
     H = X @ X.T
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
     H += damp * torch.mean(torch.diag(H)) * torch.eye(H.shape[0], dtype=torch.float64)
     for i in range(W.shape[1]):
         Hinv = torch.linalg.inv(H[i:, i:])

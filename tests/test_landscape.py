@@ -1,0 +1,186 @@
+"""Landscapes and sharpness: restored models, untouched pruned weights, and closed-form cross-checks."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pruneviz.analysis import (
+    HessianOperator,
+    average_sharpness,
+    gaussian_direction,
+    interpolation,
+    landscape_1d,
+    landscape_2d,
+    loss_and_accuracy,
+    pac_bayes_sigma,
+    perturbed,
+    sam_sharpness,
+    worst_case_adaptive_sharpness,
+)
+from pruneviz.data import Dataset
+from pruneviz.exceptions import ValidationError
+from pruneviz.models import build_model
+from pruneviz.prune import compute_masks
+
+
+@pytest.fixture()
+def setting():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)).double()
+    rng = np.random.default_rng(0)
+    data = Dataset(rng.normal(size=(40, 1, 4, 4)), rng.integers(0, 3, 40))
+    data.x = data.x.double()
+    masks = compute_masks(model, method="global_magnitude", sparsity=0.5)
+    masks.apply_(model)
+    return model, data, masks
+
+
+def watch_pruned(model, masks):
+    """A forward pre-hook on every masked layer that records whether any pruned weight is non-zero."""
+    seen = {"violations": 0, "calls": 0}
+    modules = dict(model.named_modules())
+
+    def hook_for(name):
+        def hook(module, _inputs):
+            seen["calls"] += 1
+            if bool((module.weight.detach()[~masks[name]] != 0).any()):
+                seen["violations"] += 1
+
+        return hook
+
+    handles = [modules[n].register_forward_pre_hook(hook_for(n)) for n in masks]
+    return seen, handles
+
+
+ANALYSES = {
+    "landscape_1d": lambda m, d, k: landscape_1d(m, d, steps=5, masks=k),
+    "landscape_2d": lambda m, d, k: landscape_2d(m, d, steps=3, masks=k),
+    "sam": lambda m, d, k: sam_sharpness(m, d, rho=0.1, masks=k, steps=3),
+    "asam": lambda m, d, k: sam_sharpness(m, d, rho=0.1, adaptive=True),
+    "average": lambda m, d, k: average_sharpness(m, d, sigma=0.05, samples=3, masks=k, adaptive=False),
+    "worst_case": lambda m, d, k: worst_case_adaptive_sharpness(m, d, rho=0.05, steps=3),
+    "pac_bayes": lambda m, d, k: pac_bayes_sigma(m, d, samples=2, iterations=3, masks=k),
+}
+
+
+@pytest.mark.parametrize("name", list(ANALYSES))
+def test_every_perturbation_keeps_pruned_weights_at_zero_and_restores_the_model(name, setting):
+    model, data, masks = setting
+    model.train()
+    before = copy.deepcopy(model.state_dict())
+    seen, handles = watch_pruned(model, masks)
+    try:
+        frame = ANALYSES[name](model, data, masks)
+    finally:
+        for h in handles:
+            h.remove()
+    assert not frame.empty and seen["calls"] > 0
+    assert seen["violations"] == 0, f"{name} moved a pruned weight"
+    assert model.training and all(p.grad is None for p in model.parameters())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{name} left {k} changed"
+
+
+def test_the_model_is_restored_when_evaluation_raises_midway(setting):
+    model, data, masks = setting
+    before = copy.deepcopy(model.state_dict())
+    calls = {"n": 0}
+
+    def explode(_module, _inputs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("evaluation failed midway")
+
+    handle = model[0].register_forward_pre_hook(explode)
+    try:
+        with pytest.raises(RuntimeError, match="midway"):
+            landscape_1d(model, data, steps=5, masks=masks)
+    finally:
+        handle.remove()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_grid_centre_is_the_model_and_odd_grids_are_required(setting):
+    model, data, masks = setting
+    base = loss_and_accuracy(model, data)["loss"]
+    line = landscape_1d(model, data, steps=7, radius=0.5, masks=masks)
+    assert line.alpha.tolist()[3] == 0.0 and line.loss[3] == base
+    assert line.alpha.iloc[0] == -0.5 and line.alpha.iloc[-1] == 0.5
+    plane = landscape_2d(model, data, steps=3, masks=masks)
+    assert plane[(plane.alpha == 0) & (plane.beta == 0)].loss.iloc[0] == base
+    with pytest.raises(
+        ValidationError, match=r"'steps' parameter of landscape_2d must be an odd number.*Got 20.*steps=21"
+    ):
+        landscape_2d(model, data, steps=20)
+
+
+def test_filter_normalisation_matches_filter_norms_and_respects_masks(setting):
+    model, _, masks = setting
+    d = gaussian_direction(model, masks=masks, seed=3)
+    w = model[0].weight.detach()
+    np.testing.assert_allclose(
+        d["0.weight"].reshape(4, -1).norm(dim=1), w.reshape(4, -1).norm(dim=1), rtol=1e-10
+    )
+    assert bool((d["0.weight"][~masks["0"]] == 0).all()) and bool((d["0.bias"] == 0).all())
+
+
+@pytest.mark.reference
+def test_second_difference_along_a_direction_equals_the_hessian_quadratic_form(setting):
+    _, data, _ = setting
+    torch.manual_seed(1)  # a smooth model: a ReLU kink inside [-h, h] would add to the second difference
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(64, 3)).double()
+    masks = compute_masks(model, method="global_magnitude", sparsity=0.5)
+    masks.apply_(model)
+    d = gaussian_direction(model, masks=masks, normalization="none", seed=1)
+    h = 1e-3
+    line = landscape_1d(model, data, steps=3, radius=h, masks=masks, normalization="none", seed=1)
+    curvature = (line.loss[0] - 2 * line.loss[1] + line.loss[2]) / h**2
+    op = HessianOperator(model, data, masks=masks, dtype=torch.float64)
+    v = op._to_vector(d)
+    assert curvature == pytest.approx(float(v @ op.matvec(v)), rel=1e-4)
+
+
+@pytest.mark.reference
+def test_one_step_sam_is_the_normalised_gradient_step(setting):
+    model, data, masks = setting
+    op = HessianOperator(model, data, masks=masks, dtype=torch.float64)
+    g = op.gradient()
+    rho = 0.05
+    step = op._to_tensors(rho * g / g.norm())
+    with perturbed(model, step):
+        manual = loss_and_accuracy(model, data)["loss"]
+    result = sam_sharpness(model, data, rho=rho, masks=masks)
+    base = loss_and_accuracy(model, data)["loss"]
+    assert result.value[0] == pytest.approx(manual - base, rel=1e-9, abs=1e-12)
+    assert result.value[0] > 0 and result.rho[0] == rho and not result.adaptive[0]
+
+
+def test_sharpness_measures_are_ordered_and_pac_bayes_is_monotone(setting):
+    model, data, masks = setting
+    worst = worst_case_adaptive_sharpness(model, data, rho=0.05, steps=5, masks=masks).value[0]
+    avg = average_sharpness(model, data, sigma=0.05, samples=5, masks=masks).value[0]
+    assert worst >= avg
+    loose = pac_bayes_sigma(model, data, target=0.5, samples=2, iterations=6, masks=masks).value[0]
+    tight = pac_bayes_sigma(model, data, target=0.01, samples=2, iterations=6, masks=masks).value[0]
+    assert loose >= tight
+
+
+def test_interpolation_ends_are_the_two_models_and_architectures_must_match():
+    rng = np.random.default_rng(0)
+    data = Dataset(rng.normal(size=(30, 6)), rng.integers(0, 3, 30))
+    a = build_model("mlp", input_shape=(6,), num_classes=3, hidden=(8,), seed=0)
+    b = build_model("mlp", input_shape=(6,), num_classes=3, hidden=(8,), seed=1)
+    line = interpolation(a, b, data, steps=5, extend=0.5)
+    assert line.t.iloc[0] == -0.5 and line.t.iloc[-1] == 1.5
+    at = dict(zip(line.t, line.loss, strict=True))
+    assert at[0.0] == pytest.approx(loss_and_accuracy(a, data)["loss"])
+    assert at[1.0] == pytest.approx(loss_and_accuracy(b, data)["loss"])
+    other = build_model("mlp", input_shape=(6,), num_classes=3, hidden=(9,), seed=1)
+    with pytest.raises(ValidationError, match=r"same architecture as start.*channel-pruned"):
+        interpolation(a, other, data)
