@@ -90,9 +90,8 @@ def main() -> None:
         },
         {"": "standard error per point", "pruneviz": True, "loss-landscapes": False},
     ]
-    print(
-        f"## 2-D landscape, ResNet-20 ({figures['params']} params, 80 % pruned), {steps}x{steps}, 512 samples\n"
-    )
+    title = f"ResNet-20 ({figures['params']} params, 80 % pruned), {steps}x{steps}, 512 samples"
+    print(f"## 2-D landscape, {title}\n")
     print(markdown(rows))
     write_json(args.json, figures, args.quick)
 
