@@ -94,3 +94,36 @@ def test_zoo_prune_from_the_shell(tmp_path, digits, capsys):
         == 2
     )
     assert "None or 0.5 for structure '2:4'" in capsys.readouterr().err
+
+
+def test_run_analyses_read_the_zoo_and_cache_their_results(pruned_zoo, monkeypatch):
+    from pruneviz.analysis import run_curvature, run_landscape, run_sharpness, run_spectrum
+
+    lamp = pruned_zoo.runs(method="lamp").sort_values("target_sparsity").run.iloc[-1]
+    spec = run_spectrum(pruned_zoo, lamp)
+    assert (spec.run == lamp).all() and (spec.method == "lamp").all()
+    sparsity = spec[spec.metric == "sparsity"].set_index("layer").value
+    masks = pruned_zoo.masks(lamp)
+    for name, mask in masks.items():
+        assert sparsity[name] >= float((~mask).double().mean()) - 1e-9
+    curv = run_curvature(pruned_zoo, lamp, k=2, iterations=8, trace_hvps=12, samples=64)
+    assert curv.metric.tolist() == ["eigenvalue_1", "eigenvalue_2", "trace"]
+    assert curv.dim.iloc[0] == sum(int(m.sum()) for m in masks.values()) + sum(
+        p.numel()
+        for n, p in pruned_zoo.load_model(lamp).named_parameters()
+        if n.removesuffix(".weight") not in masks
+    )
+    land = run_landscape(pruned_zoo, lamp, dims=1, steps=3, samples=64)
+    sharp = run_sharpness(pruned_zoo, lamp, samples=64)
+    assert len(land) == 3 and set(sharp.measure) == {"sam", "asam", "average_adaptive"}
+
+    import pruneviz.analysis.runs as runs
+
+    monkeypatch.setattr(runs, "spectrum_table", lambda *a, **k: pytest.fail("recomputed a cached analysis"))
+    monkeypatch.setattr(
+        runs, "hessian_eigenvalues", lambda *a, **k: pytest.fail("recomputed a cached analysis")
+    )
+    pd.testing.assert_frame_equal(run_spectrum(pruned_zoo, lamp), spec)
+    pd.testing.assert_frame_equal(
+        run_curvature(pruned_zoo, lamp, k=2, iterations=8, trace_hvps=12, samples=64), curv
+    )

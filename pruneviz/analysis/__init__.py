@@ -9,6 +9,7 @@ from pruneviz.analysis.curvature import (
 )
 from pruneviz.analysis.landscape import centred_grid, interpolation, landscape_1d, landscape_2d
 from pruneviz.analysis.perturb import gaussian_direction, loss_and_accuracy, perturbed
+from pruneviz.analysis.runs import run_curvature, run_landscape, run_sharpness, run_spectrum
 from pruneviz.analysis.sharpness import (
     average_sharpness,
     pac_bayes_sigma,
@@ -60,6 +61,10 @@ __all__ = [
     "power_law_fit",
     "pq_index",
     "randomized_spectrum_table",
+    "run_curvature",
+    "run_landscape",
+    "run_sharpness",
+    "run_spectrum",
     "sam_sharpness",
     "spectrum_change",
     "spectrum_table",
