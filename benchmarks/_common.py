@@ -36,8 +36,15 @@ def write_json(path: Path | None, figures: dict[str, object], quick: bool) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     out = {**figures, **machine(), "quick": quick, "date": time.strftime("%Y-%m-%d")}
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(out, indent=2, sort_keys=True, default=_plain) + "\n")
     tmp.replace(path)
+
+
+def _plain(value: object) -> object:
+    """numpy scalars (np.bool_, np.float64, ...) as plain Python values for JSON."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def markdown(rows: list[dict[str, object]]) -> str:
