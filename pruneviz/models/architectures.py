@@ -121,28 +121,22 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
-    """ResNet-18 (He et al. 2016, Table 1: four stages of two basic blocks at widths 64, 128, 256, 512,
-    strides 1, 2, 2, 2) with the 3×3 stem of the CIFAR variants, so small inputs keep their resolution.
-    ``width`` multiplies every stage width. 11.2M parameters at width 1 for 10 classes.
+class _StagedResNet(nn.Module):
+    """A 3×3 conv-BN-ReLU stem, stages of basic blocks (the first block of every stage after the first
+    halves the resolution), global average pooling and a linear classifier (He et al. 2016)."""
 
-    >>> ResNet18((3, 32, 32), 10)(torch.zeros(2, 3, 32, 32)).shape
-    torch.Size([2, 10])
-    """
-
-    def __init__(self, input_shape: Sequence[int], num_classes: int, *, width: int = 1):
+    def __init__(
+        self, dims: int, in_channels: int, num_classes: int, widths: Sequence[int], blocks_per_stage: int
+    ) -> None:
         super().__init__()
-        dims = _spatial_dims(input_shape, "ResNet18")
-        width = check_int(width, "width", "ResNet18", minimum=1)
         conv, bn = _conv(dims), _bn(dims)
-        widths = [64 * width, 128 * width, 256 * width, 512 * width]
         self.stem = nn.Sequential(
-            conv(int(input_shape[0]), widths[0], 3, padding=1, bias=False), bn(widths[0]), nn.ReLU()
+            conv(in_channels, widths[0], 3, padding=1, bias=False), bn(widths[0]), nn.ReLU()
         )
         blocks: list[nn.Module] = []
         c_in = widths[0]
         for stage, c_out in enumerate(widths):
-            for i in range(2):
+            for i in range(blocks_per_stage):
                 blocks.append(BasicBlock(dims, c_in, c_out, 2 if (stage > 0 and i == 0) else 1))
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)
@@ -158,7 +152,24 @@ class ResNet18(nn.Module):
         return self.classifier(self.pool(self.blocks(self.stem(x))))
 
 
-class ResNet(nn.Module):
+class ResNet18(_StagedResNet):
+    """ResNet-18 (He et al. 2016, Table 1: four stages of two basic blocks at widths 64, 128, 256, 512,
+    strides 1, 2, 2, 2) with the 3×3 stem of the CIFAR variants, so small inputs keep their resolution.
+    ``width`` multiplies every stage width. 11.2M parameters at width 1 for 10 classes.
+
+    >>> ResNet18((3, 32, 32), 10)(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, *, width: int = 1):
+        dims = _spatial_dims(input_shape, "ResNet18")
+        width = check_int(width, "width", "ResNet18", minimum=1)
+        super().__init__(
+            dims, int(input_shape[0]), num_classes, [64 * width, 128 * width, 256 * width, 512 * width], 2
+        )
+
+
+class ResNet(_StagedResNet):
     """CIFAR-style ResNet (He et al. 2016, §4.2): a 3×3 stem, three stages of ``n`` basic blocks at
     widths ``16w, 32w, 64w`` (strides 1, 2, 2), global average pooling and a classifier.
     ``depth = 6n + 2``; ResNet-20 is ``n = 3``.
@@ -168,33 +179,13 @@ class ResNet(nn.Module):
     """
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, *, depth: int = 20, width: int = 1):
-        super().__init__()
         dims = _spatial_dims(input_shape, "ResNet")
         depth = check_int(depth, "depth", "ResNet", minimum=8)
         width = check_int(width, "width", "ResNet", minimum=1)
         if (depth - 2) % 6:
-            fail("depth", "ResNet", "of the form 6n + 2 (8, 14, 20, 32, 44, 56, 110)", depth)
-        n = (depth - 2) // 6
-        conv, bn = _conv(dims), _bn(dims)
-        widths = [16 * width, 32 * width, 64 * width]
-        self.stem = nn.Sequential(
-            conv(int(input_shape[0]), widths[0], 3, padding=1, bias=False), bn(widths[0]), nn.ReLU()
+            fail(
+                "depth", "ResNet", "of the form 6n + 2 (8, 14, 20, 32, 44, 56, 110)", depth, "e.g. depth=20."
+            )
+        super().__init__(
+            dims, int(input_shape[0]), num_classes, [16 * width, 32 * width, 64 * width], (depth - 2) // 6
         )
-        blocks: list[nn.Module] = []
-        c_in = widths[0]
-        for stage, c_out in enumerate(widths):
-            for i in range(n):
-                stride = 2 if (stage > 0 and i == 0) else 1
-                blocks.append(BasicBlock(dims, c_in, c_out, stride))
-                c_in = c_out
-        self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool1d(1), nn.Flatten()
-        )
-        self.classifier = nn.Linear(c_in, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv1d | nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.pool(self.blocks(self.stem(x))))
