@@ -113,6 +113,10 @@ def test_run_analyses_read_the_zoo_and_cache_their_results(pruned_zoo, monkeypat
         for n, p in pruned_zoo.load_model(lamp).named_parameters()
         if n.removesuffix(".weight") not in masks
     )
+    block = run_curvature(
+        pruned_zoo, lamp, k=1, iterations=5, trace_hvps=6, samples=64, params=["classifier.weight"]
+    )
+    assert block.dim.iloc[0] == int(masks["classifier"].sum())
     land = run_landscape(pruned_zoo, lamp, dims=1, steps=3, samples=64)
     sharp = run_sharpness(pruned_zoo, lamp, samples=64)
     assert len(land) == 3 and set(sharp.measure) == {"sam", "asam", "average_adaptive"}

@@ -7,6 +7,7 @@ the cached frame instead of recomputing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -67,12 +68,15 @@ def run_curvature(
     trace_hvps: int = 99,
     subset: str = "train",
     samples: int = 512,
+    params: Sequence[str] | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Top-``k`` Hessian eigenvalues (with residuals) and the Hutch++ trace (with its standard error) of a
-    run, mask-aware, on ``samples`` samples of its ``subset``. Tidy: ``metric`` (``eigenvalue_<rank>``,
+    run, mask-aware, on ``samples`` samples of its ``subset``; ``params`` restricts the Hessian to a block
+    (e.g. one layer's ``["blocks.0.conv1.weight"]``). Tidy: ``metric`` (``eigenvalue_<rank>``,
     ``trace``), ``value``, ``error`` (residual or standard error), ``hvps``."""
-    params: dict[str, Any] = {
+    settings: dict[str, Any] = {
+        "params": None if params is None else list(params),
         "k": k,
         "iterations": iterations,
         "trace_hvps": trace_hvps,
@@ -83,7 +87,7 @@ def run_curvature(
 
     def compute() -> pd.DataFrame:
         data = _subset(zoo, run, subset, samples, seed)
-        op = HessianOperator(zoo.load_model(run), data, masks=dict(zoo.masks(run)) or None)
+        op = HessianOperator(zoo.load_model(run), data, masks=dict(zoo.masks(run)) or None, params=params)
         eig = hessian_eigenvalues(op, k=k, iterations=iterations, seed=seed)
         tr = hessian_trace(op, hvps=trace_hvps, seed=seed)
         rows = [
@@ -93,7 +97,7 @@ def run_curvature(
         rows.append({"metric": "trace", "value": tr.value[0], "error": tr.se[0], "hvps": tr.hvps[0]})
         return _with_keys(zoo, run, pd.DataFrame(rows).assign(dim=op.dim, samples=len(data)))
 
-    return zoo.cached("curvature", [run], params, compute)
+    return zoo.cached("curvature", [run], settings, compute)
 
 
 def run_landscape(
