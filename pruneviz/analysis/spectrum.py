@@ -208,14 +208,18 @@ def conv_operator_singular_values(conv: nn.Conv1d | nn.Conv2d, size: int | Seque
     if len(sizes) != dims or any(s < k for s, k in zip(sizes, conv.kernel_size, strict=True)):
         fail("size", where, f"{dims} spatial size(s) >= the kernel size {conv.kernel_size}", size)
     w = conv.weight.detach().to("cpu", torch.float64)
-    # K̂(-ω) = conj(K̂(ω)) has the same singular values, so the half spectrum of a real FFT suffices:
-    # frequencies strictly inside the last axis' half appear twice.
-    spectrum = torch.fft.rfftn(w, s=sizes, dim=tuple(range(2, 2 + dims)))  # (out, in, *freqs, n_last//2+1)
-    half = spectrum.shape[-1]
-    last = torch.arange(half)
-    mirrored = (last > 0) & ~((sizes[-1] % 2 == 0) & (last == sizes[-1] // 2))
-    multiplicity = (1 + mirrored.long()).expand(spectrum.shape[2:]).reshape(-1)
-    per_freq = spectrum.reshape(w.shape[0], w.shape[1], -1).permute(2, 0, 1)  # (freqs, out, in)
+    # K̂(-ω) = conj(K̂(ω)) has the same singular values, so each pair {ω, -ω mod n} is solved once, counted
+    # twice (self-conjugate frequencies, ω = -ω mod n, once).
+    spectrum = torch.fft.fftn(w, s=sizes, dim=tuple(range(2, 2 + dims)))  # (out, in, *freqs)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n) for n in sizes], indexing="ij"), dim=-1).reshape(
+        -1, dims
+    )
+    mirror = (-grid) % torch.tensor(sizes)
+    strides = torch.tensor([math.prod(sizes[i + 1 :]) for i in range(dims)])  # row-major frequency index
+    own, other = (grid * strides).sum(-1), (mirror * strides).sum(-1)
+    chosen = own <= other
+    multiplicity = torch.where(own[chosen] == other[chosen], 1, 2)
+    per_freq = spectrum.reshape(w.shape[0], w.shape[1], -1).permute(2, 0, 1)[chosen]  # (freqs, out, in)
     wide = per_freq.shape[-2] < per_freq.shape[-1]
     gram = per_freq @ per_freq.mH if wide else per_freq.mH @ per_freq
     sv = torch.linalg.eigvalsh(gram).clamp_min(0.0).sqrt()  # (freqs, min(out, in))
