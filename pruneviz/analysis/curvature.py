@@ -134,6 +134,7 @@ class HessianOperator:
         for n in names:
             self.base[n] = named[n].detach().to(dtype).clone()
         self.hvps = 0
+        self._graph: tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]] | None = None
 
     # -- vectors <-> parameter tensors ------------------------------------------------------------
     def _to_tensors(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -215,16 +216,37 @@ class HessianOperator:
                 got=f"shape {tuple(v.shape)}",
             )
         tangents = self._to_tensors(v)
-        primals = {n: self.base[n] for n in self.names}
-        out = torch.zeros(self.dim, dtype=self.dtype)
-        was = self._eval_mode()
-        try:
-            for xb, yb in self._batches():
-                grad_fn = torch.func.grad(lambda p, xb=xb, yb=yb: self._batch_loss(p, xb, yb))
-                _, hv = torch.func.jvp(grad_fn, (primals,), (tangents,))
-                out += self._to_vector(hv)
-        finally:
-            self.model.train(was)
+        if len(self.data) <= self.batch_size:
+            leaves, grads = self._single_batch_graph()
+            # a gradient that does not depend on the variables (e.g. of a loss linear in them) adds nothing
+            live = [n for n, g in zip(leaves, grads, strict=True) if g.grad_fn is not None]
+            outputs = [g for g in grads if g.grad_fn is not None]
+            hv = (
+                torch.autograd.grad(
+                    outputs,
+                    list(leaves.values()),
+                    [tangents[n] for n in live],
+                    retain_graph=True,
+                    allow_unused=True,
+                )
+                if outputs
+                else [None] * len(leaves)
+            )
+            parts = {
+                n: torch.zeros_like(leaves[n]) if h is None else h for n, h in zip(leaves, hv, strict=True)
+            }
+            out = self._to_vector(parts).detach()
+        else:
+            primals = {n: self.base[n] for n in self.names}
+            out = torch.zeros(self.dim, dtype=self.dtype)
+            was = self._eval_mode()
+            try:
+                for xb, yb in self._batches():
+                    grad_fn = torch.func.grad(lambda p, xb=xb, yb=yb: self._batch_loss(p, xb, yb))
+                    _, hv = torch.func.jvp(grad_fn, (primals,), (tangents,))
+                    out += self._to_vector(hv)
+            finally:
+                self.model.train(was)
         if not bool(torch.isfinite(out).all()):
             raise FloatingPointError(
                 "A Hessian-vector product is NaN or inf: the loss or its derivatives overflowed at these "
@@ -233,6 +255,22 @@ class HessianOperator:
             )
         self.hvps += 1
         return out
+
+    def _single_batch_graph(self) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+        """When the data is one batch: the gradient, kept differentiable, with respect to fresh leaf copies
+        of the variables (Pearlmutter's double-backward), built once; each product is then one backward
+        pass. The model's own parameters are not involved."""
+        if self._graph is None:
+            leaves = {n: self.base[n].clone().requires_grad_(True) for n in self.names}
+            was = self._eval_mode()
+            try:
+                with torch.enable_grad():
+                    loss = self._batch_loss(leaves, self.data.x, self.data.y)
+                    grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
+            finally:
+                self.model.train(was)
+            self._graph = (leaves, grads)
+        return self._graph
 
     def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
         """``H V`` for a ``(dim, k)`` matrix ``V``: k products computed together (vectorised)."""
