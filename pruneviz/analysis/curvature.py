@@ -272,8 +272,9 @@ class HessianOperator:
             self._graph = (leaves, grads)
         return self._graph
 
-    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
-        """``H V`` for a ``(dim, k)`` matrix ``V``: k products computed together (vectorised)."""
+    def matmat(self, vectors: torch.Tensor, *, chunk: int = 16) -> torch.Tensor:
+        """``H V`` for a ``(dim, k)`` matrix ``V``: products computed ``chunk`` columns at a time
+        (vectorised; memory grows with ``chunk``, not with k)."""
         vectors = torch.as_tensor(vectors, dtype=self.dtype)
         if vectors.ndim != 2 or vectors.shape[0] != self.dim:
             fail("vectors", "HessianOperator.matmat", f"a matrix of shape ({self.dim}, k)", None,
@@ -288,7 +289,9 @@ class HessianOperator:
                 def hvp(v: torch.Tensor, grad_fn=grad_fn) -> torch.Tensor:
                     return self._to_vector(torch.func.jvp(grad_fn, (primals,), (self._to_tensors(v),))[1])
 
-                out += torch.func.vmap(hvp, in_dims=1, out_dims=1)(vectors)
+                for start in range(0, vectors.shape[1], chunk):
+                    block = vectors[:, start : start + chunk]
+                    out[:, start : start + chunk] += torch.func.vmap(hvp, in_dims=1, out_dims=1)(block)
         finally:
             self.model.train(was)
         if not bool(torch.isfinite(out).all()):
