@@ -115,48 +115,6 @@ def ours_run(model, data, masks, seed):
     return out
 
 
-def resnet_rows(parts, figures: dict[str, object]) -> list[dict[str, object]]:
-    """A pruned ResNet-style net (ResNet-20, 0.27M parameters, 80 % pruned by LAMP) on 512 digits samples,
-    where no exact Hessian is at hand: the reference is a long Lanczos run (its residual bounds the error
-    of the top eigenvalues) and a Hutch++ trace with 1,500 products (its standard error is reported)."""
-    from pruneviz.models import build_model
-    from pruneviz.prune import prune_
-
-    model = build_model("resnet20", input_shape=(1, 8, 8), num_classes=10, seed=0)
-    fit(model, parts.train, config=TrainConfig(epochs=5), progress=False)
-    masks = prune_(model, method="lamp", sparsity=0.8)
-    model.eval()
-    sample = parts.train.take(np.arange(512))
-    op = HessianOperator(model, sample, masks=masks, batch_size=512)
-    ref = hessian_eigenvalues(op, k=5, iterations=120, seed=99)
-    ref_trace = hessian_trace(op, hvps=1500, seed=99)
-    tag = "resnet20_pruned80"
-    figures[f"{tag}_dim"] = op.dim
-    figures[f"{tag}_reference_top1"] = float(ref.eigenvalue[0])
-    figures[f"{tag}_reference_top1_residual"] = float(ref.residual[0])
-    figures[f"{tag}_reference_trace"] = float(ref_trace.value[0])
-    figures[f"{tag}_reference_trace_se"] = float(ref_trace.se[0])
-    runs = [ours_run(model, sample, masks, s) for s in range(3)]
-    top1 = [abs(r["top1"] - ref.eigenvalue[0]) / abs(ref.eigenvalue[0]) for r in runs]
-    top5 = [max(abs(a - b) / abs(b) for a, b in zip(r["top5"], ref.eigenvalue, strict=True)) for r in runs]
-    trace = [abs(r["trace"] - ref_trace.value[0]) / abs(ref_trace.value[0]) for r in runs]
-    summary = {
-        "top1_err_median": statistics.median(top1),
-        "top1_hvps_median": 10,
-        "top5_worst_err_median": statistics.median(top5),
-        "top5_hvps_median": 20,
-        "trace_err_median": statistics.median(trace),
-        "trace_err_worst": max(trace),
-        "trace_within_1pct": sum(e <= 0.01 for e in trace),
-        "trace_hvps_median": 99,
-        "seconds_median": statistics.median(r["top1_s"] + r["top5_s"] + r["trace_s"] for r in runs),
-    }
-    for k, v in summary.items():
-        figures[f"{tag}_ours_{k}"] = v
-    figures[f"{tag}_seeds"] = 3
-    return [{"model": tag, "who": "ours (vs long-run reference)", **summary}]
-
-
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     warnings.simplefilter("ignore")
@@ -216,8 +174,6 @@ def main() -> None:
             figures[f"{tag}_exact_top1"] = float(evals[0])
             figures[f"{tag}_exact_trace"] = trace
             figures[f"{tag}_seeds"] = len(seeds)
-    if not args.quick:
-        rows += resnet_rows(parts, figures)
     print("## Hessian top eigenvalues and trace against the exact Hessian (medians over seeds)\n")
     print(markdown(rows))
     write_json(args.json, figures, args.quick)
