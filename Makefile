@@ -18,8 +18,9 @@ $(VENV)/.installed: $(BIN)/python requirements/lock.txt pyproject.toml
 	$(PIP) install --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements/lock-dev.txt
+$(VENV)/.installed-dev: $(VENV)/.installed requirements/lock-dev.txt requirements/lock-nodeps.txt
 	$(PIP) install -r requirements/lock-dev.txt
+	$(PIP) install --no-deps -r requirements/lock-nodeps.txt
 	touch $@
 
 install: $(VENV)/.installed
