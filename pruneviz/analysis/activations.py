@@ -1,0 +1,175 @@
+"""Scoped capture of intermediate activations from named layers of any model.
+
+Hooks live only inside :func:`capturing` (and the functions built on it) and are removed on every exit,
+also when the forward pass raises. The model's train/eval mode is restored afterwards.
+
+>>> import torch
+>>> from pruneviz.models import MLP
+>>> model = MLP((1, 8, 8), 10, hidden=(32,))
+>>> feats = activations(model, torch.zeros(5, 1, 8, 8), layers=["features.1", "classifier"])
+>>> {k: tuple(v.shape) for k, v in feats.items()}
+{'features.1': (5, 32), 'classifier': (5, 10)}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from pruneviz._validation import check_choice, check_int, fail
+
+REDUCTIONS = ("flatten", "mean")
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Names of the model's submodules whose outputs can be captured, in registration order."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def check_layers(model: nn.Module, layers: Sequence[str], where: str, param: str = "layers") -> list[str]:
+    """Every name in ``layers`` must be a submodule of ``model``; return them as a list."""
+    if isinstance(layers, str) or not isinstance(layers, Sequence) or len(layers) == 0:
+        fail(param, where, "a non-empty list of layer names", layers, f"pass e.g. {param}=['classifier'].")
+    names = layer_names(model)
+    known = set(names)
+    for layer in layers:
+        if layer not in known:
+            close = difflib.get_close_matches(str(layer), names, n=3)
+            hint = f"did you mean {close}? " if close else ""
+            fail(
+                param,
+                where,
+                f"names of submodules of the {type(model).__name__} ({len(names)} names; "
+                "see pruneviz.analysis.layer_names(model))",
+                layer,
+                f"{hint}pass names as model.named_modules() gives them.",
+            )
+    return list(layers)
+
+
+def _reduce(out: torch.Tensor, reduction: str) -> torch.Tensor:
+    if isinstance(out, tuple | list):
+        out = out[0]
+    out = out.detach()
+    if out.dtype != torch.float64:
+        out = out.float()
+    if reduction == "mean" and out.ndim > 2:
+        return out.flatten(2).mean(2)
+    return out.flatten(1)
+
+
+@contextlib.contextmanager
+def capturing(
+    model: nn.Module, layers: Sequence[str], *, reduction: str = "flatten", inputs: bool = False
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Inside the block, every forward pass stores the named layers' outputs (or inputs) in the
+    yielded dict, as ``(N, D)`` float32 tensors (float64 for a float64 model) (the last pass overwrites the previous one).
+
+    ``reduction="flatten"`` keeps every unit; ``"mean"`` averages convolutional maps over their
+    spatial positions (one value per channel). ``inputs=True`` captures what enters each layer
+    instead (e.g. the penultimate features entering a classifier).
+    """
+    where = "capturing"
+    check_choice(reduction, "reduction", where, REDUCTIONS)
+    layers = check_layers(model, layers, where)
+    modules = dict(model.named_modules())
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str):
+        if inputs:
+
+            def pre(_m, args):
+                store[name] = _reduce(args[0], reduction)
+
+            return pre
+
+        def post(_m, _args, out):
+            store[name] = _reduce(out, reduction)
+
+        return post
+
+    try:
+        for name in layers:
+            m = modules[name]
+            hook = make_hook(name)
+            handles.append(m.register_forward_pre_hook(hook) if inputs else m.register_forward_hook(hook))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def iter_activations(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    layers: Sequence[str],
+    batch_size: int = 256,
+    reduction: str = "flatten",
+    inputs: bool = False,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield the named layers' activations batch by batch (``batch_size`` rows at a time), so that
+    statistics can be accumulated with memory bounded by one batch. The model runs in eval mode
+    without gradients; its mode is restored when the iteration ends or is abandoned."""
+    where = "iter_activations"
+    batch_size = check_int(batch_size, "batch_size", where, minimum=1)
+    layers = check_layers(model, layers, where)
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or len(x) == 0:
+        fail("x", where, "a non-empty (N, ...) tensor of inputs", type(x).__name__)
+    was_training = model.training
+    model.eval()
+    try:
+        with capturing(model, layers, reduction=reduction, inputs=inputs) as store, torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                store.clear()
+                model(x[start : start + batch_size])
+                yield {name: store[name] for name in layers}
+    finally:
+        model.train(was_training)
+
+
+def activations(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    layers: Sequence[str],
+    batch_size: int = 256,
+    reduction: str = "flatten",
+    inputs: bool = False,
+) -> dict[str, torch.Tensor]:
+    """The named layers' activations on all of ``x``: ``{layer: (N, D) float32 tensor}``.
+
+    Memory grows with ``N × ΣD``; for statistics over many samples prefer :func:`iter_activations`.
+    """
+    layers = check_layers(model, layers, "activations")
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    for batch in iter_activations(
+        model, x, layers=layers, batch_size=batch_size, reduction=reduction, inputs=inputs
+    ):
+        for name, value in batch.items():
+            parts[name].append(value)
+    return {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+
+def classifier_layer(model: nn.Module) -> str:
+    """The name of the model's final linear layer (the one that produces the logits).
+
+    A module named ``classifier`` wins; otherwise the last ``nn.Linear`` in registration order.
+    """
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if "classifier" in linears:
+        return "classifier"
+    if not linears:
+        fail(
+            "model",
+            "classifier_layer",
+            "a model whose logits come from an nn.Linear layer",
+            type(model).__name__,
+            "pass the name of the final linear layer explicitly (head=...).",
+        )
+    return linears[-1]

@@ -1,0 +1,675 @@
+"""Feature geometry: CKA between layers of two models, mutual nearest neighbours, the geometry of the
+classification logit, and dense and pruned features embedded in one aligned space.
+
+Centered kernel alignment (Kornblith et al. 2019, "Similarity of neural network representations
+revisited") compares two representations of the same ``n`` samples through their ``n × n`` Gram matrices
+``K`` and ``L``::
+
+    CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) · HSIC(L, L))
+
+with the biased estimator ``HSIC = tr(K H L H) / (n − 1)²`` (``H`` the centring matrix) or the unbiased one
+of Song et al. (2012), used by the debiased CKA of Nguyen et al. (2021). Both are computed here as an inner
+product of centred Gram matrices: double centring ``H K H`` for the biased estimator and *U-centring*
+(Székely & Rizzo 2014) for the unbiased one, whose inner product equals Song et al.'s estimator exactly. A
+whole layer × layer grid is then one matrix product of the normalised, centred Grams; minibatch CKA
+(Nguyen et al. 2021) accumulates the per-batch inner products. Degenerate representations (constant
+features, e.g. a fully pruned layer) share no measurable structure with anything and get CKA 0, never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from pruneviz._validation import check_choice, check_int, check_positive_float, data_fail, fail
+from pruneviz.analysis.activations import check_layers, iter_activations
+
+KERNELS = ("linear", "rbf")
+
+
+# -- CKA --------------------------------------------------------------------------------------------
+def _as_features(x: torch.Tensor | np.ndarray, param: str, where: str) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    if t.ndim < 2:
+        fail(
+            param,
+            where,
+            "an (N, D) array of features (one row per sample)",
+            None,
+            got=f"shape {tuple(t.shape)}",
+        )
+    t = t.flatten(1)
+    if not t.is_floating_point():
+        t = t.double()
+    if not bool(torch.isfinite(t).all()):
+        data_fail(
+            param,
+            where,
+            "finite features",
+            f"{int((~torch.isfinite(t)).any(1).sum())} sample(s) with NaN/inf",
+            "check the model and inputs for NaN/inf.",
+        )
+    return t
+
+
+def _gram(x: torch.Tensor, kernel: str, sigma: float) -> torch.Tensor:
+    """The ``(n, n)`` float64 Gram matrix of features ``x`` (float32 products for float32 input)."""
+    if kernel == "linear":
+        xc = x - x.mean(0, keepdim=True)  # H K H = (H X)(H X)^T for the linear kernel
+        return (xc @ xc.T).double()
+    g = (x @ x.T).double()
+    sq = g.diagonal()
+    d2 = (sq[:, None] + sq[None, :] - 2 * g).clamp_min(0)
+    d2.fill_diagonal_(0)
+    iu = torch.triu_indices(len(x), len(x), offset=1)
+    median = float(np.median(d2[iu[0], iu[1]].sqrt().numpy())) if len(x) > 1 else 0.0
+    if median == 0.0:  # all samples identical: the kernel is constant
+        return torch.ones_like(d2)
+    s = sigma * median
+    return torch.exp(-d2 / (2 * s * s))
+
+
+def _centre(k: torch.Tensor, debiased: bool, double_centred_input: bool = False) -> torch.Tensor:
+    """Double centring (biased HSIC) or U-centring (unbiased HSIC) of a Gram matrix."""
+    n = k.shape[0]
+    if not debiased:
+        if double_centred_input:
+            return k
+        row = k.mean(0, keepdim=True)
+        return k - row - row.T + k.mean()
+    k = k.clone()
+    k.fill_diagonal_(0)
+    row = k.sum(0, keepdim=True)
+    total = k.sum()
+    u = k - row / (n - 2) - row.T / (n - 2) + total / ((n - 1) * (n - 2))
+    u.fill_diagonal_(0)
+    return u
+
+
+def centred_gram(
+    x: torch.Tensor | np.ndarray, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.8
+) -> torch.Tensor:
+    """The centred ``(n, n)`` float64 Gram matrix whose inner products give HSIC (up to a constant).
+
+    ``kernel="rbf"`` uses ``exp(−‖xᵢ − xⱼ‖² / 2σ²)`` with σ = ``sigma`` × the median pairwise distance
+    (Kornblith et al. 2019). ``debiased`` U-centres the Gram (zero diagonal), so that
+    ``⟨U_K, U_L⟩ / (n (n − 3))`` is the unbiased HSIC of Song et al. (2012); it needs ``n ≥ 4``.
+    """
+    where = "centred_gram"
+    check_choice(kernel, "kernel", where, KERNELS)
+    sigma = check_positive_float(sigma, "sigma", where)
+    x = _as_features(x, "x", where)
+    n = len(x)
+    if n < (4 if debiased else 2):
+        fail(
+            "x",
+            where,
+            f"at least {4 if debiased else 2} samples for this estimator",
+            None,
+            got=f"{n} sample(s)",
+            fix="pass more samples (the debiased estimator divides by n − 3).",
+        )
+    return _centre(_gram(x, kernel, sigma), debiased, double_centred_input=(kernel == "linear"))
+
+
+def _normalised(u: torch.Tensor) -> torch.Tensor:
+    v = u.flatten()
+    norm = torch.linalg.vector_norm(v)
+    return v / norm if float(norm) > 0 else torch.zeros_like(v)
+
+
+def cka(
+    x: torch.Tensor | np.ndarray,
+    y: torch.Tensor | np.ndarray,
+    *,
+    kernel: str = "linear",
+    debiased: bool = False,
+    sigma: float = 0.8,
+) -> float:
+    """CKA between two representations of the same samples, ``x: (n, d₁)`` and ``y: (n, d₂)``.
+
+    Invariant to orthogonal transforms and isotropic scaling of either representation; 1 for identical
+    representations, 0 when either is constant. Higher-dimensional inputs are flattened per sample.
+
+    >>> import torch
+    >>> x = torch.randn(50, 8, dtype=torch.float64)
+    >>> round(cka(x, 3 * x @ torch.linalg.qr(torch.randn(8, 8, dtype=torch.float64))[0]), 6)
+    1.0
+    """
+    where = "cka"
+    xa, ya = _as_features(x, "x", where), _as_features(y, "y", where)
+    if len(xa) != len(ya):
+        fail(
+            "y",
+            where,
+            f"features of the same {len(xa)} samples as x (one row per sample, same order)",
+            None,
+            got=f"{len(ya)} rows",
+            fix="capture both representations on the same inputs.",
+        )
+    a = _normalised(centred_gram(xa, kernel=kernel, debiased=debiased, sigma=sigma))
+    b = _normalised(centred_gram(ya, kernel=kernel, debiased=debiased, sigma=sigma))
+    return float(a @ b)
+
+
+def cka_matrix(
+    features_a: Mapping[str, torch.Tensor],
+    features_b: Mapping[str, torch.Tensor],
+    *,
+    kernel: str = "linear",
+    debiased: bool = False,
+    sigma: float = 0.8,
+) -> pd.DataFrame:
+    """CKA between every layer of ``features_a`` and every layer of ``features_b`` (dicts of ``(n, d)``
+    features of the same samples). Tidy: ``layer_a``, ``layer_b``, ``value``; ``a`` varies slowest.
+
+    Each Gram matrix is centred and normalised once; the grid is one matrix product.
+    """
+    where = "cka_matrix"
+    for param, feats in (("features_a", features_a), ("features_b", features_b)):
+        if not isinstance(feats, Mapping) or not feats:
+            fail(param, where, "a non-empty dict {layer: (n, d) features}", type(feats).__name__)
+    counts = {len(v) for v in [*features_a.values(), *features_b.values()]}
+    if len(counts) > 1:
+        fail(
+            "features_b",
+            where,
+            "features of the same samples for every layer",
+            None,
+            got=f"sample counts {sorted(counts)}",
+            fix="capture every layer on the same inputs.",
+        )
+    a = torch.stack(
+        [
+            _normalised(centred_gram(v, kernel=kernel, debiased=debiased, sigma=sigma))
+            for v in features_a.values()
+        ]
+    )
+    b = torch.stack(
+        [
+            _normalised(centred_gram(v, kernel=kernel, debiased=debiased, sigma=sigma))
+            for v in features_b.values()
+        ]
+    )
+    grid = (a @ b.T).numpy()
+    return _grid_frame(list(features_a), list(features_b), grid)
+
+
+def _grid_frame(layers_a: list[str], layers_b: list[str], grid: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "layer_a": np.repeat(layers_a, len(layers_b)),
+            "layer_b": np.tile(layers_b, len(layers_a)),
+            "value": np.clip(grid.reshape(-1), -1.0, 1.0),
+        }
+    )
+
+
+def default_layers(model: nn.Module) -> list[str]:
+    """The layers compared by default: every convolution and linear layer, in order."""
+    return [
+        name for name, m in model.named_modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear) and name
+    ]
+
+
+def cka_grid(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    x: torch.Tensor,
+    *,
+    layers_a: Sequence[str] | None = None,
+    layers_b: Sequence[str] | None = None,
+    kernel: str = "linear",
+    debiased: bool = False,
+    sigma: float = 0.8,
+    batch_size: int | None = None,
+    reduction: str = "flatten",
+) -> pd.DataFrame:
+    """CKA between every layer of ``model_a`` and every layer of ``model_b`` on inputs ``x``.
+
+    ``batch_size=None`` computes the exact full-batch CKA (memory ``O(n² · layers)``). An integer gives
+    minibatch CKA (Nguyen et al. 2021): the HSIC inner products are averaged over minibatches of that
+    size (at least 4) and the ratio is taken at the end, with memory bounded by one batch; with
+    ``debiased=True`` this estimates the same population value as the full-batch debiased CKA.
+    Layers default to every conv and linear layer (:func:`default_layers`). Tidy: ``layer_a``,
+    ``layer_b``, ``value``, plus the settings.
+
+    >>> import torch
+    >>> from pruneviz.models import MLP
+    >>> m = MLP((4,), 3, hidden=(8,))
+    >>> df = cka_grid(m, m, torch.randn(20, 4), layers_a=["classifier"], layers_b=["classifier"])
+    >>> round(float(df["value"].iloc[0]), 6)
+    1.0
+    """
+    where = "cka_grid"
+    check_choice(kernel, "kernel", where, KERNELS)
+    sigma = check_positive_float(sigma, "sigma", where)
+    la = check_layers(
+        model_a, layers_a if layers_a is not None else default_layers(model_a), where, "layers_a"
+    )
+    lb = check_layers(
+        model_b, layers_b if layers_b is not None else default_layers(model_b), where, "layers_b"
+    )
+    if not isinstance(x, torch.Tensor) or x.ndim < 2:
+        fail("x", where, "an (N, ...) tensor of inputs", type(x).__name__)
+    n = len(x)
+    minimum = 4 if debiased or batch_size is not None else 2
+    if n < minimum:
+        fail("x", where, f"at least {minimum} samples", None, got=f"{n} sample(s)", fix="pass more inputs.")
+    if batch_size is None:
+        grid = _full_batch_grid(model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction)
+    else:
+        batch_size = check_int(batch_size, "batch_size", where, minimum=4)
+        grid = _minibatch_grid(model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction, batch_size)
+    frame = _grid_frame(la, lb, grid)
+    return frame.assign(
+        kernel=kernel,
+        debiased=debiased,
+        samples=n,
+        batch_size=0 if batch_size is None else batch_size,
+    )
+
+
+def _layer_grams(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: list[str],
+    kernel: str,
+    debiased: bool,
+    sigma: float,
+    reduction: str,
+) -> torch.Tensor:
+    """Normalised centred Grams of every layer, stacked ``(layers, n²)``; features are dropped layer by
+    layer as soon as their Gram exists."""
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    for batch in iter_activations(model, x, layers=layers, batch_size=256, reduction=reduction):
+        for name, v in batch.items():
+            parts[name].append(v)
+    out = []
+    for name in layers:
+        feats = torch.cat(parts.pop(name))
+        out.append(_normalised(centred_gram(feats, kernel=kernel, debiased=debiased, sigma=sigma)))
+        del feats
+    return torch.stack(out)
+
+
+def _full_batch_grid(model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction) -> np.ndarray:
+    a = _layer_grams(model_a, x, la, kernel, debiased, sigma, reduction)
+    b = _layer_grams(model_b, x, lb, kernel, debiased, sigma, reduction)
+    return (a @ b.T).numpy()
+
+
+def _minibatch_grid(
+    model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction, batch_size
+) -> np.ndarray:
+    n = len(x)
+    chunks = np.array_split(np.arange(n), max(1, n // batch_size))  # equal sizes, every one >= 4
+    cross = torch.zeros(len(la), len(lb), dtype=torch.float64)
+    self_a = torch.zeros(len(la), dtype=torch.float64)
+    self_b = torch.zeros(len(lb), dtype=torch.float64)
+    for idx in chunks:
+        xb = x[torch.as_tensor(idx)]
+        ua = torch.stack(
+            [
+                centred_gram(v, kernel=kernel, debiased=debiased, sigma=sigma).flatten()
+                for v in next(
+                    iter_activations(model_a, xb, layers=la, batch_size=len(xb), reduction=reduction)
+                ).values()
+            ]
+        )
+        ub = torch.stack(
+            [
+                centred_gram(v, kernel=kernel, debiased=debiased, sigma=sigma).flatten()
+                for v in next(
+                    iter_activations(model_b, xb, layers=lb, batch_size=len(xb), reduction=reduction)
+                ).values()
+            ]
+        )
+        m = len(idx)
+        scale = 1.0 / (m * (m - 3)) if debiased else 1.0 / (m - 1) ** 2
+        cross += scale * (ua @ ub.T)
+        self_a += scale * (ua * ua).sum(1)
+        self_b += scale * (ub * ub).sum(1)
+    denom = torch.sqrt(self_a[:, None] * self_b[None, :])
+    grid = torch.where(denom > 0, cross / denom.clamp_min(1e-300), torch.zeros_like(cross))
+    return grid.numpy()
+
+
+# -- neighbourhoods ---------------------------------------------------------------------------------
+def knn_indices(
+    x: torch.Tensor | np.ndarray, *, k: int = 10, metric: str = "euclidean", chunk: int = 2048
+) -> torch.Tensor:
+    """The ``k`` nearest other samples of every sample, ``(n, k)`` indices, nearest first.
+
+    Distances are computed in row chunks, so memory stays ``O(chunk · n)``. Ties are broken by index.
+    """
+    where = "knn_indices"
+    check_choice(metric, "metric", where, ("euclidean", "cosine"))
+    feats = _as_features(x, "x", where).double()
+    n = len(feats)
+    k = check_int(k, "k", where, minimum=1, maximum=max(1, n - 1))
+    if n < 2:
+        fail("x", where, "at least 2 samples", None, got=f"{n} sample(s)")
+    if metric == "cosine":
+        feats = feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    sq = (feats * feats).sum(1)
+    out = []
+    for start in range(0, n, chunk):
+        rows = feats[start : start + chunk]
+        d2 = sq[start : start + chunk, None] + sq[None, :] - 2 * rows @ feats.T
+        d2[torch.arange(len(rows)), torch.arange(start, start + len(rows))] = math.inf
+        # stable ordering: sort by distance then index (argsort is stable on equal keys)
+        order = torch.argsort(d2, dim=1, stable=True)[:, :k]
+        out.append(order)
+    return torch.cat(out)
+
+
+def mutual_knn_overlap(
+    a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, *, k: int = 10, metric: str = "euclidean"
+) -> np.ndarray:
+    """Per sample, the fraction of its ``k`` nearest neighbours shared by two representations of the same
+    samples (``|N_a(i) ∩ N_b(i)| / k``), in ``[0, 1]``.
+
+    >>> import torch
+    >>> x = torch.randn(30, 5)
+    >>> float(mutual_knn_overlap(x, 2 * x, k=5).min())
+    1.0
+    """
+    where = "mutual_knn_overlap"
+    fa, fb = _as_features(a, "a", where), _as_features(b, "b", where)
+    if len(fa) != len(fb):
+        fail("b", where, f"features of the same {len(fa)} samples as a", None, got=f"{len(fb)} rows")
+    ia = knn_indices(fa, k=k, metric=metric)
+    ib = knn_indices(fb, k=k, metric=metric)
+    shared = (ia[:, :, None] == ib[:, None, :]).any(2).sum(1)
+    return (shared.double() / ia.shape[1]).numpy()
+
+
+# -- logit geometry ---------------------------------------------------------------------------------
+def logit_decomposition(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Split linear logits ``zᵢ꜀ = ‖hᵢ‖ ‖w꜀‖ cos θᵢ꜀ + b꜀`` into their geometric parts.
+
+    ``features: (n, d)`` penultimate features, ``weight: (K, d)``, ``bias: (K,)``. Returns float64
+    ``feature_norm (n,)``, ``weight_norm (K,)``, ``cosine (n, K)`` (0 where a norm is 0), ``bias (K,)``
+    and ``logits (n, K)``, which the parts reconstruct exactly (to rounding).
+    """
+    where = "logit_decomposition"
+    h = _as_features(features, "features", where).double()
+    w = torch.as_tensor(weight).detach().double()
+    if w.ndim != 2 or w.shape[1] != h.shape[1]:
+        fail(
+            "weight",
+            where,
+            f"a (K, {h.shape[1]}) matrix matching the features' width",
+            None,
+            got=f"shape {tuple(w.shape)}",
+        )
+    b = (
+        torch.zeros(w.shape[0], dtype=torch.float64)
+        if bias is None
+        else torch.as_tensor(bias).detach().double()
+    )
+    hn = h.norm(dim=1)
+    wn = w.norm(dim=1)
+    denom = hn[:, None] * wn[None, :]
+    dots = h @ w.T
+    cos = torch.where(denom > 0, dots / denom.clamp_min(1e-300), torch.zeros_like(dots)).clamp(-1, 1)
+    return {"feature_norm": hn, "weight_norm": wn, "cosine": cos, "bias": b, "logits": dots + b}
+
+
+def logit_geometry(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    head: str | None = None,
+    batch_size: int = 256,
+) -> pd.DataFrame:
+    """Per sample, the geometry of its classification logit (the comparison of pruning methods in
+    e.g. Kim et al. 2023; the norm/angle split of Liu et al. 2016's large-margin view):
+
+    ``feature_norm`` ‖h‖ of the penultimate features, ``weight_norm`` ‖w_y‖ of its class weights,
+    ``cosine`` and ``angle`` (degrees) between h and w_y, ``bias`` b_y, ``logit`` z_y, the
+    ``margin`` z_y − max_{c≠y} z_c and ``nearest_class`` (the other class of largest logit), plus
+    ``prediction`` and ``correct``. ``head`` names the final linear layer (found when omitted).
+    Columns are indexed by ``sample`` (position in ``x``).
+    """
+    from pruneviz.analysis.activations import activations, classifier_layer
+
+    where = "logit_geometry"
+    head = head if head is not None else classifier_layer(model)
+    check_layers(model, [head], where, "head")
+    layer = dict(model.named_modules())[head]
+    if not isinstance(layer, nn.Linear):
+        fail("head", where, "the name of an nn.Linear layer that produces the logits", head)
+    y = torch.as_tensor(y).long()
+    if len(y) != len(x):
+        fail("y", where, f"{len(x)} labels (one per input)", None, got=f"{len(y)} labels")
+    feats = activations(model, x, layers=[head], batch_size=batch_size, inputs=True)[head]
+    parts = logit_decomposition(feats, layer.weight, layer.bias)
+    k = parts["logits"].shape[1]
+    if int(y.min()) < 0 or int(y.max()) >= k:
+        fail("y", where, f"labels in [0, {k - 1}]", None, got=f"labels in [{int(y.min())}, {int(y.max())}]")
+    rows = torch.arange(len(y))
+    z = parts["logits"]
+    others = z.clone()
+    others[rows, y] = -math.inf
+    nearest = others.argmax(1)
+    cos_y = parts["cosine"][rows, y]
+    pred = z.argmax(1)
+    return pd.DataFrame(
+        {
+            "sample": rows.numpy(),
+            "label": y.numpy(),
+            "feature_norm": parts["feature_norm"].numpy(),
+            "weight_norm": parts["weight_norm"][y].numpy(),
+            "cosine": cos_y.numpy(),
+            "angle": torch.rad2deg(torch.arccos(cos_y)).numpy(),
+            "bias": parts["bias"][y].numpy(),
+            "logit": z[rows, y].numpy(),
+            "margin": (z[rows, y] - others.max(1).values).numpy(),
+            "nearest_class": nearest.numpy(),
+            "prediction": pred.numpy(),
+            "correct": (pred == y).numpy(),
+        }
+    )
+
+
+GEOMETRY_QUANTITIES = ("feature_norm", "weight_norm", "cosine", "angle", "logit", "margin")
+
+
+def logit_geometry_change(
+    before: pd.DataFrame, after: pd.DataFrame, *, on: Sequence[str] = ("sample_id",)
+) -> pd.DataFrame:
+    """How each sample's logit geometry moved from ``before`` (e.g. dense, or clean) to ``after``
+    (pruned, or corrupted): per sample the two values and their difference for every quantity of
+    :func:`logit_geometry`, sorted so that the samples whose margin moved most come first (``rank``).
+    Tidy: ``on`` columns, ``label``, ``metric``, ``before``, ``after``, ``change``, ``rank``.
+    """
+    where = "logit_geometry_change"
+    keys = list(on)
+    for param, frame in (("before", before), ("after", after)):
+        missing = [c for c in [*keys, "label", *GEOMETRY_QUANTITIES] if c not in frame.columns]
+        if missing:
+            fail(
+                param,
+                where,
+                "a frame from logit_geometry / run_logit_geometry",
+                None,
+                got=f"missing {missing}",
+            )
+    joined = before[[*keys, "label", *GEOMETRY_QUANTITIES]].merge(
+        after[[*keys, "label", *GEOMETRY_QUANTITIES]], on=keys, suffixes=("_before", "_after"), validate="1:1"
+    )
+    if len(joined) != len(before) or len(joined) != len(after):
+        data_fail(
+            "after",
+            where,
+            f"the same samples as before ({len(before)})",
+            f"{len(after)} samples, {len(joined)} shared",
+            "compare frames computed on the same samples.",
+        )
+    if not np.array_equal(joined["label_before"].to_numpy(), joined["label_after"].to_numpy()):
+        data_fail("after", where, "the same labels as before for every sample", "labels that differ")
+    shift = (joined["margin_after"] - joined["margin_before"]).abs().to_numpy()
+    order = np.argsort(-shift, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(1, len(order) + 1)
+    joined = joined.assign(rank=rank)
+    frames = []
+    for q in GEOMETRY_QUANTITIES:
+        frames.append(
+            pd.DataFrame(
+                {
+                    **{k: joined[k].to_numpy() for k in keys},
+                    "label": joined["label_before"].to_numpy(),
+                    "metric": q,
+                    "before": joined[f"{q}_before"].to_numpy(),
+                    "after": joined[f"{q}_after"].to_numpy(),
+                    "change": (joined[f"{q}_after"] - joined[f"{q}_before"]).to_numpy(),
+                    "rank": rank,
+                }
+            )
+        )
+    return (
+        pd.concat(frames, ignore_index=True)
+        .sort_values(["rank", "metric"], kind="stable")
+        .reset_index(drop=True)
+    )
+
+
+# -- aligned embeddings -----------------------------------------------------------------------------
+def _pca(x: torch.Tensor, q: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores ``(n, q)`` of the top-``q`` principal components and their explained variances."""
+    xc = x.double() - x.double().mean(0, keepdim=True)
+    # thin SVD of the smaller side
+    if xc.shape[1] <= xc.shape[0]:
+        cov = xc.T @ xc
+        evals, evecs = torch.linalg.eigh(cov)
+        evals, evecs = evals.flip(0)[:q], evecs.flip(1)[:, :q]
+        scores = xc @ evecs
+    else:
+        gram = xc @ xc.T
+        evals, evecs = torch.linalg.eigh(gram)
+        evals, evecs = evals.flip(0)[:q], evecs.flip(1)[:, :q]
+        scores = evecs * evals.clamp_min(0).sqrt()
+    # a deterministic sign: the largest-magnitude score of each component is positive
+    idx = scores.abs().argmax(0)
+    signs = torch.sign(scores[idx, torch.arange(scores.shape[1])])
+    signs[signs == 0] = 1
+    return scores * signs, evals.clamp_min(0) / max(1, len(x) - 1)
+
+
+def aligned_pca(
+    features: Mapping[str, torch.Tensor | np.ndarray],
+    *,
+    reference: str | None = None,
+    components: int = 2,
+    dims: int = 50,
+) -> pd.DataFrame:
+    """Embed several representations of the same samples (e.g. dense and pruned) in one 2-D space.
+
+    Each representation is reduced to its top ``dims`` principal components; every one is then rotated
+    onto the ``reference`` (default: the first) by orthogonal Procrustes (Schönemann 1966) in that space,
+    and all are shown in the reference's first ``components`` principal axes. Representations may have
+    different widths (channel-pruned models). Tidy: ``model``, ``sample`` (row position), ``x``, ``y``
+    (more components as ``c2``, …), ``disparity`` (the relative Procrustes residual of that model,
+    0 for the reference).
+    """
+    where = "aligned_pca"
+    if not isinstance(features, Mapping) or not features:
+        fail("features", where, "a non-empty dict {name: (n, d) features}", type(features).__name__)
+    names = list(features)
+    reference = names[0] if reference is None else reference
+    if reference not in features:
+        fail("reference", where, f"one of the names in features {names}", reference)
+    components = check_int(components, "components", where, minimum=1)
+    dims = check_int(dims, "dims", where, minimum=components)
+    feats = {k: _as_features(v, f"features[{k!r}]", where) for k, v in features.items()}
+    counts = {len(v) for v in feats.values()}
+    if len(counts) > 1:
+        fail(
+            "features",
+            where,
+            "features of the same samples for every model",
+            None,
+            got=f"sample counts {sorted(counts)}",
+        )
+    n = counts.pop()
+    q = max(components, min(dims, n - 1, *(v.shape[1] for v in feats.values())))
+    scores = {k: _pca(v, q)[0] for k, v in feats.items()}
+    ref = scores[reference]
+    ref_norm = float(ref.norm()) or 1.0
+    frames = []
+    for name in names:
+        s = scores[name]
+        if name == reference:
+            aligned, disparity = s, 0.0
+        else:
+            # orthogonal Procrustes: R = U Vᵀ from the SVD of sᵀ ref, with the scale that fits best
+            u, sv, vh = torch.linalg.svd(s.T @ ref)
+            r = u @ vh
+            scale = float(sv.sum() / (s.norm() ** 2).clamp_min(1e-300))
+            aligned = scale * (s @ r)
+            disparity = float((aligned - ref).norm()) / ref_norm
+        cols = {
+            ("x" if i == 0 else "y" if i == 1 else f"c{i}"): aligned[:, i].numpy() for i in range(components)
+        }
+        frames.append(pd.DataFrame({"model": name, "sample": np.arange(n), **cols, "disparity": disparity}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def aligned_umap(
+    features: Mapping[str, torch.Tensor | np.ndarray],
+    *,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Embed several representations of the same samples with AlignedUMAP (McInnes et al. 2018; the
+    aligned variant of umap-learn), sample ``i`` of one linked to sample ``i`` of the next.
+
+    Slow on first use in a process (numba compiles); cache the result (see ``run_embedding``).
+    Tidy: ``model``, ``sample``, ``x``, ``y``.
+    """
+    from pruneviz._optional import require
+
+    where = "aligned_umap"
+    umap = require("umap", "Aligned UMAP embeddings")
+    if not isinstance(features, Mapping) or len(features) < 2:
+        fail(
+            "features",
+            where,
+            "a dict of at least two representations {name: (n, d) features}",
+            None,
+            got=f"{len(features) if isinstance(features, Mapping) else type(features).__name__}",
+            fix="pass the dense and the pruned features together.",
+        )
+    n_neighbors = check_int(n_neighbors, "n_neighbors", where, minimum=2)
+    names = list(features)
+    arrays = [_as_features(features[k], f"features[{k!r}]", where).double().numpy() for k in names]
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        fail(
+            "features",
+            where,
+            "features of the same samples for every model",
+            None,
+            got=f"sample counts {[len(a) for a in arrays]}",
+        )
+    relation = {i: i for i in range(n)}
+    mapper = umap.AlignedUMAP(
+        n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, random_state=seed
+    ).fit(arrays, relations=[relation] * (len(arrays) - 1))
+    frames = [
+        pd.DataFrame({"model": name, "sample": np.arange(n), "x": emb[:, 0], "y": emb[:, 1]})
+        for name, emb in zip(names, mapper.embeddings_, strict=True)
+    ]
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,288 @@
+"""Feature geometry: activations, CKA, mutual kNN, logit geometry, aligned embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pruneviz.analysis.activations import activations, capturing, classifier_layer, iter_activations
+from pruneviz.analysis.geometry import (
+    aligned_pca,
+    cka,
+    cka_grid,
+    cka_matrix,
+    knn_indices,
+    logit_decomposition,
+    logit_geometry,
+    logit_geometry_change,
+    mutual_knn_overlap,
+)
+from pruneviz.exceptions import DataError, ValidationError
+from pruneviz.models import MLP, LeNet
+from pruneviz.testing.references import cka_reference
+
+
+def _pair(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12))
+    y = np.tanh(x @ rng.normal(size=(12, 7))) + 0.3 * rng.normal(size=(n, 7))
+    return x, y
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+@pytest.mark.parametrize("debiased", [False, True])
+def test_cka_equals_the_published_formula(kernel, debiased):
+    x, y = _pair()
+    ref = cka_reference(x, y, kernel=kernel, unbiased=debiased)
+    assert cka(x, y, kernel=kernel, debiased=debiased) == pytest.approx(ref, abs=1e-10)
+    # float32 features (the usual case) stay within the issue's 1e-6
+    got32 = cka(x.astype(np.float32), y.astype(np.float32), kernel=kernel, debiased=debiased)
+    assert got32 == pytest.approx(
+        cka_reference(x.astype(np.float32), y.astype(np.float32), kernel=kernel, unbiased=debiased), abs=1e-6
+    )
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+@pytest.mark.parametrize("debiased", [False, True])
+def test_cka_is_invariant_to_orthogonal_transforms_and_isotropic_scaling(kernel, debiased):
+    x, y = _pair(seed=1)
+    rng = np.random.default_rng(2)
+    q, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    base = cka(x, y, kernel=kernel, debiased=debiased)
+    assert cka(4.5 * x @ q, y, kernel=kernel, debiased=debiased) == pytest.approx(base, abs=1e-9)
+    assert cka(x, 0.01 * y, kernel=kernel, debiased=debiased) == pytest.approx(base, abs=1e-9)
+    assert cka(x, x @ q, kernel=kernel, debiased=debiased) == pytest.approx(1.0, abs=1e-9)
+    # ... but not to an arbitrary linear map (so the test can fail)
+    skew = np.diag(np.linspace(0.1, 10, 12))
+    assert abs(cka(x @ skew, y, kernel=kernel, debiased=debiased) - base) > 1e-3
+
+
+@pytest.mark.parametrize("n", [4, 5, 6, 9])
+def test_cka_never_nan_for_batches_of_four_or_more(n):
+    rng = np.random.default_rng(n)
+    cases = [
+        (rng.normal(size=(n, 3)), rng.normal(size=(n, 5))),
+        (np.ones((n, 3)), rng.normal(size=(n, 5))),  # constant features (a fully pruned layer)
+        (np.zeros((n, 3)), np.zeros((n, 2))),
+        (np.outer(np.arange(n), [1.0, 2.0]), rng.normal(size=(n, 2))),  # rank one
+        (1e-20 * rng.normal(size=(n, 3)), 1e20 * rng.normal(size=(n, 3))),
+    ]
+    for a, b in cases:
+        for kernel in ("linear", "rbf"):
+            for debiased in (False, True):
+                value = cka(a, b, kernel=kernel, debiased=debiased)
+                assert np.isfinite(value) and -1.0 - 1e-9 <= value <= 1.0 + 1e-9
+    assert cka(np.ones((n, 3)), rng.normal(size=(n, 2))) == 0.0
+    model = MLP((3,), 2, hidden=(4,))
+    grid = cka_grid(model, model, torch.randn(n, 3), batch_size=4, debiased=True)
+    assert grid["value"].notna().all()
+
+
+def test_cka_matrix_equals_pairwise_cka_and_grid_equals_captured_features():
+    torch.manual_seed(0)
+    model_a, model_b = LeNet((1, 8, 8), 10), LeNet((1, 8, 8), 10)
+    x = torch.randn(48, 1, 8, 8)
+    layers = ["features.0", "features.3", "head.0", "classifier"]
+    fa = activations(model_a, x, layers=layers)
+    fb = activations(model_b, x, layers=layers)
+    grid = cka_grid(model_a, model_b, x, layers_a=layers, layers_b=layers, kernel="rbf")
+    mat = cka_matrix(fa, fb, kernel="rbf")
+    assert np.allclose(grid["value"], mat["value"], atol=1e-12)
+    for _, row in mat.sample(5, random_state=0).iterrows():
+        assert row["value"] == pytest.approx(
+            cka(fa[row["layer_a"]], fb[row["layer_b"]], kernel="rbf"), abs=1e-9
+        )
+    diag = cka_grid(model_a, model_a, x, layers_a=layers, layers_b=layers)
+    assert np.allclose(diag.query("layer_a == layer_b")["value"], 1.0)
+    assert list(grid.columns[:3]) == ["layer_a", "layer_b", "value"]
+
+
+@pytest.mark.reference
+def test_minibatch_cka_with_one_batch_equals_full_batch_and_averages_hsic_over_batches():
+    torch.manual_seed(1)
+    model_a, model_b = LeNet((1, 8, 8), 10), LeNet((1, 8, 8), 10)
+    x = torch.randn(64, 1, 8, 8)
+    full = cka_grid(model_a, model_b, x, debiased=True)
+    one = cka_grid(model_a, model_b, x, debiased=True, batch_size=64)
+    assert np.allclose(full["value"], one["value"], atol=1e-9)
+    # the minibatch estimate averages HSIC over batches (Nguyen et al. 2021): check it against that formula
+    fa = activations(model_a, x, layers=["features.0"])["features.0"].double()
+    fb = activations(model_b, x, layers=["classifier"])["classifier"].double()
+    from pruneviz.testing.references import hsic_reference
+
+    xy = xx = yy = 0.0
+    for idx in np.array_split(np.arange(64), 4):
+        ka, kb = (fa[idx] @ fa[idx].T).numpy(), (fb[idx] @ fb[idx].T).numpy()
+        xy += hsic_reference(ka, kb, unbiased=True)
+        xx += hsic_reference(ka, ka, unbiased=True)
+        yy += hsic_reference(kb, kb, unbiased=True)
+    mb = cka_grid(
+        model_a, model_b, x, layers_a=["features.0"], layers_b=["classifier"], debiased=True, batch_size=16
+    )
+    assert float(mb["value"].iloc[0]) == pytest.approx(xy / np.sqrt(xx * yy), abs=1e-6)
+
+
+def test_capture_removes_hooks_and_restores_mode_even_when_forward_raises():
+    class Boom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 3)
+            self.b = nn.Linear(3, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            if len(x) > 2:
+                raise RuntimeError("boom")
+            return self.b(h)
+
+    model = Boom().train()
+    with pytest.raises(RuntimeError, match="boom"):
+        activations(model, torch.randn(5, 3), layers=["a", "b"], batch_size=5)
+    assert _hooks(model) == 0 and model.training
+    with pytest.raises(RuntimeError, match="boom"), capturing(model, ["a"]):
+        model(torch.randn(4, 3))
+    assert _hooks(model) == 0
+    # abandoning the iterator early also cleans up
+    it = iter_activations(model, torch.randn(4, 3), layers=["a"], batch_size=1)
+    next(it)
+    it.close()
+    assert _hooks(model) == 0 and model.training
+
+
+def test_activations_mean_reduction_and_inputs():
+    model = LeNet((1, 8, 8), 10)
+    x = torch.randn(6, 1, 8, 8)
+    full = activations(model, x, layers=["features.0"])["features.0"]
+    pooled = activations(model, x, layers=["features.0"], reduction="mean")["features.0"]
+    assert full.shape == (6, 16 * 64) and pooled.shape == (6, 16)
+    assert torch.allclose(pooled, full.view(6, 16, 64).mean(2), atol=1e-6)
+    penult = activations(model, x, layers=["classifier"], inputs=True)["classifier"]
+    head = activations(model, x, layers=["head"])["head"]
+    assert torch.equal(penult, head)
+
+
+def test_layer_name_not_in_model_is_a_clear_error():
+    model = LeNet((1, 8, 8), 10)
+    with pytest.raises(
+        ValidationError, match=r"'layers' parameter of activations.*did you mean \['classifier'\]"
+    ):
+        activations(model, torch.randn(2, 1, 8, 8), layers=["clasifier"])
+    with pytest.raises(ValidationError, match="'layers_b' parameter of cka_grid"):
+        cka_grid(model, model, torch.randn(8, 1, 8, 8), layers_a=["classifier"], layers_b=["nope"])
+
+
+def test_cka_features_of_different_sample_counts_is_a_clear_error():
+    with pytest.raises(
+        ValidationError, match=r"'y' parameter of cka must be features of the same 10 samples.*Got 9 rows"
+    ):
+        cka(np.ones((10, 3)), np.ones((9, 3)))
+    with pytest.raises(ValidationError, match="'features_b' parameter of cka_matrix.*sample counts"):
+        cka_matrix({"a": torch.ones(10, 2)}, {"b": torch.ones(8, 2)})
+    with pytest.raises(ValidationError, match="at least 4 samples"):
+        cka(np.random.default_rng(0).normal(size=(3, 2)), np.ones((3, 2)), debiased=True)
+    with pytest.raises(DataError, match="finite features"):
+        cka(np.full((5, 2), np.nan), np.ones((5, 2)))
+    with pytest.raises(ValidationError, match="'kernel' parameter of centred_gram.*did you mean 'linear'"):
+        cka(np.ones((5, 2)), np.ones((5, 2)), kernel="linar")
+
+
+@pytest.mark.reference
+def test_knn_and_mutual_overlap_match_a_brute_force_reference():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(60, 5))
+    b = a + 0.5 * rng.normal(size=(60, 5))
+    k = 6
+    ref_a = np.argsort(
+        ((a[:, None] - a[None]) ** 2).sum(-1) + np.diag(np.full(60, np.inf)), axis=1, kind="stable"
+    )[:, :k]
+    assert np.array_equal(knn_indices(a, k=k, chunk=7).numpy(), ref_a)
+    ref_b = np.argsort(
+        ((b[:, None] - b[None]) ** 2).sum(-1) + np.diag(np.full(60, np.inf)), axis=1, kind="stable"
+    )[:, :k]
+    expected = np.array([len(set(ref_a[i]) & set(ref_b[i])) / k for i in range(60)])
+    assert np.allclose(mutual_knn_overlap(a, b, k=k), expected)
+    assert np.allclose(mutual_knn_overlap(a, 3 * a, k=k), 1.0)
+    assert 0 < expected.mean() < 1
+
+
+@pytest.mark.reference
+def test_logit_decomposition_reconstructs_the_logits_exactly():
+    torch.manual_seed(0)
+    model = LeNet((1, 8, 8), 10).double()
+    x = torch.randn(32, 1, 8, 8, dtype=torch.float64)
+    y = torch.randint(0, 10, (32,))
+    feats = activations(model, x, layers=["classifier"], inputs=True)["classifier"]
+    parts = logit_decomposition(feats, model.classifier.weight, model.classifier.bias)
+    rebuilt = parts["feature_norm"][:, None] * parts["weight_norm"][None, :] * parts["cosine"] + parts["bias"]
+    with torch.no_grad():
+        logits = model(x)
+    assert torch.allclose(rebuilt, logits, atol=1e-12, rtol=0)
+    frame = logit_geometry(model, x, y)
+    z = logits.numpy()
+    idx = np.arange(32)
+    assert np.allclose(frame["logit"], z[idx, y.numpy()], atol=1e-12)
+    other = z.copy()
+    other[idx, y.numpy()] = -np.inf
+    assert np.allclose(frame["margin"], z[idx, y.numpy()] - other.max(1), atol=1e-12)
+    assert np.array_equal(frame["nearest_class"], other.argmax(1))
+    recon = frame["feature_norm"] * frame["weight_norm"] * np.cos(np.deg2rad(frame["angle"])) + frame["bias"]
+    assert np.allclose(recon, frame["logit"], atol=1e-9)
+    assert (frame["correct"] == (frame["margin"] > 0)).all()
+
+
+def test_logit_geometry_change_ranks_the_samples_that_move_most():
+    torch.manual_seed(0)
+    model = MLP((4,), 3, hidden=(8,))
+    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    before = logit_geometry(model, x, y).assign(sample_id=np.arange(100, 120))
+    pruned = MLP((4,), 3, hidden=(8,))
+    pruned.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        pruned.classifier.weight[:, :4] = 0
+    after = logit_geometry(pruned, x, y).assign(sample_id=np.arange(100, 120))
+    change = logit_geometry_change(before, after)
+    margins = change[change.metric == "margin"]
+    top = margins.iloc[0]
+    assert top["rank"] == 1
+    assert abs(top["change"]) == pytest.approx(np.abs(after["margin"] - before["margin"]).max())
+    assert np.allclose(margins["after"] - margins["before"], margins["change"])
+    with pytest.raises(DataError, match="same samples"):
+        logit_geometry_change(before, after.iloc[:10])
+
+
+@pytest.mark.reference
+def test_aligned_pca_recovers_a_rotated_copy_exactly():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(300, 6)) * np.array([5, 3, 2, 1, 0.5, 0.2])
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    rotated = 2.0 * base @ q
+    wider = np.concatenate([base @ q, np.zeros((300, 4))], axis=1)  # a different width
+    frame = aligned_pca({"dense": base, "pruned": rotated, "wide": wider})
+    ref = frame[frame.model == "dense"][["x", "y"]].to_numpy()
+    for name in ("pruned", "wide"):
+        part = frame[frame.model == name]
+        assert np.allclose(part[["x", "y"]].to_numpy(), ref, atol=1e-8)
+        assert part["disparity"].iloc[0] < 1e-10
+    # PCA coordinates of the reference are its principal-component scores (up to sign)
+    centred = base - base.mean(0)
+    assert np.allclose(np.abs(ref[:, 0]), np.abs(centred[:, 0]), atol=1e-6) or np.var(ref[:, 0]) > np.var(
+        ref[:, 1]
+    )
+    noisy = aligned_pca({"dense": base, "noisy": base + rng.normal(size=base.shape)})
+    assert noisy.groupby("model")["disparity"].first()["noisy"] > 0.05
+
+
+def test_classifier_layer_finds_the_logit_layer():
+    assert classifier_layer(LeNet((1, 8, 8), 10)) == "classifier"
+    seq = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    assert classifier_layer(seq) == "2"
+    with pytest.raises(ValidationError, match="nn.Linear"):
+        classifier_layer(nn.Sequential(nn.Conv1d(1, 1, 1)))
