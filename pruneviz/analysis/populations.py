@@ -145,31 +145,39 @@ def check_same_samples(a: pd.DataFrame, b: pd.DataFrame, *, where: str, names: t
     Each run inside a frame must cover the same ids as every other run (a population evaluated on
     different samples cannot be compared sample by sample).
     """
-    ids = None
+    ids: np.ndarray | None = None
     for frame, name in ((a, names[0]), (b, names[1])):
         if "sample_id" not in frame.columns:
             fail(name, where, "a per-sample outputs frame with a sample_id column", list(frame.columns)[:8])
-        per_run = frame.groupby("run")["sample_id"] if "run" in frame.columns else [(None, frame["sample_id"])]
-        for run, sid in per_run:
-            these = np.sort(sid.to_numpy())
-            if len(np.unique(these)) != len(these):
+        sid = frame["sample_id"].to_numpy()
+        runs = frame["run"].to_numpy() if "run" in frame.columns else np.zeros(len(sid), dtype=np.int64)
+        codes, first = pd.factorize(runs, sort=False)
+        order = np.lexsort((sid, codes))  # by run, then sample id
+        sid_sorted, codes_sorted = sid[order], codes[order]
+        counts = np.bincount(codes, minlength=len(first))
+        repeated = (sid_sorted[1:] == sid_sorted[:-1]) & (codes_sorted[1:] == codes_sorted[:-1])
+        if repeated.any():
+            run = first[codes_sorted[1:][repeated][0]]
+            data_fail(
+                name,
+                where,
+                "one row per sample for every run",
+                f"repeated sample ids in run {run!r}",
+                "select a single split and subset before comparing.",
+            )
+        reference = ids if ids is not None else sid_sorted[: counts[0]]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        for r, (begin, count) in enumerate(zip(starts, counts, strict=True)):
+            these = sid_sorted[begin : begin + count]
+            if count != len(reference) or not np.array_equal(these, reference):
                 data_fail(
                     name,
                     where,
-                    "one row per sample for every run",
-                    f"repeated sample ids in run {run!r}",
-                    "select a single split and subset before comparing.",
-                )
-            if ids is None:
-                ids = these
-            elif len(these) != len(ids) or not np.array_equal(these, ids):
-                data_fail(
-                    name,
-                    where,
-                    f"outputs on the same {len(ids)} sample ids as the other runs",
-                    f"run {run!r} with {len(these)} samples, "
-                    f"{len(np.setxor1d(these, ids))} ids not shared",
+                    f"outputs on the same {len(reference)} sample ids as the other runs",
+                    f"run {first[r]!r} with {count} samples, "
+                    f"{len(np.setxor1d(these, reference))} ids not shared",
                     "compare runs evaluated on the same dataset, split and subset.",
                 )
+        ids = reference
     assert ids is not None
     return ids

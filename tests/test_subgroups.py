@@ -1,0 +1,320 @@
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pruneviz.analysis.calibration import expected_calibration_error
+from pruneviz.analysis.subgroups import (
+    COLUMNS,
+    disparate_impact,
+    group_metrics,
+    run_subgroups,
+    sample_groups,
+)
+from pruneviz.exceptions import DataError, ValidationError
+from pruneviz.zoo import Zoo, prune_population
+
+K = 4
+
+
+def outputs(
+    correct: np.ndarray,
+    *,
+    run: str = "r",
+    seed: int = 0,
+    ids: np.ndarray | None = None,
+    label: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """An outputs frame whose predictions are right exactly where ``correct`` is True (random logits)."""
+    n = len(correct)
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, K, n) if label is None else label
+    prediction = np.where(correct, label, (label + 1 + rng.integers(0, K - 1, n)) % K)
+    z = rng.normal(size=(n, K))
+    z[np.arange(n), prediction] += 2.0 + rng.random(n)  # the prediction is the argmax of the logits
+    frame = pd.DataFrame(
+        {
+            "run": run,
+            "sample_id": np.arange(n) if ids is None else ids,
+            "label": label,
+            "prediction": prediction,
+        }
+    )
+    return pd.concat([frame, pd.DataFrame(z, columns=[f"logit_{k}" for k in range(K)])], axis=1)
+
+
+def population(n: int, accuracy: float, *, runs: int, seed: int = 0) -> pd.DataFrame:
+    """``runs`` runs on the same samples and labels, each with its own independent mistakes."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, K, n)
+    frames = [outputs(rng.random(n) < accuracy, run=f"r{r}", seed=seed + r, label=label) for r in range(runs)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def random_groups(n: int, groups: int, seed: int = 0, column: str = "site") -> pd.DataFrame:
+    g = np.random.default_rng(seed).integers(0, groups, n)
+    return pd.DataFrame({"sample_id": np.arange(n), column: np.array([f"g{i}" for i in g])})
+
+
+@pytest.mark.reference
+def test_group_metrics_equal_fairlearn_by_group():
+    from functools import partial
+
+    from fairlearn.metrics import MetricFrame
+    from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, zero_one_loss
+
+    n = 600
+    rng = np.random.default_rng(1)
+    out = outputs(rng.random(n) < 0.7, seed=1)
+    groups = random_groups(n, 5, seed=2)
+    ours = group_metrics(out, groups, group="site", bootstrap=20)
+    z = out[[f"logit_{k}" for k in range(K)]].to_numpy()
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    labels = list(range(K))
+    mf = MetricFrame(
+        metrics={
+            "nll": partial(log_loss, labels=labels),
+            "brier": partial(brier_score_loss, labels=labels, scale_by_half=False),
+        },
+        y_true=out.label.to_numpy(),
+        y_pred=p,
+        sensitive_features=groups.site.to_numpy(),
+    )
+    # accuracy and error rate compare labels with predictions: give fairlearn the predicted classes
+    mf_pred = MetricFrame(
+        metrics={"accuracy": accuracy_score, "error_rate": zero_one_loss},
+        y_true=out.label.to_numpy(),
+        y_pred=out.prediction.to_numpy(),
+        sensitive_features=groups.site.to_numpy(),
+    )
+    wide = ours.pivot(index="group", columns="metric", values="value")
+    for metric in ("accuracy", "error_rate"):
+        ref = mf_pred.by_group[metric]
+        np.testing.assert_allclose(wide.loc[ref.index, metric], ref, rtol=0, atol=1e-12)
+        assert wide.loc["(all)", metric] == pytest.approx(mf_pred.overall[metric], abs=1e-12)
+    for metric in ("nll", "brier"):
+        ref = mf.by_group[metric]
+        np.testing.assert_allclose(wide.loc[ref.index, metric], ref, rtol=0, atol=1e-12)
+        assert wide.loc["(all)", metric] == pytest.approx(mf.overall[metric], abs=1e-12)
+    for g, part in out.groupby(groups.site.to_numpy()):
+        zg = part[[f"logit_{k}" for k in range(K)]].to_numpy()
+        assert wide.loc[g, "ece"] == pytest.approx(expected_calibration_error(zg, part.label), abs=1e-12)
+    counts = ours[ours.metric == "accuracy"].set_index("group")["n"]
+    assert counts.drop("(all)").to_dict() == groups.site.value_counts().to_dict() and counts["(all)"] == n
+
+
+@pytest.mark.reference
+def test_population_metrics_are_means_over_runs():
+    n = 200
+    pop = population(n, 0.8, runs=3, seed=4)
+    groups = random_groups(n, 3, seed=5)
+    ours = group_metrics(pop, groups, group="site", metrics=["accuracy", "ece"], bootstrap=10)
+    ours = ours.set_index(["metric", "group"])["value"]
+    merged = pop.merge(groups, on="sample_id")
+    merged["correct"] = merged.prediction == merged.label
+    per_run = merged.groupby(["run", "site"]).correct.mean().groupby("site").mean()
+    np.testing.assert_allclose(ours["accuracy"].loc[per_run.index], per_run, atol=1e-12)
+    cols = [f"logit_{k}" for k in range(K)]
+    ece = merged.groupby(["run", "site"]).apply(
+        lambda f: expected_calibration_error(f[cols].to_numpy(), f.label), include_groups=False
+    )
+    np.testing.assert_allclose(ours["ece"].loc[per_run.index], ece.groupby("site").mean(), atol=1e-12)
+
+
+@pytest.mark.reference
+def test_delta_psi_and_disparity_by_hand():
+    ids = np.arange(12)
+    groups = pd.DataFrame({"sample_id": ids, "site": list("aaaabbbbcccc")})
+    dense = outputs(np.array([1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 0], bool), run="d")
+    pruned = outputs(np.array([1, 1, 1, 0, 1, 0, 0, 0, 1, 1, 0, 0], bool), run="p", seed=1)
+    di = disparate_impact(
+        dense, pruned, groups, group="site", min_group_size=1, bootstrap=50, permutations=50
+    )
+    value = di.set_index(["group", "statistic"])["value"]
+    # dense: a 4/4, b 3/4, c 2/4, all 9/12; pruned: a 3/4, b 1/4, c 2/4, all 6/12
+    assert value[("a", "delta")] == pytest.approx(0.25)
+    assert value[("b", "delta")] == pytest.approx(0.5)
+    assert value[("c", "delta")] == pytest.approx(0.0)
+    assert value[("(all)", "delta")] == pytest.approx(0.25)
+    assert [value[(g, "psi")] for g in "abc"] == pytest.approx([0.0, 0.25, -0.25])
+    assert value[("(all)", "disparity")] == pytest.approx(0.5)
+    assert value[("b", "dense")] == pytest.approx(0.75) and value[("b", "pruned")] == pytest.approx(0.25)
+    assert list(di.columns) == list(COLUMNS)
+    assert di.p_value.notna().sum() == 4 and di.significant.notna().sum() == 4
+    # error rate: 1 - accuracy, so the same changes with the opposite sign
+    err = disparate_impact(
+        dense,
+        pruned,
+        groups,
+        group="site",
+        metric="error_rate",
+        min_group_size=1,
+        bootstrap=5,
+        permutations=5,
+    )
+    err_value = err.set_index(["group", "statistic"])["value"]
+    for stat, sign, shift in (("dense", -1, 1), ("pruned", -1, 1), ("delta", -1, 0), ("psi", -1, 0)):
+        np.testing.assert_allclose(err_value.xs(stat, level=1), shift + sign * value.xs(stat, level=1))
+    assert err_value[("(all)", "disparity")] == pytest.approx(0.5)
+
+
+def test_bootstrap_intervals_contain_the_estimate_shrink_with_n_and_are_seeded():
+    def run(n: int, seed: int = 0) -> pd.DataFrame:
+        rng = np.random.default_rng(n)
+        dense, pruned = outputs(rng.random(n) < 0.9), outputs(rng.random(n) < 0.75, run="p", seed=1)
+        return disparate_impact(
+            dense, pruned, random_groups(n, 3), group="site", bootstrap=300, permutations=20, seed=seed
+        )
+
+    small, large = run(300), run(3000)
+    rows = small.statistic != "disparity"
+    assert ((small.lo <= small.value) & (small.value <= small.hi))[rows].all()
+    assert ((large.lo <= large.value) & (large.value <= large.hi))[rows].all()
+    width_small, width_large = (small.hi - small.lo)[rows], (large.hi - large.lo)[rows]
+    ratio = width_large.to_numpy() / width_small.to_numpy()  # about 1/sqrt(10)
+    assert (ratio < 0.75).all() and np.median(ratio) < 0.45
+    pd.testing.assert_frame_equal(run(300), small)
+    assert not np.allclose(run(300, seed=1).lo, small.lo)
+
+
+def test_permutation_null_separates_noise_from_a_planted_gap():
+    n = 2000
+    rng = np.random.default_rng(7)
+    groups = random_groups(n, 5, seed=8)
+    dense = outputs(rng.random(n) < 0.9, run="d")
+    noise = outputs(rng.random(n) < 0.9, run="p", seed=2)  # same accuracy everywhere, groups irrelevant
+    di = disparate_impact(dense, noise, groups, group="site", bootstrap=100, permutations=500, seed=3)
+    assert di.loc[di.statistic == "disparity", "p_value"].item() > 0.05
+    assert not di.significant.fillna(False).any()
+    hit = groups.site.to_numpy() == "g2"
+    planted = rng.random(n) < np.where(hit, 0.6, 0.9)  # group g2 loses 30 points of accuracy
+    di = disparate_impact(
+        dense, outputs(planted, run="p", seed=2), groups, group="site", bootstrap=100, permutations=500
+    )
+    psi = di[di.statistic == "psi"].set_index("group")
+    assert psi.loc["g2", "p_value"] <= 0.01 and psi.loc["g2", "significant"]
+    assert psi.loc["g2", "lo"] > 0.15
+    assert (psi.drop("g2").value < 0).all()  # the others now lose less than the average sample
+    assert di.loc[di.statistic == "disparity", "p_value"].item() <= 0.01
+
+
+def test_tiny_groups_are_flagged_kept_out_of_disparity_and_quiet():
+    n = 300
+    rng = np.random.default_rng(9)
+    groups = random_groups(n, 2, seed=10)
+    groups.loc[17, "site"] = "lonely"
+    dense, pruned = outputs(rng.random(n) < 0.9), outputs(rng.random(n) < 0.8, run="p", seed=1)
+    pruned.loc[pruned.sample_id == 17, "prediction"] = (pruned.label[17] + 1) % K  # lonely pays fully
+    dense.loc[dense.sample_id == 17, "prediction"] = dense.label[17]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        di = disparate_impact(dense, pruned, groups, group="site", bootstrap=200, permutations=100)
+    lonely = di[di.group == "lonely"].set_index("statistic")
+    assert lonely["small"].all() and (lonely["n"] == 1).all()
+    assert lonely.loc["delta", "value"] == 1.0
+    assert lonely.loc["dense", "lo"] == lonely.loc["dense", "hi"] == 1.0  # degenerate, not a crash
+    delta = di[di.statistic == "delta"].set_index("group")["value"]
+    disparity = di.loc[di.statistic == "disparity", "value"].item()
+    assert disparity == pytest.approx(abs(delta["g0"] - delta["g1"]))  # the lonely sample is left out
+    none_big = disparate_impact(
+        dense, pruned, groups, group="site", min_group_size=n, bootstrap=5, permutations=5
+    )
+    assert np.isnan(none_big.loc[none_big.statistic == "disparity", "value"].item())
+
+
+def test_bad_inputs_are_refused_with_clear_messages():
+    n = 60
+    dense, pruned = outputs(np.ones(n, bool)), outputs(np.ones(n, bool), run="p")
+    groups = random_groups(n, 2)
+    with pytest.raises(
+        ValidationError, match=r"'group' parameter of disparate_impact.*Got 'sites'.*did you mean 'site'"
+    ):
+        disparate_impact(dense, pruned, groups, group="sites")
+    with pytest.raises(
+        DataError, match=r"a 'site' group for each of the 60 samples.*Got groups for 50 of them"
+    ):
+        disparate_impact(dense, pruned, groups.iloc[:50], group="site")
+    with pytest.raises(DataError, match=r"'pruned' parameter of disparate_impact.*same 60 sample ids"):
+        disparate_impact(
+            dense, outputs(np.ones(n, bool), run="p", ids=np.arange(n) + 5), groups, group="site"
+        )
+    bad = pruned.copy()
+    bad.loc[[3, 4], "logit_1"] = np.nan
+    with pytest.raises(DataError, match=r"disparate_impact \(pruned outputs\).*NaN/inf logits for 2 of 60"):
+        disparate_impact(dense, bad, groups, group="site", metric="nll")
+    with pytest.raises(
+        ValidationError,
+        match=r"'metric' parameter of disparate_impact must be one of.*accurcy.*did you mean 'accuracy'",
+    ):
+        disparate_impact(dense, pruned, groups, group="site", metric="accurcy")
+    with pytest.raises(
+        ValidationError, match=r"'bootstrap' parameter of disparate_impact must be a positive integer. Got 0"
+    ):
+        disparate_impact(dense, pruned, groups, group="site", bootstrap=0)
+    with pytest.raises(ValidationError, match=r"'permutations' parameter.*positive integer. Got 2.5"):
+        disparate_impact(dense, pruned, groups, group="site", permutations=2.5)
+    with pytest.raises(
+        ValidationError,
+        match=r"'confidence' parameter of disparate_impact must be a float in \(0, 1\). Got 1.0",
+    ):
+        disparate_impact(dense, pruned, groups, group="site", confidence=1.0)
+    two_splits = pd.concat(
+        [pruned.assign(split="clean"), pruned.assign(split="fog", sample_id=pruned.sample_id + n)]
+    )
+    with pytest.raises(
+        ValidationError, match=r"'dense' parameter.*a single split. Got outputs of the splits"
+    ):
+        disparate_impact(two_splits, two_splits.assign(run="p"), groups, group="site")
+    with pytest.raises(
+        ValidationError, match=r"'metrics' parameter of group_metrics must be a non-empty list"
+    ):
+        group_metrics(dense, groups, group="site", metrics="accuracy")
+    with pytest.raises(ValidationError, match=r"'groups' parameter of group_metrics must be a DataFrame"):
+        group_metrics(dense, groups.site.to_numpy(), group="site")
+    with pytest.raises(
+        ValidationError, match=r"'groups' parameter.*a sample_id column. Got the columns \['site'\]"
+    ):
+        group_metrics(dense, groups.drop(columns="sample_id"), group="site")
+    with pytest.raises(DataError, match=r"'groups' parameter.*one row per sample_id"):
+        group_metrics(dense, pd.concat([groups, groups]), group="site")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pruned_copy(small_zoo, tmp_path_factory):
+    """A copy of the session's small zoo with one pruned population added."""
+    path = tmp_path_factory.mktemp("subgroups") / "zoo"
+    shutil.copytree(small_zoo.path, path)
+    zoo = Zoo(path)
+    prune_population(zoo, methods=["global_magnitude"], sparsities=[0.8], finetune=None, progress=False)
+    return zoo
+
+
+def test_run_subgroups_reads_the_zoo_and_caches(pruned_copy, monkeypatch):
+    zoo = pruned_copy
+    table = run_subgroups(zoo, bootstrap=100, permutations=100, min_group_size=20)
+    assert list(table.columns) == [
+        "dataset", "method", "structure", "sparsity", "dense_runs", "pruned_runs", *COLUMNS,
+    ]  # fmt: skip
+    assert set(table.method) == {"global_magnitude"} and set(table.sparsity) == {0.8}
+    assert (table.dense_runs == 2).all() and (table.pruned_runs == 2).all()
+    runs = zoo.runs()
+    dense_acc = runs[runs.kind == "dense"].test_accuracy.mean()
+    overall = table[table.group == "(all)"].set_index("statistic")["value"]
+    assert overall["dense"] == pytest.approx(dense_acc, abs=1e-9)
+    assert overall["pruned"] == pytest.approx(runs[runs.kind != "dense"].test_accuracy.mean(), abs=1e-9)
+    assert set(table.group) == {*(str(c) for c in range(10)), "(all)"}
+    ds = zoo.dataset(runs.dataset[0])
+    assert sample_groups(ds)["class"].astype(str).tolist() == [str(int(c)) for c in ds.y]
+
+    import pruneviz.analysis.subgroups as subgroups
+
+    monkeypatch.setattr(subgroups, "disparate_impact", lambda *a, **k: pytest.fail("recomputed"))
+    again = run_subgroups(zoo, bootstrap=100, permutations=100, min_group_size=20)
+    pd.testing.assert_frame_equal(again, table)
+    with pytest.raises(ValidationError, match=r"'split' parameter of run_subgroups.*Got 'fog'"):
+        run_subgroups(zoo, split="fog", bootstrap=10, permutations=10)
