@@ -35,3 +35,22 @@ def small_zoo(tmp_path_factory, digits) -> Zoo:
     zoo = Zoo.create(tmp_path_factory.mktemp("zoo") / "study")
     build_dense_population(zoo, digits, arch="mlp", seeds=2, config=FAST, progress=False)
     return zoo
+
+
+@pytest.fixture(scope="session")
+def study_zoo(tmp_path_factory, digits) -> Zoo:
+    """Two dense CNNs on 700 digits, each pruned by LAMP and by channel L1 at 50 % and 90 %.
+
+    Shared by the analyses' end-to-end tests, which may add cached results and evaluation splits."""
+    from pruneviz.zoo import prune_population
+
+    zoo = Zoo.create(tmp_path_factory.mktemp("study") / "zoo")
+    build_dense_population(zoo, digits.take(np.arange(700)), arch="cnn", seeds=2, config=FAST, progress=False)
+    prune_population(
+        zoo,
+        methods=["lamp", "channel_l1"],
+        sparsities=[0.5, 0.9],
+        finetune=TrainConfig(epochs=1, batch_size=64, lr=1e-3),
+        progress=False,
+    )
+    return zoo

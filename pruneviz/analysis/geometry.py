@@ -33,19 +33,20 @@ KERNELS = ("linear", "rbf")
 
 
 # -- CKA --------------------------------------------------------------------------------------------
-def _as_features(x: torch.Tensor | np.ndarray, param: str, where: str) -> torch.Tensor:
+def _as_features(x: torch.Tensor | np.ndarray, param: str, where: str, *, check: bool = True) -> torch.Tensor:
     t = torch.as_tensor(x)
     if t.ndim < 2:
-        fail(
-            param,
-            where,
-            "an (N, D) array of features (one row per sample)",
-            None,
-            got=f"shape {tuple(t.shape)}",
-        )
+        got = f"shape {tuple(t.shape)}"
+        fail(param, where, "an (N, D) array of features (one row per sample)", None, got=got)
     t = t.flatten(1)
     if not t.is_floating_point():
         t = t.double()
+    if check:
+        _check_finite(t, param, where)
+    return t
+
+
+def _check_finite(t: torch.Tensor, param: str, where: str) -> None:
     if not bool(torch.isfinite(t).all()):
         data_fail(
             param,
@@ -54,7 +55,6 @@ def _as_features(x: torch.Tensor | np.ndarray, param: str, where: str) -> torch.
             f"{int((~torch.isfinite(t)).any(1).sum())} sample(s) with NaN/inf",
             "check the model and inputs for NaN/inf.",
         )
-    return t
 
 
 def _gram(x: torch.Tensor, kernel: str, sigma: float) -> torch.Tensor:
@@ -103,7 +103,7 @@ def centred_gram(
     where = "centred_gram"
     check_choice(kernel, "kernel", where, KERNELS)
     sigma = check_positive_float(sigma, "sigma", where)
-    x = _as_features(x, "x", where)
+    x = _as_features(x, "x", where, check=False)  # checked through the (much smaller) Gram below
     n = len(x)
     if n < (4 if debiased else 2):
         fail(
@@ -114,7 +114,11 @@ def centred_gram(
             got=f"{n} sample(s)",
             fix="pass more samples (the debiased estimator divides by n − 3).",
         )
-    return _centre(_gram(x, kernel, sigma), debiased, double_centred_input=(kernel == "linear"))
+    gram = _gram(x, kernel, sigma)
+    if not bool(torch.isfinite(gram).all()):
+        _check_finite(x, "x", where)  # names the samples with NaN/inf features
+        gram = _gram(x.double(), kernel, sigma)  # finite features whose float32 products overflowed
+    return _centre(gram, debiased, double_centred_input=(kernel == "linear"))
 
 
 def _normalised(u: torch.Tensor) -> torch.Tensor:
@@ -665,9 +669,9 @@ def aligned_umap(
             got=f"sample counts {[len(a) for a in arrays]}",
         )
     relation = {i: i for i in range(n)}
-    mapper = umap.AlignedUMAP(
-        n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, random_state=seed
-    ).fit(arrays, relations=[relation] * (len(arrays) - 1))
+    mapper = umap.AlignedUMAP(n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, random_state=seed).fit(
+        arrays, relations=[relation] * (len(arrays) - 1)
+    )
     frames = [
         pd.DataFrame({"model": name, "sample": np.arange(n), "x": emb[:, 0], "y": emb[:, 1]})
         for name, emb in zip(names, mapper.embeddings_, strict=True)

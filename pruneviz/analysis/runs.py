@@ -12,13 +12,26 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from pruneviz._validation import check_choice, check_int
+from pruneviz._validation import check_choice, check_int, data_fail, fail
+from pruneviz.analysis.activations import activations, check_layers, classifier_layer
+from pruneviz.analysis.attacks import AttackSettings, attack
+from pruneviz.analysis.calibration import calibration_metrics, reliability_bins
 from pruneviz.analysis.curvature import HessianOperator, hessian_eigenvalues, hessian_trace
+from pruneviz.analysis.geometry import (
+    aligned_pca,
+    aligned_umap,
+    cka_grid,
+    logit_geometry,
+    logit_geometry_change,
+    mutual_knn_overlap,
+)
 from pruneviz.analysis.landscape import landscape_1d, landscape_2d
 from pruneviz.analysis.sharpness import average_sharpness, sam_sharpness
 from pruneviz.analysis.spectrum import spectrum_table
 from pruneviz.data.dataset import Dataset
+from pruneviz.train import evaluate, logits_of
 from pruneviz.zoo.store import Zoo
 
 KEYS = ("run", "parent", "method", "structure", "sparsity", "seed")
@@ -47,6 +60,18 @@ def _subset(zoo: Zoo, run: str, subset: str, samples: int, seed: int) -> Dataset
     if samples >= len(part):
         return part
     return part.take(np.sort(np.random.default_rng(seed).permutation(len(part))[:samples]))
+
+
+def _split_data(zoo: Zoo, run: str, split: str, subset: str, samples: int, seed: int, where: str) -> Dataset:
+    """The samples of ``subset`` as seen under an evaluation ``split``: ``"clean"`` or a corruption split
+    (``"<corruption>@<severity>"``, recreated deterministically from its seed)."""
+    data = _subset(zoo, run, subset, samples, seed)
+    if split == "clean":
+        return data
+    from pruneviz.analysis.corruptions import corrupt, parse_corruption_split
+
+    name, severity, corruption_seed = parse_corruption_split(split, where=where)
+    return corrupt(data, name, severity=severity, seed=corruption_seed)
 
 
 def run_spectrum(zoo: Zoo, run: str) -> pd.DataFrame:
@@ -155,3 +180,323 @@ def run_sharpness(
         return _with_keys(zoo, run, pd.concat(frames, ignore_index=True))
 
     return zoo.cached("sharpness", [run], params, compute)
+
+
+# -- feature geometry -------------------------------------------------------------------------------
+def _pair_keys(zoo: Zoo, run_a: str, run_b: str, where: str) -> dict[str, Any]:
+    """Key columns of a comparison of two runs; both must come from one dataset."""
+    a, b = zoo.run(run_a), zoo.run(run_b)
+    if a.dataset != b.dataset:
+        data_fail(
+            "run_b",
+            where,
+            f"a run of the same dataset as run_a ({a.dataset!r})",
+            f"a run of {b.dataset!r}",
+            "compare runs trained on the same data (zoo.runs(dataset=...)).",
+        )
+    return {
+        "run_a": a.run,
+        "run_b": b.run,
+        "method": b.method or "dense",
+        "structure": b.structure or "",
+        "sparsity": b.sparsity,
+        "seed": b.seed,
+    }
+
+
+def _front(frame: pd.DataFrame, keys: dict[str, Any]) -> pd.DataFrame:
+    out = frame.copy()
+    for i, (k, v) in enumerate(keys.items()):
+        out.insert(i, k, v)
+    return out
+
+
+def run_cka(
+    zoo: Zoo,
+    run_a: str,
+    run_b: str,
+    *,
+    layers_a: Sequence[str] | None = None,
+    layers_b: Sequence[str] | None = None,
+    kernel: str = "linear",
+    debiased: bool = False,
+    reduction: str = "flatten",
+    batch_size: int | None = None,
+    subset: str = "test",
+    samples: int = 512,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """:func:`~pruneviz.analysis.cka_grid` between two runs (typically a dense parent and a pruned
+    child) on ``samples`` samples of ``subset``; layers default to every conv and linear layer."""
+    where = "run_cka"
+    keys = _pair_keys(zoo, run_a, run_b, where)
+    params = {
+        "layers_a": None if layers_a is None else list(layers_a),
+        "layers_b": None if layers_b is None else list(layers_b),
+        "kernel": kernel,
+        "debiased": debiased,
+        "reduction": reduction,
+        "batch_size": batch_size,
+        "subset": subset,
+        "samples": samples,
+        "seed": seed,
+    }
+
+    def compute() -> pd.DataFrame:
+        data = _subset(zoo, run_a, subset, samples, seed)
+        grid = cka_grid(
+            zoo.load_model(run_a),
+            zoo.load_model(run_b),
+            data.x,
+            layers_a=layers_a,
+            layers_b=layers_b,
+            kernel=kernel,
+            debiased=debiased,
+            batch_size=batch_size,
+            reduction=reduction,
+        )
+        return _front(grid, keys)
+
+    return zoo.cached("cka", [run_a, run_b], params, compute)
+
+
+def _features(zoo: Zoo, run: str, data: Dataset, layer: str | None, where: str) -> torch.Tensor:
+    model = zoo.load_model(run)
+    if layer is None:  # the penultimate features: what enters the classifier
+        head = classifier_layer(model)
+        return activations(model, data.x, layers=[head], inputs=True)[head]
+    check_layers(model, [layer], where, "layer")
+    return activations(model, data.x, layers=[layer])[layer]
+
+
+def run_knn_overlap(
+    zoo: Zoo,
+    run_a: str,
+    run_b: str,
+    *,
+    layer: str | None = None,
+    k: int = 10,
+    subset: str = "test",
+    samples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per sample, the share of its ``k`` nearest neighbours that two runs' features agree on
+    (:func:`~pruneviz.analysis.mutual_knn_overlap`); ``layer`` defaults to the penultimate features.
+    Tidy: keys, ``sample_id``, ``label``, ``metric="knn_overlap"``, ``value``."""
+    where = "run_knn_overlap"
+    keys = _pair_keys(zoo, run_a, run_b, where)
+    params = {"layer": layer, "k": k, "subset": subset, "samples": samples, "seed": seed}
+
+    def compute() -> pd.DataFrame:
+        data = _subset(zoo, run_a, subset, samples, seed)
+        fa = _features(zoo, run_a, data, layer, where)
+        fb = _features(zoo, run_b, data, layer, where)
+        overlap = mutual_knn_overlap(fa, fb, k=k)
+        frame = pd.DataFrame(
+            {"sample_id": data.sample_id, "label": data.y.numpy(), "metric": "knn_overlap", "value": overlap}
+        )
+        return _front(frame.assign(k=k), keys)
+
+    return zoo.cached("knn_overlap", [run_a, run_b], params, compute)
+
+
+def run_logit_geometry(
+    zoo: Zoo,
+    run: str,
+    *,
+    split: str = "clean",
+    subset: str = "test",
+    samples: int = 100_000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per sample, the geometry of a run's classification logit (:func:`~pruneviz.analysis.logit_geometry`)
+    on a split: ``"clean"`` or a corruption split such as ``"fog@3"``."""
+    params = {"split": split, "subset": subset, "samples": samples, "seed": seed}
+
+    def compute() -> pd.DataFrame:
+        data = _split_data(zoo, run, split, subset, samples, seed, "run_logit_geometry")
+        frame = logit_geometry(zoo.load_model(run), data.x, data.y)
+        frame.insert(0, "sample_id", data.sample_id[frame["sample"].to_numpy()])
+        return _with_keys(zoo, run, frame.drop(columns="sample").assign(split=split))
+
+    return zoo.cached("logit_geometry", [run], params, compute)
+
+
+def run_logit_geometry_change(
+    zoo: Zoo,
+    before: str,
+    after: str,
+    *,
+    split_before: str = "clean",
+    split_after: str = "clean",
+    subset: str = "test",
+    samples: int = 100_000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """How every sample's logit geometry moves from one run or split to another: dense → pruned
+    (``before``, ``after`` runs, same split) or clean → corrupted (the same run, two splits), with the
+    samples that move most first (:func:`~pruneviz.analysis.logit_geometry_change`)."""
+    keys = _pair_keys(zoo, before, after, "run_logit_geometry_change")
+    a = run_logit_geometry(zoo, before, split=split_before, subset=subset, samples=samples, seed=seed)
+    b = run_logit_geometry(zoo, after, split=split_after, subset=subset, samples=samples, seed=seed)
+    change = logit_geometry_change(a, b)
+    return _front(change, {**keys, "split_before": split_before, "split_after": split_after})
+
+
+def run_embedding(
+    zoo: Zoo,
+    runs: Sequence[str],
+    *,
+    method: str = "pca",
+    layer: str | None = None,
+    subset: str = "test",
+    samples: int = 5000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The features of several runs (e.g. a dense parent and its pruned children) embedded in one aligned
+    2-D space: ``method="pca"`` (PCA + Procrustes, fast) or ``"umap"`` (AlignedUMAP; slow the first time,
+    then read from the zoo's cache). The first run is the reference. Tidy: ``run``, ``method``,
+    ``structure``, ``sparsity``, ``sample_id``, ``label``, ``x``, ``y`` (+ ``disparity`` for PCA)."""
+    where = "run_embedding"
+    check_choice(method, "method", where, ("pca", "umap"))
+    if isinstance(runs, str) or not runs:
+        fail("runs", where, "a list of run ids (the reference first)", runs, "pass e.g. [dense, pruned].")
+    runs = list(runs)
+    for other in runs[1:]:
+        _pair_keys(zoo, runs[0], other, where)
+    params = {"method": method, "layer": layer, "subset": subset, "samples": samples, "seed": seed}
+
+    def compute() -> pd.DataFrame:
+        data = _subset(zoo, runs[0], subset, samples, seed)
+        feats = {r: _features(zoo, r, data, layer, where) for r in runs}
+        emb = aligned_pca(feats) if method == "pca" else aligned_umap(feats, seed=seed)
+        records = {r: zoo.run(r) for r in runs}
+        emb = emb.rename(columns={"model": "run"})
+        emb.insert(1, "method", emb["run"].map(lambda r: records[r].method or "dense"))
+        emb.insert(2, "structure", emb["run"].map(lambda r: records[r].structure or ""))
+        emb.insert(3, "sparsity", emb["run"].map(lambda r: records[r].sparsity))
+        emb.insert(4, "sample_id", data.sample_id[emb["sample"].to_numpy()])
+        emb.insert(5, "label", data.y.numpy()[emb["sample"].to_numpy()])
+        return emb.drop(columns="sample").assign(embedding=method)
+
+    return zoo.cached("embedding", runs, params, compute)
+
+
+# -- robustness and calibration ---------------------------------------------------------------------
+DEFAULT_ATTACKS = (
+    AttackSettings("fgsm", eps=0.05),
+    AttackSettings("fgsm", eps=0.1),
+    AttackSettings("pgd", eps=0.05),
+    AttackSettings("pgd", eps=0.1),
+)
+
+
+def _run_list(zoo: Zoo, runs: Sequence[str] | None, where: str) -> list[str]:
+    if runs is None:
+        return zoo.run_ids()
+    if isinstance(runs, str):
+        fail("runs", where, "a list of run ids", runs, f"pass runs=[{runs!r}].")
+    for r in runs:
+        zoo.run(r)
+    return list(runs)
+
+
+def run_attacks(
+    zoo: Zoo,
+    *,
+    runs: Sequence[str] | None = None,
+    attacks: Sequence[AttackSettings] = DEFAULT_ATTACKS,
+    subset: str = "test",
+    batch_size: int = 256,
+) -> pd.DataFrame:
+    """White-box attacks on every run (default all): each run's adversarial outputs are stored in the zoo
+    as extra splits named by the attack (``AttackSettings.split``), computed once; returns the robust
+    accuracy of every run under every attack with the attack's settings beside it, plus the clean
+    accuracy as the ``eps = 0`` row. Tidy: run keys, ``split``, ``attack``, ``norm``, ``eps``,
+    ``step_size``, ``steps``, ``random_start``, ``attack_seed``, ``metric="accuracy"``, ``value``,
+    ``samples``."""
+    where = "run_attacks"
+    check_choice(subset, "subset", where, ("train", "val", "test"))
+    ids = _run_list(zoo, runs, where)
+    if isinstance(attacks, AttackSettings) or not all(isinstance(a, AttackSettings) for a in attacks):
+        fail(
+            "attacks",
+            where,
+            "a list of AttackSettings",
+            attacks,
+            "pass attacks=[AttackSettings('pgd', eps=0.1)].",
+        )
+    frames = []
+    for rid in ids:
+        have = set(zoo.splits_of(rid).query("subset == @subset")["split"])
+        todo = [a for a in attacks if a.split not in have]
+        if todo:
+            model = zoo.load_model(rid)
+            data = getattr(zoo.splits(zoo.run(rid).dataset), subset)
+            new = [
+                evaluate(model, attack(model, data, a, batch_size=batch_size), split=a.split, subset=subset)
+                for a in todo
+            ]
+            zoo.add_outputs(rid, pd.concat(new, ignore_index=True))
+        out = zoo.outputs(rid, subset=subset)
+        acc = out.groupby("split")["correct"].agg(["mean", "size"])
+        clean = {"split": "clean", "attack": "none", "norm": "", "eps": 0.0, "step_size": 0.0, "steps": 0}
+        settings = [clean | {"random_start": False, "attack_seed": 0}] + [
+            {"split": a.split, "attack": a.name}
+            | {
+                ("attack_seed" if k == "seed" else k): v
+                for k, v in a.to_json().items()
+                if k not in ("name", "clamp")
+            }
+            for a in attacks
+        ]
+        rows = [
+            {**st, "metric": "accuracy", "value": float(acc.loc[st["split"], "mean"]),
+             "samples": int(acc.loc[st["split"], "size"])}
+            for st in settings
+        ]  # fmt: skip
+        frames.append(_with_keys(zoo, rid, pd.DataFrame(rows)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_calibration(
+    zoo: Zoo,
+    *,
+    runs: Sequence[str] | None = None,
+    subset: str = "test",
+    bins: int = 15,
+) -> pd.DataFrame:
+    """Accuracy, confidence, ECE, NLL and Brier score (:func:`~pruneviz.analysis.calibration_metrics`)
+    of every run (default all) on every split stored for it (clean, corruptions, attacks), from the
+    zoo's per-sample outputs. Tidy: run keys, ``split``, ``metric``, ``value``, ``n``."""
+    where = "run_calibration"
+    check_choice(subset, "subset", where, ("train", "val", "test"))
+    frames = []
+    for rid in _run_list(zoo, runs, where):
+        splits = sorted(zoo.splits_of(rid).query("subset == @subset")["split"])
+        params = {"subset": subset, "bins": bins, "splits": splits}
+
+        def compute(rid: str = rid) -> pd.DataFrame:
+            table = calibration_metrics(zoo.outputs(rid, subset=subset).drop(columns="run"), bins=bins)
+            return _with_keys(zoo, rid, table)
+
+        frames.append(zoo.cached("calibration", [rid], params, compute))
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_reliability(
+    zoo: Zoo, run: str, *, split: str = "clean", subset: str = "test", bins: int = 15
+) -> pd.DataFrame:
+    """The reliability diagram of one run on one split (:func:`~pruneviz.analysis.reliability_bins`),
+    with the run's keys in front."""
+    out = zoo.outputs(run, subset=subset)
+    part = out[out["split"] == split]
+    if part.empty:
+        fail(
+            "split",
+            "run_reliability",
+            f"a split stored for run {run!r} {sorted(out['split'].unique())}",
+            split,
+        )
+    table = reliability_bins(logits_of(part), part["label"].to_numpy(), bins=bins)
+    return _with_keys(zoo, run, table.assign(split=split))

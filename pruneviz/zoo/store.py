@@ -573,6 +573,54 @@ class Zoo:
             return pd.DataFrame(columns=["run", "sample_id", "subset", "split"])
         return pd.concat(frames, ignore_index=True)
 
+    def splits_of(self, run: str) -> pd.DataFrame:
+        """The evaluation splits a run has outputs for: one row per (split, subset) with its sample count."""
+        out = self.outputs(run)
+        return out.groupby(["split", "subset"], sort=True).size().rename("samples").reset_index()
+
+    def add_outputs(self, run: str, outputs: pd.DataFrame) -> None:
+        """Add per-sample outputs on new evaluation splits (a corruption, an attack) to a stored run.
+
+        Weights and existing outputs stay as they are: a (split, subset) the run already has is refused,
+        so every stored number keeps the meaning it had. The run's outputs file is replaced atomically,
+        under the writer lock.
+        """
+        where = "Zoo.add_outputs"
+        self.run(run)
+        if not isinstance(outputs, pd.DataFrame) or not {"sample_id", "split", "subset", "prediction"} <= set(
+            outputs.columns
+        ):
+            fail("outputs", where, "a frame from pruneviz.train.evaluate", type(outputs).__name__)
+        if outputs.empty:
+            return
+        path = self.path / "runs" / run / "outputs.parquet"
+        with self._writing():
+            current = pd.read_parquet(path)
+            have = set(zip(current["split"], current["subset"], strict=True))
+            new = set(zip(outputs["split"], outputs["subset"], strict=True))
+            clash = sorted(have & new)
+            if clash:
+                fail(
+                    "outputs",
+                    where,
+                    f"splits the run {run!r} has no outputs for yet",
+                    None,
+                    got=f"outputs for {clash[:3]} already stored",
+                    fix="stored outputs are immutable; evaluate under a new split name.",
+                )
+            columns = list(current.columns)
+            if list(outputs.columns) != columns:
+                fail(
+                    "outputs",
+                    where,
+                    f"the same columns as the stored outputs ({columns[:6]}...)",
+                    None,
+                    got=f"columns {list(outputs.columns)[:6]}...",
+                    fix="evaluate with pruneviz.train.evaluate on the run's dataset.",
+                )
+            merged = pd.concat([current, outputs], ignore_index=True)
+            write_atomic(path, lambda tmp: merged.to_parquet(tmp, index=False))
+
     def verify(self) -> pd.DataFrame:
         """Check that every indexed run's files are present and readable; one row per problem."""
         problems = []
