@@ -67,3 +67,70 @@ def test_stored_outputs_are_immutable(study_zoo):
     with pytest.raises(ValidationError, match="'attacks' parameter of run_attacks"):
         run_attacks(study_zoo, runs=[rid], attacks=AttackSettings("fgsm", eps=0.1))
     assert np.isfinite(clean["loss"]).all()
+
+
+def test_corruptions_are_stored_once_and_feed_the_geometry(study_zoo, monkeypatch):
+    from pruneviz.analysis.corruptions import corrupt
+    from pruneviz.analysis.runs import (
+        run_corruption_errors,
+        run_corruptions,
+        run_logit_geometry,
+        run_logit_geometry_change,
+    )
+
+    runs = _two_runs(study_zoo)
+    table = run_corruptions(study_zoo, runs=runs, corruptions=["fog", "rotate"], severities=[1, 5])
+    assert set(table.split) == {"clean", "fog@1", "fog@5", "rotate@1", "rotate@5"}
+    acc = table[table.metric == "accuracy"].set_index(["run", "split"])["value"]
+    err = table[table.metric == "error"].set_index(["run", "split"])["value"]
+    assert np.allclose(acc + err, 1.0)
+    # stored outputs are the model's outputs on the corrupted data
+    data = study_zoo.splits(study_zoo.run(runs[1]).dataset).test
+    model = study_zoo.load_model(runs[1])
+    from pruneviz.train import evaluate
+
+    fresh = evaluate(model, corrupt(data, "rotate", severity=5), split="rotate@5")
+    assert acc[(runs[1], "rotate@5")] == pytest.approx(fresh["correct"].mean())
+    # the logit geometry of a corruption split recreates exactly the stored corrupted logits
+    geo = run_logit_geometry(study_zoo, runs[1], split="fog@5")
+    stored = (
+        study_zoo.outputs(runs[1], split="fog@5", subset="test").set_index("sample_id").loc[geo.sample_id]
+    )
+    z = stored[[c for c in stored.columns if c.startswith("logit_")]].to_numpy()
+    assert np.allclose(geo["logit"], z[np.arange(len(z)), geo["label"]], atol=1e-4)
+    moved = run_logit_geometry_change(study_zoo, runs[1], runs[1], split_after="fog@5")
+    assert (moved.split_after == "fog@5").all() and moved["change"].abs().max() > 0
+    # mCE relative to the dense parent: the parent itself is unnormalised, the child normalised
+    mce = run_corruption_errors(study_zoo, runs=runs, corruptions=["fog", "rotate"], severities=[1, 5])
+    child = mce[(mce.run == runs[1]) & (mce.metric == "ce")].set_index("corruption")["value"]
+    fog = table.set_index(["run", "split", "metric"])["value"]
+    expected = (fog[(runs[1], "fog@1", "error")] + fog[(runs[1], "fog@5", "error")]) / (
+        fog[(runs[0], "fog@1", "error")] + fog[(runs[0], "fog@5", "error")]
+    )
+    assert child["fog"] == pytest.approx(expected)
+    assert not mce[mce.run == runs[0]]["normalised"].any()
+    import pruneviz.analysis.corruptions as corr_mod
+
+    monkeypatch.setattr(corr_mod, "corrupt", lambda *a, **k: pytest.fail("corrupted again"))
+    again = run_corruptions(study_zoo, runs=runs, corruptions=["fog", "rotate"], severities=[1, 5])
+    pd.testing.assert_frame_equal(again, table)
+
+
+def test_corruption_input_errors(study_zoo, tmp_path, tiny):
+    from pruneviz.analysis.runs import corruption_split, parse_split, run_corruptions
+    from pruneviz.exceptions import ValidationError as VE
+    from pruneviz.train import TrainConfig
+    from pruneviz.zoo import Zoo, build_dense_population
+
+    rid = _two_runs(study_zoo)[0]
+    with pytest.raises(VE, match=r"'severities' parameter of run_corruptions must be an integer in \[1, 5\]"):
+        run_corruptions(study_zoo, runs=[rid], corruptions=["fog"], severities=[6])
+    with pytest.raises(VE, match="'name' parameter of .*did you mean 'fog'"):
+        run_corruptions(study_zoo, runs=[rid], corruptions=["fgo"], severities=[1])
+    assert parse_split(corruption_split("fog", 3, suite="cifar10_c", seed=2)) == ("fog", 3, "cifar10_c", 2)
+    with pytest.raises(VE, match="'split' parameter of parse_corruption_split"):
+        parse_split("fog@0")
+    tab = Zoo.create(tmp_path / "tab")
+    build_dense_population(tab, tiny, arch="mlp", seeds=1, config=TrainConfig(epochs=1), progress=False)
+    with pytest.raises(VE, match="image corruption was asked of tabular data"):
+        run_corruptions(tab, corruptions=["fog"], severities=[1])

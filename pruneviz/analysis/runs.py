@@ -7,7 +7,7 @@ the cached frame instead of recomputing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,16 +62,53 @@ def _subset(zoo: Zoo, run: str, subset: str, samples: int, seed: int) -> Dataset
     return part.take(np.sort(np.random.default_rng(seed).permutation(len(part))[:samples]))
 
 
+def corruption_split(name: str, severity: int, *, suite: str | None = None, seed: int = 0) -> str:
+    """The label of a corruption split in the zoo: ``"fog@3"``; a suite other than the one the images'
+    channel count selects is prefixed (``"cifar10_c:fog@3"``) and a seed other than 0 appended
+    (``"fog@3/seed1"``), so that every label names exactly one way of corrupting."""
+    from pruneviz.analysis.corruptions import corruption_split_name
+
+    label = corruption_split_name(name, severity)
+    if suite is not None:
+        label = f"{suite}:{label}"
+    return label if seed == 0 else f"{label}/seed{seed}"
+
+
+def parse_split(split: str, *, where: str = "parse_split") -> tuple[str, int, str | None, int]:
+    """Inverse of :func:`corruption_split`: ``(name, severity, suite, seed)``."""
+    from pruneviz.analysis.corruptions import parse_corruption_split
+
+    if not isinstance(split, str):
+        fail("split", where, "a split label such as 'clean' or 'fog@3'", split)
+    rest, seed = split, 0
+    if "/seed" in rest:
+        rest, _, tail = rest.partition("/seed")
+        if not tail.isdigit():
+            fail("split", where, "a corruption split such as 'fog@3' or 'fog@3/seed1'", split)
+        seed = int(tail)
+    suite = None
+    if ":" in rest:
+        suite, _, rest = rest.partition(":")
+    name, severity = parse_corruption_split(rest)
+    return name, severity, suite, seed
+
+
 def _split_data(zoo: Zoo, run: str, split: str, subset: str, samples: int, seed: int, where: str) -> Dataset:
     """The samples of ``subset`` as seen under an evaluation ``split``: ``"clean"`` or a corruption split
-    (``"<corruption>@<severity>"``, recreated deterministically from its seed)."""
-    data = _subset(zoo, run, subset, samples, seed)
+    (recreated deterministically from its label; the whole subset is corrupted before sub-sampling, so
+    every sample sees exactly the corruption stored in the zoo)."""
     if split == "clean":
-        return data
-    from pruneviz.analysis.corruptions import corrupt, parse_corruption_split
+        return _subset(zoo, run, subset, samples, seed)
+    from pruneviz.analysis.corruptions import corrupt
 
-    name, severity, corruption_seed = parse_corruption_split(split, where=where)
-    return corrupt(data, name, severity=severity, seed=corruption_seed)
+    name, severity, suite, corruption_seed = parse_split(split, where=where)
+    check_choice(subset, "subset", where, ("train", "val", "test"))
+    part = getattr(zoo.splits(zoo.run(run).dataset), subset)
+    bad = corrupt(part, name, severity=severity, seed=corruption_seed, suite=suite)
+    samples = check_int(samples, "samples", where, minimum=1)
+    if samples >= len(bad):
+        return bad
+    return bad.take(np.sort(np.random.default_rng(seed).permutation(len(bad))[:samples]))
 
 
 def run_spectrum(zoo: Zoo, run: str) -> pd.DataFrame:
@@ -391,6 +428,11 @@ DEFAULT_ATTACKS = (
 )
 
 
+def _stored_splits(zoo: Zoo, run: str, subset: str) -> list[str]:
+    table = zoo.splits_of(run)
+    return sorted(table.loc[table["subset"] == subset, "split"])
+
+
 def _run_list(zoo: Zoo, runs: Sequence[str] | None, where: str) -> list[str]:
     if runs is None:
         return zoo.run_ids()
@@ -428,7 +470,7 @@ def run_attacks(
         )
     frames = []
     for rid in ids:
-        have = set(zoo.splits_of(rid).query("subset == @subset")["split"])
+        have = set(_stored_splits(zoo, rid, subset))
         todo = [a for a in attacks if a.split not in have]
         if todo:
             model = zoo.load_model(rid)
@@ -473,7 +515,7 @@ def run_calibration(
     check_choice(subset, "subset", where, ("train", "val", "test"))
     frames = []
     for rid in _run_list(zoo, runs, where):
-        splits = sorted(zoo.splits_of(rid).query("subset == @subset")["split"])
+        splits = sorted(_stored_splits(zoo, rid, subset))
         params = {"subset": subset, "bins": bins, "splits": splits}
 
         def compute(rid: str = rid) -> pd.DataFrame:
@@ -500,3 +542,149 @@ def run_reliability(
         )
     table = reliability_bins(logits_of(part), part["label"].to_numpy(), bins=bins)
     return _with_keys(zoo, run, table.assign(split=split))
+
+
+def run_corruptions(
+    zoo: Zoo,
+    *,
+    runs: Sequence[str] | None = None,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = (1, 2, 3, 4, 5),
+    suite: str | None = None,
+    subset: str = "test",
+    seed: int = 0,
+    batch_size: int = 512,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Evaluate every run (default all) on corrupted copies of its ``subset`` and store the per-sample
+    outputs in the zoo as extra splits (:func:`corruption_split` labels), each computed once.
+
+    ``corruptions`` default to the suite the images select: MNIST-C's 15 for one channel, CIFAR-10-C's
+    15 for colour (``suite`` picks another: ``"mnist_c"``, ``"cifar10_c"``, ``"cifar10_c_extra"``).
+    Every corrupted dataset is made once and shared by all runs of its dataset; results are flushed to
+    the zoo after each corruption, so an interrupted call resumes where it stopped. Tidy: run keys,
+    ``corruption``, ``severity`` (0 for clean), ``split``, ``metric`` (``accuracy``, ``error``),
+    ``value``, ``samples``."""
+    from pruneviz.analysis.corruptions import SEVERITIES, corrupt, corruption_names
+
+    where = "run_corruptions"
+    check_choice(subset, "subset", where, ("train", "val", "test"))
+    seed = check_int(seed, "seed", where, minimum=0)
+    if isinstance(severities, int) or not len(severities):
+        fail(
+            "severities", where, "a list of severities in 1-5", severities, "pass e.g. severities=[1, 3, 5]."
+        )
+    sevs = [check_int(v, "severities", where, minimum=1, maximum=max(SEVERITIES)) for v in severities]
+    ids = _run_list(zoo, runs, where)
+    by_dataset: dict[str, list[str]] = {}
+    for rid in ids:
+        by_dataset.setdefault(zoo.run(rid).dataset, []).append(rid)
+    frames = []
+    for dataset, members in by_dataset.items():
+        data = getattr(zoo.splits(dataset), subset)
+        channels = data.info.input_shape[0] if data.info.modality == "image" else 1
+        chosen_suite = suite or ("mnist_c" if channels == 1 else "cifar10_c")
+        if isinstance(corruptions, str):
+            fail("corruptions", where, "a list of corruption names", corruptions, f"pass [{corruptions!r}].")
+        names = list(corruptions) if corruptions is not None else corruption_names(chosen_suite)
+        label_suite = suite  # only an explicit suite is written into the labels
+        stored = {rid: set(_stored_splits(zoo, rid, subset)) for rid in members}
+        models: dict[str, torch.nn.Module] = {}
+        for name in _progress(names, progress, f"corruptions of {dataset}"):
+            pending: dict[str, list[pd.DataFrame]] = {}
+            for severity in sevs:
+                label = corruption_split(name, severity, suite=label_suite, seed=seed)
+                todo = [rid for rid in members if label not in stored[rid]]
+                if not todo:
+                    continue
+                bad = corrupt(data, name, severity=severity, seed=seed, suite=label_suite)
+                for rid in todo:
+                    if rid not in models:
+                        models[rid] = zoo.load_model(rid)
+                    out = evaluate(models[rid], bad, split=label, subset=subset, batch_size=batch_size)
+                    pending.setdefault(rid, []).append(out)
+            for rid, outs in pending.items():
+                zoo.add_outputs(rid, pd.concat(outs, ignore_index=True))
+                stored[rid] |= {o["split"].iloc[0] for o in outs}
+        labels = {corruption_split(n, v, suite=label_suite, seed=seed): (n, v) for n in names for v in sevs}
+        for rid in members:
+            out = zoo.outputs(rid, subset=subset)
+            out = out[out["split"].isin([*labels, "clean"])]
+            acc = out.groupby("split")["correct"].agg(["mean", "size"])
+            rows = []
+            for label, (name, severity) in [("clean", ("clean", 0)), *labels.items()]:
+                a, n = float(acc.loc[label, "mean"]), int(acc.loc[label, "size"])
+                rows.append({"corruption": name, "severity": severity, "split": label,
+                             "metric": "accuracy", "value": a, "samples": n})  # fmt: skip
+                rows.append({"corruption": name, "severity": severity, "split": label,
+                             "metric": "error", "value": 1.0 - a, "samples": n})  # fmt: skip
+            frames.append(_with_keys(zoo, rid, pd.DataFrame(rows)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _progress(items: Sequence[Any], show: bool, desc: str):
+    if not show:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False)
+
+
+def run_corruption_errors(
+    zoo: Zoo,
+    *,
+    runs: Sequence[str] | None = None,
+    normalise: str = "parent",
+    normalisers: Mapping[str, float | Sequence[float]] | None = None,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = (1, 2, 3, 4, 5),
+    suite: str | None = None,
+    subset: str = "test",
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Corruption errors and mCE of every run (:func:`~pruneviz.analysis.corruptions.mean_corruption_error`,
+    Hendrycks & Dietterich 2019), evaluating the corruption splits first where missing.
+
+    ``normalise="parent"`` divides a pruned run's errors by its dense parent's (so CE 1.2 means 20 % more
+    corruption error than before pruning; dense runs are unnormalised); ``"none"`` reports raw mean
+    errors; ``"given"`` looks the baseline up by corruption name in ``normalisers`` (e.g. AlexNet's
+    published errors). Relative CE uses each run's clean error. Tidy: run keys, ``corruption``
+    (``"all"`` for the mean), ``metric`` (``ce``, ``relative_ce``, ``mce``, ``relative_mce``), ``value``,
+    ``normalised``."""
+    from pruneviz.analysis.corruptions import mean_corruption_error
+
+    where = "run_corruption_errors"
+    check_choice(normalise, "normalise", where, ("parent", "none", "given"))
+    if normalise == "given" and normalisers is None:
+        fail("normalisers", where, "baseline errors by corruption name when normalise='given'", None)
+    ids = _run_list(zoo, runs, where)
+    parents = {r: zoo.run(r).parent for r in ids}
+    needed = sorted(set(ids) | ({p for p in parents.values() if p} if normalise == "parent" else set()))
+    table = run_corruptions(
+        zoo,
+        runs=needed,
+        corruptions=corruptions,
+        severities=severities,
+        suite=suite,
+        subset=subset,
+        seed=seed,
+    )
+    errors = table[table.metric == "error"]
+    frames = []
+    for rid in ids:
+        mine = errors[errors.run == rid]
+        clean = float(mine.loc[mine.severity == 0, "value"].iloc[0])
+        body = mine[mine.severity > 0].rename(columns={"value": "error"})[["corruption", "severity", "error"]]
+        kwargs: dict[str, Any] = {"relative_to_clean": clean}
+        parent = parents[rid]
+        if normalise == "parent" and parent:
+            base = errors[errors.run == parent]
+            kwargs["normalisers"] = base[base.severity > 0].rename(columns={"value": "error"})[
+                ["corruption", "severity", "error"]
+            ]
+            kwargs["baseline_clean"] = float(base.loc[base.severity == 0, "value"].iloc[0])
+        elif normalise == "given":
+            kwargs["normalisers"] = normalisers
+            kwargs.pop("relative_to_clean")
+        frames.append(_with_keys(zoo, rid, mean_corruption_error(body, **kwargs)))
+    return pd.concat(frames, ignore_index=True)
