@@ -107,12 +107,14 @@ def check_columns(columns: Sequence[str], available: Iterable[str], param: str, 
     missing = [c for c in columns if c not in have]
     if missing:
         shown = have if len(have) <= 20 else [*have[:20], "..."]
+        close = difflib.get_close_matches(str(missing[0]), [str(h) for h in have], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         fail(
             param,
             where,
             f"the name(s) of columns present in the data ({shown})",
             missing if len(missing) > 1 else missing[0],
-            "check the spelling, or pass the column that holds this information.",
+            f"{hint}check the spelling, or pass the column that holds this information.",
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -119,7 +120,7 @@ def test_minibatch_cka_with_one_batch_equals_full_batch_and_averages_hsic_over_b
     from pruneviz.testing.references import hsic_reference
 
     xy = xx = yy = 0.0
-    for idx in np.array_split(np.arange(64), 4):
+    for idx in np.array_split(np.random.default_rng(0).permutation(64), 4):  # cka_grid shuffles with seed=0
         ka, kb = (fa[idx] @ fa[idx].T).numpy(), (fb[idx] @ fb[idx].T).numpy()
         xy += hsic_reference(ka, kb, unbiased=True)
         xx += hsic_reference(ka, ka, unbiased=True)
@@ -242,12 +243,12 @@ def test_logit_geometry_change_ranks_the_samples_that_move_most():
     torch.manual_seed(0)
     model = MLP((4,), 3, hidden=(8,))
     x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
-    before = logit_geometry(model, x, y).assign(sample_id=np.arange(100, 120))
+    before = logit_geometry(model, x, y, sample_id=np.arange(100, 120))
     pruned = MLP((4,), 3, hidden=(8,))
     pruned.load_state_dict(model.state_dict())
     with torch.no_grad():
         pruned.classifier.weight[:, :4] = 0
-    after = logit_geometry(pruned, x, y).assign(sample_id=np.arange(100, 120))
+    after = logit_geometry(pruned, x, y, sample_id=np.arange(100, 120))
     change = logit_geometry_change(before, after)
     margins = change[change.metric == "margin"]
     top = margins.iloc[0]
@@ -256,6 +257,11 @@ def test_logit_geometry_change_ranks_the_samples_that_move_most():
     assert np.allclose(margins["after"] - margins["before"], margins["change"])
     with pytest.raises(DataError, match="same samples"):
         logit_geometry_change(before, after.iloc[:10])
+    with pytest.raises(DataError, match="repeated key"):
+        logit_geometry_change(pd.concat([before, before]), after)
+    # positions serve as ids when none are given, so the two functions compose directly
+    direct = logit_geometry_change(logit_geometry(model, x, y), logit_geometry(pruned, x, y))
+    assert np.allclose(direct["change"].to_numpy(), change["change"].to_numpy())
 
 
 @pytest.mark.reference
@@ -286,3 +292,60 @@ def test_classifier_layer_finds_the_logit_layer():
     assert classifier_layer(seq) == "2"
     with pytest.raises(ValidationError, match="nn.Linear"):
         classifier_layer(nn.Sequential(nn.Conv1d(1, 1, 1)))
+
+
+def test_between_batches_the_caller_sees_the_model_unchanged():
+    model = LeNet((1, 8, 8), 10).train()
+    model.head.eval()  # a mixed state must come back exactly
+    it = iter_activations(model, torch.randn(6, 1, 8, 8), layers=["features.0"], batch_size=2)
+    first = next(it)
+    assert first["features.0"].shape == (2, 16 * 64)
+    assert _hooks(model) == 0 and torch.is_grad_enabled()
+    assert model.training and not model.head.training and model.features.training
+    rest = list(it)
+    assert len(rest) == 2 and _hooks(model) == 0
+
+
+def test_layers_that_do_not_run_once_are_refused():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = nn.Linear(3, 3)
+            self.unused = nn.Linear(3, 3)
+            self.act = nn.ReLU()
+            self.out = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.out(self.act(self.used(self.act(x))))
+
+    model = Odd()
+    x = torch.randn(4, 3)
+    assert activations(model, x, layers=["used", "out"])["out"].shape == (4, 2)
+    with pytest.raises(ValidationError, match="layers that run in the model's forward pass.*'unused'"):
+        activations(model, x, layers=["unused"])
+    with pytest.raises(ValidationError, match="runs 2 times"):
+        activations(model, x, layers=["act"])
+    assert _hooks(model) == 0
+
+
+def test_aligned_pca_accepts_representations_narrower_than_the_view():
+    rng = np.random.default_rng(1)
+    frame = aligned_pca({"a": rng.normal(size=(12, 1)), "b": rng.normal(size=(12, 3))})
+    assert np.isfinite(frame[["x", "y"]].to_numpy()).all()
+    assert (frame.loc[frame.model == "a", "y"] == 0).all()
+    with pytest.raises(ValidationError, match="at least 3 samples"):
+        aligned_pca({"a": rng.normal(size=(2, 4))})
+
+
+@pytest.mark.reference
+def test_rbf_cka_keeps_float64_precision_for_offset_float32_features():
+    rng = np.random.default_rng(5)
+    x = (30 + 0.05 * rng.normal(size=(60, 6))).astype(np.float32)
+    y = np.tanh(x @ rng.normal(size=(6, 4))).astype(np.float32)
+    ref = cka_reference(x.astype(np.float64) - x.mean(0), y.astype(np.float64), kernel="rbf")
+    assert cka(x, y, kernel="rbf") == pytest.approx(ref, abs=1e-6)
+    # mostly identical samples (dead units): the distinct pairs still set the bandwidth
+    dead = np.zeros((20, 3))
+    dead[:4] = rng.normal(size=(4, 3))
+    assert cka(dead, dead + 0.0, kernel="rbf") == pytest.approx(1.0)
+    assert 0 < cka(dead, rng.normal(size=(20, 3)), kernel="rbf") < 1

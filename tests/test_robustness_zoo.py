@@ -134,3 +134,32 @@ def test_corruption_input_errors(study_zoo, tmp_path, tiny):
     build_dense_population(tab, tiny, arch="mlp", seeds=1, config=TrainConfig(epochs=1), progress=False)
     with pytest.raises(VE, match="image corruption was asked of tabular data"):
         run_corruptions(tab, corruptions=["fog"], severities=[1])
+
+
+def test_repeated_settings_are_evaluated_once_and_duplicates_refused(study_zoo):
+    from pruneviz.analysis.runs import run_corruptions, run_logit_geometry
+
+    rid = _two_runs(study_zoo)[1]
+    table = run_corruptions(study_zoo, runs=[rid], corruptions=["fog", "fog"], severities=[2, 2])
+    assert (table.split == "fog@2").sum() == 2  # accuracy and error, once
+    # the default suite named explicitly writes the same label (no second copy of the data)
+    again = run_corruptions(
+        study_zoo, runs=[rid], corruptions=["fog"], severities=[np.int64(2)], suite="mnist_c"
+    )
+    assert set(again.split) == {"clean", "fog@2"}
+    splits = study_zoo.splits_of(rid)
+    assert (
+        splits.loc[splits.split == "fog@2", "samples"]
+        == splits.loc[splits.split == "clean", "samples"].iloc[0]
+    ).all()
+    twice = run_attacks(study_zoo, runs=[rid], attacks=[ATTACKS[0], ATTACKS[0]])
+    assert (twice.split == ATTACKS[0].split).sum() == 1
+    out = study_zoo.outputs(rid, split="clean", subset="test").drop(columns="run")
+    dup = pd.concat([out, out]).assign(split="copy")
+    with pytest.raises(ValidationError, match="one row per sample in each split"):
+        study_zoo.add_outputs(rid, dup)
+    with pytest.raises(ValidationError, match="adversarial inputs are specific to the model attacked"):
+        run_logit_geometry(study_zoo, rid, split=ATTACKS[0].split)
+    # numpy integers key the cache like plain integers
+    first = run_logit_geometry(study_zoo, rid, samples=50)
+    assert run_logit_geometry(study_zoo, rid, samples=np.int64(50)).equals(first)

@@ -58,26 +58,28 @@ def _reduce(out: torch.Tensor, reduction: str) -> torch.Tensor:
     if out.dtype != torch.float64:
         out = out.float()
     if reduction == "mean" and out.ndim > 2:
-        return out.flatten(2).mean(2)
-    return out.flatten(1)
+        out = out.flatten(2).mean(2)
+    return out.flatten(1).cpu()
 
 
 @contextlib.contextmanager
 def capturing(
     model: nn.Module, layers: Sequence[str], *, reduction: str = "flatten", inputs: bool = False
-) -> Iterator[dict[str, torch.Tensor]]:
+) -> Iterator[Capture]:
     """Inside the block, every forward pass stores the named layers' outputs (or inputs) in the
-    yielded dict, as ``(N, D)`` float32 tensors (float64 for a float64 model) (the last pass overwrites the previous one).
+    yielded dict as ``(N, D)`` CPU tensors (float32; float64 for a float64 model); a later pass
+    overwrites an earlier one.
 
     ``reduction="flatten"`` keeps every unit; ``"mean"`` averages convolutional maps over their
     spatial positions (one value per channel). ``inputs=True`` captures what enters each layer
-    instead (e.g. the penultimate features entering a classifier).
+    instead (e.g. the penultimate features entering a classifier). The hooks are removed when the
+    block exits, also on an exception.
     """
     where = "capturing"
     check_choice(reduction, "reduction", where, REDUCTIONS)
     layers = check_layers(model, layers, where)
     modules = dict(model.named_modules())
-    store: dict[str, torch.Tensor] = {}
+    store = Capture(layers)
     handles = []
 
     def make_hook(name: str):
@@ -85,11 +87,13 @@ def capturing(
 
             def pre(_m, args):
                 store[name] = _reduce(args[0], reduction)
+                store.calls[name] += 1
 
             return pre
 
         def post(_m, _args, out):
             store[name] = _reduce(out, reduction)
+            store.calls[name] += 1
 
         return post
 
@@ -104,6 +108,63 @@ def capturing(
             h.remove()
 
 
+class Capture(dict):
+    """What :func:`capturing` yields: ``{layer: activations}``, plus ``calls``, how many times each
+    layer ran since the block began."""
+
+    def __init__(self, layers: Sequence[str]) -> None:
+        super().__init__()
+        self.calls = dict.fromkeys(layers, 0)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode inside the block; restore each module's own flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _one_pass(
+    model: nn.Module, xb: torch.Tensor, layers: list[str], reduction: str, inputs: bool, where: str
+) -> dict[str, torch.Tensor]:
+    """One scoped forward pass: hooks, eval mode and no-grad live only for this batch."""
+    with capturing(model, layers, reduction=reduction, inputs=inputs) as store, eval_mode(model):
+        with torch.no_grad():
+            model(xb.to(_device_of(model)))
+        ran = dict(store.calls)
+    never = [n for n, c in ran.items() if c == 0]
+    if never:
+        fail(
+            "layers",
+            where,
+            "layers that run in the model's forward pass",
+            never[0],
+            "pick a module that forward() calls (an unused or skipped module has no activations).",
+        )
+    twice = [n for n, c in ran.items() if c > 1]
+    if twice:
+        fail(
+            "layers",
+            where,
+            "layers that run once per forward pass",
+            twice[0],
+            got=f"{twice[0]!r}, which runs {ran[twice[0]]} times (a module shared by several places)",
+            fix="pick a module used once, e.g. the layer before or after the shared one.",
+        )
+    return {name: store[name] for name in layers}
+
+
 def iter_activations(
     model: nn.Module,
     x: torch.Tensor,
@@ -114,23 +175,20 @@ def iter_activations(
     inputs: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Yield the named layers' activations batch by batch (``batch_size`` rows at a time), so that
-    statistics can be accumulated with memory bounded by one batch. The model runs in eval mode
-    without gradients; its mode is restored when the iteration ends or is abandoned."""
+    statistics can be accumulated with memory bounded by one batch.
+
+    Each batch runs in eval mode without gradients and with the hooks in place only for that forward
+    pass: between batches the caller sees the model exactly as it was (modes, no hooks, gradient
+    mode), also when it abandons the iteration. Activations come back on the CPU."""
     where = "iter_activations"
     batch_size = check_int(batch_size, "batch_size", where, minimum=1)
     layers = check_layers(model, layers, where)
+    check_choice(reduction, "reduction", where, REDUCTIONS)
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or len(x) == 0:
-        fail("x", where, "a non-empty (N, ...) tensor of inputs", type(x).__name__)
-    was_training = model.training
-    model.eval()
-    try:
-        with capturing(model, layers, reduction=reduction, inputs=inputs) as store, torch.no_grad():
-            for start in range(0, len(x), batch_size):
-                store.clear()
-                model(x[start : start + batch_size])
-                yield {name: store[name] for name in layers}
-    finally:
-        model.train(was_training)
+        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        fail("x", where, "a non-empty (N, ...) tensor of inputs", None, got=got)
+    for start in range(0, len(x), batch_size):
+        yield _one_pass(model, x[start : start + batch_size], layers, reduction, inputs, where)
 
 
 def activations(

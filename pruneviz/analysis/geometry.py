@@ -58,18 +58,26 @@ def _check_finite(t: torch.Tensor, param: str, where: str) -> None:
 
 
 def _gram(x: torch.Tensor, kernel: str, sigma: float) -> torch.Tensor:
-    """The ``(n, n)`` float64 Gram matrix of features ``x`` (float32 products for float32 input)."""
+    """The ``(n, n)`` float64 Gram matrix of features ``x``: linear products of the centred features
+    (float32 products for float32 input), or RBF values from float64 distances."""
     if kernel == "linear":
         xc = x - x.mean(0, keepdim=True)  # H K H = (H X)(H X)^T for the linear kernel
         return (xc @ xc.T).double()
-    g = (x @ x.T).double()
+    xc = (x - x.mean(0, keepdim=True)).double()  # distances from centred float64 features: no cancellation
+    g = xc @ xc.T
     sq = g.diagonal()
     d2 = (sq[:, None] + sq[None, :] - 2 * g).clamp_min(0)
     d2.fill_diagonal_(0)
     iu = torch.triu_indices(len(x), len(x), offset=1)
-    median = float(np.median(d2[iu[0], iu[1]].sqrt().numpy())) if len(x) > 1 else 0.0
-    if median == 0.0:  # all samples identical: the kernel is constant
+    dist = d2[iu[0], iu[1]].sqrt().numpy()
+    positive = dist[dist > 0]
+    if positive.size == 0:  # all samples identical: the kernel is constant
         return torch.ones_like(d2)
+    # the median distance (Kornblith et al. 2019); when most pairs coincide (dead units of a pruned
+    # layer) the median of the distinct pairs keeps the remaining structure visible
+    median = float(np.median(dist))
+    if median == 0.0:
+        median = float(np.median(positive))
     s = sigma * median
     return torch.exp(-d2 / (2 * s * s))
 
@@ -233,13 +241,16 @@ def cka_grid(
     sigma: float = 0.8,
     batch_size: int | None = None,
     reduction: str = "flatten",
+    seed: int = 0,
 ) -> pd.DataFrame:
     """CKA between every layer of ``model_a`` and every layer of ``model_b`` on inputs ``x``.
 
-    ``batch_size=None`` computes the exact full-batch CKA (memory ``O(n² · layers)``). An integer gives
-    minibatch CKA (Nguyen et al. 2021): the HSIC inner products are averaged over minibatches of that
-    size (at least 4) and the ratio is taken at the end, with memory bounded by one batch; with
-    ``debiased=True`` this estimates the same population value as the full-batch debiased CKA.
+    ``batch_size=None`` computes the exact full-batch CKA (memory: ``8 n² · len(layers_a)`` bytes of
+    Grams, plus one model's features; refused beyond 8 GiB with a hint). An integer gives minibatch
+    CKA (Nguyen et al. 2021): the HSIC inner products are averaged over shuffled minibatches of that
+    size (at least 4, shuffled with ``seed``) and the ratio is taken at the end, with memory bounded
+    by one batch; with ``debiased=True`` this estimates the same population value as the full-batch
+    debiased CKA.
     Layers default to every conv and linear layer (:func:`default_layers`). Tidy: ``layer_a``,
     ``layer_b``, ``value``, plus the settings.
 
@@ -265,11 +276,24 @@ def cka_grid(
     minimum = 4 if debiased or batch_size is not None else 2
     if n < minimum:
         fail("x", where, f"at least {minimum} samples", None, got=f"{n} sample(s)", fix="pass more inputs.")
+    seed = check_int(seed, "seed", where, minimum=0)
     if batch_size is None:
+        need = 8 * n * n * len(la)
+        if need > 8 * 2**30:
+            fail(
+                "batch_size",
+                where,
+                "an integer for this many samples (full-batch CKA keeps n × n Grams of every layer)",
+                None,
+                got=f"None with {n} samples and {len(la)} layers ({need / 2**30:.0f} GiB of Grams)",
+                fix="pass batch_size=512 (minibatch CKA, Nguyen et al. 2021) or fewer samples.",
+            )
         grid = _full_batch_grid(model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction)
     else:
         batch_size = check_int(batch_size, "batch_size", where, minimum=4)
-        grid = _minibatch_grid(model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction, batch_size)
+        grid = _minibatch_grid(
+            model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction, batch_size, seed
+        )
     frame = _grid_frame(la, lb, grid)
     return frame.assign(
         kernel=kernel,
@@ -279,40 +303,42 @@ def cka_grid(
     )
 
 
-def _layer_grams(
-    model: nn.Module,
-    x: torch.Tensor,
-    layers: list[str],
-    kernel: str,
-    debiased: bool,
-    sigma: float,
-    reduction: str,
-) -> torch.Tensor:
-    """Normalised centred Grams of every layer, stacked ``(layers, n²)``; features are dropped layer by
-    layer as soon as their Gram exists."""
+def _layer_features(
+    model: nn.Module, x: torch.Tensor, layers: list[str], reduction: str
+) -> dict[str, torch.Tensor]:
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     for batch in iter_activations(model, x, layers=layers, batch_size=256, reduction=reduction):
         for name, v in batch.items():
             parts[name].append(v)
-    out = []
-    for name in layers:
-        feats = torch.cat(parts.pop(name))
-        out.append(_normalised(centred_gram(feats, kernel=kernel, debiased=debiased, sigma=sigma)))
-        del feats
-    return torch.stack(out)
+    return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
 def _full_batch_grid(model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction) -> np.ndarray:
-    a = _layer_grams(model_a, x, la, kernel, debiased, sigma, reduction)
-    b = _layer_grams(model_b, x, lb, kernel, debiased, sigma, reduction)
-    return (a @ b.T).numpy()
+    """Model a's normalised centred Grams are kept (``layers_a × n²``); model b's are made one layer at a
+    time and dotted with them, and each layer's features are dropped once its Gram exists."""
+    feats = _layer_features(model_a, x, la, reduction)
+    a = []
+    for name in la:
+        a.append(_normalised(centred_gram(feats.pop(name), kernel=kernel, debiased=debiased, sigma=sigma)))
+    stack = torch.stack(a)
+    del a
+    feats = _layer_features(model_b, x, lb, reduction)
+    grid = torch.empty(len(la), len(lb), dtype=torch.float64)
+    for j, name in enumerate(lb):
+        grid[:, j] = stack @ _normalised(
+            centred_gram(feats.pop(name), kernel=kernel, debiased=debiased, sigma=sigma)
+        )
+    return grid.numpy()
 
 
 def _minibatch_grid(
-    model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction, batch_size
+    model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction, batch_size, seed
 ) -> np.ndarray:
     n = len(x)
-    chunks = np.array_split(np.arange(n), max(1, n // batch_size))  # equal sizes, every one >= 4
+    # shuffled (Nguyen et al. 2021), so that class-sorted inputs do not give one-class batches;
+    # near-equal sizes, every one >= 4
+    order = np.random.default_rng(seed).permutation(n)
+    chunks = np.array_split(order, max(1, n // batch_size))
     cross = torch.zeros(len(la), len(lb), dtype=torch.float64)
     self_a = torch.zeros(len(la), dtype=torch.float64)
     self_b = torch.zeros(len(lb), dtype=torch.float64)
@@ -406,7 +432,7 @@ def logit_decomposition(
     """
     where = "logit_decomposition"
     h = _as_features(features, "features", where).double()
-    w = torch.as_tensor(weight).detach().double()
+    w = torch.as_tensor(weight).detach().cpu().double()
     if w.ndim != 2 or w.shape[1] != h.shape[1]:
         fail(
             "weight",
@@ -418,7 +444,7 @@ def logit_decomposition(
     b = (
         torch.zeros(w.shape[0], dtype=torch.float64)
         if bias is None
-        else torch.as_tensor(bias).detach().double()
+        else torch.as_tensor(bias).detach().cpu().double()
     )
     hn = h.norm(dim=1)
     wn = w.norm(dim=1)
@@ -433,6 +459,7 @@ def logit_geometry(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
+    sample_id: np.ndarray | Sequence[int] | None = None,
     head: str | None = None,
     batch_size: int = 256,
 ) -> pd.DataFrame:
@@ -443,7 +470,7 @@ def logit_geometry(
     ``cosine`` and ``angle`` (degrees) between h and w_y, ``bias`` b_y, ``logit`` z_y, the
     ``margin`` z_y − max_{c≠y} z_c and ``nearest_class`` (the other class of largest logit), plus
     ``prediction`` and ``correct``. ``head`` names the final linear layer (found when omitted).
-    Columns are indexed by ``sample`` (position in ``x``).
+    Rows are keyed by ``sample_id`` (the given ids, or positions in ``x``).
     """
     from pruneviz.analysis.activations import activations, classifier_layer
 
@@ -453,9 +480,18 @@ def logit_geometry(
     layer = dict(model.named_modules())[head]
     if not isinstance(layer, nn.Linear):
         fail("head", where, "the name of an nn.Linear layer that produces the logits", head)
-    y = torch.as_tensor(y).long()
+    y = torch.as_tensor(y).long().cpu()
     if len(y) != len(x):
         fail("y", where, f"{len(x)} labels (one per input)", None, got=f"{len(y)} labels")
+    ids = np.arange(len(x)) if sample_id is None else np.asarray(sample_id)
+    if len(ids) != len(x) or len(np.unique(ids)) != len(ids):
+        fail(
+            "sample_id",
+            where,
+            f"{len(x)} distinct ids (one per input)",
+            None,
+            got=f"{len(ids)} ids, {len(np.unique(ids))} distinct",
+        )
     feats = activations(model, x, layers=[head], batch_size=batch_size, inputs=True)[head]
     parts = logit_decomposition(feats, layer.weight, layer.bias)
     k = parts["logits"].shape[1]
@@ -470,7 +506,7 @@ def logit_geometry(
     pred = z.argmax(1)
     return pd.DataFrame(
         {
-            "sample": rows.numpy(),
+            "sample_id": ids,
             "label": y.numpy(),
             "feature_norm": parts["feature_norm"].numpy(),
             "weight_norm": parts["weight_norm"][y].numpy(),
@@ -508,6 +544,15 @@ def logit_geometry_change(
                 "a frame from logit_geometry / run_logit_geometry",
                 None,
                 got=f"missing {missing}",
+            )
+    for param, frame in (("before", before), ("after", after)):
+        if frame.duplicated(keys).any():
+            data_fail(
+                param,
+                where,
+                f"one row per {keys}",
+                f"{int(frame.duplicated(keys).sum())} repeated key(s)",
+                "pass the frame of a single run and split.",
             )
     joined = before[[*keys, "label", *GEOMETRY_QUANTITIES]].merge(
         after[[*keys, "label", *GEOMETRY_QUANTITIES]], on=keys, suffixes=("_before", "_after"), validate="1:1"
@@ -550,20 +595,32 @@ def logit_geometry_change(
 
 
 # -- aligned embeddings -----------------------------------------------------------------------------
-def _pca(x: torch.Tensor, q: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores ``(n, q)`` of the top-``q`` principal components and their explained variances."""
+def _pca(x: torch.Tensor, q: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores ``(n, q)`` of the top-``q`` principal components (zero columns beyond the data's rank or
+    width) and their explained variances. Exact (an eigendecomposition of the smaller Gram/covariance)
+    when ``min(n, d) <= 2000``; otherwise randomised with power iterations (Halko et al. 2011)."""
     xc = x.double() - x.double().mean(0, keepdim=True)
-    # thin SVD of the smaller side
-    if xc.shape[1] <= xc.shape[0]:
-        cov = xc.T @ xc
-        evals, evecs = torch.linalg.eigh(cov)
+    n, d = xc.shape
+    if min(n, d) > 2000:
+        gen = torch.Generator().manual_seed(seed)
+        omega = torch.randn(d, q + 10, dtype=torch.float64, generator=gen)
+        basis = torch.linalg.qr(xc @ omega)[0]
+        for _ in range(4):
+            basis = torch.linalg.qr(xc @ (xc.T @ basis))[0]
+        u_small, sv, _ = torch.linalg.svd(basis.T @ xc, full_matrices=False)
+        scores = (basis @ u_small[:, :q]) * sv[:q]
+        evals = sv[:q] ** 2
+    elif d <= n:
+        evals, evecs = torch.linalg.eigh(xc.T @ xc)
         evals, evecs = evals.flip(0)[:q], evecs.flip(1)[:, :q]
         scores = xc @ evecs
     else:
-        gram = xc @ xc.T
-        evals, evecs = torch.linalg.eigh(gram)
+        evals, evecs = torch.linalg.eigh(xc @ xc.T)
         evals, evecs = evals.flip(0)[:q], evecs.flip(1)[:, :q]
         scores = evecs * evals.clamp_min(0).sqrt()
+    if scores.shape[1] < q:  # fewer components than asked: pad with zero scores
+        scores = torch.cat([scores, scores.new_zeros(n, q - scores.shape[1])], dim=1)
+        evals = torch.cat([evals, evals.new_zeros(q - len(evals))])
     # a deterministic sign: the largest-magnitude score of each component is positive
     idx = scores.abs().argmax(0)
     signs = torch.sign(scores[idx, torch.arange(scores.shape[1])])
@@ -583,7 +640,9 @@ def aligned_pca(
     Each representation is reduced to its top ``dims`` principal components; every one is then rotated
     onto the ``reference`` (default: the first) by orthogonal Procrustes (Schönemann 1966) in that space,
     and all are shown in the reference's first ``components`` principal axes. Representations may have
-    different widths (channel-pruned models). Tidy: ``model``, ``sample`` (row position), ``x``, ``y``
+    different widths (channel-pruned models); a representation narrower than ``components`` gets zero
+    coordinates beyond its width. Wide features use a randomised PCA. Tidy: ``model``, ``sample`` (row
+    position), ``x``, ``y``
     (more components as ``c2``, …), ``disparity`` (the relative Procrustes residual of that model,
     0 for the reference).
     """
@@ -607,6 +666,9 @@ def aligned_pca(
             got=f"sample counts {sorted(counts)}",
         )
     n = counts.pop()
+    if n < 3:
+        fail("features", where, "at least 3 samples", None, got=f"{n} sample(s)", fix="pass more samples.")
+    # components beyond a representation's width or rank are zero (padded), never an error
     q = max(components, min(dims, n - 1, *(v.shape[1] for v in feats.values())))
     scores = {k: _pca(v, q)[0] for k, v in feats.items()}
     ref = scores[reference]

@@ -1,8 +1,9 @@
 """The analyses on runs of a zoo: model, masks and data come from the zoo, results are cached in it.
 
 Each function returns the analysis' tidy frame with the run's key columns (``run``, ``parent``,
-``method``, ``structure``, ``sparsity``, ``seed``) in front. A second call with the same parameters reads
-the cached frame instead of recomputing.
+``method``, ``structure``, ``sparsity`` (achieved), ``target_sparsity``, ``seed``) in front; population
+analyses (exemplars, subgroups) key their comparisons by the target sparsity, named ``sparsity``.
+A second call with the same parameters reads the cached frame instead of recomputing.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pruneviz.data.dataset import Dataset
 from pruneviz.train import evaluate, logits_of
 from pruneviz.zoo.store import Zoo
 
-KEYS = ("run", "parent", "method", "structure", "sparsity", "seed")
+KEYS = ("run", "parent", "method", "structure", "sparsity", "target_sparsity", "seed")
 
 
 def _with_keys(zoo: Zoo, run: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -45,11 +46,28 @@ def _with_keys(zoo: Zoo, run: str, frame: pd.DataFrame) -> pd.DataFrame:
         "method": rec.method or "dense",
         "structure": rec.structure or "",
         "sparsity": rec.sparsity,
+        "target_sparsity": rec.target_sparsity,
         "seed": rec.seed,
     }
     out = frame.copy()
     for i, (k, v) in enumerate(keys.items()):
         out.insert(i, k, v)
+    return out
+
+
+def _checked(where: str, **params: Any) -> dict[str, Any]:
+    """Validate and normalise a run analysis' settings before they key the zoo's cache (so numpy
+    integers and plain integers give the same key, and bad values a message naming ``where``)."""
+    out = dict(params)
+    for name, value in params.items():
+        if name == "subset":
+            check_choice(value, "subset", where, ("train", "val", "test"))
+        elif name in ("samples", "k", "bins", "steps", "iterations", "trace_hvps", "dims"):
+            out[name] = check_int(value, name, where, minimum=1)
+        elif name == "seed":
+            out[name] = check_int(value, name, where, minimum=0)
+        elif name == "split" and not isinstance(value, str):
+            fail("split", where, "a split label such as 'clean' or 'fog@3'", value)
     return out
 
 
@@ -99,16 +117,35 @@ def _split_data(zoo: Zoo, run: str, split: str, subset: str, samples: int, seed:
     every sample sees exactly the corruption stored in the zoo)."""
     if split == "clean":
         return _subset(zoo, run, subset, samples, seed)
-    from pruneviz.analysis.corruptions import corrupt
-
+    if "@" not in split:
+        have = _stored_splits(zoo, run, subset)
+        fail(
+            "split",
+            where,
+            "'clean' or a corruption split such as 'fog@3' (features are recomputed from inputs, which "
+            "pruneviz can recreate for corruptions; adversarial inputs are specific to the model attacked)",
+            split,
+            f"the run has outputs for {have[:8]}{'...' if len(have) > 8 else ''}.",
+        )
     name, severity, suite, corruption_seed = parse_split(split, where=where)
     check_choice(subset, "subset", where, ("train", "val", "test"))
-    part = getattr(zoo.splits(zoo.run(run).dataset), subset)
-    bad = corrupt(part, name, severity=severity, seed=corruption_seed, suite=suite)
+    dataset = zoo.run(run).dataset
+    key = (str(zoo.path), dataset, subset, split)
+    bad = _CORRUPTED.get(key)
+    if bad is None:
+        from pruneviz.analysis.corruptions import corrupt
+
+        part = getattr(zoo.splits(dataset), subset)
+        bad = corrupt(part, name, severity=severity, seed=corruption_seed, suite=suite)
+        _CORRUPTED.clear()  # keep only the latest: runs of one study ask for the same split in turn
+        _CORRUPTED[key] = bad
     samples = check_int(samples, "samples", where, minimum=1)
     if samples >= len(bad):
         return bad
     return bad.take(np.sort(np.random.default_rng(seed).permutation(len(bad))[:samples]))
+
+
+_CORRUPTED: dict[tuple[str, str, str, str], Dataset] = {}
 
 
 def run_spectrum(zoo: Zoo, run: str) -> pd.DataFrame:
@@ -138,7 +175,7 @@ def run_curvature(
     (e.g. one layer's ``["blocks.0.conv1.weight"]``). Tidy: ``metric`` (``eigenvalue_<rank>``,
     ``trace``), ``value``, ``error`` (residual or standard error), ``hvps``."""
     settings: dict[str, Any] = {
-        "params": None if params is None else list(params),
+        "params": None if params is None else [str(p) for p in params],
         "k": k,
         "iterations": iterations,
         "trace_hvps": trace_hvps,
@@ -146,6 +183,8 @@ def run_curvature(
         "samples": samples,
         "seed": seed,
     }
+
+    settings = _checked("run_curvature", **settings)
 
     def compute() -> pd.DataFrame:
         data = _subset(zoo, run, subset, samples, seed)
@@ -184,6 +223,8 @@ def run_landscape(
         "seed": seed,
     }
 
+    params = _checked("run_landscape", **params)
+
     def compute() -> pd.DataFrame:
         data = _subset(zoo, run, subset, samples, seed)
         model, masks = zoo.load_model(run), dict(zoo.masks(run)) or None
@@ -205,6 +246,8 @@ def run_sharpness(
 ) -> pd.DataFrame:
     """SAM, ASAM and average adaptive sharpness of a run, one row each (settings in the columns)."""
     params = {"rho": rho, "sigma": sigma, "subset": subset, "samples": samples, "seed": seed}
+
+    params = _checked("run_sharpness", **params)
 
     def compute() -> pd.DataFrame:
         data = _subset(zoo, run, subset, samples, seed)
@@ -237,6 +280,7 @@ def _pair_keys(zoo: Zoo, run_a: str, run_b: str, where: str) -> dict[str, Any]:
         "method": b.method or "dense",
         "structure": b.structure or "",
         "sparsity": b.sparsity,
+        "target_sparsity": b.target_sparsity,
         "seed": b.seed,
     }
 
@@ -278,6 +322,8 @@ def run_cka(
         "samples": samples,
         "seed": seed,
     }
+
+    params = _checked("run_cka", **params)
 
     def compute() -> pd.DataFrame:
         data = _subset(zoo, run_a, subset, samples, seed)
@@ -324,6 +370,8 @@ def run_knn_overlap(
     keys = _pair_keys(zoo, run_a, run_b, where)
     params = {"layer": layer, "k": k, "subset": subset, "samples": samples, "seed": seed}
 
+    params = _checked("run_knn_overlap", **params)
+
     def compute() -> pd.DataFrame:
         data = _subset(zoo, run_a, subset, samples, seed)
         fa = _features(zoo, run_a, data, layer, where)
@@ -350,11 +398,12 @@ def run_logit_geometry(
     on a split: ``"clean"`` or a corruption split such as ``"fog@3"``."""
     params = {"split": split, "subset": subset, "samples": samples, "seed": seed}
 
+    params = _checked("run_logit_geometry", **params)
+
     def compute() -> pd.DataFrame:
         data = _split_data(zoo, run, split, subset, samples, seed, "run_logit_geometry")
-        frame = logit_geometry(zoo.load_model(run), data.x, data.y)
-        frame.insert(0, "sample_id", data.sample_id[frame["sample"].to_numpy()])
-        return _with_keys(zoo, run, frame.drop(columns="sample").assign(split=split))
+        frame = logit_geometry(zoo.load_model(run), data.x, data.y, sample_id=data.sample_id)
+        return _with_keys(zoo, run, frame.assign(split=split))
 
     return zoo.cached("logit_geometry", [run], params, compute)
 
@@ -402,6 +451,8 @@ def run_embedding(
     for other in runs[1:]:
         _pair_keys(zoo, runs[0], other, where)
     params = {"method": method, "layer": layer, "subset": subset, "samples": samples, "seed": seed}
+
+    params = _checked("run_embedding", **params)
 
     def compute() -> pd.DataFrame:
         data = _subset(zoo, runs[0], subset, samples, seed)
@@ -468,6 +519,8 @@ def run_attacks(
             attacks,
             "pass attacks=[AttackSettings('pgd', eps=0.1)].",
         )
+    batch_size = check_int(batch_size, "batch_size", where, minimum=1)
+    attacks = list({a.split: a for a in attacks}.values())  # the same settings twice are one attack
     frames = []
     for rid in ids:
         have = set(_stored_splits(zoo, rid, subset))
@@ -512,14 +565,15 @@ def run_calibration(
     of every run (default all) on every split stored for it (clean, corruptions, attacks), from the
     zoo's per-sample outputs. Tidy: run keys, ``split``, ``metric``, ``value``, ``n``."""
     where = "run_calibration"
-    check_choice(subset, "subset", where, ("train", "val", "test"))
+    checked = _checked(where, subset=subset, bins=bins)
     frames = []
     for rid in _run_list(zoo, runs, where):
         splits = sorted(_stored_splits(zoo, rid, subset))
-        params = {"subset": subset, "bins": bins, "splits": splits}
+        params = {**checked, "splits": splits}
 
-        def compute(rid: str = rid) -> pd.DataFrame:
-            table = calibration_metrics(zoo.outputs(rid, subset=subset).drop(columns="run"), bins=bins)
+        def compute(rid: str = rid, splits: list[str] = splits) -> pd.DataFrame:
+            out = zoo.outputs(rid, subset=subset).drop(columns="run")
+            table = calibration_metrics(out[out["split"].isin(splits)], bins=checked["bins"])
             return _with_keys(zoo, rid, table)
 
         frames.append(zoo.cached("calibration", [rid], params, compute))
@@ -574,7 +628,8 @@ def run_corruptions(
         fail(
             "severities", where, "a list of severities in 1-5", severities, "pass e.g. severities=[1, 3, 5]."
         )
-    sevs = [check_int(v, "severities", where, minimum=1, maximum=max(SEVERITIES)) for v in severities]
+    sevs = sorted({check_int(v, "severities", where, minimum=1, maximum=max(SEVERITIES)) for v in severities})
+    batch_size = check_int(batch_size, "batch_size", where, minimum=1)
     ids = _run_list(zoo, runs, where)
     by_dataset: dict[str, list[str]] = {}
     for rid in ids:
@@ -583,29 +638,35 @@ def run_corruptions(
     for dataset, members in by_dataset.items():
         data = getattr(zoo.splits(dataset), subset)
         channels = data.info.input_shape[0] if data.info.modality == "image" else 1
-        chosen_suite = suite or ("mnist_c" if channels == 1 else "cifar10_c")
+        chosen_suite = suite or default_suite(channels)
         if isinstance(corruptions, str):
             fail("corruptions", where, "a list of corruption names", corruptions, f"pass [{corruptions!r}].")
-        names = list(corruptions) if corruptions is not None else corruption_names(chosen_suite)
-        label_suite = suite  # only an explicit suite is written into the labels
+        names = (
+            list(dict.fromkeys(corruptions)) if corruptions is not None else corruption_names(chosen_suite)
+        )
+        # the suite goes into the labels only when it is not the one the channel count selects
+        label_suite = None if suite in (None, default_suite(channels)) else suite
         stored = {rid: set(_stored_splits(zoo, rid, subset)) for rid in members}
         models: dict[str, torch.nn.Module] = {}
+        pending: dict[str, list[pd.DataFrame]] = {}
+        pending_rows = 0
         for name in _progress(names, progress, f"corruptions of {dataset}"):
-            pending: dict[str, list[pd.DataFrame]] = {}
             for severity in sevs:
                 label = corruption_split(name, severity, suite=label_suite, seed=seed)
                 todo = [rid for rid in members if label not in stored[rid]]
                 if not todo:
                     continue
-                bad = corrupt(data, name, severity=severity, seed=seed, suite=label_suite)
+                bad = corrupt(data, name, severity=severity, seed=seed, suite=suite)
                 for rid in todo:
                     if rid not in models:
                         models[rid] = zoo.load_model(rid)
                     out = evaluate(models[rid], bad, split=label, subset=subset, batch_size=batch_size)
                     pending.setdefault(rid, []).append(out)
-            for rid, outs in pending.items():
-                zoo.add_outputs(rid, pd.concat(outs, ignore_index=True))
-                stored[rid] |= {o["split"].iloc[0] for o in outs}
+                    pending_rows += len(out)
+            if pending_rows >= _FLUSH_ROWS:  # bounded memory; an interrupted call resumes from here
+                _flush(zoo, pending, stored)
+                pending_rows = 0
+        _flush(zoo, pending, stored)
         labels = {corruption_split(n, v, suite=label_suite, seed=seed): (n, v) for n in names for v in sevs}
         for rid in members:
             out = zoo.outputs(rid, subset=subset)
@@ -620,6 +681,22 @@ def run_corruptions(
                              "metric": "error", "value": 1.0 - a, "samples": n})  # fmt: skip
             frames.append(_with_keys(zoo, rid, pd.DataFrame(rows)))
     return pd.concat(frames, ignore_index=True)
+
+
+_FLUSH_ROWS = 2_000_000  # per-sample rows of new corruption outputs held before they are written
+
+
+def _flush(zoo: Zoo, pending: dict[str, list[pd.DataFrame]], stored: dict[str, set[str]]) -> None:
+    """Write the pending outputs of every run (one atomic rewrite per run) and forget them."""
+    for rid, outs in pending.items():
+        zoo.add_outputs(rid, pd.concat(outs, ignore_index=True))
+        stored[rid] |= {o["split"].iloc[0] for o in outs}
+    pending.clear()
+
+
+def default_suite(channels: int) -> str:
+    """The corruption suite images with ``channels`` channels get: MNIST-C for one, CIFAR-10-C else."""
+    return "mnist_c" if channels == 1 else "cifar10_c"
 
 
 def _progress(items: Sequence[Any], show: bool, desc: str):

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from pruneviz._io import fsync_dir, load_tensors, save_tensors, write_atomic, write_json_atomic
-from pruneviz._validation import check_fraction, check_int, fail
+from pruneviz._validation import check_columns, check_fraction, check_int, fail
 from pruneviz._version import __version__
 from pruneviz.data.dataset import Dataset, DatasetInfo, DataSplits
 from pruneviz.exceptions import ZooError, ZooSchemaError
@@ -575,27 +575,49 @@ class Zoo:
 
     def splits_of(self, run: str) -> pd.DataFrame:
         """The evaluation splits a run has outputs for: one row per (split, subset) with its sample count."""
-        out = self.outputs(run)
-        return out.groupby(["split", "subset"], sort=True).size().rename("samples").reset_index()
+        self.run(run)
+        path = self.path / "runs" / run / "outputs.parquet"
+        frame = self._read_outputs(run, path, columns=["split", "subset"])
+        return frame.groupby(["split", "subset"], sort=True).size().rename("samples").reset_index()
+
+    def _read_outputs(self, run: str, path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+        try:
+            return pd.read_parquet(path, columns=columns)
+        except Exception as exc:
+            raise ZooError(
+                f"The outputs of run {run!r} ({str(path)!r}) cannot be read ({exc}). Fix: rebuild the run."
+            ) from exc
 
     def add_outputs(self, run: str, outputs: pd.DataFrame) -> None:
         """Add per-sample outputs on new evaluation splits (a corruption, an attack) to a stored run.
 
         Weights and existing outputs stay as they are: a (split, subset) the run already has is refused,
-        so every stored number keeps the meaning it had. The run's outputs file is replaced atomically,
-        under the writer lock.
+        and so is a frame that repeats a sample within a split, so every stored number keeps the meaning
+        it had. The run's outputs file is replaced atomically, under the writer lock.
         """
         where = "Zoo.add_outputs"
         self.run(run)
-        if not isinstance(outputs, pd.DataFrame) or not {"sample_id", "split", "subset", "prediction"} <= set(
-            outputs.columns
-        ):
+        required = ["sample_id", "split", "subset", "prediction"]
+        if not isinstance(outputs, pd.DataFrame):
             fail("outputs", where, "a frame from pruneviz.train.evaluate", type(outputs).__name__)
+        check_columns(required, outputs.columns, "outputs", where)
         if outputs.empty:
             return
+        repeated = outputs.duplicated(["split", "subset", "sample_id"])
+        if repeated.any():
+            first = outputs.loc[repeated.idxmax()]
+            fail(
+                "outputs",
+                where,
+                "one row per sample in each split",
+                None,
+                got=f"{int(repeated.sum())} repeated row(s), e.g. sample {first['sample_id']} "
+                f"of split {first['split']!r}",
+                fix="evaluate each split once (drop duplicate settings from the list).",
+            )
         path = self.path / "runs" / run / "outputs.parquet"
         with self._writing():
-            current = pd.read_parquet(path)
+            current = self._read_outputs(run, path)
             have = set(zip(current["split"], current["subset"], strict=True))
             new = set(zip(outputs["split"], outputs["subset"], strict=True))
             clash = sorted(have & new)
