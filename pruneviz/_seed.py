@@ -10,15 +10,37 @@ import numpy as np
 import torch
 
 
+def _forked_cuda_devices() -> list[int]:
+    """The CUDA devices whose generators :func:`seeded` saves and restores: all of them once CUDA is
+    initialised, none before (reading their state would initialise CUDA)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return list(range(torch.cuda.device_count()))
+    return []
+
+
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[torch.Generator]:
-    """Seed torch, numpy and ``random`` inside the block; restore their previous states afterwards.
+    """Seed torch (CPU and CUDA), numpy and ``random`` inside the block; restore their previous states
+    afterwards.
 
-    Yields a ``torch.Generator`` seeded with ``seed`` for explicit use (shuffling, sampling).
+    ``torch.manual_seed`` seeds the CPU generator and every CUDA device's; the CPU generator and, when
+    CUDA is initialised, every CUDA generator are saved on entry and restored on exit (also after an
+    exception). When CUDA is not initialised on entry there is no CUDA state to save: torch then
+    applies the seed when CUDA first initialises.
+
+    Yields a ``torch.Generator`` (CPU) seeded with ``seed`` for explicit use (shuffling, sampling).
+
+    >>> with seeded(0):
+    ...     a = torch.rand(1)
+    >>> before = torch.get_rng_state()
+    >>> with seeded(0):
+    ...     b = torch.rand(1)
+    >>> bool(torch.equal(a, b)), bool(torch.equal(torch.get_rng_state(), before))
+    (True, True)
     """
     py_state = random.getstate()
     np_state = np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=_forked_cuda_devices()):
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
         random.seed(seed)

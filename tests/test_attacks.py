@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -221,10 +223,11 @@ def test_robust_accuracy_is_at_most_clean_accuracy(trained_blobs):
         "step_size",
         "steps",
         "random_start",
-        "seed",
+        "attack_seed",
         "metric",
         "value",
     ]
+    assert "seed" not in frame.columns  # in zoo tables ``seed`` is the run's training seed
     assert frame["split"].tolist() == [s.split for s in settings]
     assert (frame["metric"] == "accuracy").all()
     assert clean > 0.8
@@ -232,6 +235,10 @@ def test_robust_accuracy_is_at_most_clean_accuracy(trained_blobs):
     assert (frame["value"].iloc[1:] < clean).all()
     assert frame.loc[2, "step_size"] == pytest.approx(2.5 * 1.5 / 10)
     assert frame.loc[1, "steps"] == 1 and not frame.loc[1, "random_start"]
+    seeded = robust_accuracy(
+        model, data, attacks=[AttackSettings("pgd", eps=0.5, steps=2, seed=7, clamp=None)]
+    )
+    assert seeded["attack_seed"].tolist() == [7]
 
 
 def test_attack_dataset_keeps_ids_labels_groups_and_info(trained_blobs):
@@ -245,6 +252,34 @@ def test_attack_dataset_keeps_ids_labels_groups_and_info(trained_blobs):
     np.testing.assert_array_equal(adv.sample_id, data.sample_id)
     pd.testing.assert_frame_equal(adv.groups, data.groups)
     assert adv.info == data.info
+    assert adv.x.dtype == torch.float32 and adv.x.device == data.x.device
+
+
+def test_attack_returns_float32_on_the_datasets_device_like_corrupt(trained_blobs):
+    model, data = trained_blobs
+    wide = data.take(np.arange(len(data)))
+    wide.x = data.x.double()  # a float64 dataset tensor (and model) still gives float32 inputs back
+    double = copy.deepcopy(model).double()
+    adv = attack(double, wide, AttackSettings("fgsm", eps=0.1, clamp=None))
+    assert adv.x.dtype == torch.float32 and adv.x.device == wide.x.device
+    expected = fgsm(double, wide.x, wide.y, eps=0.1, clamp=None)
+    assert expected.dtype == torch.float64  # the tensor attack keeps its input's dtype; attack() casts
+    assert torch.equal(adv.x, expected.float())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_attack_keeps_a_cuda_dataset_on_cuda(trained_blobs):
+    from pruneviz.analysis.corruptions import corrupt
+
+    model, data = trained_blobs
+    gpu = data.take(np.arange(len(data)))
+    gpu.x, gpu.y = data.x.cuda(), data.y.cuda()
+    adv = attack(copy.deepcopy(model).cuda(), gpu, AttackSettings("pgd", eps=0.1, steps=2, clamp=None))
+    assert adv.x.device == gpu.x.device and adv.x.dtype == torch.float32
+    images = Dataset(torch.rand(4, 1, 8, 8), np.arange(4) % 2, modality="image")
+    images.x = images.x.cuda()
+    assert corrupt(images, "fog", severity=1).x.device == adv.x.device  # the same convention
 
 
 # -- model state ----------------------------------------------------------------------------------

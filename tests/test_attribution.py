@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import shutil
 
 import numpy as np
@@ -120,6 +121,23 @@ def test_gradient_shap_is_deterministic_under_seed_and_leaves_global_rng_alone()
     b = attribute(model, x, target=target, method="gradient_shap", baseline=baselines, seed=4)
     c = attribute(model, x, target=target, method="gradient_shap", baseline=baselines, seed=5)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_only_gradient_shap_seeds_the_generators(method, monkeypatch):
+    import pruneviz.analysis.attribution as mod
+
+    calls = []
+    real = mod.seeded
+
+    def spy(seed):
+        calls.append(seed)
+        return real(seed)
+
+    monkeypatch.setattr(mod, "seeded", spy)
+    model, x = mlp(), inputs(4)
+    attribute(model, x, target=torch.tensor([0, 1, 2, 0]), method=method, seed=9, draws=2, steps=2)
+    assert calls == ([9] if method == "gradient_shap" else [])
 
 
 @pytest.mark.reference
@@ -333,9 +351,62 @@ def test_bad_k(k):
         compare_attributions(image_model(), image_model(), image_data(), methods=["saliency"], k=k)
 
 
+def test_agreement_checks_attributions_in_its_own_words():
+    a = torch.rand(3, 4)
+    with pytest.raises(
+        ValidationError,
+        match=r"'a' parameter of attribution_agreement must be a float tensor of attributions of shape "
+        r"\(N, \*input_shape\). Got ndarray instead. Fix: pass the output of attribute\(model, x",
+    ) as info:
+        attribution_agreement(a.numpy(), a)
+    assert "Dataset" not in str(info.value) and "data.x" not in str(info.value)
+    with pytest.raises(ValidationError, match=r"'b' parameter .* Got a tensor of dtype torch.int64"):
+        attribution_agreement(a, torch.ones(3, 4, dtype=torch.int64))
+    bad = a.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(DataError, match=r"'b' parameter .* finite attributions .* the first at index 1"):
+        attribution_agreement(a, bad)
+    with pytest.raises(DataError, match="'a' parameter of attribution_agreement must be attributions of at"):
+        attribution_agreement(a[:0], a[:0])
+
+
 def test_agreement_needs_equal_shapes():
     with pytest.raises(ValidationError, match=r"'b' parameter of attribution_agreement .* same shape"):
         attribution_agreement(torch.rand(2, 4), torch.rand(3, 4))
+
+
+class Affine(nn.Module):
+    """A linear layer that is not an nn.Linear: the same parameter names, another layer type."""
+
+    def __init__(self, d: int, k: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(k, d) * 0.1)
+        self.bias = nn.Parameter(torch.zeros(k))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.T + self.bias
+
+
+def with_affine_layer() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), Affine(16, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+
+
+def test_a_model_pruned_with_torch_prune_is_comparable():
+    from torch.nn.utils import prune
+
+    data = image_data()
+    dense = image_model()
+    pruned = copy.deepcopy(dense)
+    prune.l1_unstructured(pruned[1], "weight", amount=0.5)  # weight -> weight_orig + weight_mask
+    assert "1.weight_orig" in pruned.state_dict() and "1.weight" not in pruned.state_dict()
+    frame = compare_attributions(dense, pruned, data, methods=["saliency"], k=4)
+    # the same agreement as with the mask folded into the weights (state_dict keys as the dense model's)
+    folded = copy.deepcopy(pruned)
+    prune.remove(folded[1], "weight")
+    expected = compare_attributions(dense, folded, data, methods=["saliency"], k=4)
+    np.testing.assert_allclose(frame.value, expected.value, rtol=1e-6)
+    assert frame[frame.metric == "spearman"].value.lt(1.0).any()  # pruning changed the attributions
 
 
 def test_models_of_different_architectures_or_input_shapes_are_refused(digits):
@@ -344,6 +415,10 @@ def test_models_of_different_architectures_or_input_shapes_are_refused(digits):
     cnn_model = build_model("cnn", input_shape=(1, 8, 8), num_classes=10)
     with pytest.raises(ValidationError, match="dense model's architecture .* different layers"):
         compare_attributions(mlp_model, cnn_model, data, methods=["saliency"])
+    with pytest.raises(
+        ValidationError, match=r"different layers \(dense vs pruned\), e.g. \['1: Linear vs Affine"
+    ):
+        compare_attributions(image_model(), with_affine_layer(), image_data(), methods=["saliency"])
     wrong_input = build_model("mlp", input_shape=(1, 6, 6), num_classes=10, hidden=(8,))
     with pytest.raises(ValidationError, match=r"'pruned_model' .* accepts inputs of shape \(N, 1, 8, 8\)"):
         compare_attributions(mlp_model, wrong_input, data, methods=["saliency"])

@@ -28,7 +28,7 @@ from pruneviz.analysis.corruptions import (
 from pruneviz.analysis.corruptions import _ops as ops
 from pruneviz.analysis.corruptions._catalogue import _defocus_kernel, _poisson_quantile
 from pruneviz.data import Dataset
-from pruneviz.exceptions import ValidationError
+from pruneviz.exceptions import DataError, ValidationError
 
 
 # -- test images -----------------------------------------------------------------------------------------
@@ -228,14 +228,41 @@ def test_rgb_only_corruption_on_grayscale_names_both():
         (np.zeros((1, 1, 8, 8)), "must be a float tensor of images of shape"),
         (torch.zeros(1, 8, 8), r"Got a torch.float32 tensor of shape \(1, 8, 8\)"),
         (torch.zeros(1, 1, 8, 8, dtype=torch.int64), "float tensor"),
-        (torch.full((1, 1, 8, 8), 2.0), r"pixel values in \[0, 1\]. Got values in \[2, 2\]"),
-        (torch.full((1, 1, 8, 8), float("nan")), "finite pixel values"),
         (torch.zeros(1, 1, 3, 8), "images at least 4×4 pixels"),
     ],
 )
 def test_bad_images(x, match):
-    with pytest.raises(ValidationError, match=match):
+    with pytest.raises(ValidationError, match=match) as info:
         corrupt_images(x, "gaussian_noise", severity=1)
+    assert not isinstance(info.value, DataError)  # a wrong argument, not bad data
+
+
+def _with_nan_in_second_image() -> torch.Tensor:
+    x = torch.rand(3, 1, 8, 8)
+    x[1, 0, 2, 3] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize(
+    ("x", "match"),
+    [
+        (
+            torch.full((1, 1, 8, 8), 2.0),
+            r"pixel values in \[0, 1\]. Got values in \[2, 2\] instead. Fix: scale",
+        ),
+        (torch.full((1, 1, 8, 8), -0.5), r"pixel values in \[0, 1\]. Got values in \[-0.5, -0.5\]"),
+        (_with_nan_in_second_image(), r"finite pixel values. Got NaN or inf values in 1 image\(s\)"),
+        (torch.full((2, 1, 8, 8), float("inf")), r"finite pixel values. Got NaN or inf values in 2 image"),
+    ],
+)
+def test_bad_pixel_values_are_data_errors(x, match, digits):
+    with pytest.raises(DataError, match=r"'x' parameter of corrupt_images must be " + match):
+        corrupt_images(x, "gaussian_noise", severity=1)
+    # the same through corrupt: a dataset whose images hold such values
+    data = digits.take(np.arange(x.shape[0]))
+    data.x = x
+    with pytest.raises(DataError, match="finite pixel values|pixel values in"):
+        corrupt(data, "fog", severity=1)
 
 
 def test_seed_must_be_non_negative():
@@ -499,8 +526,10 @@ def test_mce_unnormalised_is_the_mean_error(errors):
     assert got[("fog", "relative_ce")] == pytest.approx(0.15) and got[
         ("all", "relative_mce")
     ] == pytest.approx(0.2)
-    assert list(out.columns) == ["run", "corruption", "metric", "value", "normalised"]
+    assert list(out.columns) == ["run", "corruption", "metric", "value", "normalised", "corruptions", "note"]
     assert not out.normalised.any() and set(out.run) == {"r1"}
+    counts = out.set_index(["corruption", "metric"])["corruptions"]
+    assert counts[("all", "mce")] == 2 and counts[("fog", "ce")] == 1 and (out.note == "").all()
 
 
 @pytest.mark.reference
@@ -530,6 +559,54 @@ def test_mce_normalised_and_relative_by_hand(errors):
         assert out.normalised.all()
 
 
+@pytest.mark.reference
+def test_mce_undefined_ratios_are_nan_and_the_means_skip_them():
+    # fog: the model 0.3, 0.5; a dense parent 0.2, 0.4, clean 0.1 -> CE 0.8/0.6, relative (0.8-0.2)/(0.6-0.2)
+    # brightness: the parent's errors equal its clean error -> relative CE undefined (0 / 0-gap)
+    # contrast: the parent errs *less* than clean (mild contrast) -> relative CE undefined (gap < 0)
+    # snow: the parent never errs -> CE undefined too
+    model = pd.DataFrame(
+        {
+            "run": "child",
+            "corruption": ["fog"] * 2 + ["brightness"] * 2 + ["contrast"] * 2 + ["snow"] * 2,
+            "severity": [1, 2] * 4,
+            "error": [0.3, 0.5, 0.12, 0.14, 0.11, 0.13, 0.05, 0.07],
+        }
+    )
+    parent = model.drop(columns="run").assign(error=[0.2, 0.4, 0.1, 0.1, 0.09, 0.1, 0.0, 0.0])
+    out = mean_corruption_error(model, normalisers=parent, relative_to_clean=0.1, baseline_clean=0.1)
+    got = out.set_index(["corruption", "metric"])
+    ce, rel = got.xs("ce", level="metric")["value"], got.xs("relative_ce", level="metric")["value"]
+    assert ce["fog"] == pytest.approx(0.8 / 0.6) and ce["brightness"] == pytest.approx(0.26 / 0.2)
+    assert ce["contrast"] == pytest.approx(0.24 / 0.19) and np.isnan(ce["snow"])
+    assert rel["fog"] == pytest.approx(0.6 / 0.4)
+    assert np.isnan(rel["brightness"]) and np.isnan(rel["contrast"]) and np.isnan(rel["snow"])
+    assert got.loc[("all", "mce"), "value"] == pytest.approx(np.mean([0.8 / 0.6, 1.3, 0.24 / 0.19]))
+    assert got.loc[("all", "relative_mce"), "value"] == pytest.approx(1.5)
+    assert (
+        got.loc[("all", "mce"), "corruptions"] == 3 and got.loc[("all", "relative_mce"), "corruptions"] == 1
+    )
+    assert got.loc[("snow", "ce"), "corruptions"] == 0 and got.loc[("fog", "ce"), "corruptions"] == 1
+    assert "baseline's error sum under 'snow' is 0" in got.loc[("snow", "ce"), "note"]
+    assert "do not exceed its clean error" in got.loc[("contrast", "relative_ce"), "note"]
+    assert got.loc[("all", "mce"), "note"] == "mean over 3 of 4 corruptions; undefined for ['snow']"
+    assert got.loc[("all", "relative_mce"), "note"].startswith("mean over 1 of 4 corruptions")
+    assert got.loc[("fog", "ce"), "note"] == "" and out["corruptions"].dtype == np.int64
+    # the same with the baseline given as sums (relative CE then uses Σ B - n·B_clean)
+    sums = {"fog": 0.6, "brightness": 0.2, "contrast": 0.19, "snow": 0.0}
+    again = mean_corruption_error(model, normalisers=sums, relative_to_clean=0.1, baseline_clean=0.1)
+    np.testing.assert_allclose(again["value"], out["value"], rtol=1e-12)
+    # nothing defined: NaN means over 0 corruptions, not an error
+    none = mean_corruption_error(
+        model[model.corruption == "snow"],
+        normalisers=parent,
+        relative_to_clean=0.1,
+        baseline_clean=0.1,
+    ).set_index("metric")
+    assert np.isnan(none.loc["mce", "value"]) and none.loc["mce", "corruptions"] == 0
+    assert none.loc["relative_mce", "note"] == "undefined for every corruption (['snow'])"
+
+
 def test_mce_bad_input(errors):
     with pytest.raises(ValidationError, match=r"no baseline for 'snow' instead. Fix: did you mean 'snoww'"):
         mean_corruption_error(errors, normalisers={"fog": 1.0, "snoww": 1.0})
@@ -547,3 +624,14 @@ def test_mce_bad_input(errors):
         mean_corruption_error(errors, normalisers=errors[errors.severity < 3].drop(columns="run"))
     with pytest.raises(ValidationError, match="its 5 errors at severities 1-5"):
         mean_corruption_error(errors, normalisers={"fog": [0.1, 0.2], "snow": 1.0})
+    bad = errors.drop(columns="run")
+    with pytest.raises(ValidationError, match="'normalisers' parameter .* finite, non-negative errors"):
+        mean_corruption_error(errors, normalisers=bad.assign(error=[0.1, -0.2, 0.3, 0.1, 0.1, 0.1]))
+    with pytest.raises(ValidationError, match="'normalisers' parameter .* finite, non-negative errors"):
+        mean_corruption_error(errors, normalisers=bad.assign(error=[0.1, np.nan, 0.3, 0.1, 0.1, 0.1]))
+    with pytest.raises(ValidationError, match="'errors' parameter .* finite, non-negative errors"):
+        mean_corruption_error(errors.assign(error=[0.1, 0.2, -0.3, 0.1, 0.1, 0.1]))
+    with pytest.raises(ValidationError, match="'normalisers' parameter .* a finite, non-negative error rate"):
+        mean_corruption_error(errors, normalisers={"fog": -1.0, "snow": 1.0})
+    with pytest.raises(ValidationError, match="'baseline_clean' parameter .* a finite, non-negative error"):
+        mean_corruption_error(errors, normalisers=bad, relative_to_clean=0.1, baseline_clean=float("nan"))

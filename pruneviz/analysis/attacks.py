@@ -504,7 +504,9 @@ def adversarial_inputs(
 def attack(model: nn.Module, data: Dataset, settings: AttackSettings, *, batch_size: int = 256) -> Dataset:
     """``data`` with its inputs replaced by adversarial ones (same sample ids, labels, groups, info).
 
-    The labels attacked are the true labels ``data.y``. The model is left as it was.
+    The labels attacked are the true labels ``data.y``. The model is left as it was; it must be on
+    ``data.x``'s device. As with :func:`~pruneviz.analysis.corruptions.corrupt`, the adversarial ``x``
+    is float32 on ``data.x``'s device (the CPU for a dataset as built).
 
     >>> import numpy as np
     >>> ds = Dataset(np.random.rand(6, 4), np.array([0, 1, 2] * 2))
@@ -522,7 +524,7 @@ def attack(model: nn.Module, data: Dataset, settings: AttackSettings, *, batch_s
         )
     x_adv = adversarial_inputs(model, data.x, data.y, settings, batch_size=batch_size)
     out = data.take(np.arange(0))  # shares nothing with data; the fields are set below
-    out.x = x_adv.detach().to("cpu", torch.float32)
+    out.x = x_adv.detach().to(device=data.x.device, dtype=torch.float32)
     out.y = data.y.clone()
     out.sample_id = data.sample_id.copy()
     out.groups = data.groups.copy()
@@ -536,7 +538,9 @@ def robust_accuracy(
     """Accuracy of ``model`` on ``data`` under each attack in ``attacks``, with the attack's settings.
 
     One row per attack; columns ``split``, ``attack``, ``norm``, ``eps``, ``step_size``, ``steps``,
-    ``random_start``, ``seed``, ``metric`` (``"accuracy"``), ``value``, ``samples``.
+    ``random_start``, ``attack_seed`` (the seed of the random start, :attr:`AttackSettings.seed`; named
+    as in the zoo-level table, where ``seed`` is the run's training seed), ``metric``
+    (``"accuracy"``), ``value``, ``samples``.
 
     >>> import numpy as np
     >>> ds = Dataset(np.random.rand(6, 4), np.array([0, 1, 2] * 2))
@@ -576,7 +580,7 @@ def robust_accuracy(
                 "step_size": s.step_size,
                 "steps": s.steps,
                 "random_start": s.random_start,
-                "seed": s.seed,
+                "attack_seed": s.seed,
                 "metric": "accuracy",
                 "value": correct / len(data),
                 "samples": len(data),

@@ -32,6 +32,7 @@ shared vocabulary).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -138,7 +139,8 @@ def attribute(
         gradients averages over the M baselines; GradientSHAP samples from them; saliency ignores them.
     steps : quadrature points of integrated gradients.
     draws : random (baseline, α) draws per input of GradientSHAP.
-    seed : seeds GradientSHAP's draws (torch and numpy global generators, restored afterwards). The
+    seed : seeds GradientSHAP's draws (torch and numpy global generators, restored afterwards; the
+        other methods are deterministic and do not touch any generator). The
         draws of a batch depend on the batch, so the result is reproducible for a given ``seed`` and
         ``batch_size``.
     batch_size : inputs per Captum call (integrated gradients evaluates ``steps``, GradientSHAP
@@ -171,7 +173,9 @@ def attribute(
     check_model_device(model, x, where)
     x = x.detach()
     out = torch.empty_like(x)
-    with input_gradient_scope(model), seeded(seed):
+    # only GradientSHAP draws random numbers; the other methods leave every generator alone
+    randomness = seeded(seed) if method == "gradient_shap" else contextlib.nullcontext()
+    with input_gradient_scope(model), randomness:
         _check_classifier(model, x, target, where)
         algo = {
             "saliency": captum_attr.Saliency,
@@ -223,6 +227,39 @@ def _top_k_mask(v: np.ndarray, k: int) -> np.ndarray:
     return mask
 
 
+def _check_attributions(a: Any, where: str, param: str) -> torch.Tensor:
+    """``a`` must be a finite float tensor of attributions, shape ``(N, *input_shape)`` with ``N >= 1``."""
+    if not isinstance(a, torch.Tensor) or not a.is_floating_point() or a.ndim < 2:
+        got = (
+            f"a tensor of dtype {a.dtype} and shape {tuple(a.shape)}"
+            if isinstance(a, torch.Tensor)
+            else type(a).__name__
+        )
+        fail(
+            param,
+            where,
+            "a float tensor of attributions of shape (N, *input_shape)",
+            None,
+            got=got,
+            fix="pass the output of attribute(model, x, target=...) for the same samples as the other map.",
+        )
+    if a.shape[0] == 0:
+        data_fail(
+            param, where, "attributions of at least one sample", "0 samples", "attribute a non-empty batch."
+        )
+    finite = torch.isfinite(a.reshape(a.shape[0], -1)).all(dim=1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten()
+        data_fail(
+            param,
+            where,
+            "finite attributions (no NaN or inf)",
+            f"{bad.numel()} sample(s) with NaN/inf, the first at index {int(bad[0])}",
+            "recompute them: a NaN attribution usually comes from NaN inputs or a model that outputs NaN.",
+        )
+    return a
+
+
 def attribution_agreement(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -251,8 +288,8 @@ def attribution_agreement(
     {'spearman': 0.2, 'topk_overlap': 0.5, 'cosine': 0.867}
     """
     where = "attribution_agreement"
-    a = check_inputs(a, where, param="a")
-    b = check_inputs(b, where, param="b")
+    a = _check_attributions(a, where, "a")
+    b = _check_attributions(b, where, "b")
     if a.shape != b.shape:
         fail(
             "b",
@@ -316,20 +353,38 @@ def select_samples(data: Dataset, sample_ids: Any, where: str) -> Dataset:
     return data.take(position.loc[ids].to_numpy(copy=True))
 
 
+def _structure(model: nn.Module) -> dict[str, str]:
+    """``module name -> class name`` of every module that holds parameters of its own (directly, not
+    through a child), e.g. ``{"0": "Linear", "2": "Linear"}``. Pruning with ``torch.nn.utils.prune``
+    renames a parameter (``weight`` -> ``weight_orig`` plus a ``weight_mask`` buffer) and channel pruning
+    changes shapes, but neither changes this."""
+    return {
+        name: type(module).__name__
+        for name, module in model.named_modules()
+        if any(True for _ in module.parameters(recurse=False))
+    }
+
+
 def check_comparable(dense: nn.Module, pruned: nn.Module, data: Dataset, where: str) -> None:
-    """Two models of one architecture (same parameter names: channel-pruned shapes may differ) that
-    both map ``data``'s inputs to one logit per class."""
+    """Two models of one architecture — the same names and types of the modules that hold parameters
+    (parameter names, masks and channel-pruned shapes may differ) — that both map ``data``'s inputs to one
+    logit per class."""
     for name, model in (("dense_model", dense), ("pruned_model", pruned)):
         if not isinstance(model, nn.Module):
             fail(name, where, "a torch nn.Module", type(model).__name__)
-    a, b = set(dense.state_dict()), set(pruned.state_dict())
+    a, b = _structure(dense), _structure(pruned)
     if a != b:
+        differ = sorted(
+            f"{k}: {a.get(k, 'absent')} vs {b.get(k, 'absent')}"
+            for k in set(a) | set(b)
+            if a.get(k) != b.get(k)
+        )
         fail(
             "pruned_model",
             where,
-            "a model of the dense model's architecture (same layer names)",
+            "a model of the dense model's architecture (the same layers with parameters, by name and type)",
             None,
-            got=f"different layers, e.g. {sorted(a ^ b)[:3]}",
+            got=f"different layers (dense vs pruned), e.g. {differ[:3]}",
             fix="compare a pruned run with a dense run of the same architecture.",
         )
     for name, model in (("dense_model", dense), ("pruned_model", pruned)):

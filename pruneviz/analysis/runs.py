@@ -727,7 +727,9 @@ def run_corruption_errors(
     errors; ``"given"`` looks the baseline up by corruption name in ``normalisers`` (e.g. AlexNet's
     published errors). Relative CE uses each run's clean error. Tidy: run keys, ``corruption``
     (``"all"`` for the mean), ``metric`` (``ce``, ``relative_ce``, ``mce``, ``relative_mce``), ``value``,
-    ``normalised``."""
+    ``normalised``, ``corruptions`` (how many corruptions a mean covers) and ``note`` (why a ratio is
+    undefined, e.g. a parent that makes no error on an easy corruption: such values are NaN and left
+    out of the means)."""
     from pruneviz.analysis.corruptions import mean_corruption_error
 
     where = "run_corruption_errors"

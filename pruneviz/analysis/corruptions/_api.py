@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pruneviz._validation import check_choice, check_int, fail
+from pruneviz._validation import check_choice, check_int, data_fail, fail
 from pruneviz.analysis.corruptions import _ops as ops
 from pruneviz.analysis.corruptions._catalogue import SPECS, Context, CorruptionSpec
 from pruneviz.data.dataset import Dataset
@@ -156,15 +156,21 @@ def _check_images(x: Any, where: str) -> torch.Tensor:
     if min(x.shape[2], x.shape[3]) < MIN_SIDE:
         fail("x", where, f"images at least {MIN_SIDE}×{MIN_SIDE} pixels", None, got=f"shape {tuple(x.shape)}")
     if x.numel() and not bool(torch.isfinite(x).all()):
-        fail("x", where, "finite pixel values", None, got="NaN or inf values")
+        bad = int((~torch.isfinite(x.reshape(x.shape[0], -1))).any(dim=1).sum())
+        data_fail(
+            "x",
+            where,
+            "finite pixel values",
+            f"NaN or inf values in {bad} image(s)",
+            "impute or drop those images first.",
+        )
     if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
-        fail(
+        data_fail(
             "x",
             where,
             "pixel values in [0, 1]",
-            None,
-            got=f"values in [{float(x.min()):.4g}, {float(x.max()):.4g}]",
-            fix="scale the images to [0, 1] (e.g. divide 8-bit images by 255).",
+            f"values in [{float(x.min()):.4g}, {float(x.max()):.4g}]",
+            "scale the images to [0, 1] (e.g. divide 8-bit images by 255).",
         )
     return x
 
@@ -181,7 +187,8 @@ def corrupt_images(
 
     Parameters
     ----------
-    x : tensor (N, C, H, W), float, values in [0, 1]
+    x : tensor (N, C, H, W), float, values in [0, 1]; NaN, inf or values outside [0, 1] raise
+        :class:`~pruneviz.exceptions.DataError`.
     name : one of :data:`CORRUPTIONS`
     severity : int in 1..5
     seed : random corruptions draw from a generator seeded by ``(seed, name)``. The draw does not

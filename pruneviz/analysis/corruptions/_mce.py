@@ -82,8 +82,9 @@ def _unknown(name: str, known: Sequence[str]) -> None:
     )
 
 
-def _baseline_sum(normalisers: Any, name: str, severities: list[int]) -> float:
-    """Σ over ``severities`` of the baseline's errors for ``name``."""
+def _baseline_errors(normalisers: Any, name: str, severities: list[int]) -> tuple[float, list[float] | None]:
+    """The baseline's error sum for ``name`` over ``severities``, and its errors at those severities when
+    the normalisers give them (``None`` when only the sum is given)."""
     if isinstance(normalisers, pd.DataFrame):
         base = normalisers[normalisers["corruption"] == name]
         if base.empty:
@@ -98,21 +99,37 @@ def _baseline_sum(normalisers: Any, name: str, severities: list[int]) -> float:
                 None,
                 got=f"none at severity {missing}",
             )
-        return float(sum(by_sev[s] for s in severities))
+        per = [by_sev[s] for s in severities]
+        return float(sum(per)), per
     if name not in normalisers:
         _unknown(name, list(normalisers))
     value = normalisers[name]
     if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
-        return _check_number(value, "normalisers")
+        return _check_number(value, "normalisers"), None
     if isinstance(value, Sequence | np.ndarray) and not isinstance(value, str) and len(value) == 5:
-        per = [_check_number(v, "normalisers") for v in value]
-        return float(sum(per[s - 1] for s in severities))
+        checked = [_check_number(v, "normalisers") for v in value]
+        per = [checked[s - 1] for s in severities]
+        return float(sum(per)), per
     fail(
         "normalisers",
         _WHERE,
         f"for {name!r} either the sum of the baseline's errors or its 5 errors at severities 1-5",
         value,
     )
+
+
+def _mean_row(name: str, metric: str, per: list[tuple[str, float]]) -> tuple[str, str, float, int, str]:
+    """The ``"all"`` row of ``metric``: the mean over the corruptions whose value is defined."""
+    finite = [v for _, v in per if math.isfinite(v)]
+    skipped = [c for c, v in per if not math.isfinite(v)]
+    value = float(np.mean(finite)) if finite else math.nan
+    if not skipped:
+        note = ""
+    elif finite:
+        note = f"mean over {len(finite)} of {len(per)} corruptions; undefined for {skipped}"
+    else:
+        note = f"undefined for every corruption ({skipped})"
+    return name, metric, value, len(finite), note
 
 
 def mean_corruption_error(
@@ -129,10 +146,19 @@ def mean_corruption_error(
 
     - **unnormalised** (``normalisers=None``): ``CE_c = mean_s E_{s,c}`` — an error rate, not a ratio;
       ``relative CE_c = mean_s (E_{s,c} - E_clean)``.
-    - **normalised** by a baseline ``B`` (AlexNet in the paper): ``CE_c = Σ_s E_{s,c} / Σ_s B_{s,c}``
-      and ``relative CE_c = Σ_s (E_{s,c} - E_clean) / Σ_s (B_{s,c} - B_clean)`` (needs
-      ``baseline_clean``).
-    - ``mCE`` (and ``relative mCE``) is the mean of the CEs over corruptions.
+    - **normalised** by a baseline ``B`` (AlexNet in the paper, or a pruned model's dense parent):
+      ``CE_c = Σ_s E_{s,c} / Σ_s B_{s,c}`` and
+      ``relative CE_c = Σ_s (E_{s,c} - E_clean) / Σ_s (B_{s,c} - B_clean)`` (needs ``baseline_clean``).
+    - ``mCE`` (and ``relative mCE``) is the mean of the CEs (relative CEs) over corruptions.
+
+    Undefined ratios are NaN, not errors: ``CE_c`` is NaN when the baseline's error sum for ``c`` is 0
+    (it never errs under ``c``), and ``relative CE_c`` is NaN when its denominator
+    ``Σ_s (B_{s,c} - B_clean)`` is ≤ 0 (within 1e-12), i.e. the corruption does not raise the
+    baseline's error above its clean error (common for brightness or mild contrast when the baseline is
+    a dense parent). The means are taken over the corruptions whose value is finite; the ``corruptions``
+    column says how many entered each value and ``note`` names those left out (mCE is NaN when none is
+    defined). Invalid input — missing columns or corruption names, negative, NaN or infinite errors,
+    severities outside 1..5, repeated rows — still raises :class:`~pruneviz.exceptions.ValidationError`.
 
     Parameters
     ----------
@@ -147,7 +173,10 @@ def mean_corruption_error(
     Returns
     -------
     DataFrame with the carried columns, then ``corruption`` (``"all"`` for the mean), ``metric``
-    (``"ce"``, ``"relative_ce"``, ``"mce"``, ``"relative_mce"``), ``value``, ``normalised`` (bool).
+    (``"ce"``, ``"relative_ce"``, ``"mce"``, ``"relative_mce"``), ``value``, ``normalised`` (bool),
+    ``corruptions`` (int: corruptions whose finite value entered the row — 1 or 0 for one corruption,
+    the count averaged on an ``"all"`` row) and ``note`` (why a value is NaN or a mean is partial; empty
+    otherwise).
 
     >>> e = pd.DataFrame({"corruption": ["fog"] * 2 + ["snow"] * 2, "severity": [1, 2] * 2,
     ...                   "error": [0.1, 0.3, 0.2, 0.4]})
@@ -156,6 +185,9 @@ def mean_corruption_error(
     >>> baseline = {"fog": 0.8, "snow": [0.3, 0.5, 0.6, 0.7, 0.8]}
     >>> mean_corruption_error(e, normalisers=baseline).value.round(3).tolist()
     [0.5, 0.75, 0.625]
+    >>> easy = {"fog": 0.8, "snow": 0.0}  # the baseline never errs under snow: its CE is undefined
+    >>> mean_corruption_error(e, normalisers=easy)[["corruption", "value", "corruptions"]].values.tolist()
+    [['fog', 0.5, 1], ['snow', nan, 0], ['all', 0.5, 1]]
     """
     frame = _check_errors(errors, "errors")
     if normalisers is not None:
@@ -192,38 +224,49 @@ def mean_corruption_error(
         )
     carried = {c: frame[c].iloc[0] for c in extra}
 
-    rows: list[tuple[str, str, float]] = []
-    ces, rel_ces = [], []
-    for name, part in frame.groupby("corruption", sort=False):
+    rows: list[tuple[str, str, float, int, str]] = []
+    ces: list[tuple[str, float]] = []
+    rel_ces: list[tuple[str, float]] = []
+    for key, part in frame.groupby("corruption", sort=False):
+        name = str(key)
         sevs = sorted(part["severity"].tolist())
-        total = float(part["error"].sum())
+        mine = part.set_index("severity")["error"].loc[sevs].tolist()
+        total = float(sum(mine))
+        gap = float(sum(e - clean for e in mine))  # Σ_s (E_s - E_clean)
+        ce_note = rel_note = ""
         if normalisers is None:
-            ce = total / len(sevs)
-            rel = (total - clean * len(sevs)) / len(sevs)
+            ce, rel = total / len(sevs), gap / len(sevs)
         else:
-            base = _baseline_sum(normalisers, str(name), sevs)
-            if base <= 0:
-                fail("normalisers", _WHERE, f"a positive baseline error sum for {name!r}", base)
-            ce = total / base
-            rel_den = base - base_clean * len(sevs)
-            if relative and rel_den <= 0:
-                fail(
-                    "baseline_clean",
-                    _WHERE,
-                    f"below the baseline's mean error under {name!r} (relative CE divides by the gap)",
-                    baseline_clean,
+            base, per = _baseline_errors(normalisers, name, sevs)
+            if base > 0:
+                ce = total / base
+            else:
+                ce, ce_note = math.nan, f"the baseline's error sum under {name!r} is 0"
+            rel, rel_den = math.nan, math.nan
+            if relative:
+                rel_den = (
+                    float(sum(b - base_clean for b in per))
+                    if per is not None
+                    else base - base_clean * len(sevs)
                 )
-            rel = (total - clean * len(sevs)) / rel_den if relative else math.nan
-        rows.append((str(name), "ce", ce))
-        ces.append(ce)
+                if rel_den > 1e-12:
+                    rel = gap / rel_den
+                else:
+                    rel_note = (
+                        f"the baseline's errors under {name!r} do not exceed its clean error "
+                        f"(Σ(B - B_clean) = {rel_den:.4g})"
+                    )
+        rows.append((name, "ce", ce, int(math.isfinite(ce)), ce_note))
+        ces.append((name, ce))
         if relative:
-            rows.append((str(name), "relative_ce", rel))
-            rel_ces.append(rel)
-    rows.append(("all", "mce", float(np.mean(ces))))
+            rows.append((name, "relative_ce", rel, int(math.isfinite(rel)), rel_note))
+            rel_ces.append((name, rel))
+    rows.append(_mean_row("all", "mce", ces))
     if relative:
-        rows.append(("all", "relative_mce", float(np.mean(rel_ces))))
-    out = pd.DataFrame(rows, columns=["corruption", "metric", "value"])
-    out["normalised"] = normalisers is not None
+        rows.append(_mean_row("all", "relative_mce", rel_ces))
+    out = pd.DataFrame(rows, columns=["corruption", "metric", "value", "corruptions", "note"])
+    out.insert(3, "normalised", normalisers is not None)
+    out["corruptions"] = out["corruptions"].astype("int64")
     for i, (col, val) in enumerate(carried.items()):
         out.insert(i, col, val)
     return out
