@@ -4,6 +4,11 @@ Target (BENCHMARKS.md, `exemplars`): 30 + 30 models × 10k samples in <= 1 s, re
 frames included. There is no maintained peer, so the side-by-side baseline is a straightforward pandas
 implementation of the same scores (groupby + value_counts + idxmax); both must give identical results.
 
+A second table reads from a zoo whose runs store outputs on 80 evaluation splits (10k test samples
+each, as after corruptions and attacks): ``run_exemplars`` reads one split of each run with a parquet
+row filter and reads a dense population shared by several comparisons once; the baseline reads whole
+outputs files and every population again for every comparison, as the first version did.
+
 The synthetic outputs look like a zoo's: 10 classes; each sample has a difficulty and a confusable class;
 dense models are right ~96 % of the time, pruned ones less often on the harder samples, so a few percent
 of the samples change their modal label.
@@ -12,6 +17,8 @@ of the samples change their modal label.
 from __future__ import annotations
 
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +27,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleaved_medians, markdown, parse_args, write_json
 
-from pruneviz.analysis.exemplars import exemplar_scores
+from pruneviz.analysis.exemplars import exemplar_scores, run_exemplars
+from pruneviz.analysis.populations import comparisons, population_outputs
+from pruneviz.data.dataset import Dataset
+from pruneviz.models.registry import ModelSpec, build_from_spec
+from pruneviz.zoo.store import RunRecord, Zoo
 
 K = 10
 
@@ -106,6 +117,125 @@ def identical(ours: pd.DataFrame, peer: pd.DataFrame) -> tuple[bool, float]:
     return same, gap
 
 
+def stored_zoo(root: Path, *, dense_models: int, sparsities: tuple[float, ...], splits: int, n: int) -> Zoo:
+    """A zoo of ``dense_models`` dense runs, each pruned at every sparsity, whose runs store outputs on
+    ``n`` test samples × ``splits`` evaluation splits (``clean``, ``s1``, ...). The weights are a tiny
+    MLP's; only the outputs files matter here."""
+    rng = np.random.default_rng(0)
+    data = Dataset(rng.normal(size=(n, 4)).astype(np.float32), rng.integers(0, K, n), name="synthetic")
+    zoo = Zoo.create(root)
+    key = zoo.add_dataset(data)
+    spec = ModelSpec("mlp", (4,), K, {"hidden": [8]})
+    model = build_from_spec(spec)
+    ids, labels = data.sample_id, data.y.numpy()
+    confuser = (labels + 1) % K
+    hard = rng.beta(0.4, 6.0, n)
+    names = ["clean", *(f"s{i}" for i in range(1, splits))]
+
+    def store(run: str, parent: str | None, sparsity: float, seed: int) -> None:
+        one = population(run, 1, np.clip((1 + 2 * sparsity) * hard, 0, 1), ids, labels, confuser, seed)
+        outputs = pd.concat([one.drop(columns="run").assign(split=s) for s in names], ignore_index=True)
+        record = RunRecord(
+            run=run,
+            kind="dense" if parent is None else "pruned",
+            dataset=key,
+            model_spec=spec,
+            seed=seed,
+            parent=parent,
+            method=None if parent is None else "global_magnitude",
+            structure=None if parent is None else "unstructured",
+            target_sparsity=sparsity,
+            sparsity=sparsity,
+            schedule={} if parent is None else {"schedule": "one_shot", "seed": 0},
+        )
+        zoo.add_run(record, model, outputs)
+
+    for d in range(dense_models):
+        store(f"dense-{d}", None, 0.0, d)
+        for s in sparsities:
+            store(f"dense-{d}~{s:g}", f"dense-{d}", s, d + 100)
+    return zoo
+
+
+def whole_file_outputs(zoo: Zoo, runs, split: str, subset: str) -> pd.DataFrame:
+    """The first version's read: every run's whole outputs file, then the split selected in pandas."""
+    frames = []
+    for rid in runs:
+        out = zoo.outputs(rid, subset=subset)
+        frames.append(out[out["split"] == split])
+    return pd.concat(frames, ignore_index=True)
+
+
+def zoo_figures(quick: bool) -> tuple[dict[str, object], list[dict[str, object]]]:
+    """Reading populations from a zoo with 80 stored splits per run: one split vs whole files."""
+    dense_models, splits, n = (2, 80, 10_000) if quick else (5, 80, 10_000)
+    sparsities = (0.5, 0.9)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        zoo = stored_zoo(
+            Path(tmp) / "zoo", dense_models=dense_models, sparsities=sparsities, splits=splits, n=n
+        )
+        build_s = time.perf_counter() - t0
+        dense = [f"dense-{d}" for d in range(dense_models)]
+        comps = comparisons(zoo)
+        read = interleaved_medians(
+            {
+                "split": lambda: population_outputs(zoo, dense, split="s7", subset="test"),
+                "whole": lambda: whole_file_outputs(zoo, dense, "s7", "test"),
+            },
+            repeats=3 if quick else 7,
+            warmup=1,
+        )
+
+        def legacy(split: str) -> None:
+            for comp in comps:
+                exemplar_scores(
+                    whole_file_outputs(zoo, comp.dense, split, "test"),
+                    whole_file_outputs(zoo, comp.pruned, split, "test"),
+                )
+
+        fresh = iter(f"s{i}" for i in range(1, splits))  # a new split per call: nothing cached yet
+        analysis = interleaved_medians(
+            {"ours": lambda: run_exemplars(zoo, split=next(fresh)), "legacy": lambda: legacy(next(fresh))},
+            repeats=3 if quick else 5,
+            warmup=0,
+        )
+        same = run_exemplars(zoo, split="s3")
+        direct = exemplar_scores(
+            whole_file_outputs(zoo, comps[0].dense, "s3", "test"),
+            whole_file_outputs(zoo, comps[0].pruned, "s3", "test"),
+        )
+        first = same[same.sparsity == comps[0].sparsity][direct.columns].reset_index(drop=True)
+        identical = bool(first.equals(direct))
+    tag = f"zoo_{dense_models}x{len(sparsities)}_splits{splits}_n{n}"
+    figures = {
+        f"{tag}_build_s": build_s,
+        f"{tag}_read_split_s": read["split"],
+        f"{tag}_read_whole_s": read["whole"],
+        f"{tag}_read_speedup": read["whole"] / read["split"],
+        f"{tag}_run_exemplars_cold_s": analysis["ours"],
+        f"{tag}_whole_file_loop_s": analysis["legacy"],
+        f"{tag}_run_exemplars_speedup": analysis["legacy"] / analysis["ours"],
+        f"{tag}_identical": identical,
+    }
+    population_label = f"{dense_models} dense runs, {splits} splits × {n} samples each"
+    rows = [
+        {
+            "task": f"read one split of {population_label}",
+            "pruneviz s": read["split"],
+            "whole files s": read["whole"],
+            "ratio": read["whole"] / read["split"],
+        },
+        {
+            "task": f"run_exemplars, {len(comps)} comparisons sharing them (cold)",
+            "pruneviz s": analysis["ours"],
+            "whole files s": analysis["legacy"],
+            "ratio": analysis["legacy"] / analysis["ours"],
+        },
+    ]
+    return figures, rows
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     configs = [(30, 10_000)] if args.quick else [(5, 10_000), (30, 10_000), (30, 50_000)]
@@ -150,6 +280,10 @@ def main() -> None:
     print(markdown(rows))
     verdict = "met" if figures["target_met"] else "missed"
     print(f"\nTarget 30 + 30 models × 10k samples <= 1 s: {target:.3f} s ({verdict})")
+    zoo_figs, zoo_rows = zoo_figures(args.quick)
+    figures |= zoo_figs
+    print("\n## Reading populations from a zoo with 80 stored splits per run\n")
+    print(markdown(zoo_rows))
     write_json(args.json, figures, args.quick)
 
 

@@ -91,6 +91,20 @@ def _zoo_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_analyse(args: argparse.Namespace) -> int:
+    from pruneviz.analysis.study import StudySettings, analyse_zoo
+    from pruneviz.zoo import Zoo
+
+    zoo = Zoo(args.zoo)
+    settings = StudySettings.quick() if args.quick else StudySettings()
+    start = time.perf_counter()
+    table = analyse_zoo(zoo, steps=args.steps, settings=settings, progress=not args.quiet)
+    print(
+        f"\n{int(table['items'].sum())} analyses cached in {zoo.path} ({time.perf_counter() - start:.1f} s)"
+    )
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from pruneviz.zoo import build_demo_zoo
     from pruneviz.zoo.store import population_table
@@ -162,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--seed", type=int, default=0)
     prune.add_argument("--quiet", action="store_true", help="no progress bars")
     prune.set_defaults(func=_zoo_prune)
+    analyse = zsub.add_parser(
+        "analyse", help="run every analysis on a zoo and cache the results (resumes if interrupted)"
+    )
+    analyse.add_argument("zoo", type=Path, help="zoo folder")
+    analyse.add_argument("--steps", nargs="+", default=None, metavar="STEP", help="only these steps")
+    analyse.add_argument("--quick", action="store_true", help="small settings (fewer samples, severities)")
+    analyse.add_argument("--quiet", action="store_true", help="no progress output")
+    analyse.set_defaults(func=_zoo_analyse)
     ls = zsub.add_parser("ls", help="list the runs of a zoo")
     ls.add_argument("zoo", type=Path, help="zoo folder")
     ls.set_defaults(func=_zoo_ls)

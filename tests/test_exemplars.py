@@ -12,6 +12,7 @@ from conftest import FAST, blobs
 from pruneviz.analysis import exemplars as ex
 from pruneviz.analysis.exemplars import (
     SCORE_COLUMNS,
+    SUMMARY_COLUMNS,
     SUMMARY_METRICS,
     exemplar_flags,
     exemplar_scores,
@@ -19,6 +20,7 @@ from pruneviz.analysis.exemplars import (
     run_exemplar_summary,
     run_exemplars,
 )
+from pruneviz.analysis.populations import COMPARISON_KEYS
 from pruneviz.exceptions import DataError, ValidationError
 from pruneviz.zoo import Zoo, build_dense_population, prune_population
 
@@ -142,17 +144,15 @@ def test_summary_matches_a_direct_pandas_computation():
     groups = pd.DataFrame({"sample_id": scores.sample_id, "site": rng.choice(["a", "b", "c"], 300)})
     groups = pd.concat([groups, pd.DataFrame({"sample_id": [-1], "site": ["z"]})])  # unscored rows are fine
     summary = exemplar_summary(scores, groups=groups.iloc[::-1])
-    assert list(summary.columns) == ["definition", "group", "level", "metric", "value"]
-    assert (summary.definition == "modal").all() and summary.group.unique().tolist() == [
-        "all",
-        "class",
-        "site",
-    ]
-    value = summary.set_index(["group", "level", "metric"]).value
+    assert list(summary.columns) == list(SUMMARY_COLUMNS)
+    assert list(SUMMARY_COLUMNS) == ["definition", "attribute", "group", "metric", "value", "small"]
+    assert (summary.definition == "modal").all()
+    assert summary.attribute.unique().tolist() == ["(all)", "class", "site"]
+    value = summary.set_index(["attribute", "group", "metric"]).value
 
     df = scores.merge(groups, on="sample_id").pipe(lambda f: f.assign(**{"class": f.label.astype(str)}))
     overall_rate = df.exemplar.mean()
-    assert value["all", "all", "n_exemplars"] == scores.exemplar.sum() > 0
+    assert value["(all)", "(all)", "n_exemplars"] == scores.exemplar.sum() > 0
     for column in ("class", "site"):
         for level, part in df.groupby(column):
             got = value[column, str(level)]
@@ -169,20 +169,43 @@ def test_summary_matches_a_direct_pandas_computation():
                     rest[f"{pop}_accuracy"].mean()
                 )
     # the accuracy of every model in the population, averaged, is the overall population accuracy
-    assert value["all", "all", "dense_accuracy"] == pytest.approx((dense.prediction == dense.label).mean())
+    assert value["(all)", "(all)", "dense_accuracy"] == pytest.approx(
+        (dense.prediction == dense.label).mean()
+    )
+    assert not summary.small.any()  # 300 samples, groups of about 75 and 100
 
     top = exemplar_summary(scores, group_columns=["class"], top_fraction=0.1)
-    assert top.definition.iloc[0] == "taxicab top 0.1" and top.group.unique().tolist() == ["all", "class"]
-    assert top.set_index(["group", "level", "metric"]).value["all", "all", "n_exemplars"] == 30
+    assert top.definition.iloc[0] == "taxicab top 0.1" and top.attribute.unique().tolist() == [
+        "(all)",
+        "class",
+    ]
+    assert top.set_index(["attribute", "group", "metric"]).value["(all)", "(all)", "n_exemplars"] == 30
     assert len(top) == 5 * len(SUMMARY_METRICS)  # all + 4 classes
 
 
 def test_summary_without_exemplars_reports_nan_ratios():
     dense, _ = random_populations(4, 3, 1, n=20, k=3)
-    value = exemplar_summary(exemplar_scores(dense, dense)).set_index(["group", "level", "metric"]).value
-    assert value["all", "all", "n_exemplars"] == 0
+    value = exemplar_summary(exemplar_scores(dense, dense)).set_index(["attribute", "group", "metric"]).value
+    assert value["(all)", "(all)", "n_exemplars"] == 0
     assert math.isnan(value["class", "0", "over_representation"])
-    assert math.isnan(value["all", "all", "pruned_accuracy_exemplars"])
+    assert math.isnan(value["(all)", "(all)", "pruned_accuracy_exemplars"])
+
+
+def test_summary_flags_small_groups_and_keeps_them():
+    scores = exemplar_scores(*random_populations(6, 3, 3, n=100, k=3))
+    sites = np.where(np.arange(100) < 8, "rare", np.where(np.arange(100) % 2, "a", "b"))
+    groups = pd.DataFrame({"sample_id": scores.sample_id, "site": sites})
+    summary = exemplar_summary(scores, groups=groups, group_columns=["site"], min_group_size=np.int64(47))
+    n = summary[summary.metric == "n_samples"].set_index("group")
+    assert n.value.to_dict() == {"(all)": 100, "a": 46, "b": 46, "rare": 8}  # small groups are kept
+    assert n.small.to_dict() == {"(all)": False, "a": True, "b": True, "rare": True}
+    assert summary.groupby("group").small.nunique().eq(1).all()  # one flag per group, on all its metrics
+    default = exemplar_summary(scores, groups=groups, group_columns=["site"])  # min_group_size=30
+    assert default[default.small].group.unique().tolist() == ["rare"]
+    with pytest.raises(
+        ValidationError, match=r"'min_group_size' parameter of exemplar_summary must be a positive integer"
+    ):
+        exemplar_summary(scores, min_group_size=0)
 
 
 def test_bad_inputs_get_clear_errors():
@@ -242,12 +265,13 @@ def test_run_exemplars_end_to_end_and_cached(zoo, monkeypatch):
     digits_runs = runs[runs.dataset == runs.dataset[0]]
     dense = digits_runs.run[digits_runs.kind == "dense"].tolist()
     scores = run_exemplars(zoo, dense=dense)
-    assert list(scores.columns) == [*ex._COMPARISON_KEYS, *SCORE_COLUMNS]
+    assert list(scores.columns) == [*COMPARISON_KEYS, *SCORE_COLUMNS]
     assert set(scores.sparsity) == {0.5, 0.9} and (scores.method == "global_magnitude").all()
+    assert (scores.arch == "mlp").all() and scores.settings.nunique() == 1
     assert (scores.dense_runs == 2).all() and (scores.pruned_runs == 2).all()
     n_test = (zoo.outputs(dense[0], subset="test").split == "clean").sum()
     assert len(scores) == 2 * n_test
-    one = scores[scores.sparsity == 0.9].drop(columns=list(ex._COMPARISON_KEYS)).reset_index(drop=True)
+    one = scores[scores.sparsity == 0.9].drop(columns=list(COMPARISON_KEYS)).reset_index(drop=True)
     pruned = digits_runs.run[digits_runs.target_sparsity == 0.9].tolist()
     direct = exemplar_scores(
         zoo.outputs(dense, split="clean", subset="test"), zoo.outputs(pruned, split="clean", subset="test")
@@ -255,31 +279,58 @@ def test_run_exemplars_end_to_end_and_cached(zoo, monkeypatch):
     pd.testing.assert_frame_equal(one, direct)
 
     summary = run_exemplar_summary(zoo, dense=dense, top_fraction=0.2)
-    assert set(summary.group) == {"all", "class", "ink"} and (summary.definition == "taxicab top 0.2").all()
+    assert list(summary.columns) == [*COMPARISON_KEYS, *SUMMARY_COLUMNS]
+    assert set(summary.attribute) == {"(all)", "class", "ink"}
+    assert (summary.definition == "taxicab top 0.2").all()
     ds = zoo.dataset(runs.dataset[0])
     expected = exemplar_summary(direct, groups=ds.groups.assign(sample_id=ds.sample_id), top_fraction=0.2)
-    got = summary[summary.sparsity == 0.9].drop(columns=list(ex._COMPARISON_KEYS)).reset_index(drop=True)
+    got = summary[summary.sparsity == 0.9].drop(columns=list(COMPARISON_KEYS)).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, expected)
 
     monkeypatch.setattr(ex, "exemplar_scores", lambda *a, **k: pytest.fail("recomputed cached scores"))
     monkeypatch.setattr(ex, "exemplar_summary", lambda *a, **k: pytest.fail("recomputed a cached summary"))
     pd.testing.assert_frame_equal(run_exemplars(zoo, dense=dense), scores)
     pd.testing.assert_frame_equal(run_exemplar_summary(zoo, dense=dense, top_fraction=0.2), summary)
+    # numpy numbers are normalised before the cache key: the same cached frames come back
+    again = run_exemplar_summary(
+        zoo, dense=dense, top_fraction=np.float64(0.2), min_group_size=np.int64(30), split=np.str_("clean")
+    )
+    pd.testing.assert_frame_equal(again, summary)
+    # a zoo with two datasets works without selecting one (the blobs run has no pruned children)
+    pd.testing.assert_frame_equal(run_exemplars(zoo), scores)
 
 
-def test_run_exemplars_refuses_mixed_datasets_and_bad_settings(zoo):
+def test_run_exemplars_refuses_runs_it_cannot_compare_and_bad_settings(zoo, tmp_path):
     runs = zoo.runs()
     other = runs.run[runs.dataset != runs.dataset[0]].tolist()
     pruned = runs.run[runs.kind != "dense"].tolist()
     with pytest.raises(
-        DataError, match=r"'runs' parameter of run_exemplars must be runs of a single dataset"
+        ValidationError,
+        match=r"'pruned' parameter of run_exemplars must be ids of pruned runs of the dataset and arch of "
+        r"some given dense run \(\[\('blobs-",
     ):
         run_exemplars(zoo, dense=other, pruned=pruned)
+    with pytest.raises(
+        ValidationError,
+        match=r"'dense' parameter of run_exemplar_summary must be dense runs with pruned runs to compare "
+        r"against. Got 1 dense run\(s\) without pruned children",
+    ):
+        run_exemplar_summary(zoo, dense=other)  # the blobs run has no pruned children
     with pytest.raises(ValidationError, match=r"'subset' parameter of run_exemplars must be one of"):
         run_exemplars(zoo, subset="tset")
+    with pytest.raises(ValidationError, match=r"'split' parameter of run_exemplars must be the name of"):
+        run_exemplars(zoo, split=3)
     with pytest.raises(ValidationError, match=r"'split' parameter of run_exemplar_summary .*Got 'blur'"):
         run_exemplar_summary(zoo, dense=runs.run[:2].tolist(), split="blur")
     with pytest.raises(ValidationError, match=r"'top_fraction' parameter of run_exemplar_summary"):
         run_exemplar_summary(zoo, top_fraction=1.5)
-    empty = run_exemplars(zoo, dense=other)  # the blobs run has no pruned children
-    assert empty.empty and list(empty.columns) == [*ex._COMPARISON_KEYS, *SCORE_COLUMNS]
+    with pytest.raises(
+        ValidationError,
+        match=r"'min_group_size' parameter of run_exemplar_summary must be a positive integer",
+    ):
+        run_exemplar_summary(zoo, min_group_size=2.0)
+    with pytest.raises(ValidationError, match=r"'zoo' parameter of run_exemplars must be a pruneviz Zoo"):
+        run_exemplars(str(zoo.path))
+    empty = Zoo.create(tmp_path / "empty")
+    assert list(run_exemplars(empty).columns) == [*COMPARISON_KEYS, *SCORE_COLUMNS]
+    assert list(run_exemplar_summary(empty).columns) == [*COMPARISON_KEYS, *SUMMARY_COLUMNS]

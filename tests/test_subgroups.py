@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pruneviz.analysis import subgroups as sg
 from pruneviz.analysis.calibration import expected_calibration_error
+from pruneviz.analysis.populations import COMPARISON_KEYS
 from pruneviz.analysis.subgroups import (
     COLUMNS,
     disparate_impact,
@@ -298,9 +300,13 @@ def test_run_subgroups_reads_the_zoo_and_caches(pruned_copy, monkeypatch):
     zoo = pruned_copy
     table = run_subgroups(zoo, bootstrap=100, permutations=100, min_group_size=20)
     assert list(table.columns) == [
-        "dataset", "method", "structure", "sparsity", "dense_runs", "pruned_runs", *COLUMNS,
+        "dataset", "arch", "method", "structure", "sparsity", "settings", "dense_runs", "pruned_runs", *COLUMNS,
     ]  # fmt: skip
+    assert list(table.columns[: len(COMPARISON_KEYS)]) == list(COMPARISON_KEYS)
     assert set(table.method) == {"global_magnitude"} and set(table.sparsity) == {0.8}
+    assert set(table.arch) == {"mlp"} and table.settings.nunique() == 1
+    assert table.significant.dtype == "boolean"  # NA survives the cache's parquet round trip
+    assert (table.significant.isna() == table.p_adjusted.isna()).all() and table.significant.notna().any()
     assert (table.dense_runs == 2).all() and (table.pruned_runs == 2).all()
     runs = zoo.runs()
     dense_acc = runs[runs.kind == "dense"].test_accuracy.mean()
@@ -311,10 +317,68 @@ def test_run_subgroups_reads_the_zoo_and_caches(pruned_copy, monkeypatch):
     ds = zoo.dataset(runs.dataset[0])
     assert sample_groups(ds)["class"].astype(str).tolist() == [str(int(c)) for c in ds.y]
 
-    import pruneviz.analysis.subgroups as subgroups
-
-    monkeypatch.setattr(subgroups, "disparate_impact", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(sg, "disparate_impact", lambda *a, **k: pytest.fail("recomputed"))
     again = run_subgroups(zoo, bootstrap=100, permutations=100, min_group_size=20)
+    pd.testing.assert_frame_equal(again, table)
+    # numpy numbers are checked and normalised before the cache key: the cached frame comes back
+    again = run_subgroups(
+        zoo, bootstrap=np.int64(100), permutations=np.int32(100), min_group_size=np.int64(20), seed=np.int8(0)
+    )
     pd.testing.assert_frame_equal(again, table)
     with pytest.raises(ValidationError, match=r"'split' parameter of run_subgroups.*Got 'fog'"):
         run_subgroups(zoo, split="fog", bootstrap=10, permutations=10)
+
+
+def test_run_subgroups_checks_every_setting_before_reading(pruned_copy, monkeypatch):
+    import pruneviz.analysis.populations as populations
+
+    monkeypatch.setattr(populations, "_run_outputs", lambda *a: pytest.fail("read outputs"))
+    monkeypatch.setattr(pruned_copy, "cached", lambda *a: pytest.fail("looked up the cache"))
+    cases = [
+        (
+            {"subset": "tset"},
+            r"'subset' parameter of run_subgroups must be one of \['test', 'train', 'val'\]",
+        ),
+        ({"split": ""}, r"'split' parameter of run_subgroups must be the name of an evaluation split"),
+        (
+            {"bootstrap": np.float64(2.0)},
+            r"'bootstrap' parameter of run_subgroups must be a positive integer",
+        ),
+        ({"permutations": True}, r"'permutations' parameter of run_subgroups must be a positive integer"),
+        ({"seed": -1}, r"'seed' parameter of run_subgroups must be an integer >= 0"),
+        ({"min_group_size": 0}, r"'min_group_size' parameter of run_subgroups"),
+        ({"confidence": 95}, r"'confidence' parameter of run_subgroups must be a float in \(0, 1\)"),
+        ({"metric": "acc"}, r"'metric' parameter of run_subgroups must be one of"),
+        ({"group": 3}, r"'group' parameter of run_subgroups must be the name of a group column"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValidationError, match=message):
+            run_subgroups(pruned_copy, **kwargs)
+
+
+def test_significance_is_missing_where_nothing_was_tested(monkeypatch):
+    n = 400
+    rng = np.random.default_rng(11)
+    groups = random_groups(n, 4, seed=12)
+    dense, pruned = outputs(rng.random(n) < 0.9), outputs(rng.random(n) < 0.6, run="p", seed=1)
+    kw = {"group": "site", "bootstrap": 20, "permutations": 50}
+    di = disparate_impact(dense, pruned, groups, **kw)
+    assert di.significant.dtype == "boolean"
+    assert (di.significant.isna() == di.p_adjusted.isna()).all()
+    assert di.significant.notna().sum() == 5  # psi of 4 groups and the disparity
+    real_holm = sg._holm
+
+    def holm_with_a_gap(p: np.ndarray) -> np.ndarray:
+        out = real_holm(p)
+        out[1] = np.nan  # an adjusted p-value that could not be computed for group g1
+        return out
+
+    monkeypatch.setattr(sg, "_holm", holm_with_a_gap)
+    gap = disparate_impact(dense, pruned, groups, **kw)
+    psi = gap[gap.statistic == "psi"].set_index("group")
+    assert np.isnan(psi.loc["g1", "p_adjusted"]) and psi.loc["g1", "significant"] is pd.NA
+    assert psi.drop("g1").significant.notna().all()
+    assert (gap.significant.isna() == gap.p_adjusted.isna()).all()
+    none_big = disparate_impact(dense, pruned, groups, min_group_size=n, **kw)
+    disparity = none_big[none_big.statistic == "disparity"].iloc[0]
+    assert np.isnan(disparity.p_adjusted) and disparity.significant is pd.NA

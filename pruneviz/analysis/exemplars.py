@@ -35,17 +35,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pruneviz._validation import check_choice, check_columns, check_fraction, check_int, data_fail, fail
+from pruneviz._validation import check_columns, check_fraction, check_int, data_fail, fail
 from pruneviz.analysis.populations import (
+    COMPARISON_KEYS,
     Comparison,
     check_same_samples,
+    check_split,
     comparisons,
-    population_outputs,
+    population_reader,
 )
 from pruneviz.zoo.store import Zoo
 
 __all__ = [
     "SCORE_COLUMNS",
+    "SUMMARY_COLUMNS",
     "SUMMARY_METRICS",
     "exemplar_flags",
     "exemplar_scores",
@@ -84,7 +87,8 @@ SUMMARY_METRICS = (
     "pruned_accuracy_without_exemplars",
 )
 
-_COMPARISON_KEYS = ("dataset", "method", "structure", "sparsity", "dense_runs", "pruned_runs")
+ALL = "(all)"  # the ``attribute`` and ``group`` of the rows about all samples together
+SUMMARY_COLUMNS = ("definition", "attribute", "group", "metric", "value", "small")
 _MAX_CELLS = 1 << 22  # vote-count cells (samples × classes) held at once per population
 
 
@@ -395,6 +399,7 @@ def exemplar_summary(
     groups: pd.DataFrame | None = None,
     group_columns: Sequence[str] | None = None,
     top_fraction: float | None = None,
+    min_group_size: int = 30,
 ) -> pd.DataFrame:
     """Counts, accuracies and group composition of one comparison's exemplars (Hooker et al. 2019, 2020).
 
@@ -410,15 +415,19 @@ def exemplar_summary(
         The group columns to break down by; default ``class`` and every column of ``groups``.
     top_fraction : float in (0, 1], optional
         ``None``: modal exemplars; else the top fraction by taxicab rank (:func:`exemplar_flags`).
+    min_group_size : int
+        Groups with fewer samples are flagged ``small`` (kept: their shares rest on few samples).
 
     Returns
     -------
-    Tidy DataFrame with columns ``definition`` (``modal`` or ``taxicab top q``), ``group`` (``all`` or a
-    group column), ``level`` (``all`` or the group's value, as text), ``metric``, ``value``. For the
-    whole set and for every level of every group column, the metrics, in this order:
-    ``n_samples``; ``n_exemplars``; ``exemplar_rate`` (share of the level's samples that are exemplars);
-    ``data_share`` (share of all samples in the level); ``exemplar_share`` (share of all exemplars in the
-    level); ``over_representation`` (``exemplar_share / data_share``: above 1 when the level holds more
+    Tidy DataFrame with the columns of :data:`SUMMARY_COLUMNS` (the vocabulary of
+    :mod:`pruneviz.analysis.subgroups`): ``definition`` (``modal`` or ``taxicab top q``),
+    ``attribute`` (a group column, or ``(all)``), ``group`` (the group's value as text, or ``(all)``),
+    ``metric``, ``value``, ``small`` (fewer than ``min_group_size`` samples). For all samples and for
+    every group of every group column, the metrics, in this order:
+    ``n_samples``; ``n_exemplars``; ``exemplar_rate`` (share of the group's samples that are exemplars);
+    ``data_share`` (share of all samples in the group); ``exemplar_share`` (share of all exemplars in the
+    group); ``over_representation`` (``exemplar_share / data_share``: above 1 when the group holds more
     than its share of exemplars); ``dense_accuracy`` and ``pruned_accuracy`` (mean share of each
     population's models correct); the same on the exemplars only (``…_accuracy_exemplars``) and on the
     rest (``…_accuracy_without_exemplars``). A ratio with nothing to divide by is NaN.
@@ -429,13 +438,15 @@ def exemplar_summary(
     ...                        "exemplar": [True, False, False, False], "rank": [1, 2, 3, 4],
     ...                        "dense_accuracy": [1.0, 1.0, 1.0, 0.5],
     ...                        "pruned_accuracy": [0.0, 1.0, 1.0, 0.5]})
-    >>> s = exemplar_summary(scores)
-    >>> float(s.query("group == 'class' and level == '0' and metric == 'over_representation'").value.iloc[0])
-    2.0
+    >>> s = exemplar_summary(scores, min_group_size=2)
+    >>> row = s.query("attribute == 'class' and group == '0' and metric == 'over_representation'").iloc[0]
+    >>> float(row.value), bool(row.small)
+    (2.0, False)
     """
     where = "exemplar_summary"
     needed = ("sample_id", "label", "exemplar", "rank", "dense_accuracy", "pruned_accuracy")
     _check_scores(scores, "scores", where, needed)
+    min_group_size = check_int(min_group_size, "min_group_size", where, minimum=1)
     flags = _flags(scores, top_fraction, where).to_numpy()
     definition = "modal" if top_fraction is None else f"taxicab top {float(top_fraction):g}"
     table = _group_table(scores, groups, where)
@@ -452,20 +463,22 @@ def exemplar_summary(
     pruned_acc = scores["pruned_accuracy"].to_numpy(dtype=np.float64)
     total_n, total_e = len(scores), int(flags.sum())
     parts = []
-    for group in ["all", *columns]:
-        if group == "all":
-            codes, levels = np.zeros(total_n, dtype=np.int64), ["all"]
+    for attribute in [ALL, *columns]:
+        if attribute == ALL:
+            codes, names = np.zeros(total_n, dtype=np.int64), [ALL]
         else:
-            codes, uniques = pd.factorize(table[group], sort=True, use_na_sentinel=False)
-            levels = [str(u) for u in uniques]
-        values = _level_metrics(codes, len(levels), flags, dense_acc, pruned_acc, total_n, total_e)
+            codes, uniques = pd.factorize(table[attribute], sort=True, use_na_sentinel=False)
+            names = [str(u) for u in uniques]
+        values = _group_metrics(codes, len(names), flags, dense_acc, pruned_acc, total_n, total_e)
+        sizes = np.bincount(codes, minlength=len(names))
         parts.append(
             pd.DataFrame(
                 {
-                    "group": group,
-                    "level": np.repeat(levels, len(SUMMARY_METRICS)),
-                    "metric": np.tile(SUMMARY_METRICS, len(levels)),
+                    "attribute": attribute,
+                    "group": np.repeat(names, len(SUMMARY_METRICS)),
+                    "metric": np.tile(SUMMARY_METRICS, len(names)),
                     "value": values.ravel(),
+                    "small": np.repeat(sizes < min_group_size, len(SUMMARY_METRICS)),
                 }
             )
         )
@@ -504,19 +517,19 @@ def _group_table(scores: pd.DataFrame, groups: Any, where: str) -> pd.DataFrame:
     return table
 
 
-def _level_metrics(
+def _group_metrics(
     codes: np.ndarray,
-    n_levels: int,
+    n_groups: int,
     flags: np.ndarray,
     dense_acc: np.ndarray,
     pruned_acc: np.ndarray,
     total_n: int,
     total_e: int,
 ) -> np.ndarray:
-    """``(n_levels, len(SUMMARY_METRICS))`` values of one group column, from weighted bincounts."""
+    """``(n_groups, len(SUMMARY_METRICS))`` values of one group column, from weighted bincounts."""
 
     def sums(weights: np.ndarray | None) -> np.ndarray:
-        return np.bincount(codes, weights=weights, minlength=n_levels).astype(np.float64)
+        return np.bincount(codes, weights=weights, minlength=n_groups).astype(np.float64)
 
     def ratio(num: np.ndarray, den: np.ndarray | float) -> np.ndarray:
         den = np.broadcast_to(np.asarray(den, dtype=np.float64), num.shape)
@@ -556,27 +569,31 @@ def run_exemplars(
     split: str = "clean",
     subset: str = "test",
 ) -> pd.DataFrame:
-    """:func:`exemplar_scores` of every comparison of a zoo (one per method × structure × sparsity).
+    """:func:`exemplar_scores` of every comparison of a zoo.
 
-    ``dense`` defaults to every dense run and ``pruned`` to every pruned child of them
-    (:func:`~pruneviz.analysis.populations.comparisons`); the outputs on ``split`` and ``subset`` come
-    from the zoo. Each comparison's scores are cached in the zoo. Returns the scores with the comparison's
-    keys (``dataset``, ``method``, ``structure``, ``sparsity``, ``dense_runs``, ``pruned_runs``) in front,
-    sorted by method, structure, sparsity and ``sample_id``; empty when the zoo has no comparison.
+    The comparisons are :func:`~pruneviz.analysis.populations.comparisons`' (pruned runs grouped by
+    dataset, arch, method, structure, target sparsity and pruning settings, against their dense
+    parents; ``dense`` and ``pruned`` select runs explicitly); the outputs on ``split`` and ``subset``
+    come from the zoo, a dense population shared by several comparisons is read once. Each comparison's
+    scores are cached in the zoo. Returns the scores with the comparison's keys (:data:`COMPARISON_KEYS`:
+    ``dataset``, ``arch``, ``method``, ``structure``, ``sparsity`` — the target sparsity —, ``settings``,
+    ``dense_runs``, ``pruned_runs``) in front, sorted by those keys and ``sample_id``; empty when the zoo
+    has no comparison.
 
     >>> import tempfile
     >>> run_exemplars(Zoo.create(tempfile.mkdtemp() + "/z")).shape
-    (0, 18)
+    (0, 20)
     """
     where = "run_exemplars"
-    _check_split(split, subset, where)
-    read = _dense_reader(zoo, split, subset, where)
+    _check_zoo(zoo, where)
+    split, subset = check_split(split, subset, where)
+    read = population_reader(zoo, split=split, subset=subset, where=where)
     frames = [
         _comparison_scores(zoo, comp, split, subset, read, where)
         for comp in comparisons(zoo, dense=dense, pruned=pruned, where=where)
     ]
     if not frames:
-        return pd.DataFrame(columns=[*_COMPARISON_KEYS, *SCORE_COLUMNS])
+        return pd.DataFrame(columns=[*COMPARISON_KEYS, *SCORE_COLUMNS])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -589,6 +606,7 @@ def run_exemplar_summary(
     subset: str = "test",
     top_fraction: float | None = None,
     group_columns: Sequence[str] | None = None,
+    min_group_size: int = 30,
 ) -> pd.DataFrame:
     """:func:`exemplar_summary` of every comparison of a zoo, broken down by the dataset's groups.
 
@@ -597,20 +615,26 @@ def run_exemplar_summary(
     the comparison keys in front (see :func:`run_exemplars`).
 
     >>> import tempfile
-    >>> list(run_exemplar_summary(Zoo.create(tempfile.mkdtemp() + "/z")).columns)[-4:]
-    ['group', 'level', 'metric', 'value']
+    >>> list(run_exemplar_summary(Zoo.create(tempfile.mkdtemp() + "/z")).columns)[-5:]
+    ['attribute', 'group', 'metric', 'value', 'small']
     """
     where = "run_exemplar_summary"
-    _check_split(split, subset, where)
+    _check_zoo(zoo, where)
+    split, subset = check_split(split, subset, where)
+    read = population_reader(zoo, split=split, subset=subset, where=where)
     if top_fraction is not None:
         top_fraction = check_fraction(top_fraction, "top_fraction", where, closed_low=False, closed_high=True)
     if group_columns is not None:
-        if isinstance(group_columns, str):
+        if isinstance(group_columns, str) or not isinstance(group_columns, Sequence | np.ndarray | pd.Index):
             fail(
-                "group_columns", where, "a list of column names", group_columns, f"pass [{group_columns!r}]."
+                "group_columns",
+                where,
+                "a list of column names",
+                group_columns,
+                f"pass [{group_columns!r}]." if isinstance(group_columns, str) else "pass e.g. ['class'].",
             )
         group_columns = [str(c) for c in group_columns]
-    read = _dense_reader(zoo, split, subset, where)
+    min_group_size = check_int(min_group_size, "min_group_size", where, minimum=1)
     datasets: dict[str, pd.DataFrame] = {}
 
     def groups_of(key: str) -> pd.DataFrame:
@@ -624,48 +648,34 @@ def run_exemplar_summary(
         params = {
             "split": split,
             "subset": subset,
-            "dense": len(comp.dense),
+            "comparison": comp.keys,
             "top_fraction": top_fraction,
             "group_columns": group_columns,
+            "min_group_size": min_group_size,
         }
 
         def compute(comp: Comparison = comp) -> pd.DataFrame:
             scores = _comparison_scores(zoo, comp, split, subset, read, where).drop(
-                columns=list(_COMPARISON_KEYS)
+                columns=list(COMPARISON_KEYS)
             )
             summary = exemplar_summary(
-                scores, groups=groups_of(comp.dataset), group_columns=group_columns, top_fraction=top_fraction
+                scores,
+                groups=groups_of(comp.dataset),
+                group_columns=group_columns,
+                top_fraction=top_fraction,
+                min_group_size=min_group_size,
             )
             return _with_keys(comp, summary)
 
         frames.append(zoo.cached("exemplar_summary", [*comp.dense, *comp.pruned], params, compute))
     if not frames:
-        return pd.DataFrame(columns=[*_COMPARISON_KEYS, "definition", "group", "level", "metric", "value"])
+        return pd.DataFrame(columns=[*COMPARISON_KEYS, *SUMMARY_COLUMNS])
     return pd.concat(frames, ignore_index=True)
 
 
-def _check_split(split: Any, subset: Any, where: str) -> None:
-    if not isinstance(split, str) or not split:
-        fail(
-            "split",
-            where,
-            "the name of an evaluation split",
-            split,
-            "pass split='clean' or a corruption's name.",
-        )
-    check_choice(subset, "subset", where, ("train", "val", "test"))
-
-
-def _dense_reader(zoo: Zoo, split: str, subset: str, where: str) -> Callable[[tuple[str, ...]], pd.DataFrame]:
-    """Read a dense population's outputs once per call, however many comparisons share it."""
-    seen: dict[tuple[str, ...], pd.DataFrame] = {}
-
-    def read(runs: tuple[str, ...]) -> pd.DataFrame:
-        if runs not in seen:
-            seen[runs] = population_outputs(zoo, runs, split=split, subset=subset, where=where)
-        return seen[runs]
-
-    return read
+def _check_zoo(zoo: Any, where: str) -> None:
+    if not isinstance(zoo, Zoo):
+        fail("zoo", where, "a pruneviz Zoo", type(zoo).__name__, "open one with Zoo(path).")
 
 
 def _comparison_scores(
@@ -673,16 +683,16 @@ def _comparison_scores(
     comp: Comparison,
     split: str,
     subset: str,
-    read_dense: Callable[[tuple[str, ...]], pd.DataFrame],
+    read: Callable[..., pd.DataFrame],
     where: str,
 ) -> pd.DataFrame:
     def compute() -> pd.DataFrame:
-        dense = read_dense(comp.dense)
-        pruned = population_outputs(zoo, comp.pruned, split=split, subset=subset, where=where)
+        dense = read(comp.dense, keep=True)  # shared by the comparisons of one dense population
+        pruned = read(comp.pruned)
         logits = sum(1 for c in dense.columns if c.startswith("logit_"))
         return _with_keys(comp, exemplar_scores(dense, pruned, num_classes=logits or None))
 
-    params = {"split": split, "subset": subset, "dense": len(comp.dense)}
+    params = {"split": split, "subset": subset, "comparison": comp.keys}
     return zoo.cached("exemplars", [*comp.dense, *comp.pruned], params, compute)
 
 

@@ -43,9 +43,11 @@ import pandas as pd
 from pruneviz._validation import check_choice, check_fraction, check_int, data_fail, fail
 from pruneviz.analysis.calibration import bin_index, check_logits_labels, sample_terms
 from pruneviz.analysis.populations import (
+    COMPARISON_KEYS,
     check_same_samples,
+    check_split,
     comparisons,
-    population_outputs,
+    population_reader,
 )
 from pruneviz.data.dataset import Dataset
 from pruneviz.train import logits_of
@@ -575,7 +577,6 @@ def disparate_impact(
                     "n": n,
                     "p_value": p_psi if tested else np.nan,
                     "p_adjusted": p_adj if tested else np.nan,
-                    "significant": pd.array(p_adj <= alpha if tested else [None] * grp.size, "boolean"),
                 }
             )
         )
@@ -594,11 +595,13 @@ def disparate_impact(
                 "n": len(ids),
                 "p_value": p,
                 "p_adjusted": p,
-                "significant": (bool(p <= alpha) if np.isfinite(p) else None) if tested else None,
             }
         )
-    overall = pd.DataFrame(rows).astype({"significant": "boolean"})
-    out = pd.concat([*frames, overall], ignore_index=True)
+    out = pd.concat([*frames, pd.DataFrame(rows)], ignore_index=True)
+    # NA (not False) where nothing was tested: a row without an adjusted p-value
+    p_adjusted = out["p_adjusted"].to_numpy(dtype=np.float64)
+    tested = np.isfinite(p_adjusted)
+    out["significant"] = pd.arrays.BooleanArray(np.where(tested, p_adjusted <= alpha, False), ~tested)
     out.insert(0, "attribute", group)
     out.insert(2, "metric", metric)
     out.insert(out.columns.get_loc("p_value"), "small", out["n"].to_numpy() < s["min_group_size"])
@@ -621,18 +624,21 @@ def run_subgroups(
     min_group_size: int = 30,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """:func:`disparate_impact` of every comparison of a zoo (method × structure × sparsity).
+    """:func:`disparate_impact` of every comparison of a zoo.
 
-    The populations come from :func:`~pruneviz.analysis.populations.comparisons` (``dense`` defaults to
-    every dense run, ``pruned`` to every pruned child of them), their outputs on ``split`` and
-    ``subset`` from the zoo, the groups from the dataset. Each comparison's frame is cached in the zoo,
-    so a second call reads it back.
+    The populations come from :func:`~pruneviz.analysis.populations.comparisons` (pruned runs grouped
+    by dataset, arch, method, structure, target sparsity and pruning settings, against their dense
+    parents; ``dense`` and ``pruned`` select runs explicitly), their outputs on ``split`` and ``subset``
+    from the zoo (a dense population shared by several comparisons is read once), the groups from the
+    dataset. Every parameter is checked before anything is read. Each comparison's frame is cached in
+    the zoo, so a second call reads it back.
 
     Returns
     -------
-    One tidy frame: the comparison keys (``dataset``, ``method``, ``structure``, ``sparsity``,
-    ``dense_runs``, ``pruned_runs``) in front of :func:`disparate_impact`'s columns. Empty (with those
-    columns) when the zoo has no comparison.
+    One tidy frame: the comparison keys (:data:`~pruneviz.analysis.populations.COMPARISON_KEYS`:
+    ``dataset``, ``arch``, ``method``, ``structure``, ``sparsity`` — the target sparsity —,
+    ``settings``, ``dense_runs``, ``pruned_runs``) in front of :func:`disparate_impact`'s columns.
+    Empty (with those columns) when the zoo has no comparison.
 
     Examples
     --------
@@ -654,8 +660,8 @@ def run_subgroups(
         min_group_size=min_group_size,
         seed=seed,
     )
-    params = {"group": group, "split": split, "subset": subset, **s}
-    keys = ["dataset", "method", "structure", "sparsity", "dense_runs", "pruned_runs"]
+    split, subset = check_split(split, subset, where)
+    read = population_reader(zoo, split=split, subset=subset, where=where)
     frames = []
     groups: dict[str, pd.DataFrame] = {}  # read each dataset once, and only on a cache miss
     for comp in comparisons(zoo, dense=dense, pruned=pruned, where=where):
@@ -663,14 +669,15 @@ def run_subgroups(
         def compute(comp=comp) -> pd.DataFrame:
             if comp.dataset not in groups:
                 groups[comp.dataset] = sample_groups(zoo.dataset(comp.dataset))
-            d = population_outputs(zoo, comp.dense, split=split, subset=subset, where=where)
-            p = population_outputs(zoo, comp.pruned, split=split, subset=subset, where=where)
+            d = read(comp.dense, keep=True)  # shared by the comparisons of one dense population
+            p = read(comp.pruned)
             table = disparate_impact(d, p, groups[comp.dataset], group=group, **s)
             for i, (k, v) in enumerate(comp.keys.items()):
                 table.insert(i, k, v)
             return table
 
+        params = {"group": group, "split": split, "subset": subset, "comparison": comp.keys, **s}
         frames.append(zoo.cached("subgroups", [*comp.dense, *comp.pruned], params, compute))
     if not frames:
-        return pd.DataFrame(columns=[*keys, *COLUMNS])
+        return pd.DataFrame(columns=[*COMPARISON_KEYS, *COLUMNS])
     return pd.concat(frames, ignore_index=True)

@@ -453,7 +453,7 @@ class Zoo:
             save_tensors(tmp / "weights.safetensors", state, meta)
             if masks:
                 save_tensors(tmp / "masks.safetensors", masks.to_tensors(), meta)
-            write_atomic(tmp / "outputs.parquet", lambda p: outputs.to_parquet(p, index=False))
+            write_atomic(tmp / "outputs.parquet", lambda p: _write_outputs(p, outputs))
             write_json_atomic(tmp / "run.json", record.to_json())
             fsync_dir(tmp)
             if final.exists():  # left by a writer killed after the rename and before the commit
@@ -641,7 +641,7 @@ class Zoo:
                     fix="evaluate with pruneviz.train.evaluate on the run's dataset.",
                 )
             merged = pd.concat([current, outputs], ignore_index=True)
-            write_atomic(path, lambda tmp: merged.to_parquet(tmp, index=False))
+            write_atomic(path, lambda tmp: _write_outputs(tmp, merged))
 
     def verify(self) -> pd.DataFrame:
         """Check that every indexed run's files are present and readable; one row per problem."""
@@ -713,6 +713,19 @@ class Zoo:
             if c in df.columns
         ]  # fmt: skip
         return df[cols]
+
+
+def _write_outputs(path: Path, outputs: pd.DataFrame) -> None:
+    """Write per-sample outputs with one Parquet row group per (split, subset), so that a reader
+    filtering on a split skips the others."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(outputs, preserve_index=False)
+    keys = outputs["split"].astype(str) + "\x00" + outputs["subset"].astype(str)
+    with pq.ParquetWriter(path, table.schema) as writer:
+        for _, index in outputs.groupby(keys, sort=False).indices.items():
+            writer.write_table(table.take(pa.array(np.sort(index))))
 
 
 def population_table(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
