@@ -75,3 +75,19 @@ def test_geometry_runs_refuse_bad_input(study_zoo, tmp_path, digits, tiny):
     a, b = other.runs().run
     with pytest.raises(DataError, match="'run_b' parameter of run_cka must be a run of the same dataset"):
         run_cka(other, a, b)
+
+
+@pytest.mark.slow
+def test_aligned_umap_embeds_dense_and_pruned_and_reopens_from_the_cache(study_zoo, monkeypatch):
+    dense, pruned = _pair(study_zoo)
+    emb = run_embedding(study_zoo, [dense, pruned], method="umap", samples=120)
+    assert set(emb.run) == {dense, pruned} and len(emb) == 240
+    assert np.isfinite(emb[["x", "y"]].to_numpy()).all() and (emb.embedding == "umap").all()
+    # linked samples sit near each other: aligned positions correlate across the two runs
+    a = emb[emb.run == dense].set_index("sample_id")[["x", "y"]]
+    b = emb[emb.run == pruned].set_index("sample_id").loc[a.index, ["x", "y"]]
+    assert np.corrcoef(a["x"], b["x"])[0, 1] > 0.5
+    import pruneviz.analysis.runs as runs
+
+    monkeypatch.setattr(runs, "aligned_umap", lambda *a, **k: pytest.fail("refitted a cached UMAP"))
+    pd.testing.assert_frame_equal(run_embedding(study_zoo, [dense, pruned], method="umap", samples=120), emb)
