@@ -10,7 +10,6 @@ property (every batch size from 4 up).
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown, parse_args, write_json
+from _common import markdown, parse_args, timed, write_json
 
 from pruneviz.analysis.activations import activations, classifier_layer
 from pruneviz.analysis.geometry import aligned_pca, aligned_umap, cka, cka_grid, default_layers
@@ -29,15 +28,6 @@ from pruneviz.models import build_model
 from pruneviz.prune import prune_
 from pruneviz.testing.references import cka_reference
 from pruneviz.zoo import Zoo
-
-
-def timed(fn, repeats: int) -> tuple[object, float]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return out, statistics.median(times)
 
 
 def reference_agreement(rng: np.random.Generator) -> tuple[float, bool]:

@@ -8,16 +8,14 @@ spectra of all stride-1 convolutions in <= 7 s.
 from __future__ import annotations
 
 import logging
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown, parse_args, write_json
+from _common import markdown, parse_args, timed, write_json
 
 from pruneviz.analysis import conv_operator_singular_values, randomized_spectrum_table, spectrum_table
 from pruneviz.analysis.spectrum import _layer_inputs
@@ -25,15 +23,6 @@ from pruneviz.models import build_model
 from pruneviz.prune import prune_
 
 SHAPE = (3, 32, 32)
-
-
-def timed(fn, repeats: int) -> tuple[object, float]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return out, statistics.median(times)
 
 
 def main() -> None:

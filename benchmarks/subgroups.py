@@ -10,12 +10,9 @@ once) against reading whole outputs files for every comparison.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved_medians, markdown, parse_args, write_json
+from _common import interleaved_medians, markdown, parse_args, timed, write_json
 
 from pruneviz.analysis.populations import comparisons
 from pruneviz.analysis.subgroups import disparate_impact, group_metrics, run_subgroups, sample_groups
@@ -31,16 +28,6 @@ from pruneviz.analysis.subgroups import disparate_impact, group_metrics, run_sub
 T = TypeVar("T")
 
 N, GROUPS, CLASSES = 10_000, 100, 10
-
-
-def timed(fn: Callable[[], T], repeats: int) -> tuple[T, float]:
-    """The last result of ``fn`` and the median seconds of ``repeats`` calls."""
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return out, statistics.median(times)
 
 
 def outputs(correct: np.ndarray, label: np.ndarray, run: str, rng: np.random.Generator) -> pd.DataFrame:
