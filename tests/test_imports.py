@@ -32,7 +32,7 @@ LAYERS = {
     "prune": {"core", "kernels", "models", "data", "train"},
     "zoo": {"core", "prune", "data", "models", "train"},
     "analysis": {"core", "zoo", "prune", "data", "models", "train"},
-    "charts": set(),
+    "charts": {"core"},
     "views": {"core", "analysis", "charts", "zoo", "data", "models"},
     "app": {"core", "analysis", "charts", "zoo", "views", "data", "models"},
     "cli": {

@@ -1,0 +1,1 @@
+"""Panel views of a zoo: one viewer per analysis, usable inline in JupyterLab and inside the app."""

@@ -1,0 +1,259 @@
+"""What a person looking at a zoo has chosen, and the tidy frames every view draws from it.
+
+:class:`StudyState` holds the choices as ``param`` parameters (dataset, dense parent, methods,
+sparsities, the pruned run in focus, the subgroup attribute, the evaluation split, the selected sample)
+and computes the frames through the zoo's cached analyses. It imports no Panel, so it is tested without
+a browser; the Panel views (:mod:`pruneviz.views`) only draw what it returns.
+
+Every problem a person can meet — an empty zoo, a zoo without pruned runs, a run whose files are gone,
+runs of different datasets — is a :class:`~pruneviz.exceptions.PrunevizError` with a readable message,
+which the views show in the page instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import param
+
+from pruneviz.exceptions import ZooError
+from pruneviz.zoo.store import Zoo, population_table
+
+
+class StudyState(param.Parameterized):
+    """The choices of one look at a zoo. Construct with ``StudyState(zoo)``; options fill themselves.
+
+    >>> import tempfile
+    >>> from pruneviz.zoo import Zoo
+    >>> state = StudyState(Zoo.create(tempfile.mkdtemp() + "/z"))
+    >>> state.problem
+    'This zoo has no runs yet. Build some with `pruneviz zoo build` (or `pruneviz demo`).'
+    """
+
+    dataset = param.Selector(objects=[], doc="The dataset whose runs are shown.")
+    parent = param.Selector(objects=[], doc="The dense run in focus (the parent of the pruned runs).")
+    methods = param.ListSelector(default=[], objects=[], doc="Pruning methods shown in comparisons.")
+    sparsities = param.ListSelector(default=[], objects=[], doc="Target sparsities shown.")
+    method = param.Selector(objects=[], doc="The pruning method of the pruned run in focus.")
+    sparsity = param.Selector(objects=[], doc="The target sparsity of the pruned run in focus.")
+    group = param.Selector(objects=[], doc="The group attribute of the subgroup audit.")
+    split = param.Selector(default="clean", objects=["clean"], doc="The evaluation split.")
+    sample_id = param.Integer(default=None, allow_None=True, doc="The selected sample (linked views).")
+
+    def __init__(self, zoo: Zoo, **params: Any) -> None:
+        self.zoo = zoo
+        self._runs = zoo.runs()
+        super().__init__()
+        datasets = sorted(self._runs["dataset"].unique()) if not self._runs.empty else []
+        self.param.dataset.objects = datasets
+        if datasets:
+            self.dataset = params.pop("dataset", datasets[0])
+        self._refresh_dataset()
+        self.param.update(**params)
+
+    # -- options --------------------------------------------------------------------------------
+    @param.depends("dataset", watch=True)
+    def _refresh_dataset(self) -> None:
+        runs = self.runs
+        dense = runs.loc[runs["kind"] == "dense", "run"].tolist() if not runs.empty else []
+        pruned = runs[runs["kind"] != "dense"] if not runs.empty else runs
+        methods = sorted(pruned["method"].dropna().unique()) if not pruned.empty else []
+        sparsities = sorted(pruned["target_sparsity"].unique()) if not pruned.empty else []
+        self.param.parent.objects = dense
+        self.param.methods.objects = methods
+        self.param.sparsities.objects = sparsities
+        self.param.method.objects = methods
+        self.param.sparsity.objects = sparsities
+        groups = []
+        if self.dataset is not None:
+            groups = ["class", *[c for c in self.zoo.dataset(self.dataset).groups.columns if c != "class"]]
+        self.param.group.objects = groups
+        with param.parameterized.discard_events(self):
+            self.parent = dense[0] if dense else None
+            self.methods = list(methods)
+            self.sparsities = list(sparsities)
+            self.method = methods[0] if methods else None
+            self.sparsity = sparsities[len(sparsities) // 2] if sparsities else None
+            self.group = groups[-1] if groups else None
+        splits = ["clean"]
+        if self.parent is not None:
+            table = self.zoo.splits_of(self.parent)
+            splits = sorted(
+                set(table.loc[table["subset"] == "test", "split"]), key=lambda s: (s != "clean", s)
+            )
+        self.param.split.objects = splits
+        self.split = "clean"
+
+    # -- what is shown --------------------------------------------------------------------------
+    @property
+    def runs(self) -> pd.DataFrame:
+        """The runs of the chosen dataset."""
+        if self._runs.empty or self.dataset is None:
+            return self._runs
+        return self._runs[self._runs["dataset"] == self.dataset].reset_index(drop=True)
+
+    @property
+    def problem(self) -> str | None:
+        """Why this zoo cannot be compared yet, in words (``None`` when it can)."""
+        if self._runs.empty:
+            return "This zoo has no runs yet. Build some with `pruneviz zoo build` (or `pruneviz demo`)."
+        if not (self.runs["kind"] == "dense").any():
+            return f"The dataset {self.dataset!r} has no dense runs to compare against."
+        if (self.runs["kind"] == "dense").all():
+            return (
+                "This zoo has no pruned runs yet, so there is nothing to compare. Add some with "
+                "`pruneviz zoo prune ZOO --methods lamp --sparsities 0.5 0.9`."
+            )
+        return None
+
+    @property
+    def child(self) -> str:
+        """The pruned run in focus: the child of ``parent`` with ``method`` at ``sparsity``."""
+        self._check()
+        runs = self.runs
+        match = runs[
+            (runs["parent"] == self.parent)
+            & (runs["method"] == self.method)
+            & np.isclose(runs["target_sparsity"].astype(float), float(self.sparsity or 0))
+        ]
+        if match.empty:
+            raise ZooError(
+                f"The dense run {self.parent!r} has no child pruned by {self.method!r} at sparsity "
+                f"{self.sparsity}. Pick another method or sparsity."
+            )
+        return str(match["run"].iloc[0])
+
+    def _check(self) -> None:
+        if self.parent is not None and not self._runs.empty and self.parent not in set(self.runs["run"]):
+            raise ZooError(
+                f"The run {self.parent!r} is not a run of the dataset {self.dataset!r}; the runs compared "
+                "must share one dataset. Pick a parent from the list."
+            )
+        if self.problem:
+            raise ZooError(self.problem)
+
+    def selected(self) -> list[str]:
+        """The pruned runs of the chosen methods and sparsities."""
+        self._check()
+        runs = self.runs
+        keep = (
+            (runs["kind"] != "dense")
+            & runs["method"].isin(self.methods)
+            & runs["target_sparsity"].isin(self.sparsities)
+        )
+        return runs.loc[keep, "run"].tolist()
+
+    # -- frames ----------------------------------------------------------------------------------
+    def overview(self) -> pd.DataFrame:
+        """Test accuracy (mean and spread over seeds) per method × sparsity, dense as sparsity 0."""
+        self._check()
+        runs = self.runs
+        shown = runs[(runs["kind"] == "dense") | runs["run"].isin(self.selected())]
+        return population_table(shown)
+
+    def run_table(self) -> pd.DataFrame:
+        """One row per shown run: method, sparsity, seed, accuracy, parameters."""
+        self._check()
+        runs = self.runs
+        shown = runs[(runs["kind"] == "dense") | runs["run"].isin(self.selected())]
+        cols = [c for c in ("run", "method", "structure", "target_sparsity", "sparsity", "seed",
+                            "test_accuracy", "params") if c in shown.columns]  # fmt: skip
+        return shown[cols].assign(method=shown["method"].fillna("dense"))
+
+    def layer_sparsity(self) -> pd.DataFrame:
+        from pruneviz.analysis.runs import run_spectrum
+
+        table = run_spectrum(self.zoo, self.child)
+        return table[table["metric"] == "sparsity"].reset_index(drop=True)
+
+    def cka(self) -> pd.DataFrame:
+        from pruneviz.analysis.runs import run_cka
+
+        return run_cka(self.zoo, self.parent, self.child, samples=512)
+
+    def embedding(self) -> pd.DataFrame:
+        from pruneviz.analysis.runs import run_embedding
+
+        return run_embedding(self.zoo, [self.parent, self.child], samples=2000)
+
+    def logit_change(self) -> pd.DataFrame:
+        from pruneviz.analysis.runs import run_logit_geometry_change
+
+        return run_logit_geometry_change(self.zoo, self.parent, self.child)
+
+    def _dense_population(self) -> list[str]:
+        runs = self.runs
+        return runs.loc[runs["kind"] == "dense", "run"].tolist()
+
+    def exemplars(self) -> pd.DataFrame:
+        """Exemplar scores of the focus method × sparsity against the dense population."""
+        from pruneviz.analysis.exemplars import run_exemplars
+
+        self._check()
+        table = run_exemplars(self.zoo, dense=self._dense_population(), split=self.split)
+        return self._focus(table)
+
+    def exemplar_summary(self) -> pd.DataFrame:
+        from pruneviz.analysis.exemplars import run_exemplar_summary
+
+        self._check()
+        table = run_exemplar_summary(self.zoo, dense=self._dense_population(), split=self.split)
+        return self._focus(table)
+
+    def subgroups(self) -> pd.DataFrame:
+        """Disparate impact on the chosen group attribute, for the chosen methods and sparsities."""
+        from pruneviz.analysis.subgroups import run_subgroups
+
+        self._check()
+        table = run_subgroups(self.zoo, group=self.group, dense=self._dense_population(), split=self.split)
+        keep = table["method"].isin(self.methods) & table["sparsity"].isin(self.sparsities)
+        return table[keep].reset_index(drop=True)
+
+    def _focus(self, table: pd.DataFrame) -> pd.DataFrame:
+        keep = (table["method"] == self.method) & np.isclose(
+            table["sparsity"].astype(float), float(self.sparsity)
+        )
+        return table[keep].reset_index(drop=True)
+
+    def curvature(self) -> pd.DataFrame:
+        from pruneviz.analysis.runs import run_curvature
+
+        self._check()
+        return pd.concat([run_curvature(self.zoo, r) for r in (self.parent, self.child)], ignore_index=True)
+
+    def spectrum(self) -> pd.DataFrame:
+        from pruneviz.analysis.runs import run_spectrum
+
+        self._check()
+        return pd.concat([run_spectrum(self.zoo, r) for r in (self.parent, self.child)], ignore_index=True)
+
+    def landscape(self) -> pd.DataFrame:
+        from pruneviz.analysis.runs import run_landscape
+
+        self._check()
+        return pd.concat(
+            [run_landscape(self.zoo, r, dims=1) for r in (self.parent, self.child)], ignore_index=True
+        )
+
+    def corruptions(self) -> pd.DataFrame:
+        from pruneviz.analysis.runs import run_corruptions
+
+        self._check()
+        return run_corruptions(self.zoo, runs=[self.parent, self.child])
+
+    def attacks(self) -> pd.DataFrame:
+        from pruneviz.analysis.runs import run_attacks
+
+        self._check()
+        return run_attacks(self.zoo, runs=[self.parent, self.child])
+
+    def reliability(self) -> pd.DataFrame:
+        from pruneviz.analysis.runs import run_reliability
+
+        self._check()
+        return pd.concat(
+            [run_reliability(self.zoo, r, split=self.split) for r in (self.parent, self.child)],
+            ignore_index=True,
+        )
