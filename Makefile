@@ -27,7 +27,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
-	$(BIN)/pruneviz demo --zoo $(DEMO_ZOO)
+	$(BIN)/pruneviz demo --zoo $(DEMO_ZOO) --serve
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -105,6 +105,32 @@ def _zoo_analyse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from pruneviz.app import serve
+    from pruneviz.zoo import Zoo
+
+    Zoo(args.zoo)  # a missing or foreign folder is refused before the server starts
+    print(f"pruneviz app of {args.zoo} at http://{args.address}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    serve(
+        args.zoo,
+        address=args.address,
+        port=args.port,
+        password_file=args.password_file,
+        insecure=args.insecure,
+        show=args.show,
+    )
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from pruneviz.views.report import write_audit_report
+
+    choices = {k: getattr(args, k) for k in ("group", "method", "sparsity") if getattr(args, k) is not None}
+    path = write_audit_report(args.zoo, args.out, **choices)
+    print(f"audit report written to {path}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from pruneviz.zoo import build_demo_zoo
     from pruneviz.zoo.store import population_table
@@ -126,6 +152,13 @@ def _demo(args: argparse.Namespace) -> int:
     )
     print(format_table(wide.reset_index()))
     print(f"\nDemo zoo at {zoo.path} ready in {time.perf_counter() - start:.1f} s.")
+    if args.serve and sys.stdin.isatty():
+        from pruneviz.app import serve
+
+        print(f"pruneviz app at http://127.0.0.1:{args.port}/ (Ctrl-C stops it)", flush=True)
+        serve(zoo.path, port=args.port)
+    elif args.serve:  # a script or CI: building was the job, do not block on a server
+        print(f"No terminal attached, so not serving. Serve with: pruneviz serve --zoo {zoo.path}")
     return 0
 
 
@@ -140,7 +173,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="build (or reuse) the embedded default zoo and show it")
     demo.add_argument("--zoo", type=Path, default=DEFAULT_DEMO_ZOO, help="where the demo zoo lives")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument(
+        "--serve", action="store_true", help="then serve the app on the demo zoo (when run from a terminal)"
+    )
+    demo.add_argument("--port", type=int, default=5006, help="port of the app (with --serve)")
     demo.set_defaults(func=_demo)
+    serve = sub.add_parser("serve", help="serve the web app of a zoo (127.0.0.1 unless authenticated)")
+    serve.add_argument("--zoo", type=Path, required=True, help="zoo folder")
+    serve.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=5006, help="port (default 5006)")
+    serve.add_argument(
+        "--password-file", type=Path, default=None, help="basic-auth password (else $PRUNEVIZ_PASSWORD)"
+    )
+    serve.add_argument("--insecure", action="store_true", help="allow another address without a password")
+    serve.add_argument("--show", action="store_true", help="open a browser")
+    serve.set_defaults(func=_serve)
+    audit = sub.add_parser("audit", help="write a standalone HTML audit report of a zoo")
+    audit.add_argument("--zoo", type=Path, required=True, help="zoo folder")
+    audit.add_argument("--out", type=Path, required=True, help="report file (.html)")
+    audit.add_argument("--group", default=None, help="group attribute (default: the last group column)")
+    audit.add_argument("--method", default=None, help="pruning method of the figures")
+    audit.add_argument("--sparsity", type=float, default=None, help="target sparsity of the figures")
+    audit.set_defaults(func=_audit)
 
     zoo = sub.add_parser("zoo", help="build and list zoos (stores of runs)")
     zsub = zoo.add_subparsers(dest="zoo_command", required=True, metavar="ACTION")

@@ -65,6 +65,8 @@ COLUMNS = (
     "value",
     "lo",
     "hi",
+    "null_lo",
+    "null_hi",
     "n",
     "small",
     "p_value",
@@ -490,13 +492,16 @@ def disparate_impact(
     Returns
     -------
     Tidy frame with the columns ``attribute`` (the group column), ``group``, ``metric``, ``statistic``,
-    ``value``, ``lo``, ``hi``, ``n``, ``small``, ``p_value``, ``p_adjusted``, ``significant``:
+    ``value``, ``lo``, ``hi``, ``null_lo``, ``null_hi``, ``n``, ``small``, ``p_value``, ``p_adjusted``,
+    ``significant``:
 
     - per group, ``statistic`` ``dense``, ``pruned``, ``delta`` (Δ_g) and ``psi`` (ψ_g, with its
       permutation p-value, Holm-adjusted over the groups, and ``significant``);
     - for ``group="(all)"``: ``dense``, ``pruned``, ``delta`` (Δ) and ``disparity`` (Ψ over the groups
       that are not small, with its permutation p-value).
 
+    ``null_lo``/``null_hi`` are the central ``confidence`` interval of the permutation null on the
+    tested rows (``psi``, ``disparity``): the values groups unrelated to the outputs produce. They,
     p-values and ``significant`` are missing (NaN / NA) on rows that test nothing. Ψ, a max − min of
     noisy estimates, is biased upward and so is its bootstrap interval: judge it by its p-value.
 
@@ -550,8 +555,11 @@ def disparate_impact(
     # permutation null: Δ does not change when only the group labels move
     ndg, npg = _permutations(pops, grp, s["permutations"], n_bins, perm_rng)
     n_delta_g = ndg - npg
-    p_psi = _p_value(n_delta_g - delta, psi)
-    p_disparity = _p_value(_disparity(n_delta_g, big), disparity)
+    null_psi, null_disparity = n_delta_g - delta, _disparity(n_delta_g, big)
+    p_psi = _p_value(null_psi, psi)
+    p_disparity = _p_value(null_disparity, disparity)
+    null_psi_lo, null_psi_hi = _interval(null_psi, s["confidence"])
+    null_dis_lo, null_dis_hi = _interval(np.asarray(null_disparity)[:, None], s["confidence"])
 
     alpha = 1.0 - s["confidence"]
     stats_g = {"dense": (dg, bdg), "pruned": (pg, bpg), "delta": (delta_g, b_delta_g), "psi": (psi, b_psi)}
@@ -574,6 +582,8 @@ def disparate_impact(
                     "value": value,
                     "lo": lo,
                     "hi": hi,
+                    "null_lo": null_psi_lo if tested else np.nan,
+                    "null_hi": null_psi_hi if tested else np.nan,
                     "n": n,
                     "p_value": p_psi if tested else np.nan,
                     "p_adjusted": p_adj if tested else np.nan,
@@ -592,6 +602,8 @@ def disparate_impact(
                 "value": float(value),
                 "lo": float(lo[0]),
                 "hi": float(hi[0]),
+                "null_lo": float(null_dis_lo[0]) if tested else np.nan,
+                "null_hi": float(null_dis_hi[0]) if tested else np.nan,
                 "n": len(ids),
                 "p_value": p,
                 "p_adjusted": p,

@@ -1,1 +1,116 @@
-"""Panel views of a zoo: one viewer per analysis, usable inline in JupyterLab and inside the app."""
+"""Panel views of a zoo: one viewer per analysis, usable inline in JupyterLab and inside the app.
+
+>>> from pruneviz.views import GeometryView, StudyState      # doctest: +SKIP
+>>> GeometryView(StudyState(zoo))                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from pruneviz import charts as C
+from pruneviz.views.panels import AnalysisView, Figure
+from pruneviz.views.state import StudyState
+
+FOCUS = ("parent", "method", "sparsity")
+
+
+class OverviewView(AnalysisView):
+    heading = "Accuracy, size and latency against sparsity"
+    intro = (
+        "Each point is a method at a target sparsity (mean over seeds, bars: spread); dense is the reference."
+    )
+    figures = (
+        Figure("Trade-off", "shown_runs", lambda f, s: C.tradeoff_chart(f), ("methods", "sparsities")),
+        Figure("Per-layer sparsity", "layer_sparsity", lambda f, s: C.layer_sparsity_chart(f), FOCUS),
+    )
+
+
+class GeometryView(AnalysisView):
+    heading = "Feature geometry: dense parent against the pruned run in focus"
+    figures = (
+        Figure("CKA", "cka", lambda f, s: C.cka_chart(f), FOCUS),
+        Figure("Aligned embedding", "embedding", lambda f, s: C.embedding_chart(f), FOCUS),
+        Figure("Logit geometry", "logit_change", lambda f, s: C.logit_change_chart(f), FOCUS),
+    )
+
+
+def _gallery(scores: pd.DataFrame, state: StudyState) -> Any:
+    top = scores.sort_values("rank").head(8)["sample_id"].tolist()
+    return C.exemplar_gallery(
+        state.exemplar_pixels(top),
+        scores,
+        attributions=state.exemplar_attributions(top),
+        top=len(top),
+        class_names=list(state.zoo.dataset(state.dataset).info.class_names),
+    )
+
+
+class ExemplarsView(AnalysisView):
+    heading = "Compression-identified exemplars"
+    intro = "The samples on which pruning changes the population's answers most, with their attributions."
+    figures = (Figure("Exemplar gallery", "exemplars", _gallery, (*FOCUS, "split")),)
+
+
+class SubgroupsView(AnalysisView):
+    heading = "Who pays for compression"
+    intro = (
+        "Excess accuracy loss ψ per group with bootstrap intervals; the band is what random groups produce."
+    )
+    figures = (
+        Figure(
+            "Subgroup impact",
+            "subgroups",
+            lambda f, s: C.subgroup_chart(f),
+            ("group", "methods", "sparsities", "split"),
+        ),
+    )
+
+
+class SharpnessView(AnalysisView):
+    heading = "Curvature and the loss landscape"
+    figures = (
+        Figure("Hessian", "curvature", lambda f, s: C.metric_by_sparsity_chart(f), FOCUS),
+        Figure("Landscape", "landscape", lambda f, s: C.landscape_line_chart(f), FOCUS),
+    )
+
+
+class SpectrumView(AnalysisView):
+    heading = "Weight spectra and condition numbers"
+    figures = (Figure("Spectra", "spectrum", lambda f, s: C.spectrum_chart(f), FOCUS),)
+
+
+class RobustnessView(AnalysisView):
+    heading = "Robustness: corruptions, attacks and calibration"
+    figures = (
+        Figure("Corruptions", "corruptions", lambda f, s: C.corruption_chart(f), FOCUS),
+        Figure("Attacks", "attacks", lambda f, s: C.attack_chart(f), FOCUS),
+        Figure("Reliability", "reliability", lambda f, s: C.reliability_chart(f), (*FOCUS, "split")),
+    )
+
+
+TABS: tuple[tuple[str, type[AnalysisView]], ...] = (
+    ("Overview", OverviewView),
+    ("Geometry", GeometryView),
+    ("Exemplars", ExemplarsView),
+    ("Subgroups", SubgroupsView),
+    ("Sharpness", SharpnessView),
+    ("Spectrum", SpectrumView),
+    ("Robustness", RobustnessView),
+)
+
+__all__ = [
+    "TABS",
+    "AnalysisView",
+    "ExemplarsView",
+    "Figure",
+    "GeometryView",
+    "OverviewView",
+    "RobustnessView",
+    "SharpnessView",
+    "SpectrumView",
+    "StudyState",
+    "SubgroupsView",
+]

@@ -257,3 +257,43 @@ class StudyState(param.Parameterized):
             [run_reliability(self.zoo, r, split=self.split) for r in (self.parent, self.child)],
             ignore_index=True,
         )
+
+    def shown_runs(self) -> pd.DataFrame:
+        """The zoo's rows (with metrics) of the dense runs and the chosen pruned runs."""
+        self._check()
+        runs = self.runs
+        return runs[(runs["kind"] == "dense") | runs["run"].isin(self.selected())].reset_index(drop=True)
+
+    def exemplar_pixels(self, sample_ids: list[int]) -> pd.DataFrame:
+        """The chosen samples' inputs as a tidy pixel frame (``sample_id``, ``channel``, ``row``,
+        ``col``, ``value``) for galleries; sequences and tabular rows become one-row images."""
+        data = self.zoo.dataset(self.dataset)
+        index = pd.Index(data.sample_id).get_indexer(sample_ids)
+        x = data.x[index].numpy()
+        x = x.reshape(len(x), 1, 1, -1) if x.ndim == 2 else (x[:, :, None, :] if x.ndim == 3 else x)
+        n, c, h, w = x.shape
+        grid = np.indices((n, c, h, w)).reshape(4, -1)
+        return pd.DataFrame(
+            {
+                "sample_id": np.asarray(sample_ids)[grid[0]],
+                "channel": grid[1],
+                "row": grid[2],
+                "col": grid[3],
+                "value": x.reshape(-1),
+            }
+        )
+
+    def exemplar_attributions(
+        self, sample_ids: list[int], method: str = "integrated_gradients"
+    ) -> pd.DataFrame:
+        """Attribution maps of the chosen samples by the dense parent and the pruned run in focus,
+        with a ``model`` column (``dense``, ``pruned``)."""
+        from pruneviz.analysis.attribution import attribution_maps
+
+        data = self.zoo.dataset(self.dataset)
+        part = data.take(pd.Index(data.sample_id).get_indexer(sample_ids))
+        frames = []
+        for label, run in (("dense", self.parent), ("pruned", self.child)):
+            maps = attribution_maps(self.zoo.load_model(run), part, sample_ids=sample_ids, method=method)
+            frames.append(maps.assign(model=label))
+        return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,116 @@
+"""The pruneviz web app: the views of one zoo in tabs, served by Panel.
+
+``pruneviz serve --zoo DIR`` serves it on 127.0.0.1. Another address needs basic authentication (a
+password from ``PRUNEVIZ_PASSWORD`` or a file) or an explicit ``insecure=True``; the app reads only the
+zoo's own files, never runs uploaded code and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pruneviz._validation import check_int, fail
+from pruneviz.exceptions import PrunevizError
+from pruneviz.zoo.store import Zoo
+
+LOCAL = ("127.0.0.1", "localhost", "::1")
+CONTROLS = ("dataset", "parent", "methods", "sparsities", "method", "sparsity", "group", "split")
+
+
+def build_app(zoo: Zoo | str | os.PathLike[str], *, title: str = "pruneviz") -> Any:
+    """The app for one zoo as a Panel template (sidebar of choices, one tab per analysis).
+
+    A zoo that cannot be shown (missing, empty, without pruned runs) gives a page that says why."""
+    import panel as pn
+
+    from pruneviz.views import TABS
+    from pruneviz.views.state import StudyState
+
+    pn.extension("vega", sizing_mode="stretch_width", notifications=False)
+    template = pn.template.FastListTemplate(title=title, theme_toggle=False, sidebar_width=300)
+    try:
+        zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
+        state = StudyState(zoo)
+    except PrunevizError as exc:
+        template.main.append(pn.pane.Alert(str(exc), alert_type="danger"))
+        return template
+    if state.problem:
+        template.main.append(pn.pane.Alert(state.problem, alert_type="warning"))
+        return template
+    widgets = pn.Param(
+        state.param,
+        parameters=list(CONTROLS),
+        widgets={
+            "methods": pn.widgets.CheckBoxGroup,
+            "sparsities": pn.widgets.CheckBoxGroup,
+        },
+        show_name=False,
+        sizing_mode="stretch_width",
+    )
+    template.sidebar.append(pn.pane.Markdown(f"**Zoo** `{zoo.path.name}` — {len(state.runs)} runs"))
+    template.sidebar.append(widgets)
+    tabs = pn.Tabs(*[(name, view(state)) for name, view in TABS], dynamic=True, sizing_mode="stretch_width")
+    template.main.append(tabs)
+    template.state = state  # for tests and notebooks: the choices behind the page
+    return template
+
+
+def auth_password(*, password_file: str | os.PathLike[str] | None = None) -> str | None:
+    """The basic-auth password: from ``password_file`` or the ``PRUNEVIZ_PASSWORD`` variable."""
+    if password_file is not None:
+        path = Path(password_file)
+        if not path.is_file():
+            fail("password_file", "serve", "a readable file holding the password", str(path))
+        text = path.read_text().strip()
+        if not text:
+            fail("password_file", "serve", "a file holding a non-empty password", str(path))
+        return text
+    return os.environ.get("PRUNEVIZ_PASSWORD") or None
+
+
+def check_serving(address: str, password: str | None, insecure: bool) -> None:
+    """Serving beyond this machine needs a password or an explicit ``insecure``."""
+    if address not in LOCAL and password is None and not insecure:
+        fail(
+            "address",
+            "serve",
+            "127.0.0.1 unless a password is set",
+            address,
+            "set PRUNEVIZ_PASSWORD (or pass --password-file) to require basic authentication, or pass "
+            "--insecure to serve without it on a trusted network.",
+        )
+
+
+def serve(
+    zoo: str | os.PathLike[str],
+    *,
+    address: str = "127.0.0.1",
+    port: int = 5006,
+    password_file: str | os.PathLike[str] | None = None,
+    insecure: bool = False,
+    show: bool = False,
+    threaded: bool = False,
+) -> Any:
+    """Serve the app of ``zoo`` (blocking unless ``threaded``). See the module docstring for security."""
+    import panel as pn
+
+    port = check_int(port, "port", "serve", minimum=0, maximum=65535)
+    password = auth_password(password_file=password_file)
+    check_serving(address, password, insecure)
+    kwargs: dict[str, Any] = {}
+    if password is not None:
+        kwargs["basic_auth"] = password
+        kwargs["cookie_secret"] = secrets.token_hex(32)
+    return pn.serve(
+        {"/": lambda: build_app(zoo)},
+        address=address,
+        port=port,
+        show=show,
+        threaded=threaded,
+        title="pruneviz",
+        websocket_origin=[f"{address}:{port}", f"localhost:{port}"] if port else None,
+        **kwargs,
+    )
