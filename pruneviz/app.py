@@ -30,7 +30,9 @@ def build_app(zoo: Zoo | str | os.PathLike[str], *, title: str = "pruneviz") -> 
     from pruneviz.views.state import StudyState
 
     pn.extension("vega", sizing_mode="stretch_width", notifications=False)
-    template = pn.template.FastListTemplate(title=title, theme_toggle=False, sidebar_width=300)
+    # the Bootstrap template loads only resources Panel bundles: the app works offline and fetches
+    # nothing from outside this machine (the Fast templates pull a web font from Google)
+    template = pn.template.BootstrapTemplate(title=title, sidebar_width=300)
     try:
         zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
         state = StudyState(zoo)

@@ -1,0 +1,157 @@
+"""The served app and the audit report in headless Chromium (Debian's, driven by Playwright).
+
+Chromium is installed with apt when it is missing and the tests run as root (as in CI); elsewhere they
+are skipped with the command that installs it. Screenshots of every tab go to build/browser-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "build" / "browser-artifacts"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, capture_output=True)
+        found = shutil.which("chromium")
+        if found:
+            return found
+    pytest.skip("Debian's chromium is needed: apt-get update && apt-get install -y chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    path = _chromium()
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(study_zoo):
+    from pruneviz.app import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = serve(study_zoo.path, port=port, threaded=True)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}/"
+    server.stop()
+
+
+def _page(browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    return page, errors
+
+
+def _numeric(texts: list[str]) -> bool:
+    """Whether a select's options are the sparsities (numbers)."""
+    try:
+        return len(texts) > 1 and all(0 <= float(t) < 1 for t in texts)
+    except ValueError:
+        return False
+
+
+def _charts_in(page, minimum: int, timeout: float = 120.0) -> int:
+    """Wait until at least ``minimum`` Vega charts have drawn (an svg or canvas inside .vega-embed)."""
+    deadline = time.time() + timeout
+    count = 0
+    while time.time() < deadline:
+        count = page.locator(".vega-embed canvas >> visible=true").count()
+        count += page.locator(".vega-embed svg.marks >> visible=true").count()
+        if count >= minimum:
+            return count
+        time.sleep(0.25)
+    return count
+
+
+def test_every_tab_renders_its_charts_without_console_errors(browser, app_url):
+    from pruneviz.views import TABS
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page, errors = _page(browser)
+    page.goto(app_url)
+    for name, view in TABS:
+        page.get_by_text(name, exact=True).first.click(timeout=60_000)
+        drawn = _charts_in(page, len(view.figures))
+        page.screenshot(path=str(ARTIFACTS / f"tab-{name.lower()}.png"), full_page=True)
+        assert drawn >= len(view.figures), f"tab {name}: {drawn} charts drawn, errors {errors[:3]}"
+        assert not page.get_by_text("Traceback").count()
+    assert not errors, errors[:5]
+    page.close()
+
+
+def test_changing_the_sparsity_updates_the_charts(browser, app_url):
+    page, errors = _page(browser)
+    page.goto(app_url)
+    page.get_by_text("Geometry", exact=True).first.click(timeout=60_000)
+    _charts_in(page, 3)
+    title = page.locator(".vega-embed").first.inner_text(timeout=60_000)
+    select = next(s for s in page.locator("select").all() if _numeric(s.locator("option").all_inner_texts()))
+    options = select.locator("option").all_inner_texts()
+    current = select.input_value()
+    other = next(o for o in options if o != current)
+    select.select_option(label=other)
+    deadline = time.time() + 120
+    new = title
+    while time.time() < deadline and new == title:
+        time.sleep(0.5)
+        new = page.locator(".vega-embed").first.inner_text()
+    assert new != title and f"{float(other):.0%}" in new
+    assert not errors, errors[:5]
+    page.close()
+
+
+def test_a_figure_exports_its_data_with_its_configuration(browser, app_url):
+    page, errors = _page(browser)
+    page.goto(app_url)
+    page.get_by_text("Geometry", exact=True).first.click(timeout=60_000)
+    _charts_in(page, 1)
+    with page.expect_download(timeout=60_000) as info:
+        page.get_by_text("CSV", exact=True).first.click()
+    path = info.value.path()
+    text = Path(path).read_text()
+    assert text.startswith("# {") and '"figure": "CKA"' in text.splitlines()[0]
+    assert "layer_a" in text.splitlines()[1]
+    assert not errors, errors[:5]
+    page.close()
+
+
+def test_the_audit_report_renders_offline(browser, study_zoo, tmp_path):
+    from pruneviz.views.report import write_audit_report
+
+    report = write_audit_report(study_zoo, tmp_path / "audit.html", method="lamp", sparsity=0.9)
+    page, errors = _page(browser)
+    page.goto(report.as_uri())
+    assert _charts_in(page, 4, timeout=60) >= 4
+    page.screenshot(path=str(ARTIFACTS / "audit-report.png"), full_page=True)
+    assert page.get_by_text("pruneviz audit").count() == 1
+    assert not errors, errors[:5]
+    page.close()
