@@ -1,0 +1,140 @@
+"""The served app in headless Chromium: first paint, first chart, and an interaction on cached analyses;
+plus the demo zoo built from scratch.
+
+Targets (BENCHMARKS.md, `app`): first paint <= 2 s; interaction on cached analyses <= 200 ms; the demo
+zoo from scratch <= 5 minutes on 2 cores. No peer. The app serves a copy of the demo zoo on which
+the geometry and spectrum analyses have run (so the timed views are cached); later sessions are timed
+(the first one also pays for importing the plotting stack), and the first session is reported apart.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import markdown, parse_args, write_json
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _visible_charts(page) -> int:
+    return page.locator(".vega-embed canvas >> visible=true").count()
+
+
+def _wait(condition, timeout: float = 120.0) -> bool:
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        if time.perf_counter() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _session(browser, url: str) -> dict[str, float]:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    t0 = time.perf_counter()
+    page.goto(url)
+    _wait(lambda: _visible_charts(page) >= 1)
+    first_chart = time.perf_counter() - t0
+    paint = page.evaluate(
+        "() => (performance.getEntriesByName('first-contentful-paint')[0] || {startTime: NaN}).startTime"
+    )
+    # an interaction on cached analyses: pick another sparsity, wait for the figure to redraw
+    page.get_by_text("Geometry", exact=True).first.click()
+    _wait(lambda: _visible_charts(page) >= 3)
+    select = next(
+        s
+        for s in page.locator("select").all()
+        if all(t.replace(".", "", 1).isdigit() for t in s.locator("option").all_inner_texts())
+    )
+    options = select.locator("option").all_inner_texts()
+    times = []
+    chart = page.locator(".vega-embed >> visible=true").first
+    for option in [o for o in options if o != select.input_value()][:3]:
+        before = chart.inner_text()
+        t1 = time.perf_counter()
+        select.select_option(label=option)
+        changed = _wait(lambda before=before: chart.inner_text() != before, timeout=60)
+        times.append(time.perf_counter() - t1 if changed else float("nan"))
+    page.close()
+    return {
+        "first_paint_s": paint / 1000,
+        "first_chart_s": first_chart,
+        "interaction_s": statistics.median(times),
+    }
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    from playwright.sync_api import sync_playwright
+
+    from pruneviz.analysis.study import StudySettings, analyse_zoo
+    from pruneviz.app import serve
+    from pruneviz.zoo import Zoo
+
+    work = Path(tempfile.mkdtemp(prefix="pruneviz-bench-app-"))
+    figures: dict[str, object] = {}
+    try:
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "pruneviz.cli", "demo", "--zoo", str(work / "demo"), "--quiet"],
+            check=True,
+            capture_output=True,
+        )
+        figures["demo_zoo_from_scratch_s"] = time.perf_counter() - t0
+        zoo = Zoo(work / "demo")
+        t0 = time.perf_counter()
+        # the analyses the timed tabs draw, with the settings the app asks for
+        analyse_zoo(zoo, steps=["geometry", "spectrum"], settings=StudySettings(), progress=False)
+        figures["analyse_s"] = time.perf_counter() - t0
+        port = _port()
+        server = serve(zoo.path, port=port, threaded=True)
+        time.sleep(1.0)
+        url = f"http://127.0.0.1:{port}/"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
+            cold = _session(browser, url)
+            warm = [_session(browser, url) for _ in range(2 if args.quick else 5)]
+            browser.close()
+        server.stop()
+        for key in ("first_paint_s", "first_chart_s", "interaction_s"):
+            figures[key] = statistics.median(w[key] for w in warm)
+            figures[f"first_session_{key}"] = cold[key]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        markdown(
+            [
+                {"measure": "first paint (s)", "pruneviz": figures["first_paint_s"], "target": "<= 2"},
+                {"measure": "first chart drawn (s)", "pruneviz": figures["first_chart_s"], "target": "-"},
+                {
+                    "measure": "interaction, cached (s)",
+                    "pruneviz": figures["interaction_s"],
+                    "target": "<= 0.2",
+                },
+                {
+                    "measure": "demo zoo from scratch (s)",
+                    "pruneviz": figures["demo_zoo_from_scratch_s"],
+                    "target": "<= 300",
+                },
+            ]
+        )
+    )
+    write_json(args.json, figures, args.quick)
+
+
+if __name__ == "__main__":
+    main()
