@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import altair as alt
 import pandas as pd
 
@@ -70,19 +72,8 @@ def corruption_chart(
     colour = model_colour(data, order)
     x = alt.X("severity:Q", title="Severity (0 = clean)", axis=alt.Axis(tickMinStep=1, format="d"))
     y = alt.Y("value:Q", title=axis_title(metric), axis=alt.Axis(format="%"))
-    line = (
-        alt.Chart()
-        .mark_line(point=True)
-        .encode(
-            x=x,
-            y=y,
-            color=colour,
-            tooltip=["model", "corruption", "severity", alt.Tooltip("value:Q", format=".1%"), "runs"],
-        )
-    )
-    spread = alt.Chart().mark_rule().encode(x=x, y="low:Q", y2="high:Q", color=colour)
     chart = (
-        alt.layer(spread, line)
+        _line_with_spread(x, y, colour, ["model", "corruption", "severity"])
         .properties(width=150, height=130)
         .facet(
             facet=alt.Facet("corruption:N", sort=names, title=None),
@@ -143,19 +134,8 @@ def attack_chart(attacks: pd.DataFrame, *, metric: str = "accuracy") -> alt.Face
     colour = model_colour(data, order)
     x = alt.X("eps:Q", title="Attack budget ε (input units; 0 = clean)")
     y = alt.Y("value:Q", title=axis_title(metric), axis=alt.Axis(format="%"))
-    line = (
-        alt.Chart()
-        .mark_line(point=True)
-        .encode(
-            x=x,
-            y=y,
-            color=colour,
-            tooltip=["model", "panel", "eps", alt.Tooltip("value:Q", format=".1%"), "runs"],
-        )
-    )
-    spread = alt.Chart().mark_rule().encode(x=x, y="low:Q", y2="high:Q", color=colour)
     chart = (
-        alt.layer(spread, line)
+        _line_with_spread(x, y, colour, ["model", "panel", "eps"])
         .properties(width=220, height=180)
         .facet(facet=alt.Facet("panel:N", sort=panels, title=None), columns=min(3, len(panels)), data=data)
         .properties(
@@ -248,3 +228,14 @@ def reliability_chart(reliability: pd.DataFrame) -> alt.LayerChart:
         title=title("Reliability diagram", "Dashed: perfect calibration; below it, over-confident."),
     )
     return finish(chart, where, {}, rows=len(data), source_rows=len(reliability))
+
+
+def _line_with_spread(x: alt.X, y: alt.Y, colour: Any, keys: list[str]) -> alt.LayerChart:
+    """Mean line with points per model, and a rule from the lowest to the highest seed."""
+    line = (
+        alt.Chart()
+        .mark_line(point=True)
+        .encode(x=x, y=y, color=colour, tooltip=[*keys, alt.Tooltip("value:Q", format=".1%"), "runs"])
+    )
+    spread = alt.Chart().mark_rule().encode(x=x, y="low:Q", y2="high:Q", color=colour)
+    return alt.layer(spread, line)
