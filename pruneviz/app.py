@@ -102,6 +102,8 @@ def serve(
     port = check_int(port, "port", "serve", minimum=0, maximum=65535)
     password = auth_password(password_file=password_file)
     check_serving(address, password, insecure)
+    import pruneviz.views  # noqa: F401  (load the plotting stack now, not during the first visit)
+
     kwargs: dict[str, Any] = {}
     if password is not None:
         kwargs["basic_auth"] = password
