@@ -33,7 +33,7 @@ def test_geometry_runs_read_the_zoo_and_cache(study_zoo, monkeypatch):
     knn = run_knn_overlap(study_zoo, dense, pruned, k=5, samples=100)
     assert len(knn) == 100 and knn["value"].between(0, 1).all() and knn["sample_id"].is_unique
     geo = run_logit_geometry(study_zoo, pruned)
-    test_ids = study_zoo.outputs(pruned, subset="test")
+    test_ids = study_zoo.outputs(pruned, split="clean", subset="test")
     assert len(geo) == len(test_ids) and set(geo.sample_id) == set(test_ids.sample_id)
     # the logit geometry agrees with the logits the zoo stored for the run
     stored = test_ids.set_index("sample_id").loc[geo.sample_id]
