@@ -31,7 +31,17 @@ def _port() -> int:
 
 
 def _visible_charts(page) -> int:
-    return page.locator(".vega-embed canvas >> visible=true").count()
+    """Drawn Vega charts on screen (Vega draws to a canvas or an SVG, by renderer)."""
+    canvases = page.locator(".vega-embed canvas >> visible=true").count()
+    return canvases + page.locator(".vega-embed svg.marks >> visible=true").count()
+
+
+def _numeric(texts: list[str]) -> bool:
+    """Whether a select's options are the sparsities."""
+    try:
+        return len(texts) > 1 and all(0 <= float(t) < 1 for t in texts)
+    except ValueError:
+        return False
 
 
 def _wait(condition, timeout: float = 120.0) -> bool:
@@ -47,19 +57,17 @@ def _session(browser, url: str) -> dict[str, float]:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     t0 = time.perf_counter()
     page.goto(url)
-    _wait(lambda: _visible_charts(page) >= 1)
+    if not _wait(lambda: _visible_charts(page) >= 1):
+        raise RuntimeError("no chart was drawn within 120 s")
     first_chart = time.perf_counter() - t0
     paint = page.evaluate(
         "() => (performance.getEntriesByName('first-contentful-paint')[0] || {startTime: NaN}).startTime"
     )
     # an interaction on cached analyses: pick another sparsity, wait for the figure to redraw
     page.get_by_text("Geometry", exact=True).first.click()
-    _wait(lambda: _visible_charts(page) >= 3)
-    select = next(
-        s
-        for s in page.locator("select").all()
-        if all(t.replace(".", "", 1).isdigit() for t in s.locator("option").all_inner_texts())
-    )
+    if not _wait(lambda: _visible_charts(page) >= 3):
+        raise RuntimeError("the geometry tab did not draw its 3 charts within 120 s")
+    select = next(s for s in page.locator("select").all() if _numeric(s.locator("option").all_inner_texts()))
     options = select.locator("option").all_inner_texts()
     times = []
     chart = page.locator(".vega-embed >> visible=true").first

@@ -115,8 +115,10 @@ class AnalysisView(pn.viewable.Viewer):
 
     def _bound(self, figure: Figure) -> pn.viewable.Viewable:
         deps = [self.state.param[name] for name in figure.depends]
-        return pn.panel(
-            pn.bind(lambda *_: self.render(figure), *deps), loading_indicator=True, defer_load=False
+        # lazy: computed only when shown (inactive tabs cost nothing until opened, and a change of
+        # choice recomputes only the figures on screen)
+        return pn.param.ParamFunction(
+            pn.bind(lambda *_: self.render(figure), *deps), lazy=True, loading_indicator=True
         )
 
     def __panel__(self) -> pn.viewable.Viewable:
