@@ -69,7 +69,8 @@ def main() -> None:
     layers = [n for n in default_layers(dense) if n != "classifier"][:20]
     x = torch.rand(n_grid, 3, 32, 32)
     grid_mb, t_mb = timed(
-        lambda: cka_grid(dense, pruned, x, layers_a=layers, layers_b=layers, debiased=True, batch_size=250), 1
+        lambda: cka_grid(dense, pruned, x, layers_a=layers, layers_b=layers, debiased=True, batch_size=250),
+        1 if args.quick else 3,
     )
     figures.update(
         grid_layers=f"{len(layers)}x{len(layers)}",
