@@ -170,6 +170,18 @@ def test_activations_mean_reduction_and_inputs():
     assert torch.equal(penult, head)
 
 
+def test_any_order_features_are_a_fixed_permutation_of_the_nchw_features():
+    model = LeNet((3, 8, 8), 10)
+    x = torch.randn(5, 3, 8, 8)
+    nchw = next(iter_activations(model, x, layers=["features.0"]))["features.0"]
+    loose = next(iter_activations(model, x, layers=["features.0"], any_order=True))["features.0"]
+    # the default keeps (C, H, W) order; any_order gives the channels-last (H, W, C) order, uncopied
+    assert torch.equal(nchw, activations(model, x, layers=["features.0"])["features.0"].contiguous())
+    assert torch.equal(loose, nchw.view(5, 16, 8, 8).permute(0, 2, 3, 1).reshape(5, -1))
+    assert not torch.equal(loose, nchw)
+    assert torch.allclose(loose @ loose.T, nchw @ nchw.T, rtol=1e-5, atol=1e-4)
+
+
 def test_layer_name_not_in_model_is_a_clear_error():
     model = LeNet((1, 8, 8), 10)
     with pytest.raises(

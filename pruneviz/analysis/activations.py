@@ -51,7 +51,7 @@ def check_layers(model: nn.Module, layers: Sequence[str], where: str, param: str
     return list(layers)
 
 
-def _reduce(out: torch.Tensor, reduction: str) -> torch.Tensor:
+def _reduce(out: torch.Tensor, reduction: str, any_order: bool = False) -> torch.Tensor:
     if isinstance(out, tuple | list):
         out = out[0]
     out = out.detach()
@@ -59,12 +59,21 @@ def _reduce(out: torch.Tensor, reduction: str) -> torch.Tensor:
         out = out.float()
     if reduction == "mean" and out.ndim > 2:
         out = out.flatten(2).mean(2)
+    if any_order and out.ndim == 4 and out.is_contiguous(memory_format=torch.channels_last):
+        # channels-last maps flatten without a copy in (H, W, C) order; for measures that do not
+        # depend on the order of features (Grams, distances) this saves copying every activation
+        return out.permute(0, 2, 3, 1).reshape(len(out), -1).cpu()
     return out.flatten(1).contiguous().cpu()
 
 
 @contextlib.contextmanager
 def capturing(
-    model: nn.Module, layers: Sequence[str], *, reduction: str = "flatten", inputs: bool = False
+    model: nn.Module,
+    layers: Sequence[str],
+    *,
+    reduction: str = "flatten",
+    inputs: bool = False,
+    any_order: bool = False,
 ) -> Iterator[Capture]:
     """Inside the block, every forward pass stores the named layers' outputs (or inputs) in the
     yielded dict as ``(N, D)`` CPU tensors (float32; float64 for a float64 model); a later pass
@@ -72,8 +81,10 @@ def capturing(
 
     ``reduction="flatten"`` keeps every unit; ``"mean"`` averages convolutional maps over their
     spatial positions (one value per channel). ``inputs=True`` captures what enters each layer
-    instead (e.g. the penultimate features entering a classifier). The hooks are removed when the
-    block exits, also on an exception.
+    instead (e.g. the penultimate features entering a classifier). ``any_order=True`` lets the
+    features of a convolutional map come in any fixed order (channels-last maps then flatten without a
+    copy) for measures that do not depend on feature order, such as Grams and distances. The hooks
+    are removed when the block exits, also on an exception.
     """
     where = "capturing"
     check_choice(reduction, "reduction", where, REDUCTIONS)
@@ -86,13 +97,13 @@ def capturing(
         if inputs:
 
             def pre(_m, args):
-                store[name] = _reduce(args[0], reduction)
+                store[name] = _reduce(args[0], reduction, any_order)
                 store.calls[name] += 1
 
             return pre
 
         def post(_m, _args, out):
-            store[name] = _reduce(out, reduction)
+            store[name] = _reduce(out, reduction, any_order)
             store.calls[name] += 1
 
         return post
@@ -136,10 +147,19 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def _one_pass(
-    model: nn.Module, xb: torch.Tensor, layers: list[str], reduction: str, inputs: bool, where: str
+    model: nn.Module,
+    xb: torch.Tensor,
+    layers: list[str],
+    reduction: str,
+    inputs: bool,
+    where: str,
+    any_order: bool = False,
 ) -> dict[str, torch.Tensor]:
     """One scoped forward pass: hooks, eval mode and no-grad live only for this batch."""
-    with capturing(model, layers, reduction=reduction, inputs=inputs) as store, eval_mode(model):
+    with (
+        capturing(model, layers, reduction=reduction, inputs=inputs, any_order=any_order) as store,
+        eval_mode(model),
+    ):
         xb = xb.to(_device_of(model))
         if xb.ndim == 4:  # NHWC lets oneDNN pick faster convolutions (about 25 % on CPU); same values
             xb = xb.contiguous(memory_format=torch.channels_last)
@@ -176,13 +196,15 @@ def iter_activations(
     batch_size: int = 256,
     reduction: str = "flatten",
     inputs: bool = False,
+    any_order: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Yield the named layers' activations batch by batch (``batch_size`` rows at a time), so that
     statistics can be accumulated with memory bounded by one batch.
 
     Each batch runs in eval mode without gradients and with the hooks in place only for that forward
     pass: between batches the caller sees the model exactly as it was (modes, no hooks, gradient
-    mode), also when it abandons the iteration. Activations come back on the CPU."""
+    mode), also when it abandons the iteration. Activations come back on the CPU. ``any_order`` is
+    as in :func:`capturing`."""
     where = "iter_activations"
     batch_size = check_int(batch_size, "batch_size", where, minimum=1)
     layers = check_layers(model, layers, where)
@@ -191,7 +213,7 @@ def iter_activations(
         got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         fail("x", where, "a non-empty (N, ...) tensor of inputs", None, got=got)
     for start in range(0, len(x), batch_size):
-        yield _one_pass(model, x[start : start + batch_size], layers, reduction, inputs, where)
+        yield _one_pass(model, x[start : start + batch_size], layers, reduction, inputs, where, any_order)
 
 
 def activations(

@@ -307,7 +307,9 @@ def _layer_features(
     model: nn.Module, x: torch.Tensor, layers: list[str], reduction: str
 ) -> dict[str, torch.Tensor]:
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    for batch in iter_activations(model, x, layers=layers, batch_size=256, reduction=reduction):
+    for batch in iter_activations(
+        model, x, layers=layers, batch_size=256, reduction=reduction, any_order=True
+    ):
         for name, v in batch.items():
             parts[name].append(v)
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
@@ -348,7 +350,9 @@ def _minibatch_grid(
             [
                 centred_gram(v, kernel=kernel, debiased=debiased, sigma=sigma).flatten()
                 for v in next(
-                    iter_activations(model_a, xb, layers=la, batch_size=len(xb), reduction=reduction)
+                    iter_activations(
+                        model_a, xb, layers=la, batch_size=len(xb), reduction=reduction, any_order=True
+                    )
                 ).values()
             ]
         )
@@ -356,7 +360,9 @@ def _minibatch_grid(
             [
                 centred_gram(v, kernel=kernel, debiased=debiased, sigma=sigma).flatten()
                 for v in next(
-                    iter_activations(model_b, xb, layers=lb, batch_size=len(xb), reduction=reduction)
+                    iter_activations(
+                        model_b, xb, layers=lb, batch_size=len(xb), reduction=reduction, any_order=True
+                    )
                 ).values()
             ]
         )
