@@ -54,10 +54,44 @@ def build_app(zoo: Zoo | str | os.PathLike[str], *, title: str = "pruneviz") -> 
     )
     template.sidebar.append(pn.pane.Markdown(f"**Zoo** `{zoo.path.name}` — {len(state.runs)} runs"))
     template.sidebar.append(widgets)
-    tabs = pn.Tabs(*[(name, view(state)) for name, view in TABS], dynamic=True, sizing_mode="stretch_width")
+    template.sidebar.append(pn.panel(pn.bind(picked_sample, state.param.sample_id, state=state)))
+    views = [view(state, active=(i == 0)) for i, (_, view) in enumerate(TABS)]
+    tabs = pn.Tabs(
+        *[(name, v) for (name, _), v in zip(TABS, views, strict=True)],
+        dynamic=True,
+        sizing_mode="stretch_width",
+    )
+
+    def switch(event: Any) -> None:  # only the tab on screen redraws when a choice changes
+        for i, v in enumerate(views):
+            v.active = i == event.new
+
+    tabs.param.watch(switch, "active")
     template.main.append(tabs)
     template.state = state  # for tests and notebooks: the choices behind the page
     return template
+
+
+def picked_sample(sample_id: int | None, *, state: Any) -> Any:
+    """The sidebar card of the sample picked in a linked view: its label, groups and predictions."""
+    import panel as pn
+
+    if sample_id is None:
+        return pn.pane.Markdown("**Picked sample**: none. Click a sample in a chart to pick it.")
+    try:
+        rows = state.selected_sample()
+    except PrunevizError as exc:
+        return pn.pane.Alert(str(exc), alert_type="warning")
+    first = rows.iloc[0]
+    groups = ", ".join(f"{c[6:]} = {first[c]}" for c in rows.columns if c.startswith("group_"))
+    lines = [
+        f"**Picked sample #{sample_id}** · label {first['label']}",
+        f"groups: {groups}" if groups else "",
+    ]
+    for r in rows.itertuples():
+        verdict = "right" if getattr(r, "correct", r.prediction == r.label) else "wrong"
+        lines.append(f"- {r.model}: predicts {r.prediction} ({verdict})")
+    return pn.pane.Markdown("\n\n".join(filter(None, lines[:2])) + "\n\n" + "\n".join(lines[2:]))
 
 
 def auth_password(*, password_file: str | os.PathLike[str] | None = None) -> str | None:

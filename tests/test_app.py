@@ -25,10 +25,14 @@ def test_every_tab_draws_its_figures(state):
     for name, view_type in TABS:
         view = view_type(state)
         for figure in view.figures:
-            out = view.render(figure)
-            assert isinstance(out, pn.Column), f"{name}/{figure.title}: {getattr(out, 'object', out)}"
-            vega = out.objects[0]
-            assert isinstance(vega, pn.pane.Vega) and vega.object is not None
+            drawn = view.render(figure)
+            if figure.frame == "selected_exemplar":  # nothing picked yet: says how to pick
+                assert drawn.message and "click a sample" in drawn.message
+                continue
+            assert drawn.message is None, f"{name}/{figure.title}: {drawn.message}"
+            assert drawn.spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
+            pane = view.panes[view.figures.index(figure)]
+            assert pane._vega.object is drawn.spec and pane._vega.visible
 
 
 def test_exports_carry_the_configuration_that_made_them(state):
@@ -40,16 +44,79 @@ def test_exports_carry_the_configuration_that_made_them(state):
     assert json.loads(text.splitlines()[0][2:]) == json.loads(json.dumps(conf, default=str))
     back = pd.read_csv(pd.io.common.StringIO(text), comment="#")
     assert list(back.columns[:3]) == ["run_a", "run_b", "method"] and len(back) == len(state.cka())
+    pane = view.panes[0]
+    view.render(figure)
+    assert pane._csv_data().getvalue() == text
+    assert "<details><summary>configuration" in pane._html_data().getvalue()
 
 
-def test_changing_a_choice_changes_the_figure(state):
-    view = TABS[1][1](state)
-    figure = view.figures[0]
-    first = view.render(figure).objects[0].object.to_dict()
+def test_a_choice_redraws_the_figures_on_screen_in_place(study_zoo):
+    state = StudyState(study_zoo, method="lamp", sparsity=0.5)
+    on_screen, hidden = TABS[1][1](state), TABS[5][1](state, active=False)
+    on_screen.__panel__(), hidden.__panel__()
+    pane = on_screen.panes[0]
+    vega, first = pane._vega, pane._vega.object
+    assert first is not None and all(p.drawn is None and p.stale for p in hidden.panes)
     state.sparsity = 0.9
-    second = view.render(figure).objects[0].object.to_dict()
-    state.sparsity = 0.5
-    assert json.dumps(first, sort_keys=True, default=str) != json.dumps(second, sort_keys=True, default=str)
+    # the same pane, a new specification: the page patches one property instead of rebuilding
+    assert pane._vega is vega and vega.object is not first
+    assert json.dumps(first, sort_keys=True, default=str) != json.dumps(
+        vega.object, sort_keys=True, default=str
+    )
+    assert "90%" in json.dumps(vega.object["title"], ensure_ascii=False)
+    assert all(p.stale for p in hidden.panes)  # an inactive tab only notes the change
+    hidden.active = True
+    assert not any(p.stale for p in hidden.panes) and hidden.panes[0].drawn.message is None
+    state.sparsity = 0.5  # a choice drawn before comes back from memory, the same specification
+    assert vega.object is first
+
+
+def test_picking_a_sample_links_the_views(study_zoo):
+    state = StudyState(study_zoo, method="lamp", sparsity=0.9)
+    geometry, exemplars, subgroups = TABS[1][1](state), TABS[2][1](state), TABS[3][1](state)
+    for view in (geometry, exemplars, subgroups):
+        view.__panel__()
+    gallery, picked = exemplars.panes
+    assert picked.drawn.message and "click a sample" in picked.drawn.message
+    # a click in the gallery reaches Python as the Vega selection "sample"
+    top = int(state.exemplars().sort_values("rank")["sample_id"].iloc[0])
+    assert "sample" in gallery._vega.selection.param
+    gallery._vega.selection.param.update(sample=[{"sample_id": top}])
+    assert state.sample_id == top
+    # ... the embedding starts with it selected, its attributions are drawn, its group is outlined
+    embedding = geometry.panes[1]._vega.object
+    params = {p["name"]: p for p in embedding["params"]}
+    assert params["sample"]["value"] == [{"sample_id": top}]
+    assert picked.drawn.message is None and "Top 1 exemplars" in json.dumps(picked.drawn.spec["title"])
+    shown = {d["sample_id"] for data in picked.drawn.spec["datasets"].values() for d in data}
+    assert shown == {top}
+    group = state.selected_group()
+    assert group is not None and f"group {group}, the picked sample's" in json.dumps(
+        subgroups.panes[0].drawn.spec["title"], ensure_ascii=False
+    )
+    card = state.selected_sample()
+    assert list(card["model"]) == ["dense", "pruned"] and (card["sample_id"] == top).all()
+    assert card["group_" + state.group].astype(str).eq(group).all()
+    # and a click in the embedding picks a sample for the other views the same way
+    other = int(state.exemplars().sort_values("rank")["sample_id"].iloc[1])
+    geometry.panes[1]._vega.selection.param.update(sample=[{"sample_id": other}])
+    assert state.sample_id == other and picked.drawn.frame["sample_id"].tolist() == [other]
+
+
+def test_snapshots_are_detached_copies_of_the_choices(study_zoo):
+    state = StudyState(study_zoo, method="lamp", sparsity=0.5)
+    snap = state.snapshot(sparsity=0.9)
+    assert (snap.method, snap.sparsity, state.sparsity) == ("lamp", 0.9, 0.5)
+    state.method = "channel_l1"
+    assert snap.method == "lamp" and snap.child != state.child
+    assert snap.cka()["run_b"].iloc[0] == snap.child
+
+
+def test_views_convert_to_ipywidgets(state):
+    import ipywidgets
+
+    widget = pn.ipywidget(TABS[1][1](state))
+    assert isinstance(widget, ipywidgets.DOMWidget)
 
 
 def test_problems_show_in_the_page_not_as_tracebacks(tmp_path):

@@ -100,9 +100,15 @@ def test_every_tab_renders_its_charts_without_console_errors(browser, app_url):
     page.goto(app_url)
     for name, view in TABS:
         page.get_by_text(name, exact=True).first.click(timeout=60_000)
-        drawn = _charts_in(page, len(view.figures))
+        # the picked-sample figure waits for a pick, and says so
+        waiting = [f for f in view.figures if f.frame == "selected_exemplar"]
+        drawn = _charts_in(page, len(view.figures) - len(waiting))
         page.screenshot(path=str(ARTIFACTS / f"tab-{name.lower()}.png"), full_page=True)
-        assert drawn >= len(view.figures), f"tab {name}: {drawn} charts drawn, errors {errors[:3]}"
+        assert drawn >= len(view.figures) - len(waiting), (
+            f"tab {name}: {drawn} charts drawn, errors {errors[:3]}"
+        )
+        if waiting:
+            assert page.get_by_text("click a sample in the gallery").count() == 1
         assert not page.get_by_text("Traceback").count()
     assert not errors, errors[:5]
     page.close()
@@ -125,6 +131,48 @@ def test_changing_the_sparsity_updates_the_charts(browser, app_url):
         time.sleep(0.5)
         new = page.locator(".vega-embed").first.inner_text()
     assert new != title and f"{float(other):.0%}" in new
+    assert not errors, errors[:5]
+    page.close()
+
+
+def _pick_in_gallery(page) -> bool:
+    """Click across the first image of the exemplar gallery until the sidebar names a picked sample."""
+    gallery = page.locator(".vega-embed >> visible=true").first
+    box = gallery.bounding_box()
+    for dy in range(30, 260, 14):
+        for dx in range(20, 420, 14):
+            page.mouse.click(box["x"] + dx, box["y"] + dy)
+            try:
+                page.get_by_text("Picked sample #").first.wait_for(timeout=400)
+                return True
+            except Exception:
+                continue
+    return False
+
+
+def test_picking_an_exemplar_shows_it_in_the_other_views(browser, app_url):
+    page, errors = _page(browser)
+    page.goto(app_url)
+    page.get_by_text("Exemplars", exact=True).first.click(timeout=60_000)
+    assert _charts_in(page, 1) >= 1
+    assert _pick_in_gallery(page), "no click on the gallery picked a sample"
+    card = page.get_by_text("Picked sample #").first.inner_text()
+    sample = card.split("#")[1].split()[0]
+    # its attributions appear under the gallery ...
+    assert _charts_in(page, 2) >= 2
+    page.screenshot(path=str(ARTIFACTS / "linked-exemplars.png"), full_page=True)
+    # ... its group is outlined in the subgroup audit ...
+    page.get_by_text("Subgroups", exact=True).first.click()
+    _charts_in(page, 1)
+    deadline = time.time() + 60
+    while time.time() < deadline and "picked sample" not in page.locator(".vega-embed").first.inner_text():
+        time.sleep(0.25)
+    assert "the picked sample's" in page.locator(".vega-embed").first.inner_text()
+    # ... and the embedding opens with it selected
+    page.get_by_text("Geometry", exact=True).first.click()
+    assert _charts_in(page, 3) >= 3
+    page.screenshot(path=str(ARTIFACTS / "linked-geometry.png"), full_page=True)
+    assert f"Picked sample #{sample}" in page.get_by_text("Picked sample #").first.inner_text()
     assert not errors, errors[:5]
     page.close()
 

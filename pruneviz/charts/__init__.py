@@ -15,7 +15,7 @@ from pruneviz._optional import require
 
 require("altair", "pruneviz.charts")
 
-from pruneviz.charts._base import MAX_ROWS, SAMPLE_SELECTION  # noqa: E402
+from pruneviz.charts._base import MAX_ROWS, SAMPLE_SELECTION, sample_selection  # noqa: E402
 from pruneviz.charts._theme import method_colour, theme  # noqa: E402
 from pruneviz.charts.exemplars import exemplar_gallery  # noqa: E402
 from pruneviz.charts.export import chart_data, save_chart  # noqa: E402
@@ -24,7 +24,6 @@ from pruneviz.charts.geometry import (  # noqa: E402
     embedding_chart,
     logit_change_chart,
     logit_geometry_chart,
-    sample_selection,
 )
 from pruneviz.charts.overview import layer_sparsity_chart, metric_by_sparsity_chart, tradeoff_chart  # noqa: E402
 from pruneviz.charts.robustness import attack_chart, corruption_chart, reliability_chart  # noqa: E402

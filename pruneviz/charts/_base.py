@@ -16,6 +16,16 @@ MAX_ROWS = 5000  # Altair refuses to inline more rows than this
 SAMPLE_SELECTION = "sample"  # the name of the sample_id selection that links views
 
 
+def sample_selection(selected: int | None = None) -> alt.Parameter:
+    """The point selection on ``sample_id`` (named ``"sample"``) that links views of the same samples:
+    click a sample to pick it out in every panel, shift-click to add, double-click to clear.
+    ``selected`` starts it on that sample (a selection made in another view)."""
+    extra = {} if selected is None else {"value": [{"sample_id": int(selected)}]}
+    return alt.selection_point(
+        name=SAMPLE_SELECTION, fields=["sample_id"], on="click", clear="dblclick", **extra
+    )
+
+
 def check_frame(frame: Any, param: str, where: str, source: str, columns: Sequence[str]) -> pd.DataFrame:
     """``frame`` must be a non-empty DataFrame with ``columns``; else a house-style error naming the
     chart ``where`` and the ``source`` of the frame it expects."""

@@ -16,6 +16,7 @@ from pruneviz.charts._base import (
     count,
     finish,
     one_comparison,
+    sample_selection,
     title,
 )
 
@@ -32,6 +33,7 @@ def exemplar_gallery(
     top: int = 12,
     columns: int = 6,
     class_names: Sequence[str] | None = None,
+    selected: int | None = None,
     max_points: int = MAX_ROWS,
 ) -> alt.FacetChart:
     """A grid of the top exemplars (Hooker et al. 2020: the samples on which pruning changes the
@@ -60,6 +62,9 @@ def exemplar_gallery(
         Samples per row when there are no attributions.
     class_names : sequence of str, optional
         Names of the classes, for the captions.
+    selected : int, optional
+        The sample picked in a linked view: drawn in full, the others dimmed. Clicking an image picks
+        its sample (the ``"sample"`` selection on ``sample_id``, as in the embedding chart).
     max_points : int
         At most this many cells; larger images are shown averaged over blocks of ``k × k`` pixels (the
         subtitle says so).
@@ -77,6 +82,8 @@ def exemplar_gallery(
         scores, "scores", where, ("dataset", "arch", "method", "structure", "sparsity", "settings")
     )
     top = check_int(top, "top", where, minimum=1)
+    if selected is not None:
+        selected = check_int(selected, "selected", where)
     columns = check_int(columns, "columns", where, minimum=1)
     max_points = check_max_points(max_points, where)
     unknown = sorted(set(pixels["sample_id"]) - set(scores["sample_id"]))
@@ -141,6 +148,7 @@ def exemplar_gallery(
     size = max(72, min(110, 6 * max(side, height)))
     x = alt.X("col:O", axis=None)
     y = alt.Y("row:O", axis=None)
+    select = sample_selection(selected if selected in ids else None)
     img = (
         alt.Chart()
         .transform_filter(alt.datum.panel == INPUT)
@@ -149,13 +157,16 @@ def exemplar_gallery(
             x=x,
             y=y,
             color=alt.Color("value:Q", scale=alt.Scale(scheme="greys"), legend=None),
+            opacity=alt.condition(select, alt.value(1.0), alt.value(0.3)),
             tooltip=["sample_id", "row", "col", "value"],
         )
+        .add_params(select)
         .properties(width=size, height=size * height // side)
     )
     lines = alt.Header(labelExpr="split(datum.value, '|')", labelFontSize=10, labelLimit=0)
     notes = [
-        "Caption: sample (rank 1 = changed most), true label, modal predictions of the populations.",
+        "Caption: sample (rank 1 = changed most), true label, modal predictions of the populations. "
+        "Click an image to pick the sample in the other views.",
         note,
     ]
     if attributions is None:
@@ -197,7 +208,7 @@ def exemplar_gallery(
             data=cells,
         )
     chart = chart.properties(title=title(f"Top {len(ids)} exemplars", *notes))
-    options = {"top": top, "columns": columns, "max_points": max_points, "block": block}
+    options = {"top": top, "columns": columns, "max_points": max_points, "block": block, "selected": selected}
     return finish(chart, where, options, rows=len(cells), source_rows=len(pixels))
 
 

@@ -8,7 +8,6 @@ import pandas as pd
 from pruneviz._validation import check_int, fail
 from pruneviz.charts._base import (
     MAX_ROWS,
-    SAMPLE_SELECTION,
     axis_title,
     cap_rows,
     check_frame,
@@ -19,6 +18,7 @@ from pruneviz.charts._base import (
     model_labels,
     one_comparison,
     pick,
+    sample_selection,
     short_name,
     title,
     with_models,
@@ -28,12 +28,6 @@ from pruneviz.charts._theme import ACCENT, MUTED
 __all__ = ["cka_chart", "embedding_chart", "logit_change_chart", "logit_geometry_chart"]
 
 COMPARISON = ("run_a", "run_b", "method", "structure", "sparsity", "target_sparsity")
-
-
-def sample_selection() -> alt.Parameter:
-    """The point selection on ``sample_id`` (named ``"sample"``) that links views of the same samples:
-    click a sample to pick it out in every panel, shift-click to add, double-click to clear."""
-    return alt.selection_point(name=SAMPLE_SELECTION, fields=["sample_id"], on="click", clear="dblclick")
 
 
 def cka_chart(cka: pd.DataFrame) -> alt.LayerChart:
@@ -93,10 +87,13 @@ def cka_chart(cka: pd.DataFrame) -> alt.LayerChart:
     return finish(chart, where, {}, rows=len(frame), source_rows=len(cka))
 
 
-def embedding_chart(embedding: pd.DataFrame, *, max_points: int = MAX_ROWS, seed: int = 0) -> alt.FacetChart:
+def embedding_chart(
+    embedding: pd.DataFrame, *, selected: int | None = None, max_points: int = MAX_ROWS, seed: int = 0
+) -> alt.FacetChart:
     """The samples' features of several models in one aligned 2-D space, one panel per model (the
     reference first), coloured by label, with a linked selection: clicking a sample picks it out in
-    every panel (the ``"sample"`` selection on ``sample_id``).
+    every panel (the ``"sample"`` selection on ``sample_id``). ``selected`` picks a sample out from
+    the start (and is always drawn, also when the points are sampled).
 
     Takes :func:`~pruneviz.analysis.run_embedding` (``run``, ``sample_id``, ``label``, ``x``, ``y``;
     ``method``/``sparsity`` name the panels). At most ``max_points`` points are drawn: whole samples
@@ -106,12 +103,19 @@ def embedding_chart(embedding: pd.DataFrame, *, max_points: int = MAX_ROWS, seed
     check_frame(embedding, "embedding", where, "run_embedding", ["run", "sample_id", "label", "x", "y"])
     max_points = check_max_points(max_points, where)
     seed = check_int(seed, "seed", where, minimum=0)
+    if selected is not None:
+        selected = check_int(selected, "selected", where)
     frame = with_models(embedding)  # several runs of one method and sparsity: told apart by run id
     order = list(dict.fromkeys(frame["model"]))
     shown, note = cap_rows(frame, max_points, by="sample_id", seed=seed)
+    if selected is not None and selected not in set(shown["sample_id"]):
+        extra = frame[frame["sample_id"] == selected]
+        if extra.empty:
+            note = " ".join(filter(None, [note, f"Sample #{selected} is not among these samples."]))
+        shown = pd.concat([shown, extra])
     shown = shown[["model", "run", "sample_id", "label", "x", "y"]].reset_index(drop=True)
     kind = str(frame["embedding"].iloc[0]).upper() if "embedding" in frame.columns else "embedding"
-    select = sample_selection()
+    select = sample_selection(selected)
     points = (
         alt.Chart()
         .mark_circle()
@@ -136,7 +140,11 @@ def embedding_chart(embedding: pd.DataFrame, *, max_points: int = MAX_ROWS, seed
         )
     )
     return finish(
-        chart, where, {"max_points": max_points, "seed": seed}, rows=len(shown), source_rows=len(frame)
+        chart,
+        where,
+        {"max_points": max_points, "seed": seed, "selected": selected},
+        rows=len(shown),
+        source_rows=len(frame),
     )
 
 

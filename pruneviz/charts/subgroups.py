@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from pruneviz._validation import check_choice, data_fail
+from pruneviz._validation import check_choice, data_fail, fail
 from pruneviz.charts._base import check_frame, finish, label_order, model_labels, percent, title
 
 __all__ = ["subgroup_chart"]
@@ -16,13 +16,16 @@ FINDING_COLOURS = ("#d62728", "#4c78a8", "#4c78a8", "#bbbbbb")
 PERCENT_METRICS = {"accuracy", "error_rate"}
 
 
-def subgroup_chart(impact: pd.DataFrame, *, statistic: str = "psi") -> alt.FacetChart:
+def subgroup_chart(
+    impact: pd.DataFrame, *, statistic: str = "psi", highlight: object | None = None
+) -> alt.FacetChart:
     """Per group, what pruning cost it: ``statistic="delta"`` shows Δ_g (the metric's change from dense
     to pruned) against the overall Δ (dashed); ``"psi"`` shows the excess gap ψ_g = Δ_g − Δ against 0,
     with a grey band for the central interval of the permutation null (what groups unrelated to the
     outputs would show; needs ``null_lo``/``null_hi``). Black lines are bootstrap intervals (``lo``,
     ``hi``); ``*`` marks a ψ_g significant after Holm's adjustment; small groups are pale. One panel per
-    comparison (method × sparsity).
+    comparison (method × sparsity). ``highlight`` outlines one group (e.g. the group of the sample
+    picked in a linked view) and names it in the subtitle.
 
     Takes :func:`~pruneviz.analysis.run_subgroups` or :func:`~pruneviz.analysis.disparate_impact`
     (Hooker et al. 2020; Tran et al. 2022). For loss-like metrics (error rate, NLL, ECE, Brier) a
@@ -101,6 +104,16 @@ def subgroup_chart(impact: pd.DataFrame, *, statistic: str = "psi") -> alt.Facet
         for c in ("group", "value", "lo", "hi", "n", "p_value", "p_adjusted", "finding")
         if c in data.columns
     ]
+    if highlight is not None:
+        highlight = str(highlight)
+        if highlight not in groups:
+            fail("highlight", where, f"one of the groups ({groups[:8]})", highlight, "pass a group shown.")
+        layers.append(
+            alt.Chart()
+            .transform_filter(alt.datum.group == highlight)
+            .mark_bar(width={"band": 0.95}, fill=None, stroke="black", strokeWidth=2, strokeDash=[3, 2])
+            .encode(x=x, y=alt.Y("lo:Q", axis=y_axis), y2="hi:Q")
+        )
     layers += [
         alt.Chart()
         .mark_bar(width={"band": 0.6})
@@ -132,6 +145,8 @@ def subgroup_chart(impact: pd.DataFrame, *, statistic: str = "psi") -> alt.Facet
         + ("* significant after Holm's adjustment. " if statistic == "psi" else "")
         + ("Dashed: Δ over all samples." if statistic == "delta" else "Dashed: 0, the average sample."),
     ]
+    if highlight is not None:
+        notes.append(f"Dotted outline: group {highlight}, the picked sample's.")
     disparity = frame[(frame["statistic"] == "disparity") & (frame["group"] == ALL)]
     if len(order) == 1 and len(disparity):
         d = disparity.iloc[0]
@@ -144,4 +159,5 @@ def subgroup_chart(impact: pd.DataFrame, *, statistic: str = "psi") -> alt.Facet
     ).properties(
         title=title(f"Who pays for pruning: {'ψ_g' if statistic == 'psi' else 'Δ_g'} by {attribute}", *notes)
     )
-    return finish(chart, where, {"statistic": statistic}, rows=len(data), source_rows=len(impact))
+    options = {"statistic": statistic, "highlight": highlight}
+    return finish(chart, where, options, rows=len(data), source_rows=len(impact))

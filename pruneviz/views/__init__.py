@@ -32,7 +32,12 @@ class GeometryView(AnalysisView):
     heading = "Feature geometry: dense parent against the pruned run in focus"
     figures = (
         Figure("CKA", "cka", lambda f, s: C.cka_chart(f), FOCUS),
-        Figure("Aligned embedding", "embedding", lambda f, s: C.embedding_chart(f), FOCUS),
+        Figure(
+            "Aligned embedding",
+            "embedding",
+            lambda f, s: C.embedding_chart(f, selected=s.sample_id),
+            (*FOCUS, "sample_id"),
+        ),
         Figure("Logit geometry", "logit_change", lambda f, s: C.logit_change_chart(f), FOCUS),
     )
 
@@ -44,14 +49,45 @@ def _gallery(scores: pd.DataFrame, state: StudyState) -> Any:
         scores,
         attributions=state.exemplar_attributions(top),
         top=len(top),
-        class_names=list(state.zoo.dataset(state.dataset).info.class_names),
+        class_names=list(state.data().info.class_names),
+    )
+
+
+def _picked(scores: pd.DataFrame, state: StudyState) -> Any:
+    ids = scores["sample_id"].tolist()
+    return C.exemplar_gallery(
+        state.exemplar_pixels(ids),
+        scores,
+        attributions=state.exemplar_attributions(ids),
+        top=1,
+        class_names=list(state.data().info.class_names),
+        selected=state.sample_id,
     )
 
 
 class ExemplarsView(AnalysisView):
     heading = "Compression-identified exemplars"
-    intro = "The samples on which pruning changes the population's answers most, with their attributions."
-    figures = (Figure("Exemplar gallery", "exemplars", _gallery, (*FOCUS, "split")),)
+    intro = (
+        "The samples on which pruning changes the population's answers most, with their attributions. "
+        "Click one to pick it: the embedding and the subgroup audit show where it is."
+    )
+    figures = (
+        # the click that picks a sample highlights it in the gallery already: no redraw (and no new
+        # attributions) per click
+        Figure("Exemplar gallery", "exemplars", _gallery, (*FOCUS, "split")),
+        Figure(
+            "Picked sample",
+            "selected_exemplar",
+            _picked,
+            (*FOCUS, "split", "sample_id"),
+            empty="click a sample in the gallery or the embedding to see it here with its attributions.",
+        ),
+    )
+
+
+def _shown_group(frame: pd.DataFrame, state: StudyState) -> str | None:
+    group = state.selected_group()
+    return group if group is not None and group in set(frame["group"].astype(str)) else None
 
 
 class SubgroupsView(AnalysisView):
@@ -63,8 +99,8 @@ class SubgroupsView(AnalysisView):
         Figure(
             "Subgroup impact",
             "subgroups",
-            lambda f, s: C.subgroup_chart(f),
-            ("group", "methods", "sparsities", "split"),
+            lambda f, s: C.subgroup_chart(f, highlight=_shown_group(f, s)),
+            ("group", "methods", "sparsities", "split", "sample_id"),
         ),
     )
 

@@ -2,51 +2,83 @@
 :mod:`pruneviz.charts`.
 
 Each viewer is a ``pn.viewable.Viewer``: it renders inline in JupyterLab (``display(view)``), inside the
-app, and in ipywidgets layouts through ``pn.ipywidget(view)``. Figures are recomputed when the choices
-they depend on change; the frames come from the zoo's cache (instant when ``pruneviz zoo analyse`` ran)
-and are otherwise computed once with a loading indicator. Every figure has CSV and HTML downloads that
-carry the configuration that made it. A problem shows as a readable message in place of the figure.
+app, and in ipywidgets layouts through ``pn.ipywidget(view)``. A figure is drawn in place: when a choice
+it depends on changes, only its chart specification is sent again (the page keeps its widgets), only
+the figures of the tab on screen are recomputed, and a figure drawn once for a choice is remembered, so
+returning to a choice is instant. In a served app the frames are computed off the event loop, on a
+snapshot of the choices, with a loading indicator; the page shows first and the figures follow. Every
+figure has CSV and HTML downloads that carry the configuration that made it. A problem shows as a
+readable message in place of the figure.
+
+Selections link the views: picking a sample in the exemplar gallery or the embedding sets
+``StudyState.sample_id``, which the other figures that depend on it (the embedding, the picked sample's
+attributions, its group in the subgroup audit) redraw with.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import io
 import json
+import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import pandas as pd
 import panel as pn
 import param
 
 from pruneviz._version import __version__
+from pruneviz.charts import SAMPLE_SELECTION
 from pruneviz.exceptions import PrunevizError
 from pruneviz.views.state import StudyState
+
+log = logging.getLogger(__name__)
+
+#: figures remembered per state (each holds its frame, chart and specification)
+REMEMBERED = 48
 
 
 @dataclass(frozen=True)
 class Figure:
-    """One figure of a tab: a title, the state method giving its frame, the chart drawing it, and the
-    choices it depends on."""
+    """One figure of a tab: a title, the state method giving its frame, the chart drawing it, the
+    choices it depends on, and what to say when its frame is empty."""
 
     title: str
     frame: str
     chart: Callable[[pd.DataFrame, StudyState], Any]
     depends: tuple[str, ...]
+    empty: str = "nothing to show for this choice."
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """A figure drawn for one set of choices: its frame, chart, Vega-Lite specification and
+    configuration; or the message saying why it cannot be drawn."""
+
+    frame: pd.DataFrame | None = None
+    chart: Any = None
+    spec: dict[str, Any] | None = None
+    conf: dict[str, Any] | None = None
+    message: str | None = None
 
 
 def configuration(state: StudyState, figure: Figure) -> dict[str, Any]:
     """The choices and runs that produced a figure, recorded beside every export."""
     conf: dict[str, Any] = {"figure": figure.title, "pruneviz": __version__, "zoo": str(state.zoo.path)}
     for name in figure.depends:
-        value = getattr(state, name)
-        conf[name] = (
-            [v.item() if hasattr(v, "item") else v for v in value]
-            if isinstance(value, list)
-            else (value.item() if hasattr(value, "item") else value)
-        )
+        conf[name] = _plain(getattr(state, name))
     return conf
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value.item() if hasattr(value, "item") else value
 
 
 def csv_bytes(frame: pd.DataFrame, conf: dict[str, Any]) -> io.StringIO:
@@ -76,54 +108,222 @@ def message(text: str) -> pn.pane.Alert:
     return pn.pane.Alert(text, alert_type="warning", sizing_mode="stretch_width")
 
 
+def draw(state: StudyState, figure: Figure) -> Drawn:
+    """Compute one figure for the state's choices: never raises for a problem a person can meet."""
+    try:
+        frame = getattr(state, figure.frame)()
+        if frame.empty:
+            return Drawn(message=f"{figure.title}: {figure.empty}")
+        chart = figure.chart(frame, state)
+        # charts are validated against the Vega-Lite schema by the test suite; in the page the
+        # validation would cost more than everything else together
+        spec = chart.to_dict(validate=False)
+    except PrunevizError as exc:
+        return Drawn(message=str(exc))
+    except Exception as exc:  # a bug must not take the page down: say what failed, log the traceback
+        log.exception("pruneviz could not draw %s", figure.title)
+        return Drawn(message=f"{figure.title} could not be drawn: {type(exc).__name__}: {exc}")
+    return Drawn(frame, chart, spec, configuration(state, figure))
+
+
+_MEMORY: WeakKeyDictionary[StudyState, OrderedDict] = WeakKeyDictionary()
+
+
+def _memory(state: StudyState) -> OrderedDict:
+    return _MEMORY.setdefault(state, OrderedDict())
+
+
+def _key(state: StudyState, figure: Figure) -> tuple:
+    return (figure.title, figure.frame, *(repr(_plain(getattr(state, n))) for n in figure.depends))
+
+
+def _selections(spec: dict[str, Any]) -> list[str]:
+    """The names of the selections a Vega-Lite specification declares at its top level."""
+    return sorted(p["name"] for p in spec.get("params", []) if isinstance(p, dict) and "select" in p)
+
+
+def _in_server() -> bool:
+    doc = pn.state.curdoc
+    return bool(doc is not None and doc.session_context is not None)
+
+
+class FigurePane(pn.viewable.Viewer):
+    """One figure of a view, drawn in place (see the module docstring)."""
+
+    def __init__(self, view: AnalysisView, figure: Figure) -> None:
+        super().__init__()
+        self.view, self.figure = view, figure
+        self.stale = True
+        self._generation = 0
+        self._drawn: Drawn | None = None
+        self._watched_selection: Any = None
+        # made with its first specification, and made anew when the selections it carries change:
+        # Panel's Vega view cannot take on new selections after it was drawn
+        self._vega: pn.pane.Vega | None = None
+        self._slot = pn.Column(sizing_mode="stretch_width")
+        self._message = pn.pane.Alert("", alert_type="warning", sizing_mode="stretch_width", visible=False)
+        slug = figure.frame.replace("_", "-")
+        self._csv = pn.widgets.FileDownload(
+            callback=self._csv_data, filename=f"{slug}.csv", label="CSV", visible=False
+        )
+        self._html = pn.widgets.FileDownload(
+            callback=self._html_data,
+            filename=f"{slug}.html",
+            label="HTML",
+            color="light",
+            visible=False,
+        )
+        self._layout = pn.Column(
+            self._message,
+            self._slot,
+            pn.Row(self._csv, self._html),
+            sizing_mode="stretch_width",
+            min_height=80,
+        )
+        view.state.param.watch(self._changed, list(figure.depends))
+
+    # -- downloads ----------------------------------------------------------------------------------
+    def _csv_data(self) -> io.StringIO:
+        drawn = self._drawn
+        return csv_bytes(drawn.frame, drawn.conf) if drawn and drawn.frame is not None else io.StringIO()
+
+    def _html_data(self) -> io.StringIO:
+        drawn = self._drawn
+        return html_bytes(drawn.chart, drawn.conf) if drawn and drawn.chart is not None else io.StringIO()
+
+    # -- drawing ------------------------------------------------------------------------------------
+    @property
+    def drawn(self) -> Drawn | None:
+        """What is shown now (``None`` before the first draw)."""
+        return self._drawn
+
+    def _changed(self, *_: Any) -> None:
+        self.stale = True
+        if self.view.active:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Show the figure for the current choices: at once when remembered; otherwise computed (off
+        the event loop in a served app, here and now elsewhere)."""
+        self.stale = False
+        self._generation += 1
+        state = self.view.state
+        key = _key(state, self.figure)
+        memory = _memory(state)
+        if key in memory:
+            memory.move_to_end(key)
+            self._show(memory[key])
+            return
+        if _in_server():
+            self._layout.loading = True
+            snapshot = state.snapshot()
+            param.parameterized.async_executor(
+                functools.partial(self._draw_later, self._generation, key, snapshot)
+            )
+        else:
+            self._show(self._remember(key, draw(state, self.figure)))
+
+    async def _draw_later(self, generation: int, key: tuple, snapshot: StudyState) -> None:
+        try:
+            drawn = await asyncio.to_thread(draw, snapshot, self.figure)
+            self._remember(key, drawn)
+            if generation == self._generation:  # a later choice supersedes this one
+                self._show(drawn)
+        finally:
+            if generation == self._generation:
+                self._layout.loading = False
+
+    def _remember(self, key: tuple, drawn: Drawn) -> Drawn:
+        memory = _memory(self.view.state)
+        memory[key] = drawn
+        while len(memory) > REMEMBERED:
+            memory.popitem(last=False)
+        return drawn
+
+    def _show(self, drawn: Drawn) -> None:
+        self._drawn = drawn
+        ok = drawn.message is None
+        if ok:
+            if self._vega is None or _selections(self._vega.object) != _selections(drawn.spec):
+                self._vega = pn.pane.Vega(drawn.spec, sizing_mode="stretch_width", name=self.figure.title)
+                self._slot[:] = [self._vega]
+            else:
+                # a fresh selection object per specification (Panel 1.9 cannot reset a point
+                # selection it keeps across specifications); the watcher follows it below
+                with param.parameterized.batch_call_watchers(self._vega):
+                    self._vega.selection = None
+                    self._vega.object = drawn.spec
+        self._slot.visible = ok
+        self._message.param.update(object=drawn.message or "", visible=not ok)
+        self._csv.visible = self._html.visible = ok
+        self._link_selection()
+
+    def _link_selection(self) -> None:
+        """A click on a sample in this figure picks it for every view (``StudyState.sample_id``)."""
+        selection = self._vega.selection if self._vega is not None else None
+        if selection is self._watched_selection or selection is None:
+            return
+        self._watched_selection = selection
+        if SAMPLE_SELECTION in selection.param:
+            selection.param.watch(self._picked, [SAMPLE_SELECTION])
+
+    def _picked(self, event: param.parameterized.Event) -> None:
+        picked = event.new or []
+        ids = [p.get("sample_id") for p in picked if isinstance(p, dict) and p.get("sample_id") is not None]
+        if ids:
+            self.view.state.sample_id = int(ids[-1])
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        if self.stale and self.view.active:
+            if _in_server() and not pn.state.loaded:
+                # the page is sent first; the figure follows once it has loaded
+                self._layout.loading = True
+                pn.state.onload(self._refresh_if_stale)
+            else:
+                self.refresh()
+        return self._layout
+
+    def _refresh_if_stale(self) -> None:
+        if self.stale and self.view.active:
+            self.refresh()
+
+
 class AnalysisView(pn.viewable.Viewer):
-    """A tab of figures over one :class:`StudyState`. Subclasses list their :class:`Figure` s."""
+    """A tab of figures over one :class:`StudyState`. Subclasses list their :class:`Figure` s.
+
+    ``active`` says whether the view is on screen: an inactive view only notes that its figures are
+    out of date and redraws them when it becomes active again (the app sets it from its tabs)."""
 
     state = param.ClassSelector(class_=StudyState, doc="The choices and the zoo shown.")
+    active = param.Boolean(default=True, doc="Whether the view is on screen (redraws when it is).")
     figures: tuple[Figure, ...] = ()
     heading = ""
     intro = ""
 
     def __init__(self, state: StudyState, **params: Any) -> None:
         super().__init__(state=state, **params)
+        self.panes = [FigurePane(self, f) for f in self.figures]
 
-    def render(self, figure: Figure) -> pn.viewable.Viewable:
-        """One figure with its downloads, or the message saying why it cannot be drawn."""
-        try:
-            frame = getattr(self.state, figure.frame)()
-            if frame.empty:
-                return message(f"{figure.title}: nothing to show for this choice.")
-            chart = figure.chart(frame, self.state)
-        except PrunevizError as exc:
-            return message(str(exc))
-        conf = configuration(self.state, figure)
-        slug = figure.frame.replace("_", "-")
-        csv = pn.widgets.FileDownload(
-            callback=lambda: csv_bytes(frame, conf), filename=f"{slug}.csv", label="CSV"
-        )
-        html = pn.widgets.FileDownload(
-            callback=lambda: html_bytes(chart, conf),
-            filename=f"{slug}.html",
-            label="HTML",
-            button_type="light",
-        )
-        return pn.Column(
-            pn.pane.Vega(chart, sizing_mode="stretch_width", name=figure.title),
-            pn.Row(csv, html),
-            sizing_mode="stretch_width",
-        )
+    @param.depends("active", watch=True)
+    def _activated(self) -> None:
+        if self.active:
+            for pane in self.panes:
+                if pane.stale:
+                    pane.refresh()
 
-    def _bound(self, figure: Figure) -> pn.viewable.Viewable:
-        deps = [self.state.param[name] for name in figure.depends]
-        # lazy: computed only when shown (inactive tabs cost nothing until opened, and a change of
-        # choice recomputes only the figures on screen)
-        return pn.param.ParamFunction(
-            pn.bind(lambda *_: self.render(figure), *deps), lazy=True, loading_indicator=True
-        )
+    def render(self, figure: Figure) -> Drawn:
+        """Draw one of this view's figures for the current choices (remembered like the page's)."""
+        pane = self.panes[self.figures.index(figure)]
+        pane.stale = False
+        key = _key(self.state, figure)
+        memory = _memory(self.state)
+        drawn = memory[key] if key in memory else pane._remember(key, draw(self.state, figure))
+        pane._show(drawn)
+        return drawn
 
     def __panel__(self) -> pn.viewable.Viewable:
         parts: list[Any] = []
         if self.heading:
             parts.append(pn.pane.Markdown(f"### {self.heading}\n{self.intro}", sizing_mode="stretch_width"))
-        parts += [self._bound(f) for f in self.figures]
+        parts += self.panes
         return pn.Column(*parts, sizing_mode="stretch_width")

@@ -45,6 +45,7 @@ class StudyState(param.Parameterized):
     def __init__(self, zoo: Zoo, **params: Any) -> None:
         self.zoo = zoo
         self._runs = zoo.runs()
+        self._datasets: dict[str, Any] = {}
         super().__init__()
         datasets = sorted(self._runs["dataset"].unique()) if not self._runs.empty else []
         self.param.dataset.objects = datasets
@@ -68,7 +69,7 @@ class StudyState(param.Parameterized):
         self.param.sparsity.objects = sparsities
         groups = []
         if self.dataset is not None:
-            groups = ["class", *[c for c in self.zoo.dataset(self.dataset).groups.columns if c != "class"]]
+            groups = ["class", *[c for c in self.data().groups.columns if c != "class"]]
         self.param.group.objects = groups
         with param.parameterized.discard_events(self):
             self.parent = dense[0] if dense else None
@@ -86,6 +87,35 @@ class StudyState(param.Parameterized):
         self.param.split.objects = splits
         self.split = "clean"
 
+    CHOICES = (
+        "dataset",
+        "parent",
+        "methods",
+        "sparsities",
+        "method",
+        "sparsity",
+        "group",
+        "split",
+        "sample_id",
+    )
+
+    def snapshot(self, **changes: Any) -> StudyState:
+        """A detached copy of these choices (with ``changes``), sharing the zoo: frames computed from it
+        in the background are not mixed up by choices a person makes meanwhile. Reads nothing."""
+        clone = type(self).__new__(type(self))
+        clone.zoo = self.zoo
+        clone._runs = self._runs
+        clone._datasets = self._datasets
+        param.Parameterized.__init__(clone)
+        for name in self.CHOICES:
+            objects = getattr(self.param[name], "objects", None)
+            if objects is not None:
+                clone.param[name].objects = list(objects)
+        values = {name: getattr(self, name) for name in self.CHOICES}
+        with param.parameterized.discard_events(clone):
+            clone.param.update({**values, **changes})
+        return clone
+
     # -- what is shown --------------------------------------------------------------------------
     @property
     def runs(self) -> pd.DataFrame:
@@ -93,6 +123,12 @@ class StudyState(param.Parameterized):
         if self._runs.empty or self.dataset is None:
             return self._runs
         return self._runs[self._runs["dataset"] == self.dataset].reset_index(drop=True)
+
+    def data(self) -> Any:
+        """The chosen dataset, read from the zoo once per state (and shared with its snapshots)."""
+        if self.dataset not in self._datasets:
+            self._datasets[self.dataset] = self.zoo.dataset(self.dataset)
+        return self._datasets[self.dataset]
 
     @property
     def problem(self) -> str | None:
@@ -264,10 +300,52 @@ class StudyState(param.Parameterized):
         runs = self.runs
         return runs[(runs["kind"] == "dense") | runs["run"].isin(self.selected())].reset_index(drop=True)
 
+    def selected_sample(self) -> pd.DataFrame:
+        """The sample picked in a linked view: one row per model in focus (``model`` dense / pruned,
+        ``run``, ``sample_id``, ``label``, ``prediction``, ``confidence``, ``correct``) with the
+        sample's group columns; empty when nothing is picked."""
+        self._check()
+        if self.sample_id is None:
+            return pd.DataFrame(columns=["model", "run", "sample_id", "label", "prediction"])
+        out = self.zoo.outputs([self.parent, self.child], split=self.split)
+        out = out[out["sample_id"] == self.sample_id]
+        if out.empty:
+            raise ZooError(
+                f"The sample #{self.sample_id} has no outputs on the split {self.split!r} of the runs in "
+                "focus. Pick a sample from the views of this split."
+            )
+        out = out.drop_duplicates("run").assign(model=lambda f: f["run"].map({self.parent: "dense"}))
+        out["model"] = out["model"].fillna("pruned")
+        data = self.data()
+        row = data.groups.iloc[int(pd.Index(data.sample_id).get_loc(self.sample_id))]
+        cols = ["model", "run", "sample_id", "label", "prediction", "confidence", "correct"]
+        frame = out[[c for c in cols if c in out.columns]].reset_index(drop=True)
+        for name, value in row.items():
+            frame[f"group_{name}"] = value
+        return frame
+
+    def selected_group(self) -> str | None:
+        """The picked sample's value of the chosen group attribute (``None`` when nothing is picked)."""
+        if self.sample_id is None or self.group is None:
+            return None
+        data = self.data()
+        where = pd.Index(data.sample_id).get_indexer([self.sample_id])[0]
+        if where < 0:
+            return None
+        return str(data.groups[self.group].iloc[where])
+
+    def selected_exemplar(self) -> pd.DataFrame:
+        """The picked sample's exemplar scores in the comparison in focus (empty when nothing is
+        picked)."""
+        scores = self.exemplars()
+        if self.sample_id is None:
+            return scores.iloc[:0]
+        return scores[scores["sample_id"] == self.sample_id].reset_index(drop=True)
+
     def exemplar_pixels(self, sample_ids: list[int]) -> pd.DataFrame:
         """The chosen samples' inputs as a tidy pixel frame (``sample_id``, ``channel``, ``row``,
         ``col``, ``value``) for galleries; sequences and tabular rows become one-row images."""
-        data = self.zoo.dataset(self.dataset)
+        data = self.data()
         index = pd.Index(data.sample_id).get_indexer(sample_ids)
         x = data.x[index].numpy()
         x = x.reshape(len(x), 1, 1, -1) if x.ndim == 2 else (x[:, :, None, :] if x.ndim == 3 else x)
@@ -290,7 +368,7 @@ class StudyState(param.Parameterized):
         with a ``model`` column (``dense``, ``pruned``)."""
         from pruneviz.analysis.attribution import attribution_maps
 
-        data = self.zoo.dataset(self.dataset)
+        data = self.data()
         part = data.take(pd.Index(data.sample_id).get_indexer(sample_ids))
         frames = []
         for label, run in (("dense", self.parent), ("pruned", self.child)):
