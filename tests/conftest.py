@@ -1,7 +1,15 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+import torch
+
+# Triton picks interpreted or compiled mode once per process, when it is first imported: without CUDA
+# only the interpreter can run its kernels, so the whole test session uses it whichever test comes first
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from pruneviz.data import Dataset, load_digits
 from pruneviz.train import TrainConfig

@@ -12,7 +12,7 @@ from pruneviz.app import build_app, check_serving
 from pruneviz.cli import main
 from pruneviz.exceptions import ValidationError
 from pruneviz.views import TABS, StudyState
-from pruneviz.views.panels import configuration, csv_bytes
+from pruneviz.views.panels import Drawn, configuration, csv_bytes
 from pruneviz.zoo import Zoo
 
 
@@ -173,3 +173,37 @@ def test_the_audit_report_is_one_offline_page(study_zoo, tmp_path, capsys):
     page = out.read_text()
     assert "pruneviz audit" in page and "Disparity" in page and "exemplars" in page
     assert 'src="http' not in page and page.count("vegaEmbed(") >= 4
+
+
+def test_figure_memory_is_bounded_and_draws_each_figure_once(study_zoo):
+    import concurrent.futures
+    import threading
+
+    from pruneviz.views.panels import FigureMemory, _key, neighbours
+
+    state = StudyState(study_zoo, method="lamp", sparsity=0.5)
+    figure = TABS[1][1].figures[0]
+    memory = FigureMemory(size=2)
+    calls = []
+    gate = threading.Event()
+
+    def slow_draw(key, snap, fig):
+        calls.append(key)
+        gate.wait(5)
+        return memory.put(key, Drawn(message=f"drawn {key[-1]}"))
+
+    memory._draw = slow_draw  # a draw that waits, so that a second request finds it under way
+    key = _key(state, figure)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = memory.submit(key, state, figure, pool)
+        second = memory.submit(key, state, figure, pool)
+        gate.set()
+        assert first is second and first.result().message.startswith("drawn")
+    assert len(calls) == 1
+    for i in range(3):
+        memory.put(("k", i), Drawn(message=str(i)))
+    assert memory.get(("k", 0)) is None and memory.get(("k", 2)).message == "2"
+    # the next choices: the other sparsity first, then the other method
+    near = neighbours(state, figure)
+    assert [(s.method, s.sparsity) for s in near] == [("lamp", 0.9), ("channel_l1", 0.5)]
+    assert _key(near[0], figure) != key and state.sparsity == 0.5

@@ -18,15 +18,16 @@ attributions, its group in the subgroup audit) redraw with.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import io
 import json
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from weakref import WeakKeyDictionary
 
 import pandas as pd
 import panel as pn
@@ -39,8 +40,8 @@ from pruneviz.views.state import StudyState
 
 log = logging.getLogger(__name__)
 
-#: figures remembered per state (each holds its frame, chart and specification)
-REMEMBERED = 48
+#: figures remembered by default (each holds its frame, chart and specification)
+REMEMBERED = 256
 
 
 @dataclass(frozen=True)
@@ -126,15 +127,85 @@ def draw(state: StudyState, figure: Figure) -> Drawn:
     return Drawn(frame, chart, spec, configuration(state, figure))
 
 
-_MEMORY: WeakKeyDictionary[StudyState, OrderedDict] = WeakKeyDictionary()
+class FigureMemory:
+    """The figures drawn in this process, shared by every session of the app: a bounded
+    least-recently-used store keyed by the zoo, its runs and the choices a figure depends on, plus the
+    draws under way (a second request for one waits for it instead of drawing it again).
+
+    Runs and cached analyses never change once written, so a figure drawn for a set of choices stays
+    right; a zoo that gains runs gets new keys (the runs are part of them)."""
+
+    def __init__(self, size: int = REMEMBERED) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple, Drawn] = OrderedDict()
+        self._pending: dict[tuple, concurrent.futures.Future] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Drawn | None:
+        with self._lock:
+            drawn = self._items.get(key)
+            if drawn is not None:
+                self._items.move_to_end(key)
+            return drawn
+
+    def put(self, key: tuple, drawn: Drawn) -> Drawn:
+        with self._lock:
+            self._items[key] = drawn
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return drawn
+
+    def submit(
+        self, key: tuple, state: StudyState, figure: Figure, executor: Any
+    ) -> concurrent.futures.Future:
+        """The draw of ``key`` under way, started on ``executor`` if there is none."""
+        with self._lock:
+            future = self._pending.get(key)
+            if future is None:
+                future = executor.submit(self._draw, key, state, figure)
+                self._pending[key] = future
+            return future
+
+    def _draw(self, key: tuple, state: StudyState, figure: Figure) -> Drawn:
+        try:
+            found = self.get(key)
+            return found if found is not None else self.put(key, draw(state, figure))
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
 
 
-def _memory(state: StudyState) -> OrderedDict:
-    return _MEMORY.setdefault(state, OrderedDict())
+#: whether served views draw the neighbouring choices in the background
+PREFETCH = True
+#: drawn figures, shared by the sessions of this process
+MEMORY = FigureMemory(size=256)
+# foreground draws (what a person asked for) and background draws (choices they may make next) run
+# on separate threads, so a queue of guesses never delays an answer
+_NOW = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="pruneviz-draw")
+_LATER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pruneviz-prefetch")
 
 
 def _key(state: StudyState, figure: Figure) -> tuple:
-    return (figure.title, figure.frame, *(repr(_plain(getattr(state, n))) for n in figure.depends))
+    choices = tuple(repr(_plain(getattr(state, n))) for n in figure.depends)
+    return (str(state.zoo.path), state.fingerprint, figure.title, figure.frame, *choices)
+
+
+def neighbours(state: StudyState, figure: Figure) -> list[StudyState]:
+    """The choices a person is likely to make next from ``state`` for ``figure``: the other sparsities
+    (nearest first), then the other methods."""
+    out = []
+    if "sparsity" in figure.depends and state.sparsity is not None:
+        others = [v for v in state.param.sparsity.objects if v != state.sparsity]
+        for v in sorted(others, key=lambda v: abs(float(v) - float(state.sparsity))):
+            out.append(state.snapshot(sparsity=v))
+    if "method" in figure.depends:
+        out += [state.snapshot(method=m) for m in state.param.method.objects if m != state.method]
+    return out
 
 
 def _selections(spec: dict[str, Any]) -> list[str]:
@@ -209,36 +280,43 @@ class FigurePane(pn.viewable.Viewer):
         self._generation += 1
         state = self.view.state
         key = _key(state, self.figure)
-        memory = _memory(state)
-        if key in memory:
-            memory.move_to_end(key)
-            self._show(memory[key])
+        drawn = MEMORY.get(key)
+        if drawn is not None:
+            self._show(drawn)
+            self._prefetch()
             return
         if _in_server():
             self._layout.loading = True
-            snapshot = state.snapshot()
-            param.parameterized.async_executor(
-                functools.partial(self._draw_later, self._generation, key, snapshot)
-            )
+            future = MEMORY.submit(key, state.snapshot(), self.figure, _NOW)
+            param.parameterized.async_executor(functools.partial(self._draw_later, self._generation, future))
         else:
-            self._show(self._remember(key, draw(state, self.figure)))
+            self._show(MEMORY.put(key, draw(state, self.figure)))
 
-    async def _draw_later(self, generation: int, key: tuple, snapshot: StudyState) -> None:
+    async def _draw_later(self, generation: int, future: concurrent.futures.Future) -> None:
         try:
-            drawn = await asyncio.to_thread(draw, snapshot, self.figure)
-            self._remember(key, drawn)
+            drawn = await asyncio.wrap_future(future)
             if generation == self._generation:  # a later choice supersedes this one
                 self._show(drawn)
+                self._prefetch()
         finally:
             if generation == self._generation:
                 self._layout.loading = False
 
-    def _remember(self, key: tuple, drawn: Drawn) -> Drawn:
-        memory = _memory(self.view.state)
-        memory[key] = drawn
-        while len(memory) > REMEMBERED:
-            memory.popitem(last=False)
-        return drawn
+    def _prefetch(self) -> None:
+        """In a served app, draw the neighbouring choices in the background (one thread, behind any
+        figure a person asked for), so that the next change is answered from memory."""
+        if not (PREFETCH and _in_server()):
+            return
+        generation = self._generation
+        for snapshot in neighbours(self.view.state, self.figure):
+            key = _key(snapshot, self.figure)
+            if MEMORY.get(key) is None:
+                _LATER.submit(self._guess, generation, key, snapshot)
+
+    def _guess(self, generation: int, key: tuple, snapshot: StudyState) -> None:
+        if generation != self._generation or not self.view.active:
+            return  # the person has moved on: these guesses are out of date
+        MEMORY.submit(key, snapshot, self.figure, _NOW).result()
 
     def _show(self, drawn: Drawn) -> None:
         self._drawn = drawn
@@ -316,8 +394,7 @@ class AnalysisView(pn.viewable.Viewer):
         pane = self.panes[self.figures.index(figure)]
         pane.stale = False
         key = _key(self.state, figure)
-        memory = _memory(self.state)
-        drawn = memory[key] if key in memory else pane._remember(key, draw(self.state, figure))
+        drawn = MEMORY.get(key) or MEMORY.put(key, draw(self.state, figure))
         pane._show(drawn)
         return drawn
 

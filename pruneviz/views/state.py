@@ -12,6 +12,7 @@ which the views show in the page instead of a traceback.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,12 @@ import param
 
 from pruneviz.exceptions import ZooError
 from pruneviz.zoo.store import Zoo, population_table
+
+
+def _fingerprint(runs: pd.DataFrame) -> str:
+    """A short digest of a zoo's runs table: figures drawn from one table are not reused for another."""
+    text = runs.to_csv(index=False) if not runs.empty else ""
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 class StudyState(param.Parameterized):
@@ -46,6 +53,7 @@ class StudyState(param.Parameterized):
         self.zoo = zoo
         self._runs = zoo.runs()
         self._datasets: dict[str, Any] = {}
+        self.fingerprint = _fingerprint(self._runs)
         super().__init__()
         datasets = sorted(self._runs["dataset"].unique()) if not self._runs.empty else []
         self.param.dataset.objects = datasets
@@ -106,6 +114,7 @@ class StudyState(param.Parameterized):
         clone.zoo = self.zoo
         clone._runs = self._runs
         clone._datasets = self._datasets
+        clone.fingerprint = self.fingerprint
         param.Parameterized.__init__(clone)
         for name in self.CHOICES:
             objects = getattr(self.param[name], "objects", None)
