@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ import torch
 # only the interpreter can run its kernels, so the whole test session uses it whichever test comes first
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# the kernel dispatcher's per-machine timings go to a folder of this test session, not the user's cache
+os.environ.setdefault("PRUNEVIZ_CACHE_DIR", tempfile.mkdtemp(prefix="pruneviz-test-cache-"))
 
 from pruneviz.data import Dataset, load_digits
 from pruneviz.train import TrainConfig

@@ -199,6 +199,30 @@ def test_layer_sparsity_chart_averages_seeds(zoo, ids):
         charts.layer_sparsity_chart(spectrum[spectrum.metric != "sparsity"])
 
 
+def test_speedup_chart_sets_promise_against_measurement():
+    table = pd.DataFrame(
+        {
+            "layer": ["fc1", "fc2", "fc1", "fc2"],
+            "batch_size": [1, 1, 64, 64],
+            "path": ["block_ell", "dense", "torch_csr", "dense"],
+            "density": [0.1, 0.0, 0.1, 0.0],
+            "theoretical_speedup": [10.0, float("inf"), 10.0, float("inf")],
+            "measured_speedup": [4.0, 1.0, 1.5, 1.0],
+        }
+    )
+    chart = charts.speedup_chart(table)
+    spec = check_common(chart, "speedup_chart")
+    assert ("bar", "y", "speedup") in fields(spec) and ("bar", "xOffset", "kind") in fields(spec)
+    data = charts.chart_data(chart).set_index(["batch", "layer", "kind"])
+    assert data.loc[("batch 1", "fc1", "measured"), "speedup"] == 4.0
+    assert data.loc[("batch 64", "fc1", "promised (1 / density)"), "speedup"] == 10.0
+    # an empty layer's infinite promise is drawn at the largest finite one, not lost
+    assert data.loc[("batch 1", "fc2", "promised (1 / density)"), "speedup"] == 10.0
+    assert data.loc[("batch 1", "fc1", "measured"), "chosen"] == "block-sparse (pruneviz)"
+    with pytest.raises(ValidationError, match=r"'speedups' parameter of speedup_chart"):
+        charts.speedup_chart(table.drop(columns="path"))
+
+
 # -- geometry --------------------------------------------------------------------------------------
 def test_cka_chart(zoo, ids):
     cka = run_cka(zoo, ids["dense"], ids["pruned"])

@@ -68,6 +68,7 @@ from pruneviz.analysis.runs import (
     run_reliability,
     run_sharpness,
     run_spectrum,
+    run_speedups,
 )
 from pruneviz.analysis.sharpness import (
     average_sharpness,
@@ -180,6 +181,7 @@ __all__ = [
     "run_reliability",
     "run_sharpness",
     "run_spectrum",
+    "run_speedups",
     "run_subgroups",
     "sam_sharpness",
     "sample_groups",

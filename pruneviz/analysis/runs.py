@@ -32,6 +32,7 @@ from pruneviz.analysis.landscape import landscape_1d, landscape_2d
 from pruneviz.analysis.sharpness import average_sharpness, sam_sharpness
 from pruneviz.analysis.spectrum import spectrum_table
 from pruneviz.data.dataset import Dataset
+from pruneviz.prune.accounting import kernel_speedups
 from pruneviz.train import evaluate, logits_of
 from pruneviz.zoo.store import Zoo
 
@@ -156,6 +157,15 @@ def run_spectrum(zoo: Zoo, run: str) -> pd.DataFrame:
         return _with_keys(zoo, run, spectrum_table(zoo.load_model(run), input_shape=shape))
 
     return zoo.cached("spectrum", [run], {}, compute)
+
+
+def run_speedups(zoo: Zoo, run: str, *, batch_sizes: Sequence[int] = (1, 64)) -> pd.DataFrame:
+    """:func:`~pruneviz.prune.kernel_speedups` of a run's model at its input shape: per layer and batch
+    size, the sparse path chosen on this machine and its measured against theoretical speedup. Not cached
+    in the zoo (the timings belong to the machine; the kernel dispatcher caches them per machine)."""
+    shape = zoo.run(run).model_spec.input_shape
+    table = kernel_speedups(zoo.load_model(run), batch_sizes=batch_sizes, input_shape=shape)
+    return table.assign(run=run)
 
 
 def run_curvature(

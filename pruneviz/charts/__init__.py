@@ -25,7 +25,12 @@ from pruneviz.charts.geometry import (  # noqa: E402
     logit_change_chart,
     logit_geometry_chart,
 )
-from pruneviz.charts.overview import layer_sparsity_chart, metric_by_sparsity_chart, tradeoff_chart  # noqa: E402
+from pruneviz.charts.overview import (  # noqa: E402
+    layer_sparsity_chart,
+    metric_by_sparsity_chart,
+    speedup_chart,
+    tradeoff_chart,
+)
 from pruneviz.charts.robustness import attack_chart, corruption_chart, reliability_chart  # noqa: E402
 from pruneviz.charts.sharpness import (  # noqa: E402
     hessian_density_chart,
@@ -60,6 +65,7 @@ __all__ = [
     "sample_selection",
     "save_chart",
     "spectrum_chart",
+    "speedup_chart",
     "subgroup_chart",
     "theme",
     "tradeoff_chart",

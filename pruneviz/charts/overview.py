@@ -21,7 +21,7 @@ from pruneviz.charts._base import (
 )
 from pruneviz.charts._theme import DENSE, method_scale
 
-__all__ = ["layer_sparsity_chart", "metric_by_sparsity_chart", "tradeoff_chart"]
+__all__ = ["layer_sparsity_chart", "metric_by_sparsity_chart", "speedup_chart", "tradeoff_chart"]
 
 SPARSITY_AXIS = alt.Axis(format="%", title="Target sparsity (% of weights removed)")
 
@@ -196,3 +196,86 @@ def layer_sparsity_chart(spectrum: pd.DataFrame) -> alt.LayerChart:
         title=title("Sparsity of each layer", "Bars: mean over seeds; black line: min–max over seeds."),
     )
     return finish(chart, where, {}, rows=len(table), source_rows=len(spectrum))
+
+
+PATH_NAMES = {
+    "dense": "dense",
+    "shrunk": "shrunk dense",
+    "torch_csr": "torch CSR",
+    "torch_bsr": "torch BSR",
+    "block_ell": "block-sparse (pruneviz)",
+    "triton_bsr": "Triton BSR",
+    "triton_nm": "Triton 2:4",
+    "triton_bitmap": "Triton bitmap",
+    "semi_structured": "torch 2:4 (cuSPARSELt)",
+}
+
+
+def speedup_chart(speedups: pd.DataFrame) -> alt.FacetChart:
+    """Per layer, the speedup the zeros promise (``1 / density`` of the MACs) against the one measured
+    with the path the dispatcher chose, one panel per batch size. A measured bar of 1 means dense was
+    kept: no sparse path beat it on this machine.
+
+    Takes :func:`~pruneviz.kernels.speedup_table` (``layer``, ``batch_size``, ``path``, ``density``,
+    ``theoretical_speedup``, ``measured_speedup``).
+    """
+    where = "speedup_chart"
+    source = "pruneviz.kernels.speedup_table"
+    columns = ["layer", "batch_size", "path", "density", "theoretical_speedup", "measured_speedup"]
+    check_frame(speedups, "speedups", where, source, columns)
+    rows = speedups.copy()
+    rows["layer"] = rows["layer"].astype(str)
+    rows["batch"] = "batch " + rows["batch_size"].astype(int).astype(str)
+    rows["chosen"] = rows["path"].map(PATH_NAMES).fillna(rows["path"].astype(str))
+    layers = list(dict.fromkeys(rows["layer"]))
+    long = rows.melt(
+        id_vars=["layer", "batch", "batch_size", "chosen", "density"],
+        value_vars=["theoretical_speedup", "measured_speedup"],
+        var_name="kind",
+        value_name="speedup",
+    )
+    long["kind"] = long["kind"].map(
+        {"theoretical_speedup": "promised (1 / density)", "measured_speedup": "measured"}
+    )
+    # a layer with no weights left promises an infinite speedup: drawn at the largest finite one
+    finite = long["speedup"].replace([float("inf")], float("nan"))
+    long["speedup"] = finite.fillna(finite.max() if finite.notna().any() else 1.0)
+    kinds = ["promised (1 / density)", "measured"]
+    x = alt.X("layer:N", sort=layers, title="Layer (in model order)", axis=alt.Axis(labelAngle=-40))
+    bars = (
+        alt.Chart()
+        .mark_bar()
+        .encode(
+            x=x,
+            xOffset=alt.XOffset("kind:N", sort=kinds),
+            y=alt.Y("speedup:Q", title="Speedup over dense (×)", scale=alt.Scale(type="log")),
+            color=alt.Color("kind:N", sort=kinds, title=None, scale=alt.Scale(range=["#bbbbbb", "#4c78a8"])),
+            tooltip=[
+                "layer",
+                "batch_size",
+                "kind",
+                alt.Tooltip("speedup:Q", format=".2f"),
+                alt.Tooltip("density:Q", format=".1%"),
+                alt.Tooltip("chosen:N", title="path"),
+            ],
+        )
+    )
+    one = alt.Chart().mark_rule(strokeDash=[4, 3], color="#555555").encode(y=alt.datum(1))
+    text = (
+        alt.Chart()
+        .transform_filter(alt.datum.kind == "measured")
+        .mark_text(angle=270, align="left", dx=4, fontSize=9)
+        .encode(x=x, y="speedup:Q", text="chosen:N")
+    )
+    panel = alt.layer(bars, one, text).properties(width=max(220, 30 * len(layers)), height=220)
+    batches = list(dict.fromkeys(rows.sort_values("batch_size")["batch"]))
+    chart = panel.facet(
+        facet=alt.Facet("batch:N", sort=batches, title=None), columns=min(3, len(batches)), data=long
+    ).properties(
+        title=title(
+            "Does the sparsity buy speed? Promised against measured, layer by layer",
+            "Grey: 1 / density of the weights; blue: measured with the path the dispatcher chose "
+            "(named above the bar; a pruned model is never run slower than dense).",
+        )
+    )
+    return finish(chart, where, {}, rows=len(long), source_rows=len(speedups))

@@ -8,7 +8,7 @@
 0.5
 """
 
-from pruneviz.prune.accounting import count_macs, measure_latency, sparsity_by_layer
+from pruneviz.prune.accounting import count_macs, kernel_speedups, measure_latency, sparsity_by_layer
 from pruneviz.prune.allocation import (
     ALLOCATIONS,
     Structure,
@@ -63,6 +63,7 @@ __all__ = [
     "fold_masks",
     "gradual",
     "iterative_magnitude",
+    "kernel_speedups",
     "layer_inputs",
     "mask_channels_",
     "measure_latency",

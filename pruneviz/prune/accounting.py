@@ -103,3 +103,14 @@ def measure_latency(
         model.train(was)
     q = statistics.quantiles(times, n=4)
     return {"median_s": statistics.median(times), "iqr_s": q[2] - q[0], "repeats": repeats}
+
+
+def kernel_speedups(
+    model: nn.Module, *, batch_sizes: Sequence[int] = (1, 16, 256), input_shape: Sequence[int] | None = None
+) -> pd.DataFrame:
+    """Per layer and batch size: the path :func:`pruneviz.kernels.sparsify` runs the layer with on this
+    machine, and its measured against its theoretical speedup over dense (``1 / density``). See
+    :func:`pruneviz.kernels.speedup_table`; timings are measured once per machine and layer shape."""
+    from pruneviz.kernels import speedup_table
+
+    return speedup_table(model, batch_sizes=batch_sizes, input_shape=input_shape)

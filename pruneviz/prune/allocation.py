@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from pruneviz._validation import check_choice, fail
+from pruneviz.kernels._layout import nm_unview as _nm_unview
+from pruneviz.kernels._layout import nm_view as _nm_view
 from pruneviz.prune.masks import Masks
 
 ALLOCATIONS = ("uniform", "global", "global_floor", "erk", "per_row")
@@ -74,20 +76,6 @@ def parse_structure(structure: str | Structure, *, where: str = "prune") -> Stru
 def _matrix(t: torch.Tensor) -> torch.Tensor:
     """A weight as ``(out, in * kernel)``; for N:M the input channel is made the fastest axis."""
     return t.reshape(t.shape[0], -1)
-
-
-def _nm_view(t: torch.Tensor) -> torch.Tensor:
-    """(out, kernel..., in): N:M groups run along the input-channel axis (as in NVIDIA's ASP)."""
-    if t.ndim == 2:
-        return t
-    return t.movedim(1, -1).reshape(t.shape[0], -1)
-
-
-def _nm_unview(flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    if len(shape) == 2:
-        return flat
-    moved = (shape[0], *shape[2:], shape[1])
-    return flat.reshape(moved).movedim(-1, 1)
 
 
 def _prune_lowest(scores: torch.Tensor, k: int) -> torch.Tensor:

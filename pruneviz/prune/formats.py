@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from pruneviz._validation import fail
+from pruneviz.kernels._layout import as_matrix, compress_nm, nm_unview, nm_view
 from pruneviz.prune.allocation import Structure, check_nm_divisible
 from pruneviz.prune.masks import Masks
 
@@ -87,11 +88,6 @@ def export_inference(model: nn.Module, input_shape: tuple[int, ...], *, batch_si
         return torch.jit.freeze(torch.jit.trace(folded, example))
 
 
-def as_matrix(weight: torch.Tensor) -> torch.Tensor:
-    """A weight as the ``(out, in * kernel)`` matrix the formats store."""
-    return weight.detach().reshape(weight.shape[0], -1)
-
-
 def to_csr(weight: torch.Tensor) -> torch.Tensor:
     """CSR of the weight matrix (zeros dropped)."""
     return as_matrix(weight).to_sparse_csr()
@@ -125,18 +121,14 @@ class NMCompressed:
         dense.scatter_(
             2, self.indices.long().reshape(rows, groups, self.n), self.values.reshape(rows, groups, self.n)
         )
-        flat = dense.reshape(rows, groups * self.m)
-        if len(self.shape) == 2:
-            return flat
-        moved = (self.shape[0], *self.shape[2:], self.shape[1])
-        return flat.reshape(moved).movedim(-1, 1)
+        return nm_unview(dense.reshape(rows, groups * self.m), torch.Size(self.shape))
 
 
 def to_nm(weight: torch.Tensor, n: int, m: int) -> NMCompressed:
     """Compress a weight that satisfies N:M (at most N non-zeros in every group of M along the input)."""
     w = weight.detach()
     check_nm_divisible(w.shape[1], Structure("nm", n=n, m=m), "weight", "to_nm")
-    flat = w if w.ndim == 2 else w.movedim(1, -1).reshape(w.shape[0], -1)
+    flat = nm_view(w)
     groups = flat.reshape(flat.shape[0], -1, m)
     nonzero = (groups != 0).sum(-1)
     if bool((nonzero > n).any()):
@@ -147,10 +139,5 @@ def to_nm(weight: torch.Tensor, n: int, m: int) -> NMCompressed:
             None,
             got=f"up to {int(nonzero.max())}",
         )
-    # positions of the kept entries: non-zeros first (stable), padded with zeros' positions
-    order = torch.argsort((groups == 0).to(torch.int8), dim=-1, stable=True)[..., :n]
-    order = order.sort(dim=-1).values
-    values = torch.gather(groups, -1, order)
-    return NMCompressed(
-        values.reshape(w.shape[0], -1), order.to(torch.uint8).reshape(w.shape[0], -1), tuple(w.shape), n, m
-    )
+    values, indices = compress_nm(flat, n, m)
+    return NMCompressed(values, indices, tuple(w.shape), n, m)

@@ -25,6 +25,7 @@ class OverviewView(AnalysisView):
     figures = (
         Figure("Trade-off", "shown_runs", lambda f, s: C.tradeoff_chart(f), ("methods", "sparsities")),
         Figure("Per-layer sparsity", "layer_sparsity", lambda f, s: C.layer_sparsity_chart(f), FOCUS),
+        Figure("Kernel speedup", "speedups", lambda f, s: C.speedup_chart(f), FOCUS),
     )
 
 

@@ -213,6 +213,14 @@ class StudyState(param.Parameterized):
         table = run_spectrum(self.zoo, self.child)
         return table[table["metric"] == "sparsity"].reset_index(drop=True)
 
+    def speedups(self) -> pd.DataFrame:
+        """Per layer of the pruned run in focus, at batch sizes 1 and 64: the path
+        :func:`pruneviz.kernels.sparsify` would run it with on this machine, and the measured against
+        the theoretical speedup (timings measured once per machine and layer shape, then cached)."""
+        from pruneviz.analysis.runs import run_speedups
+
+        return run_speedups(self.zoo, self.child, batch_sizes=(1, 64))
+
     def cka(self) -> pd.DataFrame:
         from pruneviz.analysis.runs import run_cka
 
