@@ -126,6 +126,9 @@ def main() -> None:
             panels.PREFETCH = True
             browser.close()
         server.stop()
+        # background drawing still under way reads the zoo: let it end before the zoo is removed
+        panels._LATER.shutdown(wait=True, cancel_futures=True)
+        panels._NOW.shutdown(wait=True)
         for key in ("first_paint_s", "first_chart_s", "interaction_s"):
             figures[key] = statistics.median(w[key] for w in warm)
             figures[f"first_session_{key}"] = cold[key]
