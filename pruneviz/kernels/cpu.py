@@ -41,6 +41,7 @@ import torch
 from torch.nn import functional as F
 
 from pruneviz._validation import fail
+from pruneviz.kernels.formats import _check_weight as check_weight
 
 __all__ = [
     "SPARSE_DTYPES",
@@ -74,20 +75,7 @@ def _matrix(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _check_weight(weight: Any, where: str, param: str = "weight") -> torch.Tensor:
-    if not isinstance(weight, torch.Tensor):
-        fail(param, where, "a torch.Tensor", None, got=type(weight).__name__)
-    if weight.ndim < 2 or weight.numel() == 0:
-        fail(
-            param,
-            where,
-            "a non-empty weight of shape (out, in) or (out, in, *kernel)",
-            None,
-            got=f"shape {tuple(weight.shape)}",
-            fix="pass a Linear or Conv layer's .weight.",
-        )
-    if not weight.is_floating_point():
-        fail(param, where, "a floating-point tensor", None, got=f"dtype {weight.dtype}", fix="use .float().")
-    return _matrix(weight)
+    return _matrix(check_weight(weight, where, param))
 
 
 def check_block(block: Any, shape: tuple[int, int], where: str) -> tuple[int, int]:
