@@ -32,7 +32,7 @@ def test_every_tab_draws_its_figures(state):
             assert drawn.message is None, f"{name}/{figure.title}: {drawn.message}"
             assert drawn.spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
             pane = view.panes[view.figures.index(figure)]
-            assert pane._vega.object is drawn.spec and pane._vega.visible
+            assert pane._vega.object == drawn.spec and pane._slot.visible
 
 
 def test_exports_carry_the_configuration_that_made_them(state):
@@ -67,8 +67,9 @@ def test_a_choice_redraws_the_figures_on_screen_in_place(study_zoo):
     assert all(p.stale for p in hidden.panes)  # an inactive tab only notes the change
     hidden.active = True
     assert not any(p.stale for p in hidden.panes) and hidden.panes[0].drawn.message is None
-    state.sparsity = 0.5  # a choice drawn before comes back from memory, the same specification
-    assert vega.object is first
+    state.sparsity = 0.5  # a choice drawn before comes back from memory, with all its data
+    assert vega.object == first and vega.object is not first
+    assert pane.drawn.spec["datasets"] and all(pane.drawn.spec["datasets"].values())
 
 
 def test_picking_a_sample_links_the_views(study_zoo):

@@ -208,6 +208,15 @@ def neighbours(state: StudyState, figure: Figure) -> list[StudyState]:
     return out
 
 
+def _fresh(spec: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a remembered specification for one pane: Panel moves the inline datasets out of the
+    specification it is given (into binary columns), which would empty the remembered one."""
+    out = dict(spec)
+    if isinstance(spec.get("datasets"), dict):
+        out["datasets"] = dict(spec["datasets"])
+    return out
+
+
 def _selections(spec: dict[str, Any]) -> list[str]:
     """The names of the selections a Vega-Lite specification declares at its top level."""
     return sorted(p["name"] for p in spec.get("params", []) if isinstance(p, dict) and "select" in p)
@@ -322,15 +331,16 @@ class FigurePane(pn.viewable.Viewer):
         self._drawn = drawn
         ok = drawn.message is None
         if ok:
-            if self._vega is None or _selections(self._vega.object) != _selections(drawn.spec):
-                self._vega = pn.pane.Vega(drawn.spec, sizing_mode="stretch_width", name=self.figure.title)
+            spec = _fresh(drawn.spec)
+            if self._vega is None or _selections(self._vega.object) != _selections(spec):
+                self._vega = pn.pane.Vega(spec, sizing_mode="stretch_width", name=self.figure.title)
                 self._slot[:] = [self._vega]
             else:
                 # a fresh selection object per specification (Panel 1.9 cannot reset a point
                 # selection it keeps across specifications); the watcher follows it below
                 with param.parameterized.batch_call_watchers(self._vega):
                     self._vega.selection = None
-                    self._vega.object = drawn.spec
+                    self._vega.object = spec
         self._slot.visible = ok
         self._message.param.update(object=drawn.message or "", visible=not ok)
         self._csv.visible = self._html.visible = ok
