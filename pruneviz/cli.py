@@ -131,12 +131,50 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from pruneviz.sweeps import load_spec, run_sweep
+
+    spec = load_spec(args.spec)
+    start = time.perf_counter()
+    table = run_sweep(
+        spec,
+        args.zoo,
+        executor=args.executor or ("dask" if args.scheduler else "processes"),
+        workers=args.workers,
+        scheduler=args.scheduler,
+        retries=args.retries,
+        timeout=args.timeout,
+        progress=not args.quiet,
+    )
+    counts = table["status"].value_counts()
+    if not args.quiet:
+        print(format_table(table[["run", "kind", "status", "attempts"]]))
+    print(
+        f"\n{len(table)} task(s) of {args.spec.name} in {args.zoo}: {counts.get('stored', 0)} stored, "
+        f"{counts.get('skipped', 0)} already there, {counts.get('failed', 0)} failed "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
+    failed = table[table["status"] == "failed"]
+    for row in failed.itertuples():
+        print(f"  failed {row.run}: {row.error}", file=sys.stderr)
+    return 1 if len(failed) else 0
+
+
 def _demo(args: argparse.Namespace) -> int:
-    from pruneviz.zoo import build_demo_zoo
+    from pruneviz.sweeps import demo_spec_path, load_spec, run_sweep
+    from pruneviz.zoo import Zoo
     from pruneviz.zoo.store import population_table
 
     start = time.perf_counter()
-    zoo = build_demo_zoo(args.zoo, progress=not args.quiet)
+    # the demo zoo is the sweep of the shipped spec, in this process as it always was
+    table = run_sweep(load_spec(demo_spec_path()), args.zoo, executor="inprocess", progress=not args.quiet)
+    failed = table[table["status"] == "failed"]
+    if len(failed):
+        print(
+            f"pruneviz: error: {len(failed)} demo run(s) failed, e.g. {failed.error.iloc[0]}", file=sys.stderr
+        )
+        return 1
+    zoo = Zoo(args.zoo)
     runs = zoo.runs()
     print(
         format_table(
@@ -178,6 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--port", type=int, default=5006, help="port of the app (with --serve)")
     demo.set_defaults(func=_demo)
+    sweep = sub.add_parser(
+        "sweep", help="run a sweep spec (TOML) into a zoo, locally or on a Dask cluster (resumes)"
+    )
+    sweep.add_argument("spec", type=Path, help="sweep spec (TOML); see pruneviz/sweeps/demo.toml")
+    sweep.add_argument("--zoo", type=Path, required=True, help="zoo folder (created if new)")
+    sweep.add_argument(
+        "--executor",
+        choices=["inprocess", "processes", "dask"],
+        default=None,
+        help="where tasks run (default: processes, or dask with --scheduler)",
+    )
+    sweep.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
+    sweep.add_argument("--workers", type=int, default=None, help="local processes (default: the cores)")
+    sweep.add_argument("--retries", type=int, default=2, help="retries of a failed task (default 2)")
+    sweep.add_argument("--timeout", type=float, default=10.0, help="seconds to reach the scheduler")
+    sweep.add_argument("--quiet", action="store_true", help="no progress output")
+    sweep.set_defaults(func=_sweep)
     serve = sub.add_parser("serve", help="serve the web app of a zoo (127.0.0.1 unless authenticated)")
     serve.add_argument("--zoo", type=Path, required=True, help="zoo folder")
     serve.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

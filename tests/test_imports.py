@@ -32,6 +32,7 @@ LAYERS = {
     "prune": {"core", "kernels", "models", "data", "train"},
     "zoo": {"core", "prune", "data", "models", "train"},
     "analysis": {"core", "zoo", "prune", "data", "models", "train"},
+    "sweeps": {"core", "data", "models", "train", "prune", "zoo", "analysis"},
     "charts": {"core"},
     "views": {"core", "analysis", "charts", "zoo", "data", "models"},
     "app": {"core", "analysis", "charts", "zoo", "views", "data", "models"},
@@ -47,6 +48,7 @@ LAYERS = {
         "charts",
         "views",
         "app",
+        "sweeps",
     },
     "root": {"core", "data", "models", "train", "zoo"},
 }

@@ -1,0 +1,363 @@
+"""The sweep driver: plans the tasks, hands them to an executor, and alone writes the results.
+
+Every result is stored as it arrives (atomically, under the zoo's writer lock), so a driver killed at
+any moment loses at most the results still in flight; a rerun finds the stored runs and computes only
+the rest. A dense parent is stored before its pruned children are submitted, and analyses run only
+after every run is stored. A task that fails is retried a bounded number of times, then recorded in
+``ZOO/sweep-failures.json`` with its error (and its children with it) while the rest go on; the record
+is cleared when a later sweep stores the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pruneviz._io import write_json_atomic
+from pruneviz._validation import check_choice, check_int, fail
+from pruneviz.exceptions import ZooError
+from pruneviz.sweeps.executors import DaskExecutor, Executor, InProcessExecutor, LocalProcessExecutor
+from pruneviz.sweeps.plan import Task, plan_sweep
+from pruneviz.sweeps.spec import SweepSpec
+from pruneviz.sweeps.tasks import TaskResult, compute_task
+from pruneviz.zoo.store import Zoo
+
+EXECUTORS = ("inprocess", "processes", "dask")
+LOCK_FILE = ".sweep.lock"
+FAILURES_FILE = "sweep-failures.json"
+STATUS_COLUMNS = [
+    "run",
+    "kind",
+    "parent",
+    "method",
+    "structure",
+    "sparsity",
+    "seed",
+    "status",
+    "attempts",
+    "error",
+]
+
+__all__ = ["EXECUTORS", "run_sweep", "sweep_failures"]
+
+
+def run_sweep(
+    spec: SweepSpec,
+    zoo: str | os.PathLike[str],
+    *,
+    executor: str = "processes",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+    retries: int = 2,
+    timeout: float = 10.0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run the sweep ``spec`` into the zoo folder ``zoo`` (created if new), resuming a previous run.
+
+    ``executor`` is ``"inprocess"`` (one task at a time here, for debugging), ``"processes"`` (``workers``
+    local processes, default: the cores) or ``"dask"`` (a Dask cluster: pass a ``distributed.Client``
+    as ``client`` or the scheduler's ``scheduler="tcp://host:port"``, reached within ``timeout``
+    seconds). Every task runs with one torch thread, so all executors give identical runs.
+
+    Returns one row per task: ``run``, ``kind``, ``parent``, ``method``, ``structure``, ``sparsity``,
+    ``seed``, ``status`` (``stored``: computed now, ``skipped``: already in the zoo, ``failed``),
+    ``attempts`` and ``error``. Progress (done / running / failed / remaining) goes to stderr.
+
+    >>> import tempfile
+    >>> from pruneviz.sweeps import parse_spec
+    >>> spec = parse_spec('[data]\\ndatasets = ["digits"]\\nsubset = 300\\n'
+    ...                   '[dense]\\narchitectures = ["mlp"]\\nseeds = 1\\nepochs = 1')
+    >>> run_sweep(spec, tempfile.mkdtemp() + "/z", executor="inprocess", progress=False).status.tolist()
+    ['stored']
+    """
+    where = "run_sweep"
+    if not isinstance(spec, SweepSpec):
+        fail(
+            "spec",
+            where,
+            "a SweepSpec",
+            type(spec).__name__,
+            "load one with pruneviz.sweeps.load_spec(path).",
+        )
+    if scheduler is not None or client is not None:
+        executor = "dask"
+    check_choice(executor, "executor", where, EXECUTORS)
+    retries = check_int(retries, "retries", where, minimum=0)
+    if workers is not None:
+        workers = check_int(workers, "workers", where, minimum=1)
+    if executor == "dask" and scheduler is None and client is None:
+        fail(
+            "scheduler",
+            where,
+            "the address of a Dask scheduler (or a client) with executor='dask'",
+            None,
+            "pass scheduler='tcp://host:8786' or client=distributed.Client(...).",
+        )
+    path = Path(zoo)
+    # connect before anything is written: an unreachable scheduler leaves no trace
+    ex: Executor
+    if executor == "dask":
+        ex = DaskExecutor(client, address=scheduler, timeout=timeout)
+    elif executor == "processes":
+        ex = LocalProcessExecutor(workers)
+    else:
+        ex = InProcessExecutor()
+    try:
+        store = Zoo.create(path, exist_ok=True)
+        with _sweep_lock(store.path):
+            table = _drive(spec, store, ex, retries=retries, progress=progress)
+    except BaseException:  # an error or Ctrl-C: stop the work in flight rather than wait for it
+        ex.close(cancel=True)
+        raise
+    ex.close()
+    return table
+
+
+@contextlib.contextmanager
+def _sweep_lock(path: Path) -> Iterator[None]:
+    """Hold the zoo's sweep lock for the whole sweep; fail at once, naming the holder, if it is taken."""
+    import fcntl
+
+    lock = path / LOCK_FILE
+    fh = open(lock, "a+")  # noqa: SIM115 - held for the whole block
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise ZooError(
+                f"The zoo {str(path)!r} is locked by another writer ({holder}). Fix: wait for that sweep "
+                "to finish (or stop it); a rerun afterwards resumes where it stopped."
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(
+            f"sweep pid {os.getpid()} on {socket.gethostname()} since "
+            f"{_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')}"
+        )
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    finally:
+        fh.close()
+
+
+def sweep_failures(zoo: str | os.PathLike[str]) -> pd.DataFrame:
+    """The tasks of past sweeps on ``zoo`` that failed for good: ``run``, ``attempts``, ``error``, ``at``
+    (UTC time). A task leaves this table when a later sweep stores its run.
+
+    >>> import tempfile
+    >>> sweep_failures(tempfile.mkdtemp()).columns.tolist()
+    ['run', 'attempts', 'error', 'at']
+    """
+    data = _read_failures(Path(zoo))
+    rows = [{"run": k, **v} for k, v in data.items()]
+    return pd.DataFrame(rows, columns=["run", "attempts", "error", "at"])
+
+
+def _read_failures(path: Path) -> dict[str, Any]:
+    file = path / FAILURES_FILE
+    if not file.is_file():
+        return {}
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _load_splits(spec: SweepSpec, zoo: Zoo) -> dict[str, tuple[str, tuple[int, ...], int, Any]]:
+    from pruneviz.data import load_dataset
+
+    out = {}
+    for name in spec.datasets:
+        ds = load_dataset(name, **dict(spec.dataset_options.get(name, {})))
+        if spec.subset is not None and spec.subset < len(ds):
+            ds = ds.take(np.arange(spec.subset))
+        key = zoo.add_dataset(
+            ds, split_seed=spec.split_seed, val_fraction=spec.val_fraction, test_fraction=spec.test_fraction
+        )
+        out[name] = (key, tuple(ds.info.input_shape), ds.num_classes, zoo.splits(key))
+    return out
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.last = ""
+
+    def show(self, done: int, running: int, failed: int) -> None:
+        if not self.enabled:
+            return
+        remaining = self.total - done - running - failed
+        line = f"sweep: {done} done, {running} running, {failed} failed, {remaining} remaining"
+        if line != self.last:
+            print(line, file=sys.stderr, flush=True)
+            self.last = line
+
+
+def _drive(spec: SweepSpec, zoo: Zoo, ex: Executor, *, retries: int, progress: bool) -> pd.DataFrame:
+    data = _load_splits(spec, zoo)
+    tasks = plan_sweep(spec, {k: v[:3] for k, v in data.items()})
+    splits_of = {v[0]: v[3] for v in data.values()}
+    _check_models(tasks)
+    shared: dict[str, Any] = {}
+    status: dict[str, dict[str, Any]] = {t.run: {"status": None, "attempts": 0, "error": None} for t in tasks}
+    by_run = {t.run: t for t in tasks}
+    children: dict[str, list[str]] = {}
+    for t in tasks:
+        if t.parent is not None:
+            children.setdefault(t.parent, []).append(t.run)
+    for t in tasks:
+        if zoo.has_run(t.run):
+            status[t.run]["status"] = "skipped"
+    failures = _read_failures(zoo.path)
+    bar = _Progress(len(tasks), progress)
+
+    def counts() -> tuple[int, int]:
+        done = sum(s["status"] in ("stored", "skipped") for s in status.values())
+        failed = sum(s["status"] == "failed" for s in status.values())
+        return done, failed
+
+    in_flight: dict[Any, str] = {}
+
+    def submit(t: Task) -> None:
+        if t.dataset not in shared:
+            shared[t.dataset] = ex.share(splits_of[t.dataset])
+        status[t.run]["attempts"] += 1
+        status[t.run]["status"] = "running"
+        kwargs: dict[str, Any] = {}
+        if t.kind == "pruned":
+            kwargs["parent"] = zoo.run(t.parent)
+            kwargs["parent_weights"] = (zoo.path / "runs" / t.parent / "weights.safetensors").read_bytes()
+        key = f"pruneviz-{t.run}-try{status[t.run]['attempts']}"
+        in_flight[ex.submit(key, compute_task, t, shared[t.dataset], **kwargs)] = t.run
+
+    def ready(t: Task) -> bool:
+        return status[t.run]["status"] is None and (t.parent is None or zoo.has_run(t.parent))
+
+    def give_up(run: str, error: str) -> None:
+        status[run]["status"] = "failed"
+        status[run]["error"] = error
+        failures[run] = {
+            "attempts": status[run]["attempts"],
+            "error": error,
+            "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
+        for child in children.get(run, []):
+            if status[child]["status"] is None:
+                give_up(child, f"not run: its parent {run!r} failed")
+
+    dirty = False
+    for t in tasks:
+        if ready(t):
+            submit(t)
+    bar.show(*_show_counts(counts(), len(in_flight)))
+    while in_flight:
+        for handle in ex.wait(list(in_flight)):
+            run = in_flight.pop(handle)
+            ok, value = ex.outcome(handle)
+            if ok:
+                _store(zoo, value)
+                status[run]["status"] = "stored"
+                if failures.pop(run, None) is not None:
+                    dirty = True
+                for child in children.get(run, []):
+                    if ready(by_run[child]):
+                        submit(by_run[child])
+            elif status[run]["attempts"] <= retries:
+                status[run]["status"] = None
+                submit(by_run[run])
+            else:
+                give_up(run, f"{type(value).__name__}: {value}")
+                dirty = True
+            if dirty:
+                _write_failures(zoo, failures)
+                dirty = False
+            bar.show(*_show_counts(counts(), len(in_flight)))
+    for t in tasks:  # a parent stored by an earlier sweep whose children never became ready
+        if status[t.run]["status"] is None:
+            give_up(t.run, "not run: its parent is not in the zoo")
+            _write_failures(zoo, failures)
+    done, failed = counts()
+    bar.show(done, 0, failed)
+    if spec.analyses and failed and progress:
+        print(f"sweep: analyses not run, {failed} task(s) failed; rerun the sweep", file=sys.stderr)
+    if spec.analyses and not failed:
+        from pruneviz.analysis.study import StudySettings, analyse_zoo
+
+        settings = StudySettings.quick() if spec.quick_analyses else StudySettings()
+        analyse_zoo(zoo, steps=list(spec.analyses), settings=settings, progress=progress)
+    rows = []
+    for t in tasks:
+        s = status[t.run]
+        rows.append(
+            {
+                "run": t.run,
+                "kind": t.kind,
+                "parent": t.parent,
+                "method": t.method,
+                "structure": t.structure,
+                "sparsity": t.sparsity,
+                "seed": t.seed,
+                "status": s["status"],
+                "attempts": s["attempts"],
+                "error": s["error"],
+            }
+        )
+    return pd.DataFrame(rows, columns=STATUS_COLUMNS)
+
+
+def _check_models(tasks: list[Task]) -> None:
+    """Build each architecture once here, so that bad model options fail now with a clear error rather
+    than in every worker."""
+    from pruneviz.models.registry import build_from_spec
+
+    for spec in {json.dumps(t.model_spec.to_json(), sort_keys=True): t.model_spec for t in tasks}.values():
+        build_from_spec(spec, seed=0)
+
+
+def _show_counts(c: tuple[int, int], running: int) -> tuple[int, int, int]:
+    done, failed = c
+    return done, running, failed
+
+
+def _store(zoo: Zoo, result: TaskResult) -> None:
+    """Store a computed run (the only write of a sweep); a run already there is left as it is."""
+    import torch
+
+    from pruneviz.models.registry import build_from_spec
+    from pruneviz.prune.channels import apply_channel_plan
+    from pruneviz.prune.masks import Masks
+
+    record = result.record
+    if zoo.has_run(record.run):  # computed twice (a worker lost after finishing): keep the first
+        return
+    model = build_from_spec(record.model_spec, seed=0)
+    plan = record.schedule.get("channel_plan")
+    if plan:
+        apply_channel_plan(model, plan, input_shape=record.model_spec.input_shape)
+    model.load_state_dict(result.state_dict(), strict=True)
+    masks = result.mask_tensors()
+    with torch.no_grad():
+        zoo.add_run(record, model, result.outputs, masks=Masks.from_tensors(masks) if masks else None)
+
+
+def _write_failures(zoo: Zoo, failures: dict[str, Any]) -> None:
+    with zoo._writing():
+        write_json_atomic(zoo.path / FAILURES_FILE, failures)

@@ -1,0 +1,164 @@
+"""What a worker computes for one task: plain results that the driver, the only writer, stores.
+
+A result carries the run's :class:`~pruneviz.zoo.RunRecord`, its weights and masks as safetensors bytes
+(no pickled tensors) and its per-sample outputs frame. Workers never touch the zoo, so they can run on
+machines that cannot see it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+from safetensors.torch import load as _load_bytes
+from safetensors.torch import save as _save_bytes
+
+from pruneviz.data.dataset import DataSplits
+from pruneviz.models.registry import build_from_spec, count_parameters
+from pruneviz.prune.accounting import measure_latency
+from pruneviz.prune.schedules import one_shot
+from pruneviz.sweeps.plan import Task
+from pruneviz.train import evaluate, fit
+from pruneviz.zoo.populations import CHANNEL_METHODS
+from pruneviz.zoo.store import RunRecord
+
+__all__ = ["TaskResult", "compute_task"]
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """A computed run: its record, weights (and masks) as safetensors bytes, and per-sample outputs."""
+
+    record: RunRecord
+    weights: bytes
+    masks: bytes | None
+    outputs: pd.DataFrame
+    seconds: float
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return _load_bytes(self.weights)
+
+    def mask_tensors(self) -> dict[str, torch.Tensor] | None:
+        return None if self.masks is None else _load_bytes(self.masks)
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` torch threads inside the block (one per task keeps results identical everywhere)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def compute_task(
+    task: Task,
+    splits: DataSplits,
+    *,
+    parent: RunRecord | None = None,
+    parent_weights: bytes | None = None,
+    threads: int | None = 1,
+) -> TaskResult:
+    """Train (dense) or prune and fine-tune (pruned) the run of ``task``, evaluate it on the
+    validation and test parts of ``splits``, and return the result without storing it.
+
+    A pruned task needs its stored ``parent`` record and weights (safetensors bytes).
+    """
+    start = time.perf_counter()
+    with _threads(threads):
+        if task.kind == "dense":
+            record, model, masks, outputs = _dense(task, splits)
+        else:
+            if parent is None or parent_weights is None:
+                raise ValueError(f"the pruned task {task.run!r} needs its parent's record and weights")
+            record, model, masks, outputs = _pruned(task, splits, parent, parent_weights)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    mask_bytes = _save_bytes({k: v.contiguous() for k, v in masks.to_tensors().items()}) if masks else None
+    return TaskResult(record, _save_bytes(state), mask_bytes, outputs, time.perf_counter() - start)
+
+
+def _evaluate(model: torch.nn.Module, splits: DataSplits) -> pd.DataFrame:
+    return pd.concat(
+        [evaluate(model, splits.val, subset="val"), evaluate(model, splits.test, subset="test")],
+        ignore_index=True,
+    )
+
+
+def _dense(task: Task, splits: DataSplits) -> tuple[RunRecord, torch.nn.Module, Any, pd.DataFrame]:
+    spec, seed, config = task.model_spec, task.seed, task.config
+    model = build_from_spec(spec, seed=seed)
+    start = time.perf_counter()
+    fit(model, splits.train, config=config, seed=seed, progress=False)
+    seconds = time.perf_counter() - start
+    outputs = _evaluate(model, splits)
+    val, test = outputs[outputs.subset == "val"], outputs[outputs.subset == "test"]
+    record = RunRecord(
+        run=task.run,
+        kind="dense",
+        dataset=task.dataset,
+        model_spec=spec,
+        seed=seed,
+        train_config=config.to_json(),
+        metrics={
+            "val_accuracy": float(val["correct"].mean()),
+            "test_accuracy": float(test["correct"].mean()),
+            "test_loss": float(test["loss"].mean()),
+            "params": count_parameters(model),
+        },
+        timing={
+            "train": round(seconds, 3),
+            "latency_b1": measure_latency(model, spec.input_shape, batch_size=1, repeats=15)["median_s"],
+        },
+    )
+    return record, model, None, outputs
+
+
+class _Capture:
+    """Stands in for the zoo when the record of a pruned run is assembled: keeps what would be stored."""
+
+    def add_run(self, record: RunRecord, model: torch.nn.Module, outputs: pd.DataFrame, *, masks: Any = None):
+        self.record, self.model, self.outputs, self.masks = record, model, outputs, masks
+
+
+def _pruned(
+    task: Task, splits: DataSplits, parent: RunRecord, parent_weights: bytes
+) -> tuple[RunRecord, torch.nn.Module, Any, pd.DataFrame]:
+    from pruneviz.zoo import populations
+
+    model = build_from_spec(parent.model_spec, seed=0)
+    model.load_state_dict(_load_bytes(parent_weights), strict=True)
+    model.eval()
+    settings = dict(task.settings)
+    finetune = task.config
+    start = time.perf_counter()
+    result = one_shot(
+        model,
+        splits.train,
+        method=CHANNEL_METHODS.get(task.method, task.method),
+        sparsity=task.sparsity,
+        structure=task.structure,
+        allocation=settings["allocation"],
+        finetune=finetune,
+        exclude=settings["exclude"],
+        calibration_size=settings["calibration_size"],
+        seed=settings["seed"],
+        progress=False,
+    )
+    seconds = time.perf_counter() - start
+    # the record is assembled exactly as prune_population assembles it, so both fill a zoo alike
+    capture = _Capture()
+    populations._store(
+        capture, parent, task.run, task.method, task.structure, task.sparsity, result, model, splits,
+        settings, seconds,
+    )  # fmt: skip
+    return capture.record, capture.model, capture.masks, capture.outputs

@@ -1,0 +1,514 @@
+"""Sweeps: spec validation, planning, the in-process, local-process and Dask executors, resume, retry,
+locks, and a driver or a Dask worker killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pruneviz.cli import main
+from pruneviz.exceptions import ValidationError, ZooError
+from pruneviz.sweeps import demo_spec_path, load_spec, parse_spec, plan_sweep, run_sweep, sweep_failures
+from pruneviz.sweeps import runner as sweep_runner
+from pruneviz.sweeps.tasks import compute_task
+from pruneviz.train import TrainConfig
+from pruneviz.zoo import Zoo, build_dense_population, prune_population
+
+TINY = textwrap.dedent(
+    """\
+    # a tiny sweep: 2 dense MLPs on 300 digits, each pruned by LAMP at one sparsity
+    [data]
+    datasets = ["digits"]
+    subset = 300
+
+    [dense]
+    architectures = ["mlp"]
+    seeds = 2
+    epochs = 1
+
+    [prune]
+    methods = ["lamp"]
+    sparsities = [0.5]
+
+    [prune.finetune]
+    epochs = 1
+    """
+)
+
+# columns of zoo.runs() that depend on when and how fast a run was computed, not on what it is
+VOLATILE = ["created_at", "train_s", "prune_and_finetune_s", "latency_b1_s"]
+
+
+def stable(zoo: Zoo) -> pd.DataFrame:
+    runs = zoo.runs()
+    return runs.drop(columns=[c for c in VOLATILE if c in runs]).sort_values("run").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_spec():
+    return parse_spec(TINY, source="tiny.toml")
+
+
+@pytest.fixture(scope="module")
+def inprocess_zoo(tmp_path_factory, tiny_spec):
+    path = tmp_path_factory.mktemp("sweep") / "zoo"
+    table = run_sweep(tiny_spec, path, executor="inprocess", progress=False)
+    assert (table.status == "stored").all()
+    return Zoo(path)
+
+
+# -- the spec ---------------------------------------------------------------------------------------
+def test_demo_spec_is_the_demo_zoo():
+    from pruneviz.zoo.build import DEMO_ARCH, DEMO_METHODS, DEMO_SEEDS, DEMO_SPARSITIES, DEMO_TRAIN
+    from pruneviz.zoo.populations import DEFAULT_FINETUNE
+
+    spec = load_spec(demo_spec_path())
+    assert spec.datasets == ("digits",) and spec.architectures == (DEMO_ARCH,)
+    assert spec.seeds == tuple(range(DEMO_SEEDS)) and spec.train == DEMO_TRAIN
+    assert spec.methods == DEMO_METHODS and spec.sparsities == DEMO_SPARSITIES
+    assert spec.finetune == DEFAULT_FINETUNE and spec.structures == ("unstructured",)
+    assert (spec.split_seed, spec.val_fraction, spec.test_fraction) == (0, 0.1, 0.2)
+    assert spec.subset is None and spec.calibration_size == 512 and spec.prune_seed == 0
+
+
+def test_spec_defaults_and_seed_list():
+    spec = parse_spec(
+        '[data]\ndatasets = ["digits"]\n[dense]\narchitectures = ["mlp", "cnn"]\nseeds = [3, 7]'
+    )
+    assert spec.seeds == (3, 7) and spec.methods == () and spec.train == TrainConfig()
+    assert spec.analyses == () and spec.finetune is None
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        # an unknown key, with its line and a suggestion
+        (
+            TINY.replace("methods = ", "method = "),
+            r"'prune\.method' parameter of sweep spec x\.toml \(line 12\).*unknown key 'method'.*did you mean 'methods'",
+        ),
+        # a wrong type, with line and field
+        (
+            TINY.replace("sparsities = [0.5]", 'sparsities = "0.5"'),
+            r"'prune\.sparsities' parameter of sweep spec x\.toml \(line 13\) must be a non-empty list of numbers in \[0, 1\)\. Got '0\.5'",
+        ),
+        (TINY.replace("seeds = 2", "seeds = 0"), r"'dense\.seeds'.*\(line 8\).*count >= 1"),
+        (TINY.replace("subset = 300", "subset = 2.5"), r"'data\.subset'.*\(line 4\).*integer >= 1"),
+        # the same key name in two tables: the line of the one that is wrong
+        (
+            TINY.replace("[prune.finetune]\nepochs = 1", "[prune.finetune]\nepochs = -1"),
+            r"'prune\.finetune\.epochs'.*\(line 16\)",
+        ),
+        (
+            TINY.replace("[prune.finetune]\nepochs = 1", "[prune.finetune]\nepoch = 1"),
+            r"'prune\.finetune\.epoch'.*\(line 16\).*did you mean 'epochs'",
+        ),
+        (
+            TINY + "\n[analysis]\nsteps = []\n",
+            r"'analysis'.*\(line 18\).*unknown key.*did you mean 'analyses'",
+        ),
+        (TINY.replace('"lamp"', '"lamb"'), r"'prune\.methods'.*\(line 12\).*Got 'lamb'.*did you mean 'lamp'"),
+        (TINY.replace('"mlp"', '"mpl"'), r"'dense\.architectures'.*\(line 7\).*did you mean 'mlp'"),
+        (TINY.replace("[0.5]", "[0.5, 1.0]"), r"'prune\.sparsities'.*\(line 13\).*\[0, 1\)"),
+        (TINY.replace("[0.5]", "[0.5, 0.5]"), r"'prune\.sparsities'.*without repeats"),
+        (
+            TINY.replace('methods = ["lamp"]', 'methods = ["lamp"]\nstructures = ["3:2"]'),
+            r"'prune\.structures'.*\(line 13\).*Got '3:2'",
+        ),
+        (
+            TINY.replace('methods = ["lamp"]', 'methods = ["lamp"]\nschedules = ["gradual"]'),
+            r"'prune\.schedules'.*Got 'gradual'",
+        ),
+        (
+            TINY.replace("[dense]", "[dense]\noptimizer = 'rmsprop'"),
+            r"'dense\.optimizer'.*\(line 7\).*\['adam', 'sgd'\]",
+        ),
+        (
+            TINY.replace("seeds = 2\n", ""),
+            r"'dense\.seeds'.*Got nothing \(the key is missing\).*add `seeds = ",
+        ),
+        (TINY.replace("sparsities = [0.5]\n", ""), r"'prune' parameter.*\(line 11\).*sparsities list"),
+        (
+            TINY + '\n[analyses]\nsteps = ["spectra"]\n',
+            r"'analyses\.steps'.*\(line 19\).*did you mean 'spectrum'",
+        ),
+        # not TOML at all: the parser's position is kept
+        (TINY.replace("seeds = 2", "seeds = = 2"), r"sweep spec x\.toml is not valid TOML: .*line 8"),
+    ],
+)
+def test_bad_specs_name_the_field_and_line(text, match):
+    with pytest.raises(ValidationError, match=match):
+        parse_spec(text, source="x.toml")
+
+
+def test_load_spec_of_a_missing_file(tmp_path):
+    with pytest.raises(
+        ValidationError, match=r"'spec' parameter of load_spec must be the path of a readable"
+    ):
+        load_spec(tmp_path / "nope.toml")
+
+
+# -- the plan ---------------------------------------------------------------------------------------
+def test_plan_orders_parents_first_and_dedupes_channel_runs():
+    spec = parse_spec(
+        TINY.replace('["lamp"]', '["lamp", "channel_l1"]').replace(
+            "sparsities", 'structures = ["unstructured", "2:4"]\nsparsities'
+        )
+    )
+    tasks = plan_sweep(spec, {"digits": ("digits-k", (1, 8, 8), 10)})
+    kinds = [t.kind for t in tasks]
+    assert kinds == ["dense"] * 2 + ["pruned"] * 6  # 2 parents x (lamp x 2 structures + channel once)
+    ids = [t.run for t in tasks]
+    assert len(set(ids)) == len(ids)
+    assert {t.structure for t in tasks if t.method == "channel_l1"} == {"channel"}
+    assert all(t.parent in ids[:2] for t in tasks[2:])
+
+
+@pytest.mark.reference
+def test_sweep_fills_the_zoo_exactly_like_the_population_builders(tmp_path, digits, inprocess_zoo, tiny_spec):
+    """The reference: the zoo functions the sweep replaces, with the same settings (and, like every
+    sweep task, one torch thread: the thread count changes the last bits of a float sum)."""
+    import torch
+
+    ref = Zoo.create(tmp_path / "ref")
+    config = TrainConfig(epochs=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        build_dense_population(
+            ref, digits.take(np.arange(300)), arch="mlp", seeds=2, config=config, progress=False
+        )
+        prune_population(
+            ref, methods=["lamp"], sparsities=[0.5], finetune=TrainConfig(epochs=1, lr=1e-3), progress=False
+        )
+    finally:
+        torch.set_num_threads(threads)
+    mine, theirs = stable(inprocess_zoo), stable(ref)
+    assert mine["run"].tolist() == theirs["run"].tolist()
+    pd.testing.assert_frame_equal(mine, theirs)
+    for rid in theirs["run"]:
+        a, b = inprocess_zoo.outputs(rid), ref.outputs(rid)
+        pd.testing.assert_frame_equal(a, b)
+
+
+# -- resume, retry, lock ----------------------------------------------------------------------------
+def test_rerun_skips_every_finished_run(tmp_path, tiny_spec, inprocess_zoo, monkeypatch):
+    import shutil
+
+    path = tmp_path / "copy"
+    shutil.copytree(inprocess_zoo.path, path)
+    monkeypatch.setattr(sweep_runner, "compute_task", lambda *a, **k: pytest.fail("recomputed a stored run"))
+    table = run_sweep(tiny_spec, path, executor="inprocess", progress=False)
+    assert (table.status == "skipped").all() and (table.attempts == 0).all()
+
+
+def _flaky(fail_run: str, times: int):
+    """A compute_task that raises for the run ``fail_run`` the first ``times`` times it is computed."""
+    real = compute_task
+    seen: dict[str, int] = {}
+
+    def compute(task, *args, **kwargs):
+        if task.run == fail_run:
+            seen[task.run] = seen.get(task.run, 0) + 1
+            if seen[task.run] <= times:
+                raise RuntimeError(f"boom {seen[task.run]}")
+        return real(task, *args, **kwargs)
+
+    return compute, seen
+
+
+def test_failed_tasks_are_retried_then_recorded_without_stopping_the_rest(
+    tmp_path, tiny_spec, inprocess_zoo, monkeypatch, capsys
+):
+    path = tmp_path / "zoo"
+    parent = sorted(r for r in stable(inprocess_zoo).run if "~" not in r)[0]
+    # fails once: the retry stores it
+    compute, seen = _flaky(parent, times=1)
+    monkeypatch.setattr(sweep_runner, "compute_task", compute)
+    table = run_sweep(parse_spec(TINY.replace("seeds = 2", "seeds = [0]")), path, executor="inprocess")
+    assert seen == {parent: 2}
+    assert table.set_index("run").loc[parent, "attempts"] == 2 and (table.status == "stored").all()
+    assert "sweep: 2 done, 0 running, 0 failed, 0 remaining" in capsys.readouterr().err
+
+    # fails every time: recorded with its error after 1 + retries attempts, its child with it, the rest stored
+    path = tmp_path / "zoo2"
+    compute, seen = _flaky(parent, times=99)
+    monkeypatch.setattr(sweep_runner, "compute_task", compute)
+    table = run_sweep(tiny_spec, path, executor="inprocess", retries=1, progress=False).set_index("run")
+    assert seen[parent] == 2 and table.loc[parent, "attempts"] == 2
+    failed = table[table.status == "failed"]
+    assert len(failed) == 2 and failed.loc[parent, "error"] == "RuntimeError: boom 2"
+    assert "its parent" in failed.drop(parent).error.iloc[0]
+    assert (table.drop(failed.index).status == "stored").all()
+    assert set(sweep_failures(path).run) == set(failed.index)
+    assert set(Zoo(path).run_ids()) == set(table.drop(failed.index).index)
+
+    # a later sweep that succeeds stores them and clears the record
+    monkeypatch.setattr(sweep_runner, "compute_task", compute_task)
+    again = run_sweep(tiny_spec, path, executor="inprocess", progress=False).set_index("run")
+    assert set(again[again.status == "stored"].index) == set(failed.index)
+    assert sweep_failures(path).empty and len(Zoo(path).run_ids()) == 4
+
+
+def test_a_zoo_locked_by_another_writer_is_refused_at_once(tmp_path, tiny_spec):
+    path = tmp_path / "zoo"
+    Zoo.create(path)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            f"f = open({str(path / '.sweep.lock')!r}, 'a+')\n"
+            "fcntl.flock(f, fcntl.LOCK_EX)\nf.write('sweep pid 4242 on elsewhere'); f.flush()\n"
+            "print('ready', flush=True)\ntime.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        start = time.perf_counter()
+        with pytest.raises(ZooError, match=r"is locked by another writer \(sweep pid 4242 on elsewhere\)"):
+            run_sweep(tiny_spec, path, executor="inprocess", progress=False)
+        assert time.perf_counter() - start < 5
+        assert Zoo(path).run_ids() == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"executor": "threads"}, r"'executor' parameter of run_sweep must be one of \['dask', 'inprocess'"),
+        ({"executor": "dask"}, r"'scheduler' parameter of run_sweep must be the address of a Dask scheduler"),
+        ({"retries": -1}, r"'retries' parameter of run_sweep must be an integer >= 0"),
+        ({"workers": 0}, r"'workers' parameter of run_sweep must be a positive integer"),
+    ],
+)
+def test_bad_sweep_arguments(tmp_path, tiny_spec, kwargs, match):
+    with pytest.raises(ValidationError, match=match):
+        run_sweep(tiny_spec, tmp_path / "zoo", **kwargs)
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_bad_model_options_fail_before_any_task(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep_runner, "compute_task", lambda *a, **k: pytest.fail("a task was run"))
+    spec = parse_spec(TINY + "\n[dense.options.mlp]\nwidth = 3\n")
+    with pytest.raises(ValidationError, match=r"keyword options of the 'mlp' architecture\. Got \['width'\]"):
+        run_sweep(spec, tmp_path / "zoo", executor="inprocess", progress=False)
+
+
+def test_spec_must_be_a_spec(tmp_path):
+    with pytest.raises(ValidationError, match=r"'spec' parameter of run_sweep must be a SweepSpec"):
+        run_sweep(TINY, tmp_path / "zoo")
+
+
+# -- the command ------------------------------------------------------------------------------------
+def test_cli_sweep_runs_and_reports(tmp_path, inprocess_zoo, capsys):
+    import shutil
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY)
+    shutil.copytree(inprocess_zoo.path, tmp_path / "zoo")
+    assert main(["sweep", str(spec), "--zoo", str(tmp_path / "zoo"), "--executor", "inprocess"]) == 0
+    out = capsys.readouterr().out
+    assert "4 task(s) of tiny.toml" in out and "0 stored, 4 already there, 0 failed" in out
+    spec.write_text(TINY.replace("epochs = 1\n\n[prune]", "epochs = 1\nepoch = 2\n\n[prune]"))
+    assert main(["sweep", str(spec), "--zoo", str(tmp_path / "zoo")]) == 2
+    assert "'dense.epoch' parameter of sweep spec tiny.toml (line 10)" in capsys.readouterr().err
+
+
+def test_analyses_of_the_spec_are_cached_after_the_runs(tmp_path, inprocess_zoo, monkeypatch):
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "zoo"
+    shutil.copytree(inprocess_zoo.path, path)
+    spec = parse_spec(TINY + '\n[analyses]\nsteps = ["spectrum"]\n')
+    assert spec.analyses == ("spectrum",) and spec.quick_analyses
+    run_sweep(spec, path, executor="inprocess", progress=False)
+    with sqlite3.connect(path / "zoo.sqlite") as con:
+        cached = con.execute("SELECT analysis, COUNT(*) FROM cache GROUP BY analysis").fetchall()
+    assert cached == [("spectrum", 4)]  # one per run
+
+
+def test_demo_command_runs_the_shipped_spec(tmp_path, inprocess_zoo, monkeypatch, capsys):
+    import shutil
+
+    import pruneviz.sweeps
+
+    seen = []
+    spec = tmp_path / "demo.toml"
+    spec.write_text(TINY)
+
+    def fake_path():
+        seen.append(True)
+        return spec
+
+    monkeypatch.setattr(pruneviz.sweeps, "demo_spec_path", fake_path)
+    monkeypatch.setattr(sweep_runner, "compute_task", lambda *a, **k: pytest.fail("recomputed a stored run"))
+    shutil.copytree(inprocess_zoo.path, tmp_path / "demo")
+    assert main(["demo", "--zoo", str(tmp_path / "demo"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert seen and all(rid in out for rid in inprocess_zoo.runs(kind="dense").run)
+    assert "lamp" in out and "Demo zoo at" in out
+
+
+# -- local processes --------------------------------------------------------------------------------
+def assert_same_zoo(zoo: Zoo, other: Zoo) -> None:
+    """Same runs, same records and metrics, same per-sample outputs and bit-identical weights."""
+    pd.testing.assert_frame_equal(stable(zoo), stable(other))
+    for rid in zoo.run_ids():
+        pd.testing.assert_frame_equal(zoo.outputs(rid), other.outputs(rid))
+        a, b = zoo.load_model(rid).state_dict(), other.load_model(rid).state_dict()
+        assert a.keys() == b.keys() and all(bool(torch.equal(a[k], b[k])) for k in a)
+
+
+@pytest.fixture(scope="module")
+def processes_zoo(tmp_path_factory, tiny_spec):
+    path = tmp_path_factory.mktemp("sweep") / "zoo"
+    table = run_sweep(tiny_spec, path, executor="processes", workers=2, progress=False)
+    assert (table.status == "stored").all()
+    return Zoo(path)
+
+
+def test_local_processes_give_the_same_zoo_as_in_process(processes_zoo, inprocess_zoo):
+    assert len(processes_zoo.run_ids()) == 4
+    assert_same_zoo(processes_zoo, inprocess_zoo)
+
+
+# -- a Dask cluster ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
+    client = distributed.Client(cluster, set_as_default=False)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def test_a_dask_cluster_gives_the_same_zoo_as_local_processes(
+    tmp_path, tiny_spec, dask_client, processes_zoo
+):
+    table = run_sweep(tiny_spec, tmp_path / "zoo", client=dask_client, progress=False)
+    assert (table.status == "stored").all() and (table.attempts == 1).all()
+    assert_same_zoo(Zoo(tmp_path / "zoo"), processes_zoo)
+    assert dask_client.status == "running"  # a client passed in stays open
+
+
+def test_cli_sweep_on_a_scheduler_address(tmp_path, dask_client, capsys):
+    spec = tmp_path / "one.toml"
+    spec.write_text(TINY.replace("seeds = 2", "seeds = [5]"))
+    address = dask_client.scheduler.address
+    argv = ["sweep", str(spec), "--zoo", str(tmp_path / "zoo"), "--scheduler", address, "--quiet"]
+    assert main(argv) == 0
+    assert "2 task(s) of one.toml" in capsys.readouterr().out
+    zoo = Zoo(tmp_path / "zoo")
+    assert len(zoo.run_ids()) == 2 and zoo.verify().empty
+
+
+def test_a_dask_worker_killed_mid_task_loses_and_duplicates_nothing(tmp_path, dask_client):
+    import threading
+
+    # two dense CNNs of a few seconds each, so that a worker can be killed while it trains one
+    spec = parse_spec(
+        '[data]\ndatasets = ["digits"]\nsubset = 600\n[dense]\narchitectures = ["cnn"]\nseeds = 2\nepochs = 25'
+    )
+    path = tmp_path / "zoo"
+    out: dict[str, object] = {}
+
+    def sweep():
+        try:
+            out["table"] = run_sweep(spec, path, client=dask_client, progress=False)
+        except BaseException as exc:  # reported by the assertion below
+            out["error"] = exc
+
+    thread = threading.Thread(target=sweep)
+    thread.start()
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline and thread.is_alive():
+        busy = [w for w, keys in dask_client.processing().items() if any("pruneviz-" in str(k) for k in keys)]
+        if busy:
+            time.sleep(0.5)  # well inside the task
+            victim = busy[0]
+        else:
+            time.sleep(0.05)
+    assert victim is not None, "no task was seen running"
+    pid = dask_client.run(os.getpid, workers=[victim])[victim]
+    os.kill(pid, signal.SIGKILL)
+    thread.join(120)
+    assert not thread.is_alive() and "error" not in out, out.get("error")
+    table = out["table"]
+    assert (table.status == "stored").all()
+    zoo = Zoo(path)
+    ids = zoo.run_ids()
+    assert sorted(ids) == sorted(table.run) and len(ids) == len(set(ids)) == 2
+    assert zoo.verify().empty
+
+
+def test_an_unreachable_scheduler_times_out_and_writes_nothing(tmp_path, tiny_spec, capsys):
+    pytest.importorskip("distributed")
+    import socket
+
+    from pruneviz.sweeps import SchedulerUnreachableError
+
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    start = time.perf_counter()
+    with pytest.raises(
+        SchedulerUnreachableError,
+        match=rf"No Dask scheduler answered at '{address}' within 1 s.*Nothing was written",
+    ):
+        run_sweep(tiny_spec, tmp_path / "zoo", scheduler=address, timeout=1)
+    assert time.perf_counter() - start < 10
+    assert not (tmp_path / "zoo").exists()
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY)
+    argv = ["sweep", str(spec), "--zoo", str(tmp_path / "zoo"), "--scheduler", address, "--timeout", "1"]
+    assert main(argv) == 2
+    assert "No Dask scheduler answered" in capsys.readouterr().err
+    assert not (tmp_path / "zoo").exists()
+
+
+# -- a driver killed with SIGKILL -------------------------------------------------------------------
+def test_a_sweep_killed_with_sigkill_resumes_with_every_run_once(tmp_path, tiny_spec):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY)
+    path = tmp_path / "zoo"
+    cmd = [sys.executable, "-m", "pruneviz.cli", "sweep", str(spec), "--zoo", str(path)]
+    proc = subprocess.Popen([*cmd, "--executor", "inprocess", "--quiet"], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (path / "zoo.sqlite").is_file() and Zoo(path).run_ids():
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the sweep finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    stored_before = Zoo(path).run_ids()
+    assert 1 <= len(stored_before) < 4
+    table = run_sweep(tiny_spec, path, executor="inprocess", progress=False)
+    assert set(table[table.status == "skipped"].run) == set(stored_before)
+    zoo = Zoo(path)
+    ids = zoo.run_ids()
+    assert sorted(ids) == sorted(table.run) and len(ids) == len(set(ids)) == 4
+    assert zoo.verify().empty
+    assert not list((path / "runs").glob(".tmp-*"))
