@@ -101,13 +101,13 @@ def test_global_floor_and_erk_are_exact_and_never_empty_a_layer(shapes, sparsity
     scores = random_scores(shapes, seed)
     layers = {n: FakeLayer(s.shape) for n, s in scores.items()}
     total = sum(s.numel() for s in scores.values())
-    floor = allocate(
-        scores,
-        sparsity=sparsity,
-        structure=parse_structure("unstructured"),
-        allocation="global_floor",
-        floor=0.05,
-    )
+    reserved = sum(min(s.numel(), max(1, math.ceil(0.05 * s.numel()))) for s in scores.values())
+    kwargs = {"structure": parse_structure("unstructured"), "allocation": "global_floor", "floor": 0.05}
+    if round(sparsity * total) > total - reserved:  # the floors leave too little to prune: said so
+        with pytest.raises(ValidationError, match="'sparsity' parameter of prune must be at most"):
+            allocate(scores, sparsity=sparsity, **kwargs)
+        return
+    floor = allocate(scores, sparsity=sparsity, **kwargs)
     assert sum(int((~m).sum()) for m in floor.values()) == round(sparsity * total)
     for m in floor.values():
         assert int(m.sum()) >= min(m.numel(), max(1, math.ceil(0.05 * m.numel())))
