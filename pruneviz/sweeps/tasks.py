@@ -19,11 +19,11 @@ from safetensors.torch import load as _load_bytes
 from safetensors.torch import save as _save_bytes
 
 from pruneviz.data.dataset import DataSplits
-from pruneviz.models.registry import build_from_spec, count_parameters
-from pruneviz.prune.accounting import measure_latency
+from pruneviz.models.registry import build_from_spec
 from pruneviz.prune.schedules import one_shot
 from pruneviz.sweeps.plan import Task
-from pruneviz.train import evaluate, fit
+from pruneviz.train import fit
+from pruneviz.zoo.build import dense_record, evaluate_splits
 from pruneviz.zoo.populations import CHANNEL_METHODS
 from pruneviz.zoo.store import RunRecord
 
@@ -87,39 +87,14 @@ def compute_task(
     return TaskResult(record, _save_bytes(state), mask_bytes, outputs, time.perf_counter() - start)
 
 
-def _evaluate(model: torch.nn.Module, splits: DataSplits) -> pd.DataFrame:
-    return pd.concat(
-        [evaluate(model, splits.val, subset="val"), evaluate(model, splits.test, subset="test")],
-        ignore_index=True,
-    )
-
-
 def _dense(task: Task, splits: DataSplits) -> tuple[RunRecord, torch.nn.Module, Any, pd.DataFrame]:
     spec, seed, config = task.model_spec, task.seed, task.config
     model = build_from_spec(spec, seed=seed)
     start = time.perf_counter()
     fit(model, splits.train, config=config, seed=seed, progress=False)
     seconds = time.perf_counter() - start
-    outputs = _evaluate(model, splits)
-    val, test = outputs[outputs.subset == "val"], outputs[outputs.subset == "test"]
-    record = RunRecord(
-        run=task.run,
-        kind="dense",
-        dataset=task.dataset,
-        model_spec=spec,
-        seed=seed,
-        train_config=config.to_json(),
-        metrics={
-            "val_accuracy": float(val["correct"].mean()),
-            "test_accuracy": float(test["correct"].mean()),
-            "test_loss": float(test["loss"].mean()),
-            "params": count_parameters(model),
-        },
-        timing={
-            "train": round(seconds, 3),
-            "latency_b1": measure_latency(model, spec.input_shape, batch_size=1, repeats=15)["median_s"],
-        },
-    )
+    outputs = evaluate_splits(model, splits)
+    record = dense_record(task.run, task.dataset, spec, seed, config, model, outputs, seconds)
     return record, model, None, outputs
 
 

@@ -29,6 +29,47 @@ def _as_seeds(seeds: int | Sequence[int], where: str) -> tuple[int, ...]:
     return out
 
 
+def evaluate_splits(model: Any, splits: Any) -> pd.DataFrame:
+    """Per-sample outputs of a model on the validation and test parts of ``splits``."""
+    return pd.concat(
+        [evaluate(model, splits.val, subset="val"), evaluate(model, splits.test, subset="test")],
+        ignore_index=True,
+    )
+
+
+def dense_record(
+    run: str,
+    dataset: str,
+    spec: ModelSpec,
+    seed: int,
+    config: TrainConfig,
+    model: Any,
+    outputs: pd.DataFrame,
+    seconds: float,
+) -> RunRecord:
+    """The zoo record of a trained dense model: accuracy and loss from its outputs, parameters, training
+    time and batch-1 latency."""
+    val, test = outputs[outputs.subset == "val"], outputs[outputs.subset == "test"]
+    return RunRecord(
+        run=run,
+        kind="dense",
+        dataset=dataset,
+        model_spec=spec,
+        seed=seed,
+        train_config=config.to_json(),
+        metrics={
+            "val_accuracy": float(val["correct"].mean()),
+            "test_accuracy": float(test["correct"].mean()),
+            "test_loss": float(test["loss"].mean()),
+            "params": count_parameters(model),
+        },
+        timing={
+            "train": round(seconds, 3),
+            "latency_b1": measure_latency(model, spec.input_shape, batch_size=1, repeats=15)["median_s"],
+        },
+    )
+
+
 def build_dense_population(
     zoo: Zoo,
     dataset: Dataset,
@@ -71,29 +112,8 @@ def build_dense_population(
                 model, splits.train, config=config, seed=seed, progress=progress, desc=f"{arch} seed {seed}"
             )
         )
-        outputs = pd.concat(
-            [evaluate(model, splits.val, subset="val"), evaluate(model, splits.test, subset="test")],
-            ignore_index=True,
-        )
-        val, test = outputs[outputs.subset == "val"], outputs[outputs.subset == "test"]
-        record = RunRecord(
-            run=rid,
-            kind="dense",
-            dataset=key,
-            model_spec=spec,
-            seed=seed,
-            train_config=config.to_json(),
-            metrics={
-                "val_accuracy": float(val["correct"].mean()),
-                "test_accuracy": float(test["correct"].mean()),
-                "test_loss": float(test["loss"].mean()),
-                "params": count_parameters(model),
-            },
-            timing={
-                "train": round(seconds, 3),
-                "latency_b1": measure_latency(model, spec.input_shape, batch_size=1, repeats=15)["median_s"],
-            },
-        )
+        outputs = evaluate_splits(model, splits)
+        record = dense_record(rid, key, spec, seed, config, model, outputs, seconds)
         zoo.add_run(record, model, outputs)
     summary = zoo.summary()
     return summary[summary["run"].isin(run_ids)].reset_index(drop=True)
