@@ -106,12 +106,8 @@ def check_block(block: Any, shape: tuple[int, int], where: str) -> tuple[int, in
     return bo, bi
 
 
-def _check_input(
-    x: Any, in_features: int, device: torch.device, dtype: torch.dtype, where: str, *, sparse: bool
-) -> torch.Tensor:
-    """``x`` (..., in) on the weight's device and of its dtype; returned as a 2-D (M, in) view."""
-    if not isinstance(x, torch.Tensor):
-        fail("x", where, "a torch.Tensor of shape (batch, in)", None, got=type(x).__name__)
+def check_device(x: torch.Tensor, device: torch.device, where: str, other: str) -> None:
+    """``x`` must be on the weight's ``device``; ``other`` completes the fix ("move x, or …")."""
     if x.device != device:
         fail(
             "x",
@@ -119,8 +115,17 @@ def _check_input(
             f"on the weight's device ({device})",
             None,
             got=f"a tensor on {x.device}",
-            fix=f"move one of them: x.to('{device}'), or build the weight on {x.device}.",
+            fix=f"move one of them: x.to('{device}'), {other}.",
         )
+
+
+def _check_input(
+    x: Any, in_features: int, device: torch.device, dtype: torch.dtype, where: str, *, sparse: bool
+) -> torch.Tensor:
+    """``x`` (..., in) on the weight's device and of its dtype; returned as a 2-D (M, in) view."""
+    if not isinstance(x, torch.Tensor):
+        fail("x", where, "a torch.Tensor of shape (batch, in)", None, got=type(x).__name__)
+    check_device(x, device, where, f"or build the weight on {x.device}")
     if x.ndim < 1 or x.shape[-1] != in_features:
         fail(
             "x",

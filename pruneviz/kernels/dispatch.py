@@ -261,15 +261,7 @@ def run(path: str, x: torch.Tensor, packed: Any, bias: torch.Tensor | None = Non
 
 
 def _check_device(x: torch.Tensor, device: torch.device, where: str) -> None:
-    if x.device != device:
-        fail(
-            "x",
-            where,
-            f"on the weight's device ({device})",
-            None,
-            got=f"a tensor on {x.device}",
-            fix=f"move one of them: x.to('{device}'), or sparsify the model with device='{x.device}'.",
-        )
+    cpu.check_device(x, device, where, f"or sparsify the model with device='{x.device}'")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -238,15 +238,7 @@ def _conv_run(
 
 
 def _check_x_device(x: torch.Tensor, device: torch.device) -> None:
-    if x.device != device:
-        fail(
-            "x",
-            "SparseConv2d",
-            f"on the weight's device ({device})",
-            None,
-            got=f"a tensor on {x.device}",
-            fix=f"move the input with x.to('{device}'), or sparsify the model with device='{x.device}'.",
-        )
+    dispatch._check_device(x, device, "SparseConv2d")
 
 
 class SparseConv2d(_SparseBase):
