@@ -5,6 +5,9 @@ Targets (BENCHMARKS.md, `app`): first paint <= 2 s; interaction on cached analys
 zoo from scratch <= 5 minutes on 2 cores. No peer. The app serves a copy of the demo zoo on which
 the geometry and spectrum analyses have run (so the timed views are cached); later sessions are timed
 (the first one also pays for importing the plotting stack), and the first session is reported apart.
+An interaction is timed in the page, from the select's change event to the frame after the last of
+the tab's three figures has drawn its new specification; the same change timed from Playwright (which
+adds its own round trips) is reported beside it.
 The app draws the choices next to the one on screen in the background; a last session measures an
 interaction whose figures were never drawn, with that switched off.
 """
@@ -55,6 +58,27 @@ def _wait(condition, timeout: float = 120.0) -> bool:
     return True
 
 
+# in the page: the time of the select's change event, and of each chart's next drawing (its
+# ``data-drawn`` count going up), then of the frame after it (when the new drawing is on screen)
+WATCH = """
+([select, charts]) => {
+  const marks = {change: null, drawn: charts.map(() => null)};
+  select.addEventListener("change", () => { marks.change = performance.now(); }, {once: true});
+  charts.forEach((chart, i) => {
+    const observer = new MutationObserver(() => {
+      observer.disconnect();
+      requestAnimationFrame(() => { marks.drawn[i] = performance.now(); });
+    });
+    observer.observe(chart, {attributes: true, attributeFilter: ["data-drawn"]});
+  });
+  window.__pruneviz_marks = marks;
+}
+"""
+
+
+DONE = "() => { const m = window.__pruneviz_marks; return m.change !== null && !m.drawn.includes(null); }"
+
+
 def _session(browser, url: str) -> dict[str, float]:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     t0 = time.perf_counter()
@@ -71,19 +95,27 @@ def _session(browser, url: str) -> dict[str, float]:
         raise RuntimeError("the geometry tab did not draw its 3 charts within 120 s")
     select = next(s for s in page.locator("select").all() if _numeric(s.locator("option").all_inner_texts()))
     options = select.locator("option").all_inner_texts()
-    times = []
-    chart = page.locator(".vega-embed >> visible=true").first
+    first_figure, all_figures, outside = [], [], []
+    charts = page.locator(".vega-embed >> visible=true")
     for option in [o for o in options if o != select.input_value()][:3]:
-        before = chart.inner_text()
+        handles = [c.element_handle() for c in charts.all()[:3]]
+        page.evaluate(WATCH, [select.element_handle(), handles])
         t1 = time.perf_counter()
         select.select_option(label=option)
-        changed = _wait(lambda before=before: chart.inner_text() != before, timeout=60)
-        times.append(time.perf_counter() - t1 if changed else float("nan"))
+        page.wait_for_function(DONE, timeout=60_000, polling="raf")
+        outside.append(time.perf_counter() - t1)
+        marks = page.evaluate("() => window.__pruneviz_marks")
+        drawn = [(t - marks["change"]) / 1000 for t in marks["drawn"]]
+        first_figure.append(drawn[0])
+        all_figures.append(max(drawn))
+        time.sleep(0.5)  # let the page settle (and the neighbours be drawn ahead) before the next change
     page.close()
     return {
         "first_paint_s": paint / 1000,
         "first_chart_s": first_chart,
-        "interaction_s": statistics.median(times),
+        "interaction_s": statistics.median(all_figures),
+        "interaction_first_figure_s": statistics.median(first_figure),
+        "interaction_seen_by_playwright_s": statistics.median(outside),
     }
 
 
@@ -129,7 +161,8 @@ def main() -> None:
         # background drawing still under way reads the zoo: let it end before the zoo is removed
         panels._LATER.shutdown(wait=True, cancel_futures=True)
         panels._NOW.shutdown(wait=True)
-        for key in ("first_paint_s", "first_chart_s", "interaction_s"):
+        keys = ("first_paint_s", "first_chart_s", "interaction_s", "interaction_first_figure_s")
+        for key in (*keys, "interaction_seen_by_playwright_s"):
             figures[key] = statistics.median(w[key] for w in warm)
             figures[f"first_session_{key}"] = cold[key]
         figures["interaction_figures_never_drawn_s"] = undrawn["interaction_s"]
@@ -141,9 +174,19 @@ def main() -> None:
                 {"measure": "first paint (s)", "pruneviz": figures["first_paint_s"], "target": "<= 2"},
                 {"measure": "first chart drawn (s)", "pruneviz": figures["first_chart_s"], "target": "-"},
                 {
-                    "measure": "interaction, cached (s)",
+                    "measure": "interaction, cached: every figure of the tab redrawn (s)",
                     "pruneviz": figures["interaction_s"],
                     "target": "<= 0.2",
+                },
+                {
+                    "measure": "interaction, cached: first figure redrawn (s)",
+                    "pruneviz": figures["interaction_first_figure_s"],
+                    "target": "-",
+                },
+                {
+                    "measure": "interaction, cached, as Playwright sees it (s)",
+                    "pruneviz": figures["interaction_seen_by_playwright_s"],
+                    "target": "-",
                 },
                 {
                     "measure": "interaction, figures never drawn, no prefetch (s)",

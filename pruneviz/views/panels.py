@@ -37,6 +37,7 @@ from pruneviz._version import __version__
 from pruneviz.charts import SAMPLE_SELECTION
 from pruneviz.exceptions import PrunevizError
 from pruneviz.views.state import StudyState
+from pruneviz.views.vega import VegaChart, page_text
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +59,15 @@ class Figure:
 
 @dataclass(frozen=True)
 class Drawn:
-    """A figure drawn for one set of choices: its frame, chart, Vega-Lite specification and
-    configuration; or the message saying why it cannot be drawn."""
+    """A figure drawn for one set of choices: its frame, chart, Vega-Lite specification (as a dict and
+    as the JSON text the page draws) and configuration; or the message saying why it cannot be drawn."""
 
     frame: pd.DataFrame | None = None
     chart: Any = None
     spec: dict[str, Any] | None = None
     conf: dict[str, Any] | None = None
     message: str | None = None
+    text: str | None = None
 
 
 def configuration(state: StudyState, figure: Figure) -> dict[str, Any]:
@@ -119,12 +121,13 @@ def draw(state: StudyState, figure: Figure) -> Drawn:
         # charts are validated against the Vega-Lite schema by the test suite; in the page the
         # validation would cost more than everything else together
         spec = chart.to_dict(validate=False)
+        text = page_text(spec)
     except PrunevizError as exc:
         return Drawn(message=str(exc))
     except Exception as exc:  # a bug must not take the page down: say what failed, log the traceback
         log.exception("pruneviz could not draw %s", figure.title)
         return Drawn(message=f"{figure.title} could not be drawn: {type(exc).__name__}: {exc}")
-    return Drawn(frame, chart, spec, configuration(state, figure))
+    return Drawn(frame, chart, spec, configuration(state, figure), text=text)
 
 
 class FigureMemory:
@@ -208,20 +211,6 @@ def neighbours(state: StudyState, figure: Figure) -> list[StudyState]:
     return out
 
 
-def _fresh(spec: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a remembered specification for one pane: Panel moves the inline datasets out of the
-    specification it is given (into binary columns), which would empty the remembered one."""
-    out = dict(spec)
-    if isinstance(spec.get("datasets"), dict):
-        out["datasets"] = dict(spec["datasets"])
-    return out
-
-
-def _selections(spec: dict[str, Any]) -> list[str]:
-    """The names of the selections a Vega-Lite specification declares at its top level."""
-    return sorted(p["name"] for p in spec.get("params", []) if isinstance(p, dict) and "select" in p)
-
-
 def _in_server() -> bool:
     doc = pn.state.curdoc
     return bool(doc is not None and doc.session_context is not None)
@@ -236,11 +225,9 @@ class FigurePane(pn.viewable.Viewer):
         self.stale = True
         self._generation = 0
         self._drawn: Drawn | None = None
-        self._watched_selection: Any = None
-        # made with its first specification, and made anew when the selections it carries change:
-        # Panel's Vega view cannot take on new selections after it was drawn
-        self._vega: pn.pane.Vega | None = None
-        self._slot = pn.Column(sizing_mode="stretch_width")
+        self._chart = VegaChart(sizing_mode="stretch_width", name=figure.title)
+        self._chart.on_pick(self._picked)
+        self._slot = pn.Column(self._chart, sizing_mode="stretch_width", visible=False)
         self._message = pn.pane.Alert("", alert_type="warning", sizing_mode="stretch_width", visible=False)
         slug = figure.frame.replace("_", "-")
         self._csv = pn.widgets.FileDownload(
@@ -314,49 +301,30 @@ class FigurePane(pn.viewable.Viewer):
     def _prefetch(self) -> None:
         """In a served app, draw the neighbouring choices in the background (one thread, behind any
         figure a person asked for), so that the next change is answered from memory."""
-        if not (PREFETCH and _in_server()):
-            return
-        generation = self._generation
-        for snapshot in neighbours(self.view.state, self.figure):
+        if PREFETCH and _in_server():
+            _LATER.submit(self._guess, self._generation, self.view.state.snapshot())
+
+    def _guess(self, generation: int, state: StudyState) -> None:
+        for snapshot in neighbours(state, self.figure):
+            if generation != self._generation or not self.view.active:
+                return  # the person has moved on: these guesses are out of date
             key = _key(snapshot, self.figure)
             if MEMORY.get(key) is None:
-                _LATER.submit(self._guess, generation, key, snapshot)
-
-    def _guess(self, generation: int, key: tuple, snapshot: StudyState) -> None:
-        if generation != self._generation or not self.view.active:
-            return  # the person has moved on: these guesses are out of date
-        MEMORY.submit(key, snapshot, self.figure, _NOW).result()
+                MEMORY.submit(key, snapshot, self.figure, _NOW).result()
 
     def _show(self, drawn: Drawn) -> None:
         self._drawn = drawn
         ok = drawn.message is None
         if ok:
-            spec = _fresh(drawn.spec)
-            if self._vega is None or _selections(self._vega.object) != _selections(spec):
-                self._vega = pn.pane.Vega(spec, sizing_mode="stretch_width", name=self.figure.title)
-                self._slot[:] = [self._vega]
-            else:
-                # a fresh selection object per specification (Panel 1.9 cannot reset a point
-                # selection it keeps across specifications); the watcher follows it below
-                with param.parameterized.batch_call_watchers(self._vega):
-                    self._vega.selection = None
-                    self._vega.object = spec
+            self._chart.param.update(selections={}, spec=drawn.text)
         self._slot.visible = ok
         self._message.param.update(object=drawn.message or "", visible=not ok)
         self._csv.visible = self._html.visible = ok
-        self._link_selection()
 
-    def _link_selection(self) -> None:
+    def _picked(self, selection: str, picked: list[dict[str, Any]]) -> None:
         """A click on a sample in this figure picks it for every view (``StudyState.sample_id``)."""
-        selection = self._vega.selection if self._vega is not None else None
-        if selection is self._watched_selection or selection is None:
+        if selection != SAMPLE_SELECTION:
             return
-        self._watched_selection = selection
-        if SAMPLE_SELECTION in selection.param:
-            selection.param.watch(self._picked, [SAMPLE_SELECTION])
-
-    def _picked(self, event: param.parameterized.Event) -> None:
-        picked = event.new or []
         ids = [p.get("sample_id") for p in picked if isinstance(p, dict) and p.get("sample_id") is not None]
         if ids:
             self.view.state.sample_id = int(ids[-1])

@@ -1,0 +1,157 @@
+"""A Vega-Lite chart in the page, sent as JSON text and drawn by vega-embed.
+
+Panel's own Vega pane turns every inline dataset of a specification into a Bokeh ``ColumnDataSource``
+(row by row in Python, then back into rows in the browser), keeps the data sources of every
+specification it was ever given, and waits 20 ms before drawing. For a figure redrawn on every change
+of choice that was most of the time a change took. :class:`VegaChart` instead takes the specification
+as one JSON text, made once when the figure is drawn (off the event loop, remembered with it), so a
+change sends one string and the browser parses it natively and draws at once. Point selections the
+specification declares come back to Python in :attr:`VegaChart.selections`.
+
+The page needs Vega, Vega-Lite and vega-embed loaded: ``pn.extension("vega")`` (the app does this).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import panel as pn
+import param
+from panel.custom import JSComponent
+
+__all__ = ["VegaChart", "page_text", "selection_names"]
+
+
+def selection_names(spec: dict[str, Any]) -> list[str]:
+    """The names of the selections a Vega-Lite specification declares at its top level."""
+    return sorted(p["name"] for p in spec.get("params", []) if isinstance(p, dict) and "select" in p)
+
+
+def page_text(spec: dict[str, Any], *, stretch: bool = True) -> str:
+    """The JSON text a :class:`VegaChart` draws: ``spec`` with a fixed top-level width replaced by the
+    width of the page's container when ``stretch`` (as Panel's Vega pane does for a stretching pane).
+
+    >>> page_text({"mark": "point", "width": 200})
+    '{"mark": "point", "width": "container"}'
+    """
+    if stretch and isinstance(spec.get("width"), int | float):
+        spec = {**spec, "width": "container"}
+    return json.dumps(spec, allow_nan=False, default=_plain)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+class VegaChart(JSComponent):
+    """One Vega-Lite chart, drawn from its specification's JSON text (see :func:`page_text`).
+
+    Setting :attr:`spec` redraws the chart in place. A click on a point selection declared by the
+    specification sets :attr:`selections` to ``{name: [point, ...]}``, each point a dict of the
+    selection's fields (``[]`` once cleared), and calls the callbacks given to :meth:`on_pick` with
+    the name and the points, every time (picking again what was picked before is a pick too).
+
+    In the page the chart's element (``.vega-embed``) carries ``data-drawn``: how many
+    specifications it has drawn so far."""
+
+    spec = param.String(default=None, allow_None=True, doc="The Vega-Lite specification as JSON text.")
+    renderer = param.Selector(default="svg", objects=["svg", "canvas"], doc="How Vega draws the chart.")
+    selections = param.Dict(default={}, doc="The points picked in each selection of the chart.")
+
+    _esm = """
+function points(value) {
+  // a point selection's signal: {vlPoint: {or: [...]}} (no fields) or {field: [v, ...], ...}
+  if (value == null) return [];
+  if (value.vlPoint && value.vlPoint.or) return value.vlPoint.or.map((p) => ({...p}));
+  const fields = Object.keys(value).filter((k) => Array.isArray(value[k]));
+  if (!fields.length) return [];
+  return value[fields[0]].map((_, i) => Object.fromEntries(fields.map((f) => [f, value[f][i]])));
+}
+
+export function render({ model, el }) {
+  const container = document.createElement("div");
+  container.style.width = "100%";
+  let view = null;
+  let queue = Promise.resolve();
+  let drawn = null;
+  let count = 0;
+
+  function resize() {
+    if (view === null) return;
+    for (const listener of view._eventListeners || []) {
+      if (listener.type === "resize") listener.handler(new Event("resize"));
+    }
+  }
+
+  async function draw() {
+    const text = model.spec;
+    if (text === drawn) return;
+    drawn = text;
+    if (!text) {
+      if (view !== null) view.finalize();
+      view = null;
+      container.replaceChildren();
+      return;
+    }
+    if (!window.vegaEmbed) {
+      container.textContent = "Vega is not loaded in this page: run pn.extension('vega') first.";
+      return;
+    }
+    const spec = JSON.parse(text);
+    const result = await window.vegaEmbed(container, spec, {actions: false, renderer: model.renderer});
+    if (view !== null) view.finalize();
+    view = result.view;
+    for (const p of spec.params || []) {
+      if (!p.select) continue;
+      view.addSignalListener(p.name, (name, value) => {
+        model.send_msg({selection: name, points: points(value)});
+      });
+    }
+    resize();
+    // how many specifications this chart has drawn: a hook for tests and the app benchmark
+    container.dataset.drawn = String(++count);
+  }
+
+  // one draw at a time, in the order the specifications came
+  const redraw = () => { queue = queue.then(draw, draw); };
+  model.on("spec", redraw);
+  model.on("renderer", () => { drawn = null; redraw(); });
+  model.on("after_layout", resize);
+  model.on("resize", resize);
+  model.on("remove", () => { if (view !== null) view.finalize(); view = null; });
+  redraw();
+  return container;
+}
+"""
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._pick_callbacks: list[Callable[[str, list[dict[str, Any]]], None]] = []
+
+    def on_pick(self, callback: Callable[[str, list[dict[str, Any]]], None]) -> None:
+        """Call ``callback(selection_name, points)`` on every pick in the page."""
+        self._pick_callbacks.append(callback)
+
+    def pick(self, selection: str, points: list[dict[str, Any]]) -> None:
+        """Record a pick (what a click in the page does): update :attr:`selections`, call back."""
+        self.selections = {**self.selections, selection: list(points)}
+        for callback in self._pick_callbacks:
+            callback(selection, list(points))
+
+    def _handle_msg(self, msg: Any) -> None:
+        if isinstance(msg, dict) and isinstance(msg.get("selection"), str):
+            points = msg.get("points")
+            self.pick(msg["selection"], [p for p in points if isinstance(p, dict)] if points else [])
+
+    def _get_model(self, doc: Any, root: Any = None, parent: Any = None, comm: Any = None) -> Any:
+        # the Vega scripts come with Panel's vega extension: loaded as Panel's Vega pane loads them
+        from pyviz_comms import JupyterComm
+
+        pn.util.lazy_load("panel.models.vega", "VegaPlot", isinstance(comm, JupyterComm), root)
+        return super()._get_model(doc, root, parent, comm)
