@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ def build_app(zoo: Zoo | str | os.PathLike[str], *, title: str = "pruneviz") -> 
     pn.extension("vega", sizing_mode="stretch_width", notifications=False)
     # the Bootstrap template loads only resources Panel bundles: the app works offline and fetches
     # nothing from outside this machine (the Fast templates pull a web font from Google)
-    template = pn.template.BootstrapTemplate(title=title, sidebar_width=300)
+    # no busy indicator: each figure shows its own while it is computed, and updating the template's
+    # on every change cost more than redrawing a remembered figure
+    template = pn.template.BootstrapTemplate(title=title, sidebar_width=300, busy_indicator=None)
     try:
         zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
         state = StudyState(zoo)
@@ -130,6 +133,28 @@ def check_serving(address: str, password: str | None, insecure: bool) -> None:
         )
 
 
+def _send_at_once() -> None:
+    """Send the page's websocket frames as soon as they are written (``TCP_NODELAY``).
+
+    Each Bokeh message is several small frames. Without this, Nagle's algorithm holds every frame after
+    the first until the browser acknowledges it, and browsers delay acknowledgements (40 ms on Linux):
+    every figure a change redrew came 40 ms late. Replaces Panel's websocket handler in the route
+    table that servers made from now on use."""
+    from bokeh.server.urls import per_app_patterns
+
+    for i, (pattern, handler, *rest) in enumerate(per_app_patterns):
+        if pattern == r"/ws" and not getattr(handler, "sends_at_once", False):
+
+            class Handler(handler):  # type: ignore[misc, valid-type]
+                sends_at_once = True
+
+                def open(self, *args: Any, **kwargs: Any) -> Any:
+                    self.set_nodelay(True)
+                    return super().open(*args, **kwargs)
+
+            per_app_patterns[i] = (pattern, Handler, *rest)
+
+
 def serve(
     zoo: str | os.PathLike[str],
     *,
@@ -146,8 +171,17 @@ def serve(
     port = check_int(port, "port", "serve", minimum=0, maximum=65535)
     password = auth_password(password_file=password_file)
     check_serving(address, password, insecure)
-    import pruneviz.views  # noqa: F401  (load the plotting stack now, not during the first visit)
+    import threading
 
+    import pruneviz.views  # noqa: F401  (load the plotting stack now, not during the first visit)
+    from pruneviz.views.vega import warm_up
+
+    threading.Thread(target=warm_up, name="pruneviz-warm-up", daemon=True).start()
+    # figures are drawn on worker threads; let the thread serving the pages take the interpreter back
+    # within a millisecond (Python's default is 5 ms, paid at every switch while a figure is drawn)
+    sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
+
+    _send_at_once()
     kwargs: dict[str, Any] = {}
     if password is not None:
         kwargs["basic_auth"] = password

@@ -13,6 +13,7 @@ from pruneviz.cli import main
 from pruneviz.exceptions import ValidationError
 from pruneviz.views import TABS, StudyState
 from pruneviz.views.panels import Drawn, configuration, csv_bytes
+from pruneviz.views.vega import VegaChart, page_text, selection_names
 from pruneviz.zoo import Zoo
 
 
@@ -32,9 +33,11 @@ def test_every_tab_draws_its_figures(state):
             assert drawn.message is None, f"{name}/{figure.title}: {drawn.message}"
             assert drawn.spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
             pane = view.panes[view.figures.index(figure)]
-            assert json.loads(pane._chart.spec) == json.loads(json.dumps(drawn.spec, default=str)) | (
-                {"width": "container"} if isinstance(drawn.spec.get("width"), int) else {}
-            )
+            # the page gets the specification compiled to Vega, its title and selections kept
+            page = json.loads(pane._chart.spec)
+            assert page["$schema"].startswith("https://vega.github.io/schema/vega/v")
+            assert page["title"]["text"] == drawn.spec["title"]["text"]
+            assert page["usermeta"]["pruneviz_selections"] == selection_names(drawn.spec)
             assert pane._slot.visible
 
 
@@ -81,11 +84,11 @@ def test_picking_a_sample_links_the_views(study_zoo):
     assert picked.drawn.message and "click a sample" in picked.drawn.message
     # a click in the gallery reaches Python as the Vega selection "sample"
     top = int(state.exemplars().sort_values("rank")["sample_id"].iloc[0])
-    assert "sample" in {p["name"] for p in json.loads(gallery._chart.spec)["params"]}
+    assert "sample" in json.loads(gallery._chart.spec)["usermeta"]["pruneviz_selections"]
     gallery._chart._handle_msg({"selection": "sample", "points": [{"sample_id": top}]})
     assert state.sample_id == top and gallery._chart.selections == {"sample": [{"sample_id": top}]}
     # ... the embedding starts with it selected, its attributions are drawn, its group is outlined
-    embedding = json.loads(geometry.panes[1]._chart.spec)
+    embedding = geometry.panes[1].drawn.spec
     params = {p["name"]: p for p in embedding["params"]}
     assert params["sample"]["value"] == [{"sample_id": top}]
     assert picked.drawn.message is None and "Top 1 exemplars" in json.dumps(picked.drawn.spec["title"])
@@ -209,5 +212,48 @@ def test_figure_memory_is_bounded_and_draws_each_figure_once(study_zoo):
     assert memory.get(("k", 0)) is None and memory.get(("k", 2)).message == "2"
     # the next choices: the other sparsity first, then the other method
     near = neighbours(state, figure)
-    assert [(s.method, s.sparsity) for s in near] == [("lamp", 0.9), ("channel_l1", 0.5)]
-    assert _key(near[0], figure) != key and state.sparsity == 0.5
+    assert near == [{"sparsity": 0.9}, {"method": "channel_l1"}]
+    assert _key(state, figure, near[0]) == _key(state.snapshot(sparsity=0.9), figure) != key
+    assert neighbours(state, figure, {"sparsity": 0.9, "method": "channel_l1"}) == [
+        {"sparsity": 0.5},
+        {"method": "lamp"},
+    ]
+
+
+def test_page_text_is_compiled_vega_with_its_selections_or_else_the_vega_lite(monkeypatch):
+    import sys
+
+    spec = {
+        "$schema": "https://vega.github.io/schema/vega-lite/v6.4.1.json",
+        "datasets": {"d": [{"x": 1.0, "y": float("nan")}, {"x": 2.0, "y": 3.0}]},
+        "data": {"name": "d"},
+        "mark": "point",
+        "encoding": {
+            "x": {"field": "x", "type": "quantitative"},
+            "y": {"field": "y", "type": "quantitative"},
+        },
+        "params": [{"name": "sample", "select": {"type": "point", "fields": ["x"]}}],
+        "width": 300,
+    }
+    page = json.loads(page_text(spec))  # NaN, which JSON cannot carry, arrives as a missing value
+    assert page["$schema"].startswith("https://vega.github.io/schema/vega/")
+    assert page["usermeta"]["pruneviz_selections"] == ["sample"]
+    assert {s["name"] for s in page["signals"]} >= {"sample", "width"}  # the page's width, as a signal
+    values = next(d["values"] for d in page["data"] if d.get("values"))
+    assert values == [{"x": 1.0, "y": None}, {"x": 2.0, "y": 3.0}]
+    monkeypatch.setitem(sys.modules, "vl_convert", None)  # not installed: the page compiles it
+    plain = json.loads(page_text(spec))
+    assert plain["width"] == "container" and plain["params"] == spec["params"]
+    assert plain["datasets"]["d"][0]["y"] is None
+
+
+def test_a_chart_reports_every_pick_and_ignores_malformed_messages():
+    chart = VegaChart()
+    seen = []
+    chart.on_pick(lambda name, points: seen.append((name, points)))
+    for junk in (None, "sample", {"points": []}, {"selection": 3}):
+        chart._handle_msg(junk)
+    assert seen == [] and chart.selections == {}
+    for _ in range(2):  # the same pick twice is two picks
+        chart._handle_msg({"selection": "sample", "points": [{"sample_id": 4}, "junk"]})
+    assert seen == [("sample", [{"sample_id": 4}])] * 2 and chart.selections == {"sample": [{"sample_id": 4}]}

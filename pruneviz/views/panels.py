@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 import panel as pn
 import param
+from panel.io.document import hold
 
 from pruneviz._version import __version__
 from pruneviz.charts import SAMPLE_SELECTION
@@ -193,21 +194,26 @@ _NOW = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="
 _LATER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pruneviz-prefetch")
 
 
-def _key(state: StudyState, figure: Figure) -> tuple:
-    choices = tuple(repr(_plain(getattr(state, n))) for n in figure.depends)
-    return (str(state.zoo.path), state.fingerprint, figure.title, figure.frame, *choices)
+def _key(state: StudyState, figure: Figure, choices: dict[str, Any] | None = None) -> tuple:
+    """The memory's key of ``figure`` for the state's choices, or for ``choices`` where given."""
+    given = choices or {}
+    values = tuple(repr(_plain(given[n] if n in given else getattr(state, n))) for n in figure.depends)
+    return (str(state.zoo.path), state.fingerprint, figure.title, figure.frame, *values)
 
 
-def neighbours(state: StudyState, figure: Figure) -> list[StudyState]:
-    """The choices a person is likely to make next from ``state`` for ``figure``: the other sparsities
-    (nearest first), then the other methods."""
-    out = []
-    if "sparsity" in figure.depends and state.sparsity is not None:
-        others = [v for v in state.param.sparsity.objects if v != state.sparsity]
-        for v in sorted(others, key=lambda v: abs(float(v) - float(state.sparsity))):
-            out.append(state.snapshot(sparsity=v))
+def neighbours(
+    state: StudyState, figure: Figure, choices: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The changes a person is likely to make next to the state's choices (or to ``choices``) for
+    ``figure``: another sparsity (nearest first), then another method."""
+    now = choices if choices is not None else {"sparsity": state.sparsity, "method": state.method}
+    sparsity, method = now.get("sparsity"), now.get("method")
+    out: list[dict[str, Any]] = []
+    if "sparsity" in figure.depends and sparsity is not None:
+        others = [v for v in state.param.sparsity.objects if v != sparsity]
+        out += [{"sparsity": v} for v in sorted(others, key=lambda v: abs(float(v) - float(sparsity)))]
     if "method" in figure.depends:
-        out += [state.snapshot(method=m) for m in state.param.method.objects if m != state.method]
+        out += [{"method": m} for m in state.param.method.objects if m != method]
     return out
 
 
@@ -247,7 +253,6 @@ class FigurePane(pn.viewable.Viewer):
             sizing_mode="stretch_width",
             min_height=80,
         )
-        view.state.param.watch(self._changed, list(figure.depends))
 
     # -- downloads ----------------------------------------------------------------------------------
     def _csv_data(self) -> io.StringIO:
@@ -264,7 +269,8 @@ class FigurePane(pn.viewable.Viewer):
         """What is shown now (``None`` before the first draw)."""
         return self._drawn
 
-    def _changed(self, *_: Any) -> None:
+    def changed(self) -> None:
+        """A choice this figure depends on changed: redraw it if its view is on screen."""
         self.stale = True
         if self.view.active:
             self.refresh()
@@ -302,15 +308,19 @@ class FigurePane(pn.viewable.Viewer):
         """In a served app, draw the neighbouring choices in the background (one thread, behind any
         figure a person asked for), so that the next change is answered from memory."""
         if PREFETCH and _in_server():
-            _LATER.submit(self._guess, self._generation, self.view.state.snapshot())
+            state = self.view.state
+            choices = {name: getattr(state, name) for name in state.CHOICES}  # as they are now
+            _LATER.submit(self._guess, self._generation, choices)
 
-    def _guess(self, generation: int, state: StudyState) -> None:
-        for snapshot in neighbours(state, self.figure):
+    def _guess(self, generation: int, choices: dict[str, Any]) -> None:
+        state = self.view.state
+        for change in neighbours(state, self.figure, choices):
             if generation != self._generation or not self.view.active:
                 return  # the person has moved on: these guesses are out of date
-            key = _key(snapshot, self.figure)
-            if MEMORY.get(key) is None:
-                MEMORY.submit(key, snapshot, self.figure, _NOW).result()
+            guess = {**choices, **change}
+            key = _key(state, self.figure, guess)
+            if MEMORY.get(key) is None:  # a snapshot only for a figure to draw: checking costs little
+                MEMORY.submit(key, state.snapshot(**guess), self.figure, _NOW).result()
 
     def _show(self, drawn: Drawn) -> None:
         self._drawn = drawn
@@ -359,6 +369,18 @@ class AnalysisView(pn.viewable.Viewer):
     def __init__(self, state: StudyState, **params: Any) -> None:
         super().__init__(state=state, **params)
         self.panes = [FigurePane(self, f) for f in self.figures]
+        depends = sorted({name for f in self.figures for name in f.depends})
+        if depends:
+            state.param.watch(self._changed, depends)
+
+    def _changed(self, *events: param.parameterized.Event) -> None:
+        # every figure a change redraws goes to the page in one message: the browser starts drawing
+        # them together instead of one message (and one frame) after another
+        names = {event.name for event in events}
+        with hold():
+            for pane in self.panes:
+                if names.intersection(pane.figure.depends):
+                    pane.changed()
 
     @param.depends("active", watch=True)
     def _activated(self) -> None:

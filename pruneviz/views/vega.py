@@ -5,7 +5,9 @@ Panel's own Vega pane turns every inline dataset of a specification into a Bokeh
 specification it was ever given, and waits 20 ms before drawing. For a figure redrawn on every change
 of choice that was most of the time a change took. :class:`VegaChart` instead takes the specification
 as one JSON text, made once when the figure is drawn (off the event loop, remembered with it), so a
-change sends one string and the browser parses it natively and draws at once. Point selections the
+change sends one string and the browser parses it natively and draws at once. The text is the
+specification compiled to Vega (with vl-convert, when it is installed), so the page does not compile
+Vega-Lite either: that was a fifth of the browser's work on every change. Point selections the
 specification declares come back to Python in :attr:`VegaChart.selections`.
 
 The page needs Vega, Vega-Lite and vega-embed loaded: ``pn.extension("vega")`` (the app does this).
@@ -14,6 +16,9 @@ The page needs Vega, Vega-Lite and vega-embed loaded: ``pn.extension("vega")`` (
 from __future__ import annotations
 
 import json
+import logging
+import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +26,12 @@ import panel as pn
 import param
 from panel.custom import JSComponent
 
-__all__ = ["VegaChart", "page_text", "selection_names"]
+__all__ = ["CANVAS_ROWS", "VegaChart", "page_text", "selection_names", "warm_up"]
+
+log = logging.getLogger(__name__)
+
+#: charts with more data rows than this are drawn on a canvas when the renderer is "auto"
+CANVAS_ROWS = 300
 
 
 def selection_names(spec: dict[str, Any]) -> list[str]:
@@ -29,16 +39,71 @@ def selection_names(spec: dict[str, Any]) -> list[str]:
     return sorted(p["name"] for p in spec.get("params", []) if isinstance(p, dict) and "select" in p)
 
 
-def page_text(spec: dict[str, Any], *, stretch: bool = True) -> str:
-    """The JSON text a :class:`VegaChart` draws: ``spec`` with a fixed top-level width replaced by the
-    width of the page's container when ``stretch`` (as Panel's Vega pane does for a stretching pane).
+def page_text(spec: dict[str, Any], *, stretch: bool = True, compile: bool = True) -> str:
+    """The JSON text a :class:`VegaChart` draws: the Vega-Lite ``spec`` with a fixed top-level width
+    replaced by the width of the page's container when ``stretch`` (as Panel's Vega pane does for a
+    stretching pane), compiled to Vega when ``compile`` and vl-convert is installed (the names of its
+    point selections kept in ``usermeta.pruneviz_selections``); else the Vega-Lite itself.
 
-    >>> page_text({"mark": "point", "width": 200})
-    '{"mark": "point", "width": "container"}'
+    >>> page_text({"mark": "point", "width": 200}, compile=False)
+    '{"mark":"point","width":"container"}'
     """
     if stretch and isinstance(spec.get("width"), int | float):
         spec = {**spec, "width": "container"}
-    return json.dumps(spec, allow_nan=False, default=_plain)
+    vega = _compiled(spec) if compile else None
+    if vega is not None:
+        vega["usermeta"] = {**vega.get("usermeta", {}), "pruneviz_selections": selection_names(spec)}
+        spec = vega
+    try:
+        return json.dumps(spec, allow_nan=False, default=_plain, separators=(",", ":"))
+    except ValueError:  # NaN or infinity, which JSON cannot carry: drawn as missing values
+        return json.dumps(_finite(spec), allow_nan=False, default=_plain, separators=(",", ":"))
+
+
+def _compiled(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """``spec`` compiled to Vega by vl-convert, or ``None`` (not installed, or it failed: the page
+    then compiles the Vega-Lite itself)."""
+    try:
+        import vl_convert
+    except ImportError:
+        return None
+    try:
+        version = _version(spec.get("$schema", ""), vl_convert.get_vegalite_versions())
+        plain = json.loads(json.dumps(_finite(spec), default=_plain))
+        return vl_convert.vegalite_to_vega(plain, vl_version=version)
+    except Exception:  # a specification the bundled compiler cannot take is still drawn, in the page
+        log.debug("vl-convert could not compile a specification; the page compiles it", exc_info=True)
+        return None
+
+
+def _version(schema: str, known: list[str]) -> str | None:
+    """The newest Vega-Lite version vl-convert bundles of the schema's major version and at most its
+    minor version; ``None`` (vl-convert's default) if there is none.
+
+    >>> _version("https://vega.github.io/schema/vega-lite/v6.2.0.json", ["5.8", "6.1", "6.4"])
+    '6.1'
+    """
+    found = re.search(r"/v(\d+)\.(\d+)", schema)
+    if not found:
+        return None
+    major, minor = int(found[1]), int(found[2])
+    usable = [v for v in known if int(v.split(".")[0]) == major and int(v.split(".")[1]) <= minor]
+    return max(usable, key=lambda v: tuple(map(int, v.split(".")))) if usable else None
+
+
+def warm_up() -> None:
+    """Start vl-convert's compiler now (its first compilation takes about half a second)."""
+    _compiled({"mark": "point"})
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -61,8 +126,15 @@ class VegaChart(JSComponent):
     specifications it has drawn so far."""
 
     spec = param.String(default=None, allow_None=True, doc="The Vega-Lite specification as JSON text.")
-    renderer = param.Selector(default="svg", objects=["svg", "canvas"], doc="How Vega draws the chart.")
+    renderer = param.Selector(
+        default="auto",
+        objects=["auto", "svg", "canvas"],
+        doc="How Vega draws the chart: 'auto' draws a chart of more than "
+        f"{CANVAS_ROWS} data rows on a canvas (thousands of SVG elements are slow to lay out and style in "
+        "the page), a smaller one as SVG (its text stays in the page, readable and selectable).",
+    )
     selections = param.Dict(default={}, doc="The points picked in each selection of the chart.")
+    canvas_rows = param.Integer(default=CANVAS_ROWS, bounds=(0, None), doc="See ``renderer``.")
 
     _esm = """
 function points(value) {
@@ -78,7 +150,6 @@ export function render({ model, el }) {
   const container = document.createElement("div");
   container.style.width = "100%";
   let view = null;
-  let queue = Promise.resolve();
   let drawn = null;
   let count = 0;
 
@@ -104,12 +175,21 @@ export function render({ model, el }) {
       return;
     }
     const spec = JSON.parse(text);
-    const result = await window.vegaEmbed(container, spec, {actions: false, renderer: model.renderer});
+    let renderer = model.renderer;
+    if (renderer === "auto") {
+      // inline rows: Vega-Lite's datasets, or a compiled Vega specification's data values
+      const inline = Array.isArray(spec.data) ? spec.data.map((d) => d.values || []) : [];
+      const tables = [...Object.values(spec.datasets || {}), ...inline];
+      const rows = tables.reduce((n, d) => n + (d.length || 0), 0);
+      renderer = rows > model.canvas_rows ? "canvas" : "svg";
+    }
+    const result = await window.vegaEmbed(container, spec, {actions: false, renderer});
     if (view !== null) view.finalize();
     view = result.view;
-    for (const p of spec.params || []) {
-      if (!p.select) continue;
-      view.addSignalListener(p.name, (name, value) => {
+    const names = (spec.usermeta || {}).pruneviz_selections
+      || (spec.params || []).filter((p) => p.select).map((p) => p.name);
+    for (const selection of names) {
+      view.addSignalListener(selection, (name, value) => {
         model.send_msg({selection: name, points: points(value)});
       });
     }
@@ -118,8 +198,13 @@ export function render({ model, el }) {
     container.dataset.drawn = String(++count);
   }
 
-  // one draw at a time, in the order the specifications came
-  const redraw = () => { queue = queue.then(draw, draw); };
+  // one draw at a time in the page, in the order the specifications came, each followed by a pause
+  // in which the browser can show it: interleaved, several charts would all appear only when the
+  // last is done
+  const pause = () => new Promise((resolve) => setTimeout(resolve, 0));
+  const redraw = () => {
+    window.__prunevizDraws = (window.__prunevizDraws || Promise.resolve()).then(draw, draw).then(pause);
+  };
   model.on("spec", redraw);
   model.on("renderer", () => { drawn = null; redraw(); });
   model.on("after_layout", resize);
