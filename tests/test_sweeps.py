@@ -3,6 +3,7 @@ locks, and a driver or a Dask worker killed with SIGKILL."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -512,3 +513,241 @@ def test_a_sweep_killed_with_sigkill_resumes_with_every_run_once(tmp_path, tiny_
     assert sorted(ids) == sorted(table.run) and len(ids) == len(set(ids)) == 4
     assert zoo.verify().empty
     assert not list((path / "runs").glob(".tmp-*"))
+
+
+# -- the analyses on the executor -------------------------------------------------------------------
+# two dense MLPs, each pruned by LAMP at two sparsities: two comparisons, four (parent, child) pairs
+TWO = TINY.replace("sparsities = [0.5]", "sparsities = [0.5, 0.8]")
+ANALYSES = ["calibration", "exemplars", "geometry", "spectrum"]
+WITH_ANALYSES = TWO + f"\n[analyses]\nsteps = {ANALYSES!r}\n".replace("'", '"')
+
+
+def cache_entries(path) -> dict[str, tuple[str, str, str]]:
+    """The zoo's cache index: key -> (analysis, runs, params)."""
+    import sqlite3
+
+    con = sqlite3.connect(path / "zoo.sqlite")
+    try:
+        rows = con.execute("SELECT key, analysis, runs, params FROM cache").fetchall()
+    finally:
+        con.close()
+    return {key: tuple(rest) for key, *rest in rows}
+
+
+def assert_same_entries(path, other) -> None:
+    mine, theirs = cache_entries(path), cache_entries(other)
+    assert mine and mine == theirs
+    for key in mine:
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(path / "cache" / f"{key}.parquet"),
+            pd.read_parquet(other / "cache" / f"{key}.parquet"),
+        )
+
+
+def snapshot(path) -> dict[str, tuple[int, int]]:
+    """Every file of a zoo folder with its size and modification time (the sweep's lock file aside)."""
+    return {
+        str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in path.rglob("*")
+        if p.is_file() and p.name != ".sweep.lock"
+    }
+
+
+def copy_zoo(zoo: Zoo, path) -> Zoo:
+    import shutil
+
+    shutil.copytree(zoo.path, path)
+    return Zoo(path)
+
+
+@pytest.fixture(scope="module")
+def two_zoo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sweep") / "two"
+    table = run_sweep(parse_spec(TWO), path, executor="inprocess", progress=False)
+    assert (table.status == "stored").all() and len(table) == 6
+    return Zoo(path)
+
+
+@pytest.fixture(scope="module")
+def analysed_in_driver(tmp_path_factory, two_zoo):
+    """The reference: analyse_zoo run here on the same zoo, with one torch thread like every worker."""
+    from pruneviz.analysis.study import StudySettings, analyse_zoo
+
+    zoo = copy_zoo(two_zoo, tmp_path_factory.mktemp("sweep") / "driver")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = analyse_zoo(zoo, steps=ANALYSES, settings=StudySettings.quick(), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert list(report.step) == ANALYSES and (report["items"] > 0).all()
+    return zoo.path
+
+
+def _results(monkeypatch) -> list:
+    """Record what every analysis item returns to the driver."""
+    from pruneviz.analysis import study
+
+    seen = []
+    real = study.analyse_item
+
+    def analyse_item(*args, **kwargs):
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(study, "analyse_item", analyse_item)
+    return seen
+
+
+def test_sweep_analyses_in_process_equal_the_driver_side_study_and_a_rerun_writes_nothing(
+    tmp_path, two_zoo, analysed_in_driver, monkeypatch, capsys
+):
+    zoo = copy_zoo(two_zoo, tmp_path / "zoo")
+    seen = _results(monkeypatch)
+    table = run_sweep(parse_spec(WITH_ANALYSES), zoo.path, executor="inprocess")
+    assert (table.status == "skipped").all()
+    assert_same_entries(zoo.path, analysed_in_driver)
+    assert "analyses: geometry: 6 done, 0 running, 0 failed, 0 remaining" in capsys.readouterr().err
+    assert {r.step for r in seen} == set(ANALYSES) and all(not r.writes.empty for r in seen)
+    # every item ran in a read-only zoo: the writes came back to the driver, which stored them
+    assert sum(len(r.writes.entries) for r in seen) >= len(cache_entries(zoo.path))
+
+    # a rerun finds everything stored: items come back with nothing to write, no file changes
+    before, seen[:] = snapshot(zoo.path), []
+    run_sweep(parse_spec(WITH_ANALYSES), zoo.path, executor="inprocess", progress=False)
+    assert len(seen) == 6 + 2 + 6 + 6 and all(r.writes.empty for r in seen)
+    assert snapshot(zoo.path) == before
+
+
+def test_sweep_analyses_on_a_dask_cluster_equal_the_driver_side_study(
+    tmp_path, two_zoo, analysed_in_driver, dask_client
+):
+    zoo = copy_zoo(two_zoo, tmp_path / "zoo")
+    table = run_sweep(parse_spec(WITH_ANALYSES), zoo.path, client=dask_client, progress=False)
+    assert (table.status == "skipped").all() and sweep_failures(zoo.path).empty
+    assert_same_entries(zoo.path, analysed_in_driver)
+
+
+def test_workers_that_cannot_read_the_zoo_leave_its_analyses_to_the_driver(
+    tmp_path, two_zoo, analysed_in_driver, dask_client, monkeypatch, capsys
+):
+    from pruneviz.sweeps import runner
+
+    zoo = copy_zoo(two_zoo, tmp_path / "zoo")
+    assert runner._workers_see(zoo, runner.DaskExecutor(dask_client))  # loopback workers share this disk
+    monkeypatch.setattr(runner, "_workers_see", lambda zoo, ex: False)  # as on a cluster without it
+    run_sweep(parse_spec(WITH_ANALYSES), zoo.path, client=dask_client)
+    err = capsys.readouterr().err
+    assert "workers cannot read the zoo" in err and "its analyses run here, in this process" in err
+    assert sweep_failures(zoo.path).empty
+    assert_same_entries(zoo.path, analysed_in_driver)
+
+
+def test_a_failing_analysis_item_is_retried_then_recorded_while_the_others_complete(
+    tmp_path, two_zoo, monkeypatch, capsys
+):
+    from pruneviz.analysis import study
+
+    zoo = copy_zoo(two_zoo, tmp_path / "zoo")
+    victim = zoo.run_ids()[-1]
+    real, calls = study.analyse_item, []
+
+    def flaky(path, item, **kwargs):
+        if item.id == victim:
+            calls.append(item.id)
+            if len(calls) <= fails:
+                raise RuntimeError(f"boom {len(calls)}")
+        return real(path, item, **kwargs)
+
+    monkeypatch.setattr(study, "analyse_item", flaky)
+    spec = parse_spec(TWO + '\n[analyses]\nsteps = ["spectrum"]\n')
+    fails = 99
+    run_sweep(spec, zoo.path, executor="inprocess", retries=1)
+    assert "analyses: spectrum: 5 done, 0 running, 1 failed, 0 remaining" in capsys.readouterr().err
+    failures = sweep_failures(zoo.path).set_index("run")
+    name = f"analysis:spectrum:{victim}"
+    assert list(failures.index) == [name] and failures.loc[name, "attempts"] == 2
+    assert failures.loc[name, "error"] == "RuntimeError: boom 2"
+    stored = {json.loads(runs)[0] for analysis, runs, _ in cache_entries(zoo.path).values()}
+    assert stored == set(zoo.run_ids()) - {victim}
+
+    # fails once: the retry stores it and the record is cleared
+    calls[:], fails = [], 1
+    run_sweep(spec, zoo.path, executor="inprocess", progress=False)
+    assert len(calls) == 2 and sweep_failures(zoo.path).empty
+    assert len(cache_entries(zoo.path)) == len(zoo.run_ids())
+
+
+def test_capture_writes_nothing_and_returns_the_writes_which_apply_once(tmp_path, two_zoo, digits):
+    from pruneviz.analysis import AttackSettings
+    from pruneviz.analysis.runs import run_attacks, run_calibration, run_spectrum
+    from pruneviz.analysis.study import apply_writes
+
+    attack = [AttackSettings("fgsm", eps=0.1)]
+    zoo = copy_zoo(two_zoo, tmp_path / "zoo")
+    run = zoo.run_ids()[0]
+    before, entries = snapshot(zoo.path), cache_entries(zoo.path)
+    with zoo.capture() as writes:
+        run_spectrum(zoo, run)
+        run_attacks(zoo, runs=[run], attacks=attack)
+        # a later read in the block sees the captured outputs; calibration then covers the attack split
+        assert attack[0].split in set(zoo.splits_of(run).split)
+        calibration = run_calibration(zoo, runs=[run])
+        assert attack[0].split in set(calibration.split)
+        pd.testing.assert_frame_equal(run_spectrum(zoo, run), writes.entries[0].frame)  # read back
+        with pytest.raises(ZooError, match=r"is open for capture \(read-only\).*Fix: write outside"):
+            zoo.add_dataset(digits.take(np.arange(50)))  # a write that cannot be captured
+    assert snapshot(zoo.path) == before and cache_entries(zoo.path) == entries
+    assert attack[0].split not in set(zoo.splits_of(run).split)
+    assert [e.analysis for e in writes.entries] == ["spectrum", "calibration"]
+    assert list(writes.outputs) == [run] and set(writes.outputs[run][0].split) == {attack[0].split}
+
+    # the driver stores them exactly as a direct computation would; a second application writes nothing
+    assert apply_writes(zoo, writes) == 3
+    after = snapshot(zoo.path)
+    assert apply_writes(zoo, writes) == 0 and snapshot(zoo.path) == after
+    direct = copy_zoo(two_zoo, tmp_path / "direct")
+    run_spectrum(direct, run)
+    run_attacks(direct, runs=[run], attacks=attack)
+    run_calibration(direct, runs=[run])
+    assert_same_entries(zoo.path, direct.path)
+    pd.testing.assert_frame_equal(zoo.outputs(run), direct.outputs(run))
+
+
+def test_exemplar_items_read_one_split_of_their_own_comparison_only(two_zoo, monkeypatch):
+    from pruneviz.analysis import populations
+    from pruneviz.analysis.study import StudySettings, analyse_item, study_items
+
+    reads = []
+    real = populations._run_outputs
+
+    def spy(zoo, run, split, subset, where):
+        reads.append((run, split, subset))
+        return real(zoo, run, split, subset, where)
+
+    monkeypatch.setattr(populations, "_run_outputs", spy)
+    items = study_items(two_zoo, "exemplars", settings=StudySettings.quick())
+    assert len(items) == 2 and {len(i.runs) for i in items} == {2}  # one per comparison (sparsity)
+    for item in items:
+        reads.clear()
+        result = analyse_item(two_zoo.path, item)
+        assert [e.analysis for e in result.writes.entries] == ["exemplars", "exemplar_summary"]
+        assert {r for r, _, _ in reads} == {*item.dense, *item.runs}  # not the other comparison's runs
+        assert {(s, u) for _, s, u in reads} == {("clean", "test")}
+
+
+def test_an_analysis_item_needs_to_see_the_zoo(tmp_path, two_zoo):
+    from pruneviz.analysis.study import StudySettings, analyse_item, study_items
+
+    item = study_items(two_zoo, "spectrum", settings=StudySettings.quick())[0]
+    missing = tmp_path / "elsewhere" / "zoo"
+    with pytest.raises(
+        ZooError,
+        match=rf"The zoo '{missing}' cannot be read on .*Fix: make the zoo folder visible at the same path on "
+        rf"every worker \(a shared filesystem\), or run the analyses with `pruneviz zoo analyse {missing}`",
+    ):
+        analyse_item(missing, item)
+    with pytest.raises(ValidationError, match=r"'item' parameter of analyse_item must be a StudyItem"):
+        analyse_item(two_zoo.path, "spectrum")
+    with pytest.raises(ValidationError, match=r"'step' parameter of study_items.*did you mean 'spectrum'"):
+        study_items(two_zoo, "spectra")

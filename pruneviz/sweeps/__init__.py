@@ -2,8 +2,10 @@
 
 The tasks run in this process, in local processes, or on a Dask distributed cluster; the workers
 compute and return results and this process alone writes them, so the zoo stays consistent, a rerun
-resumes, and a failed task is retried and then recorded without stopping the rest. ``pruneviz sweep
-SPEC --zoo DIR`` is the command; the demo zoo is the sweep of :func:`demo_spec_path`.
+resumes, and a failed task is retried and then recorded without stopping the rest. The spec's analyses
+then run on the same executor, item by item, the workers reading the zoo and this process storing what
+they return. ``pruneviz sweep SPEC --zoo DIR`` is the command; the demo zoo is the sweep of
+:func:`demo_spec_path`.
 """
 
 from __future__ import annotations

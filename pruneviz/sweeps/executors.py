@@ -163,7 +163,9 @@ class DaskExecutor(Executor):
 
     Connecting to an address waits at most ``timeout`` seconds, then raises
     :class:`SchedulerUnreachableError`. Workers need pruneviz installed; they return results to this
-    process and never see the zoo. A client passed in is left open by :meth:`close`.
+    process, which alone writes the zoo. Training and pruning tasks never see the zoo; analysis items
+    read it, so for those the workers need it at the same path (a shared filesystem). A client passed in
+    is left open by :meth:`close`.
     """
 
     name = "dask"

@@ -2,10 +2,15 @@
 
 Every result is stored as it arrives (atomically, under the zoo's writer lock), so a driver killed at
 any moment loses at most the results still in flight; a rerun finds the stored runs and computes only
-the rest. A dense parent is stored before its pruned children are submitted, and analyses run only
-after every run is stored. A task that fails is retried a bounded number of times, then recorded in
-``ZOO/sweep-failures.json`` with its error (and its children with it) while the rest go on; the record
-is cleared when a later sweep stores the run.
+the rest. A dense parent is stored before its pruned children are submitted. A task that fails is
+retried a bounded number of times, then recorded in ``ZOO/sweep-failures.json`` with its error (and its
+children with it) while the rest go on; the record is cleared when a later sweep stores the run.
+
+Once every run is stored, the spec's analyses go to the same executor, step by step in
+:data:`~pruneviz.analysis.study.STEPS` order: each step's items (:func:`~pruneviz.analysis.study.study_items`)
+are computed by workers that read the zoo without writing to it, and the driver stores what each returns
+as it arrives, then plans the next step. A failed item is retried like a task, then recorded as
+``analysis:<step>:<item id>``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import os
 import socket
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +36,7 @@ from pruneviz.sweeps.executors import DaskExecutor, Executor, InProcessExecutor,
 from pruneviz.sweeps.plan import Task, plan_sweep
 from pruneviz.sweeps.spec import SweepSpec
 from pruneviz.sweeps.tasks import TaskResult, compute_task
-from pruneviz.zoo.store import Zoo
+from pruneviz.zoo.store import Zoo, digest
 
 EXECUTORS = ("inprocess", "processes", "dask")
 LOCK_FILE = ".sweep.lock"
@@ -159,8 +165,9 @@ def _sweep_lock(path: Path) -> Iterator[None]:
 
 
 def sweep_failures(zoo: str | os.PathLike[str]) -> pd.DataFrame:
-    """The tasks of past sweeps on ``zoo`` that failed for good: ``run``, ``attempts``, ``error``, ``at``
-    (UTC time). A task leaves this table when a later sweep stores its run.
+    """The tasks of past sweeps on ``zoo`` that failed for good: ``run`` (a run id, or
+    ``analysis:<step>:<item id>`` for an item of the analyses), ``attempts``, ``error``, ``at`` (UTC
+    time). A task leaves this table when a later sweep stores its run or its analysis item.
 
     >>> import tempfile
     >>> sweep_failures(tempfile.mkdtemp()).columns.tolist()
@@ -299,10 +306,7 @@ def _drive(spec: SweepSpec, zoo: Zoo, ex: Executor, *, retries: int, progress: b
     if spec.analyses and failed and progress:
         print(f"sweep: analyses not run, {failed} task(s) failed; rerun the sweep", file=sys.stderr)
     if spec.analyses and not failed:
-        from pruneviz.analysis.study import StudySettings, analyse_zoo
-
-        settings = StudySettings.quick() if spec.quick_analyses else StudySettings()
-        analyse_zoo(zoo, steps=list(spec.analyses), settings=settings, progress=progress)
+        _analyse(spec, zoo, ex, failures, retries=retries, progress=progress)
     rows = []
     for t in tasks:
         s = status[t.run]
@@ -321,6 +325,110 @@ def _drive(spec: SweepSpec, zoo: Zoo, ex: Executor, *, retries: int, progress: b
             }
         )
     return pd.DataFrame(rows, columns=STATUS_COLUMNS)
+
+
+def _analyse(
+    spec: SweepSpec, zoo: Zoo, ex: Executor, failures: dict[str, Any], *, retries: int, progress: bool
+) -> None:
+    """Compute the spec's analyses on the executor, step after step; store each item's writes here.
+
+    Workers read the zoo at its absolute path and write nothing (see :func:`analyse_item`); an item
+    whose results are all stored already returns no writes, so a rerun stores nothing."""
+    from pruneviz.analysis import study
+
+    settings = study.StudySettings.quick() if spec.quick_analyses else study.StudySettings()
+    if ex.name == "dask" and not _workers_see(zoo, ex):
+        if progress:
+            print(
+                f"sweep: the cluster's workers cannot read the zoo at {str(zoo.path.resolve())!r} (no "
+                "shared filesystem), so its analyses run here, in this process. To run them on the "
+                "cluster, put the zoo on a filesystem the workers share, at the same path.",
+                file=sys.stderr,
+                flush=True,
+            )
+        ex = InProcessExecutor()
+    token = uuid.uuid4().hex[:8]  # keys of this sweep's submissions, distinct from any earlier sweep's
+    for step in [s for s in study.STEPS if s in spec.analyses]:
+        items = study.study_items(zoo, step, settings=settings)
+        _analyse_step(zoo, ex, step, items, failures, token=token, retries=retries, progress=progress)
+
+
+def _sees_zoo(path: str) -> bool:
+    """Whether the zoo's index can be read where this runs (a worker's view of a shared filesystem)."""
+    from pruneviz.zoo.store import INDEX_FILE
+
+    return (Path(path) / INDEX_FILE).is_file()
+
+
+def _workers_see(zoo: Zoo, ex: Executor) -> bool:
+    """Whether a worker of ``ex`` can read ``zoo``: one small task finds out."""
+    handle = ex.submit(f"pruneviz-sees-zoo-{uuid.uuid4().hex[:8]}", _sees_zoo, str(zoo.path.resolve()))
+    ex.wait([handle])
+    ok, value = ex.outcome(handle)
+    return bool(ok and value)
+
+
+def _analyse_step(
+    zoo: Zoo,
+    ex: Executor,
+    step: str,
+    items: list[Any],
+    failures: dict[str, Any],
+    *,
+    token: str,
+    retries: int,
+    progress: bool,
+) -> None:
+    """Submit every item of one step, store each result as it arrives, retry or record failures."""
+    from pruneviz.analysis import study
+
+    path = str(zoo.path.resolve())
+    by_id = {item.id: item for item in items}
+    attempts = dict.fromkeys(by_id, 0)
+    in_flight: dict[Any, str] = {}
+    count = {"done": 0, "failed": 0}
+
+    def submit(ident: str) -> None:
+        attempts[ident] += 1
+        key = f"pruneviz-{step}-{digest(ident, 12)}-{token}-try{attempts[ident]}"
+        in_flight[ex.submit(key, study.analyse_item, path, by_id[ident])] = ident
+
+    def show() -> None:
+        if progress and by_id:
+            done, failed, running = count["done"], count["failed"], len(in_flight)
+            print(
+                f"analyses: {step}: {done} done, {running} running, {failed} failed, "
+                f"{len(by_id) - done - failed - running} remaining",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    for ident in by_id:
+        submit(ident)
+    show()
+    while in_flight:
+        for handle in ex.wait(list(in_flight)):
+            ident = in_flight.pop(handle)
+            ok, value = ex.outcome(handle)
+            name = f"analysis:{step}:{ident}"
+            dirty = False
+            if ok:
+                study.apply_writes(zoo, value.writes)
+                count["done"] += 1
+                dirty = failures.pop(name, None) is not None
+            elif attempts[ident] <= retries:
+                submit(ident)
+            else:
+                count["failed"] += 1
+                failures[name] = {
+                    "attempts": attempts[ident],
+                    "error": f"{type(value).__name__}: {value}",
+                    "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                }
+                dirty = True
+            if dirty:
+                _write_failures(zoo, failures)
+            show()
 
 
 def _check_models(tasks: list[Task]) -> None:

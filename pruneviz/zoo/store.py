@@ -12,6 +12,11 @@ A run becomes visible only when its row is committed to the index, and its folde
 that: files are written into a temporary folder, flushed, and renamed into place. A build killed at any
 point leaves either no trace of a run or a folder without a row, which the next write of that run
 replaces; so a resumed build ends with every run present once. Nothing here unpickles anything.
+
+A zoo opened for capture (:meth:`Zoo.capture`) is read-only: analyses computed in it record the cache
+entries and outputs they would write (:class:`ZooWrites`) instead of writing them, so that workers of a
+sweep can compute while one process, applying what they return (:meth:`Zoo.store_entry`,
+:meth:`Zoo.add_outputs`), stays the only writer.
 """
 
 from __future__ import annotations
@@ -157,6 +162,56 @@ class RunRecord:
         )
 
 
+def cache_key(
+    analysis: str, runs: Sequence[str], params: Mapping[str, Any], version: str = __version__
+) -> str:
+    """The key of a cached analysis: a hash of the analysis, its runs (in order), its JSON-serialisable
+    parameters and the pruneviz version that computed it."""
+    try:
+        key_obj = {"analysis": analysis, "runs": list(runs), "params": dict(params), "v": version}
+        return hashlib.sha256(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()[:24]
+    except TypeError as exc:
+        raise fail(
+            "params", "Zoo.cached", "JSON-serialisable values", params, "pass plain numbers and strings."
+        ) from exc
+
+
+@dataclass(frozen=True, eq=False)
+class CacheEntry:
+    """One cached analysis result as :meth:`Zoo.cached` stores it: what it is (``analysis``, ``runs``,
+    ``params``, the pruneviz ``version`` that computed it) and its ``frame``."""
+
+    analysis: str
+    runs: tuple[str, ...]
+    params: Mapping[str, Any]
+    frame: pd.DataFrame
+    version: str = __version__
+
+    @property
+    def key(self) -> str:
+        return cache_key(self.analysis, self.runs, self.params, self.version)
+
+
+@dataclass
+class ZooWrites:
+    """What analyses computed in a capturing zoo would have written: new cache ``entries`` (in the order
+    they were computed) and new per-sample ``outputs`` by run (frames of new evaluation splits)."""
+
+    entries: list[CacheEntry] = field(default_factory=list)
+    outputs: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
+
+    def entry(self, key: str) -> CacheEntry | None:
+        return next((e for e in self.entries if e.key == key), None)
+
+    def outputs_of(self, run: str) -> pd.DataFrame | None:
+        frames = self.outputs.get(run)
+        return pd.concat(frames, ignore_index=True) if frames else None
+
+    @property
+    def empty(self) -> bool:
+        return not self.entries and not any(self.outputs.values())
+
+
 def dense_run_id(dataset: str, spec: ModelSpec, seed: int, train_config: Mapping[str, Any]) -> str:
     """The deterministic id of a dense run: readable prefix plus a hash of everything that defines it."""
     tag = digest({"dataset": dataset, "spec": spec.to_json(), "seed": seed, "train": dict(train_config)})
@@ -176,6 +231,7 @@ class Zoo:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._captured: ZooWrites | None = None  # set while capturing (see capture())
         index = self.path / INDEX_FILE
         if not self.path.exists():
             raise ZooError(
@@ -261,7 +317,11 @@ class Zoo:
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path / INDEX_FILE, timeout=60)
+        index = self.path / INDEX_FILE
+        if self._captured is not None:  # capturing: the index is opened read-only
+            con = sqlite3.connect(f"{index.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+        else:
+            con = sqlite3.connect(index, timeout=60)
         con.row_factory = sqlite3.Row
         try:
             with con:  # commits on success, rolls back on error
@@ -278,6 +338,12 @@ class Zoo:
         """
         import fcntl
 
+        if self._captured is not None:
+            raise ZooError(
+                f"The zoo {str(self.path)!r} is open for capture (read-only): nothing can be written to it. "
+                "Fix: write outside the `with zoo.capture()` block, or apply the captured writes with "
+                "Zoo.store_entry and Zoo.add_outputs in the process that writes the zoo."
+            )
         with open(self.path / ".write.lock", "a+") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
@@ -555,14 +621,7 @@ class Zoo:
         frames = []
         for rid in ids:
             self.run(rid)
-            path = self.path / "runs" / rid / "outputs.parquet"
-            try:
-                df = pd.read_parquet(path)
-            except Exception as exc:
-                raise ZooError(
-                    f"The outputs of run {rid!r} ({str(path)!r}) cannot be read ({exc}). "
-                    "Fix: rebuild the run."
-                ) from exc
+            df = self._read_outputs(rid, self.path / "runs" / rid / "outputs.parquet")
             if split is not None:
                 df = df[df["split"] == split]
             if subset is not None:
@@ -581,8 +640,23 @@ class Zoo:
         return frame.groupby(["split", "subset"], sort=True).size().rename("samples").reset_index()
 
     def _read_outputs(self, run: str, path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+        """The stored outputs of ``run`` (only ``columns`` if given), followed by those captured for it."""
         try:
-            return pd.read_parquet(path, columns=columns)
+            frame = pd.read_parquet(path, columns=columns)
+        except Exception as exc:
+            raise ZooError(
+                f"The outputs of run {run!r} ({str(path)!r}) cannot be read ({exc}). Fix: rebuild the run."
+            ) from exc
+        extra = self._captured.outputs_of(run) if self._captured is not None else None
+        if extra is not None:
+            frame = pd.concat([frame, extra[list(frame.columns)]], ignore_index=True)
+        return frame
+
+    def _output_columns(self, run: str, path: Path) -> list[str]:
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(path).names)
         except Exception as exc:
             raise ZooError(
                 f"The outputs of run {run!r} ({str(path)!r}) cannot be read ({exc}). Fix: rebuild the run."
@@ -593,7 +667,8 @@ class Zoo:
 
         Weights and existing outputs stay as they are: a (split, subset) the run already has is refused,
         and so is a frame that repeats a sample within a split, so every stored number keeps the meaning
-        it had. The run's outputs file is replaced atomically, under the writer lock.
+        it had. The run's outputs file is replaced atomically, under the writer lock; in a capturing zoo
+        (:meth:`capture`) the frame is recorded instead, and later reads of the run's outputs include it.
         """
         where = "Zoo.add_outputs"
         self.run(run)
@@ -616,30 +691,14 @@ class Zoo:
                 fix="evaluate each split once (drop duplicate settings from the list).",
             )
         path = self.path / "runs" / run / "outputs.parquet"
+        if self._captured is not None:
+            current = self._read_outputs(run, path, columns=["split", "subset"])
+            _check_new_outputs(run, current, self._output_columns(run, path), outputs, where)
+            self._captured.outputs.setdefault(run, []).append(outputs.copy())
+            return
         with self._writing():
             current = self._read_outputs(run, path)
-            have = set(zip(current["split"], current["subset"], strict=True))
-            new = set(zip(outputs["split"], outputs["subset"], strict=True))
-            clash = sorted(have & new)
-            if clash:
-                fail(
-                    "outputs",
-                    where,
-                    f"splits the run {run!r} has no outputs for yet",
-                    None,
-                    got=f"outputs for {clash[:3]} already stored",
-                    fix="stored outputs are immutable; evaluate under a new split name.",
-                )
-            columns = list(current.columns)
-            if list(outputs.columns) != columns:
-                fail(
-                    "outputs",
-                    where,
-                    f"the same columns as the stored outputs ({columns[:6]}...)",
-                    None,
-                    got=f"columns {list(outputs.columns)[:6]}...",
-                    fix="evaluate with pruneviz.train.evaluate on the run's dataset.",
-                )
+            _check_new_outputs(run, current, list(current.columns), outputs, where)
             merged = pd.concat([current, outputs], ignore_index=True)
             write_atomic(path, lambda tmp: _write_outputs(tmp, merged))
 
@@ -665,15 +724,15 @@ class Zoo:
         """Return the cached result of ``analysis`` over ``runs`` with ``params``, computing it once.
 
         ``params`` must be JSON-serialisable; the key covers the analysis, the runs (in order), the
-        parameters and the pruneviz version.
+        parameters and the pruneviz version (:func:`cache_key`). A new result is stored with
+        :meth:`store_entry`; in a capturing zoo (:meth:`capture`) it is recorded instead, and a later call
+        for the same key in the block returns it.
         """
-        try:
-            key_obj = {"analysis": analysis, "runs": list(runs), "params": dict(params), "v": __version__}
-            key = hashlib.sha256(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()[:24]
-        except TypeError as exc:
-            raise fail(
-                "params", "Zoo.cached", "JSON-serialisable values", params, "pass plain numbers and strings."
-            ) from exc
+        key = cache_key(analysis, runs, params)
+        if self._captured is not None:
+            captured = self._captured.entry(key)
+            if captured is not None:
+                return captured.frame.copy()
         path = self.path / "cache" / f"{key}.parquet"
         with self._connect() as con:
             hit = con.execute("SELECT 1 FROM cache WHERE key = ?", (key,)).fetchone()
@@ -682,21 +741,69 @@ class Zoo:
         result = compute()
         if not isinstance(result, pd.DataFrame):
             fail("compute", "Zoo.cached", "a function returning a DataFrame", type(result).__name__)
-        path.parent.mkdir(exist_ok=True)
-        write_atomic(path, lambda tmp: result.to_parquet(tmp, index=False))
-        with self._connect() as con:
-            con.execute(
-                "INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    key,
-                    analysis,
-                    json.dumps(list(runs)),
-                    json.dumps(dict(params), sort_keys=True),
-                    __version__,
-                    _now(),
-                ),
-            )
+        if self._captured is not None:
+            self._captured.entries.append(CacheEntry(analysis, tuple(runs), dict(params), result.copy()))
+        else:
+            self.store_entry(CacheEntry(analysis, tuple(runs), dict(params), result))
         return result
+
+    def store_entry(self, entry: CacheEntry) -> bool:
+        """Store a cache entry exactly as :meth:`cached` stores a result it computed: under its key, the
+        frame as an atomically written Parquet file, then its index row, all under the writer lock.
+
+        Returns ``False`` and writes nothing when the key is already stored (so a result computed twice,
+        e.g. by a lost worker and its retry, is stored once), ``True`` when it was written.
+        """
+        where = "Zoo.store_entry"
+        if not isinstance(entry, CacheEntry):
+            fail("entry", where, "a CacheEntry", type(entry).__name__, "pass one from ZooWrites.entries.")
+        if not isinstance(entry.frame, pd.DataFrame):
+            fail("entry.frame", where, "a DataFrame", type(entry.frame).__name__)
+        key = entry.key
+        path = self.path / "cache" / f"{key}.parquet"
+        with self._writing():
+            with self._connect() as con:
+                hit = con.execute("SELECT 1 FROM cache WHERE key = ?", (key,)).fetchone()
+            if hit and path.is_file():
+                return False
+            path.parent.mkdir(exist_ok=True)
+            write_atomic(path, lambda tmp: entry.frame.to_parquet(tmp, index=False))
+            with self._connect() as con:
+                con.execute(
+                    "INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        key,
+                        entry.analysis,
+                        json.dumps(list(entry.runs)),
+                        json.dumps(dict(entry.params), sort_keys=True),
+                        entry.version,
+                        _now(),
+                    ),
+                )
+        return True
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[ZooWrites]:
+        """Within the block the zoo is read-only and records what would be written: :meth:`cached`
+        returns a stored or already captured result, else computes it and records it as a
+        :class:`CacheEntry`; :meth:`add_outputs` records the frame, and later reads of that run's
+        outputs (:meth:`outputs`, :meth:`splits_of`) include it. Anything else that writes (a run, a
+        dataset) raises. The index is opened read-only, so nothing in the folder changes.
+
+        >>> import tempfile
+        >>> zoo = Zoo.create(tempfile.mkdtemp() + "/z")
+        >>> with zoo.capture() as writes:
+        ...     _ = zoo.cached("demo", [], {"n": 1}, lambda: pd.DataFrame({"value": [1.0]}))
+        >>> [e.analysis for e in writes.entries], zoo.store_entry(writes.entries[0])
+        (['demo'], True)
+        """
+        if self._captured is not None:
+            raise ZooError(f"The zoo {str(self.path)!r} is already capturing. Fix: do not nest capture().")
+        self._captured = ZooWrites()
+        try:
+            yield self._captured
+        finally:
+            self._captured = None
 
     # -- summary ----------------------------------------------------------------------------------
     def summary(self) -> pd.DataFrame:
@@ -713,6 +820,33 @@ class Zoo:
             if c in df.columns
         ]  # fmt: skip
         return df[cols]
+
+
+def _check_new_outputs(
+    run: str, current: pd.DataFrame, columns: list[str], outputs: pd.DataFrame, where: str
+) -> None:
+    """New outputs of ``run`` must be on splits it has no outputs for, with the stored ``columns``."""
+    have = set(zip(current["split"], current["subset"], strict=True))
+    new = set(zip(outputs["split"], outputs["subset"], strict=True))
+    clash = sorted(have & new)
+    if clash:
+        fail(
+            "outputs",
+            where,
+            f"splits the run {run!r} has no outputs for yet",
+            None,
+            got=f"outputs for {clash[:3]} already stored",
+            fix="stored outputs are immutable; evaluate under a new split name.",
+        )
+    if list(outputs.columns) != columns:
+        fail(
+            "outputs",
+            where,
+            f"the same columns as the stored outputs ({columns[:6]}...)",
+            None,
+            got=f"columns {list(outputs.columns)[:6]}...",
+            fix="evaluate with pruneviz.train.evaluate on the run's dataset.",
+        )
 
 
 def _write_outputs(path: Path, outputs: pd.DataFrame) -> None:
