@@ -2,8 +2,10 @@
 
 Targets (issue 8): report runs per minute of each executor on the demo spec (the same runs each time,
 into a fresh zoo) and the scheduling overhead per task (a task that does nothing, submitted through
-each executor). ``--quick`` runs a cut-down demo spec (two seeds, two methods, two sparsities, short
-training on 600 samples) so that all three finish in about a minute on 2 cores.
+each executor). Then each zoo gets the spec's analyses (calibration, exemplars, subgroups, geometry and
+spectrum, quick settings) through the same executor: the seconds they take, and the check that every
+executor stored the same cache entries. ``--quick`` runs a cut-down demo spec (two seeds, two methods,
+two sparsities, short training on 600 samples) so that all three finish in a few minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import markdown, parse_args, write_json
 
-from pruneviz.sweeps import demo_spec_path, load_spec, run_sweep
+from pruneviz.sweeps import demo_spec_path, load_spec, run_sweep, sweep_failures
 from pruneviz.sweeps.executors import DaskExecutor, Executor, InProcessExecutor, LocalProcessExecutor
 from pruneviz.train import TrainConfig
 
 WORKERS = 2
+ANALYSES = ("calibration", "exemplars", "subgroups", "geometry", "spectrum")
 
 
 def _nothing(i: int) -> int:
@@ -43,6 +46,22 @@ def overhead_per_task(ex: Executor, n: int) -> tuple[float, float]:
             assert ex.outcome(d)[0]
         pending = [p for p in pending if p not in done]
     return warm, (time.perf_counter() - start) / n
+
+
+def _entries(path: Path) -> dict[str, str]:
+    """The zoo's cache entries: key -> a digest of the frame's contents."""
+    import hashlib
+    import sqlite3
+
+    import pandas as pd
+
+    with sqlite3.connect(path / "zoo.sqlite") as con:
+        keys = [k for (k,) in con.execute("SELECT key FROM cache")]
+    out = {}
+    for key in keys:
+        frame = pd.read_parquet(path / "cache" / f"{key}.parquet")
+        out[key] = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).values.tobytes()).hexdigest()
+    return out
 
 
 def main() -> None:
@@ -85,6 +104,21 @@ def main() -> None:
             runs = len(table)
             figures[f"{name}_s"] = seconds
             figures[f"{name}_runs_per_min"] = runs / seconds * 60
+        # the analyses of the same spec, on the same executors (the runs are stored: only analyses run)
+        with_analyses = dataclasses.replace(spec, analyses=ANALYSES, quick_analyses=True)
+        for name, kwargs in (
+            ("inprocess", {"executor": "inprocess"}),
+            ("processes", {"executor": "processes", "workers": WORKERS}),
+            ("dask", {"client": client}),
+        ):
+            start = time.perf_counter()
+            run_sweep(with_analyses, Path(tmp) / name, progress=False, **kwargs)
+            figures[f"{name}_analyses_s"] = time.perf_counter() - start
+            if not sweep_failures(Path(tmp) / name).empty:
+                raise SystemExit(f"{name}: analyses failed: {sweep_failures(Path(tmp) / name)}")
+        entries = {name: _entries(Path(tmp) / name) for name in ("inprocess", "processes", "dask")}
+        figures["analysis_entries"] = len(entries["inprocess"])
+        figures["analysis_entries_equal"] = entries["inprocess"] == entries["processes"] == entries["dask"]
         n = 20 if args.quick else 100
         for name, ex in (
             ("inprocess", InProcessExecutor()),
@@ -111,6 +145,7 @@ def main() -> None:
                 "vs in-process": figures[f"{name}_runs_per_min"] / base,
                 "overhead / task ms": figures[f"{name}_overhead_ms"],
                 "first task s": figures[f"{name}_first_task_s"],
+                "analyses s": figures[f"{name}_analyses_s"],
             }
         )
     label = "cut-down demo spec (--quick)" if args.quick else "demo spec"
@@ -119,7 +154,9 @@ def main() -> None:
     print(
         f"\nprocesses: {WORKERS} spawned workers (start-up included); dask: LocalCluster started beforehand "
         f"in {cluster_start:.1f} s (not included). Overhead: a no-op task, submitted {n} at a time; "
-        "first task: the start-up before the first no-op result (spawning the processes)."
+        "first task: the start-up before the first no-op result (spawning the processes). Analyses: "
+        f"{', '.join(ANALYSES)} (quick settings) on the stored runs, {figures['analysis_entries']} cache "
+        f"entries, the same on every executor: {figures['analysis_entries_equal']}."
     )
     write_json(args.json, figures, args.quick)
 

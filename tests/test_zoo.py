@@ -212,3 +212,17 @@ def test_run_json_mirrors_the_index(small_zoo):
     rid = small_zoo.run_ids()[0]
     on_disk = json.loads((small_zoo.path / "runs" / rid / "run.json").read_text())
     assert on_disk == small_zoo.run(rid).to_json()
+
+
+def test_runs_are_listed_by_id_whatever_order_they_were_stored_in(study_zoo):
+    # stored: both dense parents first, then their pruned children (prune_population's order)
+    import sqlite3
+
+    with sqlite3.connect(study_zoo.path / "zoo.sqlite") as con:
+        stored = [r for (r,) in con.execute("SELECT run FROM runs ORDER BY rowid")]
+    ids = study_zoo.run_ids()
+    assert stored != ids and sorted(stored) == ids == list(study_zoo.runs()["run"])
+    runs = study_zoo.runs()
+    position = {r: i for i, r in enumerate(ids)}
+    pruned = runs[runs["kind"] != "dense"]
+    assert (pruned["parent"].map(position) < pruned["run"].map(position)).all()  # parents first

@@ -461,7 +461,7 @@ class Zoo:
 
     def run_ids(self) -> list[str]:
         with self._connect() as con:
-            return [r[0] for r in con.execute("SELECT run FROM runs ORDER BY rowid")]
+            return [r[0] for r in con.execute("SELECT run FROM runs ORDER BY run")]
 
     def add_run(
         self,
@@ -565,12 +565,14 @@ class Zoo:
         return RunRecord.from_row(dict(row))
 
     def runs(self, **where: Any) -> pd.DataFrame:
-        """One row per run in the shared vocabulary, metrics flattened into columns.
+        """One row per run in the shared vocabulary, metrics flattened into columns, in the order of
+        their ids: a dense parent comes before its pruned children (their ids start with its id), and
+        the order does not depend on the order in which a sweep stored them (cache keys list runs).
 
         Keyword filters match columns exactly, e.g. ``zoo.runs(kind="dense", arch="cnn")``.
         """
         with self._connect() as con:
-            df = pd.read_sql_query("SELECT * FROM runs ORDER BY rowid", con)
+            df = pd.read_sql_query("SELECT * FROM runs ORDER BY run", con)
         allowed = set(df.columns)
         for key, value in where.items():
             if key not in allowed:
