@@ -49,3 +49,21 @@ def seeded(seed: int) -> Iterator[torch.Generator]:
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` torch threads inside the block (``None``: leave the setting), then restore the number.
+
+    Sweep tasks and analysis items run with one thread, so that every executor computes the same
+    numbers (two threads sum in another order) and workers do not oversubscribe the cores.
+    """
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -84,3 +84,18 @@ def test_seeded_restores_the_cuda_generators():
     assert torch.equal(torch.rand(4, device="cuda"), expected)
     with seeded(5):
         assert torch.equal(torch.rand(4, device="cuda"), inside)  # CUDA is seeded inside the block
+
+
+def test_torch_threads_sets_and_restores_the_number_of_threads():
+    from pruneviz._seed import torch_threads
+
+    before = torch.get_num_threads()
+    other = 2 if before == 1 else 1
+    with torch_threads(other):
+        assert torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="boom"), torch_threads(other):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):  # None leaves the setting as it is
+        assert torch.get_num_threads() == before

@@ -17,15 +17,15 @@ not grow with the number of runs.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from pruneviz._seed import torch_threads
 from pruneviz._validation import check_choice, fail
 from pruneviz.analysis import runs as R
 from pruneviz.analysis.attribution import run_attributions
@@ -235,7 +235,7 @@ def analyse_item(zoo_path: str | Path, item: StudyItem, *, threads: int | None =
         fail("item", "analyse_item", "a StudyItem from study_items", type(item).__name__)
     zoo = Zoo(path)
     start = time.perf_counter()
-    with _threads(threads), zoo.capture() as writes:
+    with torch_threads(threads), zoo.capture() as writes:
         analyses, rows = _compute(zoo, item)
     return ItemResult(item.step, item.id, item.dataset, analyses, rows, time.perf_counter() - start, writes)
 
@@ -260,21 +260,6 @@ def apply_writes(zoo: Zoo, writes: ZooWrites) -> int:
     for entry in writes.entries:
         written += zoo.store_entry(entry)
     return written
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _compute(zoo: Zoo, item: StudyItem) -> tuple[int, int]:

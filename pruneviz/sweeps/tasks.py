@@ -7,9 +7,7 @@ machines that cannot see it.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +16,7 @@ import torch
 from safetensors.torch import load as _load_bytes
 from safetensors.torch import save as _save_bytes
 
+from pruneviz._seed import torch_threads
 from pruneviz.data.dataset import DataSplits
 from pruneviz.models.registry import build_from_spec
 from pruneviz.prune.schedules import one_shot
@@ -47,20 +46,6 @@ class TaskResult:
         return None if self.masks is None else _load_bytes(self.masks)
 
 
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` torch threads inside the block (one per task keeps results identical everywhere)."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def compute_task(
     task: Task,
     splits: DataSplits,
@@ -75,7 +60,7 @@ def compute_task(
     A pruned task needs its stored ``parent`` record and weights (safetensors bytes).
     """
     start = time.perf_counter()
-    with _threads(threads):
+    with torch_threads(threads):
         if task.kind == "dense":
             record, model, masks, outputs = _dense(task, splits)
         else:
