@@ -203,3 +203,43 @@ def test_the_audit_report_renders_offline(browser, study_zoo, tmp_path):
     assert page.get_by_text("pruneviz audit").count() == 1
     assert not errors, errors[:5]
     page.close()
+
+
+def test_a_chart_redraws_in_place_and_says_when_it_cannot_draw(browser):
+    import json
+
+    import panel as pn
+
+    from pruneviz.views.vega import VegaChart, page_text
+
+    def spec(values):
+        return {
+            "data": {"values": [{"x": v, "y": v * v} for v in values]},
+            "mark": "point",
+            "encoding": {
+                "x": {"field": "x", "type": "quantitative"},
+                "y": {"field": "y", "type": "quantitative"},
+            },
+            "title": f"{len(values)} points",
+        }
+
+    good = VegaChart(spec=page_text(spec([1, 2, 3])), sizing_mode="stretch_width")
+    bad = VegaChart(spec=json.dumps({"data": {"values": []}, "mark": "nonsense"}))  # Vega-Lite refuses it
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pn.extension("vega")
+    server = pn.serve({"/": lambda: pn.Column(good, bad)}, port=port, threaded=True, show=False)
+    try:
+        page, errors = _page(browser)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.get_by_text("3 points").first.wait_for(timeout=60_000)
+        page.get_by_text("This chart could not be drawn").first.wait_for(timeout=30_000)
+        assert page.locator(".vega-embed[data-drawn='1']").count() == 1
+        good.spec = page_text(spec([1, 2, 3, 4, 5]))  # a new specification: the same element redraws
+        page.get_by_text("5 points").first.wait_for(timeout=30_000)
+        assert page.locator(".vega-embed[data-drawn='2']").count() == 1
+        assert not errors, errors[:5]
+        page.close()
+    finally:
+        server.stop()

@@ -183,7 +183,16 @@ export function render({ model, el }) {
       const rows = tables.reduce((n, d) => n + (d.length || 0), 0);
       renderer = rows > model.canvas_rows ? "canvas" : "svg";
     }
-    const result = await window.vegaEmbed(container, spec, {actions: false, renderer});
+    let result;
+    try {
+      result = await window.vegaEmbed(container, spec, {actions: false, renderer});
+    } catch (error) {  // say so in place of the chart (the console has the details)
+      console.warn("pruneviz: a chart could not be drawn", error);
+      if (view !== null) view.finalize();
+      view = null;
+      container.textContent = `This chart could not be drawn: ${error.message || error}`;
+      return;
+    }
     if (view !== null) view.finalize();
     view = result.view;
     const names = (spec.usermeta || {}).pruneviz_selections
