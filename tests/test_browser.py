@@ -243,3 +243,21 @@ def test_a_chart_redraws_in_place_and_says_when_it_cannot_draw(browser):
         page.close()
     finally:
         server.stop()
+
+
+def test_a_view_draws_in_a_page_without_a_server(browser, study_zoo, tmp_path):
+    # as in a notebook: the document is embedded in the page, the figures drawn in Python beforehand
+    import panel as pn
+
+    from pruneviz.views import TABS, StudyState
+
+    pn.extension("vega")
+    view = TABS[1][1](StudyState(study_zoo, method="lamp", sparsity=0.9))
+    pn.Column(view).save(tmp_path / "geometry.html", resources="inline")
+    page, errors = _page(browser)
+    page.goto((tmp_path / "geometry.html").as_uri())
+    assert _charts_in(page, 3, timeout=60) >= 3
+    assert page.get_by_text("lamp 90%").count() >= 1
+    # Panel's saved pages take a few stylesheets from its CDN, which this machine cannot reach
+    assert not [e for e in errors if "ERR_NAME_NOT_RESOLVED" not in e and "request failed" not in e]
+    page.close()
