@@ -132,6 +132,20 @@ def test_torch_sparse_and_shrunk_paths_match_dense(batch):
         torch.testing.assert_close(shrunk_linear(x, shrunk, b), ref, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.reference
+def test_transposed_dense_path_is_the_same_product():
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(48, 80, generator=g) * (torch.rand(48, 80, generator=g) < 0.4)
+    bias = torch.randn(48, generator=g)
+    packed = dispatch.prepare("dense_t", w)
+    for x in (torch.randn(1, 80, generator=g), torch.randn(7, 80, generator=g), torch.randn(2, 5, 80)):
+        for b in (None, bias):
+            ref = (x.double() @ w.double().T + (0 if b is None else b.double())).float()
+            out = dispatch.run("dense_t", x, packed, b)
+            assert out.shape == (*x.shape[:-1], 48)
+            torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
 def test_shrunk_keeps_bias_of_removed_rows_and_dense_when_nothing_removed():
     w = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     y = shrunk_linear(torch.ones(1, 2), Shrunk.from_dense(w), torch.tensor([0.5, -1.0]))
@@ -194,12 +208,12 @@ def test_bfloat16_on_cpu_sparse_paths_is_refused_and_dispatched_dense(tmp_path):
         ValidationError, match=r"'x' parameter of torch_bsr_linear must be float32 or float64"
     ):
         torch_bsr_linear(x, to_torch_bsr(w, block=32))
-    # the dispatcher never offers a CPU sparse path for bf16: dense or shrunk only
+    # the dispatcher never offers a CPU sparse path for bf16: dense (either way round) or shrunk only
     calls: list = []
     sel = select_path(
         w.bfloat16(), batch_size=1, cache_dir=tmp_path, timer=fake_timer({"shrunk": 0.1}, calls)
     )
-    assert calls[0] == ["dense", "shrunk"] and sel.path == "shrunk"
+    assert calls[0] == ["dense", "dense_t", "shrunk"] and sel.path == "shrunk"
 
 
 def test_other_bad_inputs(tmp_path):
@@ -254,7 +268,7 @@ def test_other_bad_inputs(tmp_path):
 def test_choose_path_is_never_slower_than_dense():
     rng = random.Random(0)
     for _ in range(2000):
-        names = rng.sample(["shrunk", "torch_csr", "torch_bsr", "block_ell"], rng.randint(0, 4))
+        names = rng.sample(["dense_t", "shrunk", "torch_csr", "torch_bsr", "block_ell"], rng.randint(0, 5))
         timings = {"dense": rng.uniform(0.1, 2.0), **{n: rng.uniform(0.05, 3.0) for n in names}}
         chosen = choose_path(timings)
         assert timings[chosen] <= timings["dense"]
@@ -273,7 +287,7 @@ def test_select_path_uses_injected_timings_and_confirms_a_win(tmp_path):
         w, batch_size=3, cache_dir=tmp_path, timer=fake_timer({"dense": 1.0, "block_ell": 0.5}, calls)
     )
     assert sel.path == "block_ell" and not sel.cached
-    assert calls[0] == sorted(["dense", "shrunk", "torch_csr", "torch_bsr", "block_ell"])
+    assert calls[0] == sorted(["dense", "dense_t", "shrunk", "torch_csr", "torch_bsr", "block_ell"])
     assert calls[1] == ["block_ell", "dense"]  # head-to-head confirmation
     assert sel.chosen_ms == pytest.approx(500.0) and sel.dense_ms == pytest.approx(1000.0)
 
@@ -368,7 +382,7 @@ def test_sparse_linear_every_path_and_routes():
     lin = nn.Linear(96, 128)
     lin.weight.data.copy_(w)
     x = torch.randn(5, 96)
-    for path in ("dense", "shrunk", "torch_csr", "torch_bsr", "block_ell"):
+    for path in ("dense", "dense_t", "shrunk", "torch_csr", "torch_bsr", "block_ell"):
         sp = SparseLinear.from_linear(lin, routes={1: path}, block=32)
         torch.testing.assert_close(sp(x), lin(x), atol=1e-4, rtol=1e-5)
     sp = SparseLinear.from_linear(lin, routes={1: "block_ell", 64: "dense"}, block=32)
@@ -391,7 +405,7 @@ def test_sparse_conv_every_path():
         conv.weight[:, 3] = 0  # an input channel
         conv.weight.mul_(torch.rand_like(conv.weight) < 0.5)
     x = torch.randn(3, 16, 9, 9)
-    for path in ("dense", "shrunk", "torch_csr", "torch_bsr", "block_ell"):
+    for path in ("dense", "dense_t", "shrunk", "torch_csr", "torch_bsr", "block_ell"):
         sp = SparseConv2d.from_conv(conv, routes={1: path}, block=16)
         torch.testing.assert_close(sp(x), conv(x), atol=1e-4, rtol=1e-5)
 
@@ -407,7 +421,7 @@ def favour(monkeypatch):
 
 
 @pytest.mark.reference
-@pytest.mark.parametrize("path", ["shrunk", "torch_csr", "torch_bsr", "block_ell"])
+@pytest.mark.parametrize("path", ["dense_t", "shrunk", "torch_csr", "torch_bsr", "block_ell"])
 def test_sparsify_mlp_equals_masked_dense_model(tmp_path, favour, path):
     model = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=(128, 64), seed=0).eval()
     if path in ("torch_bsr", "block_ell"):

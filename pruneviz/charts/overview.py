@@ -200,6 +200,7 @@ def layer_sparsity_chart(spectrum: pd.DataFrame) -> alt.LayerChart:
 
 PATH_NAMES = {
     "dense": "dense",
+    "dense_t": "dense, transposed",
     "shrunk": "shrunk dense",
     "torch_csr": "torch CSR",
     "torch_bsr": "torch BSR",

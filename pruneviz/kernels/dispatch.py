@@ -2,9 +2,10 @@
 
 For a weight ``W (out, in)`` (zeros are pruned weights), a dtype, a device and a batch size it:
 
-1. lists the *paths* that apply (:data:`PATHS`): on CPU ``dense``, ``shrunk`` (all-zero rows/columns
-   removed), ``torch_csr``, ``torch_bsr`` and ``block_ell`` (pruneviz's block kernel,
-   :mod:`pruneviz.kernels.cpu`); on CUDA ``dense``, ``shrunk``, the Triton kernels ``triton_bsr``,
+1. lists the *paths* that apply (:data:`PATHS`): on CPU ``dense``, ``dense_t`` (the same dense product
+   computed as ``(W @ x.T).T``, which some BLAS builds run much faster for a few rows), ``shrunk``
+   (all-zero rows/columns removed), ``torch_csr``, ``torch_bsr`` and ``block_ell`` (pruneviz's block
+   kernel, :mod:`pruneviz.kernels.cpu`); on CUDA ``dense``, ``shrunk``, the Triton kernels ``triton_bsr``,
    ``triton_nm`` (2:4) and ``triton_bitmap`` (:mod:`pruneviz.kernels.triton_ops`), and torch's
    semi-structured 2:4 ``semi_structured`` (cuSPARSELt / CUTLASS, where the GPU has it);
 2. times them on a random input, interleaved (every round runs each path once), median of the rounds —
@@ -69,7 +70,7 @@ __all__ = [
     "structure_of",
 ]
 
-CPU_PATHS = ("dense", "shrunk", "torch_csr", "torch_bsr", "block_ell")
+CPU_PATHS = ("dense", "dense_t", "shrunk", "torch_csr", "torch_bsr", "block_ell")
 CUDA_PATHS = ("dense", "shrunk", "triton_bsr", "triton_nm", "triton_bitmap", "semi_structured")
 PATHS = tuple(dict.fromkeys(CPU_PATHS + CUDA_PATHS))
 """Every path name the dispatcher knows."""
@@ -176,6 +177,8 @@ def applicable_paths(
     paths = ["dense"]
     if structure.kind == "dense":
         return paths
+    if device.type == "cpu":
+        paths.append("dense_t")
     if structure.shrunk_density < 1.0:
         paths.append("shrunk")
     has_block = structure.block is not None and structure.block_density <= _MAX_BLOCK_DENSITY
@@ -199,7 +202,7 @@ def applicable_paths(
 def prepare(path: str, matrix: torch.Tensor, *, block: int | None = None) -> Any:
     """The packed weight ``path`` runs on, built from the (masked) ``(out, in)`` matrix."""
     mat = matrix.detach()
-    if path == "dense":
+    if path in ("dense", "dense_t"):
         return mat.contiguous()
     if path == "shrunk":
         return cpu.Shrunk.from_dense(mat)
@@ -239,6 +242,13 @@ def run(path: str, x: torch.Tensor, packed: Any, bias: torch.Tensor | None = Non
     if path == "dense":
         _check_device(x, packed.device, "run")
         return F.linear(x, packed, bias)
+    if path == "dense_t":
+        _check_device(x, packed.device, "run")
+        lead = x.shape[:-1]
+        out = torch.mm(packed, x.reshape(-1, x.shape[-1]).t()).t()
+        if bias is not None:
+            out = out + bias
+        return out.reshape(*lead, packed.shape[0])
     if path == "shrunk":
         return cpu.shrunk_linear(x, packed, bias)
     if path == "torch_csr":
