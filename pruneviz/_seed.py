@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from pruneviz._validation import check_int
+
 
 def _forked_cuda_devices() -> list[int]:
     """The CUDA devices whose generators :func:`seeded` saves and restores: all of them once CUDA is
@@ -61,6 +63,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
+    n = check_int(n, "n", "torch_threads", minimum=1)
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

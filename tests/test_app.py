@@ -245,6 +245,8 @@ def test_page_text_is_compiled_vega_with_its_selections_or_else_the_vega_lite(mo
     plain = json.loads(page_text(spec))
     assert plain["width"] == "container" and plain["params"] == spec["params"]
     assert plain["datasets"]["d"][0]["y"] is None
+    with pytest.raises(ValidationError, match=r"'spec' parameter of page_text must be a Vega-Lite .*Got str"):
+        page_text("{}")
 
 
 def test_a_chart_reports_every_pick_and_ignores_malformed_messages():

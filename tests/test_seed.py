@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pruneviz._seed import _forked_cuda_devices, seeded
+from pruneviz.exceptions import ValidationError
 
 
 def _draws() -> tuple[torch.Tensor, np.ndarray, float]:
@@ -99,3 +100,5 @@ def test_torch_threads_sets_and_restores_the_number_of_threads():
     assert torch.get_num_threads() == before
     with torch_threads(None):  # None leaves the setting as it is
         assert torch.get_num_threads() == before
+    with pytest.raises(ValidationError, match=r"'n' parameter of torch_threads"), torch_threads(0):
+        pass

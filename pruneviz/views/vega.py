@@ -26,6 +26,8 @@ import panel as pn
 import param
 from panel.custom import JSComponent
 
+from pruneviz._validation import fail
+
 __all__ = ["CANVAS_ROWS", "VegaChart", "page_text", "selection_names", "warm_up"]
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,15 @@ def page_text(spec: dict[str, Any], *, stretch: bool = True, compile: bool = Tru
     >>> page_text({"mark": "point", "width": 200}, compile=False)
     '{"mark":"point","width":"container"}'
     """
+    if not isinstance(spec, dict):
+        fail(
+            "spec",
+            "page_text",
+            "a Vega-Lite specification as a dict",
+            None,
+            got=type(spec).__name__,
+            fix="pass chart.to_dict() of an Altair chart.",
+        )
     if stretch and isinstance(spec.get("width"), int | float):
         spec = {**spec, "width": "container"}
     vega = _compiled(spec) if compile else None
