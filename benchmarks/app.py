@@ -123,8 +123,8 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     from playwright.sync_api import sync_playwright
 
-    from pruneviz.analysis.study import StudySettings, analyse_zoo
     from pruneviz.app import serve
+    from pruneviz.study.plan import StudySettings, analyse_zoo
     from pruneviz.views import panels
     from pruneviz.zoo import Zoo
 

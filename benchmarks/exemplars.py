@@ -27,10 +27,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleaved_medians, markdown, parse_args, write_json
 
-from pruneviz.analysis.exemplars import exemplar_scores, run_exemplars
-from pruneviz.analysis.populations import comparisons, population_outputs
+from pruneviz.analysis.exemplars import exemplar_scores
 from pruneviz.data.dataset import Dataset
 from pruneviz.models.registry import ModelSpec, build_from_spec
+from pruneviz.study import run_exemplars
+from pruneviz.study.populations import comparisons, population_outputs
 from pruneviz.zoo.store import RunRecord, Zoo
 
 K = 10

@@ -22,8 +22,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleaved_medians, markdown, parse_args, timed, write_json
 
-from pruneviz.analysis.populations import comparisons
-from pruneviz.analysis.subgroups import disparate_impact, group_metrics, run_subgroups, sample_groups
+from pruneviz.analysis.subgroups import disparate_impact, group_metrics, sample_groups
+from pruneviz.study import run_subgroups
+from pruneviz.study.populations import comparisons
 
 T = TypeVar("T")
 

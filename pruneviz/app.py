@@ -37,7 +37,8 @@ def build_app(zoo: Zoo | str | os.PathLike[str], *, title: str = "pruneviz") -> 
     # on every change cost more than redrawing a remembered figure
     template = pn.template.BootstrapTemplate(title=title, sidebar_width=300, busy_indicator=None)
     try:
-        zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
+        # a page request never writes: what is not cached is computed into this object's memory
+        zoo = Zoo(zoo.path if isinstance(zoo, Zoo) else zoo, read_only=True)
         state = StudyState(zoo)
     except PrunevizError as exc:
         template.main.append(pn.pane.Alert(str(exc), alert_type="danger"))

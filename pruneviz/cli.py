@@ -92,7 +92,7 @@ def _zoo_ls(args: argparse.Namespace) -> int:
 
 
 def _zoo_analyse(args: argparse.Namespace) -> int:
-    from pruneviz.analysis.study import StudySettings, analyse_zoo
+    from pruneviz.study import StudySettings, analyse_zoo
     from pruneviz.zoo import Zoo
 
     zoo = Zoo(args.zoo)

@@ -13,11 +13,11 @@ from pruneviz.analysis.attribution import (
     attribution_agreement,
     attribution_maps,
     compare_attributions,
-    run_attributions,
 )
 from pruneviz.data import Dataset
 from pruneviz.exceptions import DataError, ValidationError
 from pruneviz.models import build_model
+from pruneviz.study import run_attributions
 from pruneviz.zoo import Zoo
 
 pytest.importorskip("captum")

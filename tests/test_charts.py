@@ -20,6 +20,15 @@ from pruneviz.analysis import (
     hessian_eigenvalues,
     interpolation,
     reliability_bins,
+    spectrum_table,
+)
+from pruneviz.analysis.attacks import AttackSettings
+from pruneviz.analysis.curvature import HessianOperator
+from pruneviz.charts._theme import DENSE_COLOUR, FONT, METHOD_COLOURS
+from pruneviz.data import load_digits
+from pruneviz.exceptions import DataError, ValidationError
+from pruneviz.models import build_model
+from pruneviz.study import (
     run_attacks,
     run_cka,
     run_corruptions,
@@ -31,14 +40,7 @@ from pruneviz.analysis import (
     run_reliability,
     run_spectrum,
     run_subgroups,
-    spectrum_table,
 )
-from pruneviz.analysis.attacks import AttackSettings
-from pruneviz.analysis.curvature import HessianOperator
-from pruneviz.charts._theme import DENSE_COLOUR, FONT, METHOD_COLOURS
-from pruneviz.data import load_digits
-from pruneviz.exceptions import DataError, ValidationError
-from pruneviz.models import build_model
 from pruneviz.train import TrainConfig, logits_of
 from pruneviz.zoo import Zoo, build_dense_population, prune_population
 

@@ -17,11 +17,10 @@ from pruneviz.analysis.exemplars import (
     exemplar_flags,
     exemplar_scores,
     exemplar_summary,
-    run_exemplar_summary,
-    run_exemplars,
 )
-from pruneviz.analysis.populations import COMPARISON_KEYS
 from pruneviz.exceptions import DataError, ValidationError
+from pruneviz.study import run_exemplar_summary, run_exemplars
+from pruneviz.study.populations import COMPARISON_KEYS
 from pruneviz.zoo import Zoo, build_dense_population, prune_population
 
 

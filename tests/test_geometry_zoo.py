@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pruneviz.analysis.runs import (
+from pruneviz.exceptions import DataError, ValidationError
+from pruneviz.study.runs import (
     run_cka,
     run_embedding,
     run_knn_overlap,
     run_logit_geometry,
     run_logit_geometry_change,
 )
-from pruneviz.exceptions import DataError, ValidationError
 from pruneviz.zoo import Zoo, build_dense_population
 
 
@@ -46,7 +46,7 @@ def test_geometry_runs_read_the_zoo_and_cache(study_zoo, monkeypatch):
     assert (emb.groupby("run")["sample_id"].apply(lambda s: s.is_unique)).all()
     assert emb.groupby("run")["disparity"].first()[dense] == 0.0
 
-    import pruneviz.analysis.runs as runs
+    import pruneviz.study.runs as runs
 
     monkeypatch.setattr(runs, "cka_grid", lambda *a, **k: pytest.fail("recomputed a cached analysis"))
     monkeypatch.setattr(runs, "aligned_pca", lambda *a, **k: pytest.fail("recomputed a cached analysis"))
@@ -87,7 +87,7 @@ def test_aligned_umap_embeds_dense_and_pruned_and_reopens_from_the_cache(study_z
     a = emb[emb.run == dense].set_index("sample_id")[["x", "y"]]
     b = emb[emb.run == pruned].set_index("sample_id").loc[a.index, ["x", "y"]]
     assert np.corrcoef(a["x"], b["x"])[0, 1] > 0.5
-    import pruneviz.analysis.runs as runs
+    import pruneviz.study.runs as runs
 
     monkeypatch.setattr(runs, "aligned_umap", lambda *a, **k: pytest.fail("refitted a cached UMAP"))
     pd.testing.assert_frame_equal(run_embedding(study_zoo, [dense, pruned], method="umap", samples=120), emb)

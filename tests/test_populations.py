@@ -97,7 +97,7 @@ def test_zoo_prune_from_the_shell(tmp_path, digits, capsys):
 
 
 def test_run_analyses_read_the_zoo_and_cache_their_results(pruned_zoo, monkeypatch):
-    from pruneviz.analysis import run_curvature, run_landscape, run_sharpness, run_spectrum
+    from pruneviz.study import run_curvature, run_landscape, run_sharpness, run_spectrum
 
     lamp = pruned_zoo.runs(method="lamp").sort_values("target_sparsity").run.iloc[-1]
     spec = run_spectrum(pruned_zoo, lamp)
@@ -121,7 +121,7 @@ def test_run_analyses_read_the_zoo_and_cache_their_results(pruned_zoo, monkeypat
     sharp = run_sharpness(pruned_zoo, lamp, samples=64)
     assert len(land) == 3 and set(sharp.measure) == {"sam", "asam", "average_adaptive"}
 
-    import pruneviz.analysis.runs as runs
+    import pruneviz.study.runs as runs
 
     monkeypatch.setattr(runs, "spectrum_table", lambda *a, **k: pytest.fail("recomputed a cached analysis"))
     monkeypatch.setattr(

@@ -9,17 +9,16 @@ import pandas as pd
 import pytest
 
 from conftest import blobs
-from pruneviz.analysis import populations as P
-from pruneviz.analysis.exemplars import run_exemplars
-from pruneviz.analysis.populations import (
+from pruneviz.exceptions import ValidationError, ZooError
+from pruneviz.study import populations as P
+from pruneviz.study import run_exemplars, run_subgroups
+from pruneviz.study.populations import (
     COMPARISON_KEYS,
     comparisons,
     population_outputs,
     population_reader,
     settings_digest,
 )
-from pruneviz.analysis.subgroups import run_subgroups
-from pruneviz.exceptions import ValidationError, ZooError
 from pruneviz.train import TrainConfig
 from pruneviz.zoo import Zoo, build_dense_population, prune_population
 

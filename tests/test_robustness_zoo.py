@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from pruneviz.analysis.attacks import AttackSettings, robust_accuracy
-from pruneviz.analysis.runs import run_attacks, run_calibration, run_reliability
 from pruneviz.exceptions import ValidationError
+from pruneviz.study.runs import run_attacks, run_calibration, run_reliability
 
 ATTACKS = [AttackSettings("fgsm", eps=0.1), AttackSettings("pgd", eps=0.1, steps=3)]
 
@@ -38,7 +38,7 @@ def test_attacks_are_stored_as_splits_with_their_settings(study_zoo, monkeypatch
     for a in ATTACKS:
         assert got[a.split] == pytest.approx(fresh[a.split], abs=1e-12)
     # a second call reuses the stored splits
-    import pruneviz.analysis.runs as mod
+    import pruneviz.study.runs as mod
 
     monkeypatch.setattr(mod, "attack", lambda *a, **k: pytest.fail("attacked again"))
     pd.testing.assert_frame_equal(run_attacks(study_zoo, runs=runs, attacks=ATTACKS), table)
@@ -71,7 +71,7 @@ def test_stored_outputs_are_immutable(study_zoo):
 
 def test_corruptions_are_stored_once_and_feed_the_geometry(study_zoo, monkeypatch):
     from pruneviz.analysis.corruptions import corrupt
-    from pruneviz.analysis.runs import (
+    from pruneviz.study.runs import (
         run_corruption_errors,
         run_corruptions,
         run_logit_geometry,
@@ -117,8 +117,8 @@ def test_corruptions_are_stored_once_and_feed_the_geometry(study_zoo, monkeypatc
 
 
 def test_corruption_input_errors(study_zoo, tmp_path, tiny):
-    from pruneviz.analysis.runs import corruption_split, parse_split, run_corruptions
     from pruneviz.exceptions import ValidationError as VE
+    from pruneviz.study.runs import corruption_split, parse_split, run_corruptions
     from pruneviz.train import TrainConfig
     from pruneviz.zoo import Zoo, build_dense_population
 
@@ -137,7 +137,7 @@ def test_corruption_input_errors(study_zoo, tmp_path, tiny):
 
 
 def test_repeated_settings_are_evaluated_once_and_duplicates_refused(study_zoo):
-    from pruneviz.analysis.runs import run_corruptions, run_logit_geometry
+    from pruneviz.study.runs import run_corruptions, run_logit_geometry
 
     rid = _two_runs(study_zoo)[1]
     table = run_corruptions(study_zoo, runs=[rid], corruptions=["fog", "fog"], severities=[2, 2])

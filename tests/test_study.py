@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pruneviz.analysis.study import STEPS, StudySettings, analyse_zoo
 from pruneviz.cli import main
 from pruneviz.exceptions import ValidationError
+from pruneviz.study.plan import STEPS, StudySettings, analyse_zoo
 from pruneviz.zoo.store import INDEX_FILE
 
 

@@ -9,15 +9,10 @@ import pytest
 
 from pruneviz.analysis import subgroups as sg
 from pruneviz.analysis.calibration import expected_calibration_error
-from pruneviz.analysis.populations import COMPARISON_KEYS
-from pruneviz.analysis.subgroups import (
-    COLUMNS,
-    disparate_impact,
-    group_metrics,
-    run_subgroups,
-    sample_groups,
-)
+from pruneviz.analysis.subgroups import COLUMNS, disparate_impact, group_metrics, sample_groups
 from pruneviz.exceptions import DataError, ValidationError
+from pruneviz.study import run_subgroups
+from pruneviz.study.populations import COMPARISON_KEYS
 from pruneviz.zoo import Zoo, prune_population
 
 K = 4
@@ -330,7 +325,7 @@ def test_run_subgroups_reads_the_zoo_and_caches(pruned_copy, monkeypatch):
 
 
 def test_run_subgroups_checks_every_setting_before_reading(pruned_copy, monkeypatch):
-    import pruneviz.analysis.populations as populations
+    import pruneviz.study.populations as populations
 
     monkeypatch.setattr(populations, "_run_outputs", lambda *a: pytest.fail("read outputs"))
     monkeypatch.setattr(pruned_copy, "cached", lambda *a: pytest.fail("looked up the cache"))

@@ -392,13 +392,18 @@ def test_local_processes_give_the_same_zoo_as_in_process(processes_zoo, inproces
 @pytest.fixture(scope="module")
 def dask_client():
     distributed = pytest.importorskip("distributed")
+    before = dict(os.environ)  # the cluster sets thread limits (OMP_NUM_THREADS, ...) in this process
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     )
     client = distributed.Client(cluster, set_as_default=False)
-    yield client
-    client.close()
-    cluster.close()
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+        os.environ.clear()
+        os.environ.update(before)
 
 
 def test_a_dask_cluster_gives_the_same_zoo_as_local_processes(
@@ -571,7 +576,7 @@ def two_zoo(tmp_path_factory):
 @pytest.fixture(scope="module")
 def analysed_in_driver(tmp_path_factory, two_zoo):
     """The reference: analyse_zoo run here on the same zoo, with one torch thread like every worker."""
-    from pruneviz.analysis.study import StudySettings, analyse_zoo
+    from pruneviz.study.plan import StudySettings, analyse_zoo
 
     zoo = copy_zoo(two_zoo, tmp_path_factory.mktemp("sweep") / "driver")
     threads = torch.get_num_threads()
@@ -586,7 +591,7 @@ def analysed_in_driver(tmp_path_factory, two_zoo):
 
 def _results(monkeypatch) -> list:
     """Record what every analysis item returns to the driver."""
-    from pruneviz.analysis import study
+    from pruneviz.study import plan as study
 
     seen = []
     real = study.analyse_item
@@ -646,7 +651,7 @@ def test_workers_that_cannot_read_the_zoo_leave_its_analyses_to_the_driver(
 def test_a_failing_analysis_item_is_retried_then_recorded_while_the_others_complete(
     tmp_path, two_zoo, monkeypatch, capsys
 ):
-    from pruneviz.analysis import study
+    from pruneviz.study import plan as study
 
     zoo = copy_zoo(two_zoo, tmp_path / "zoo")
     victim = zoo.run_ids()[-1]
@@ -680,8 +685,8 @@ def test_a_failing_analysis_item_is_retried_then_recorded_while_the_others_compl
 
 def test_capture_writes_nothing_and_returns_the_writes_which_apply_once(tmp_path, two_zoo, digits):
     from pruneviz.analysis import AttackSettings
-    from pruneviz.analysis.runs import run_attacks, run_calibration, run_spectrum
-    from pruneviz.analysis.study import apply_writes
+    from pruneviz.study.plan import apply_writes
+    from pruneviz.study.runs import run_attacks, run_calibration, run_spectrum
 
     attack = [AttackSettings("fgsm", eps=0.1)]
     zoo = copy_zoo(two_zoo, tmp_path / "zoo")
@@ -715,8 +720,8 @@ def test_capture_writes_nothing_and_returns_the_writes_which_apply_once(tmp_path
 
 
 def test_exemplar_items_read_one_split_of_their_own_comparison_only(two_zoo, monkeypatch):
-    from pruneviz.analysis import populations
-    from pruneviz.analysis.study import StudySettings, analyse_item, study_items
+    from pruneviz.study import populations
+    from pruneviz.study.plan import StudySettings, analyse_item, study_items
 
     reads = []
     real = populations._run_outputs
@@ -737,7 +742,7 @@ def test_exemplar_items_read_one_split_of_their_own_comparison_only(two_zoo, mon
 
 
 def test_an_analysis_item_needs_to_see_the_zoo(tmp_path, two_zoo):
-    from pruneviz.analysis.study import StudySettings, analyse_item, study_items
+    from pruneviz.study.plan import StudySettings, analyse_item, study_items
 
     item = study_items(two_zoo, "spectrum", settings=StudySettings.quick())[0]
     missing = tmp_path / "elsewhere" / "zoo"

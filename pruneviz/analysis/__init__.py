@@ -7,7 +7,6 @@ from pruneviz.analysis.attribution import (
     attribution_agreement,
     attribution_maps,
     compare_attributions,
-    run_attributions,
 )
 from pruneviz.analysis.calibration import (
     brier_score,
@@ -34,8 +33,6 @@ from pruneviz.analysis.exemplars import (
     exemplar_flags,
     exemplar_scores,
     exemplar_summary,
-    run_exemplar_summary,
-    run_exemplars,
 )
 from pruneviz.analysis.geometry import (
     aligned_pca,
@@ -52,24 +49,6 @@ from pruneviz.analysis.geometry import (
 )
 from pruneviz.analysis.landscape import centred_grid, interpolation, landscape_1d, landscape_2d
 from pruneviz.analysis.perturb import gaussian_direction, loss_and_accuracy, perturbed
-from pruneviz.analysis.populations import Comparison, comparisons
-from pruneviz.analysis.runs import (
-    run_attacks,
-    run_calibration,
-    run_cka,
-    run_corruption_errors,
-    run_corruptions,
-    run_curvature,
-    run_embedding,
-    run_knn_overlap,
-    run_landscape,
-    run_logit_geometry,
-    run_logit_geometry_change,
-    run_reliability,
-    run_sharpness,
-    run_spectrum,
-    run_speedups,
-)
 from pruneviz.analysis.sharpness import (
     average_sharpness,
     pac_bayes_sigma,
@@ -93,11 +72,10 @@ from pruneviz.analysis.spectrum import (
     spectrum_table,
     stable_rank,
 )
-from pruneviz.analysis.subgroups import disparate_impact, group_metrics, run_subgroups, sample_groups
+from pruneviz.analysis.subgroups import disparate_impact, group_metrics, sample_groups
 
 __all__ = [
     "AttackSettings",
-    "Comparison",
     "HessianOperator",
     "PowerLawFit",
     "activations",
@@ -118,7 +96,6 @@ __all__ = [
     "cka_grid",
     "cka_matrix",
     "compare_attributions",
-    "comparisons",
     "condition_number",
     "conv_operator_singular_values",
     "conv_spectral_norm",
@@ -164,25 +141,6 @@ __all__ = [
     "randomized_spectrum_table",
     "reliability_bins",
     "robust_accuracy",
-    "run_attacks",
-    "run_attributions",
-    "run_calibration",
-    "run_cka",
-    "run_corruption_errors",
-    "run_corruptions",
-    "run_curvature",
-    "run_embedding",
-    "run_exemplar_summary",
-    "run_exemplars",
-    "run_knn_overlap",
-    "run_landscape",
-    "run_logit_geometry",
-    "run_logit_geometry_change",
-    "run_reliability",
-    "run_sharpness",
-    "run_spectrum",
-    "run_speedups",
-    "run_subgroups",
     "sam_sharpness",
     "sample_groups",
     "spectrum_change",

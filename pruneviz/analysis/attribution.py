@@ -52,7 +52,6 @@ from pruneviz.analysis.attacks import (
     input_gradient_scope,
 )
 from pruneviz.data.dataset import Dataset
-from pruneviz.zoo.store import Zoo
 
 METHODS = ("gradient_shap", "integrated_gradients", "saliency")
 METRICS = ("spearman", "topk_overlap", "cosine")
@@ -545,90 +544,3 @@ def attribution_maps(
 
 
 # -- zoo ------------------------------------------------------------------------------------------
-def run_attributions(
-    zoo: Zoo,
-    dense_run: str,
-    pruned_run: str,
-    *,
-    sample_ids: Sequence[int] | None = None,
-    methods: Sequence[str] = METHODS,
-    subset: str = "test",
-    samples: int = 32,
-    k: int | None = None,
-    steps: int = 32,
-    draws: int = 16,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """:func:`compare_attributions` of two runs of a zoo, on their dataset's ``subset``, cached.
-
-    The samples are ``sample_ids`` (ids in that subset) or else ``samples`` of the subset drawn with
-    ``seed`` (all of it if smaller). Attributions are of the true class with a zero baseline. Any two
-    runs of one dataset may be compared — two dense seeds give the agreement that training noise alone
-    leaves.
-
-    Returns the agreement frame with ``dense_run``, ``pruned_run`` and the pruned run's ``method``,
-    ``structure`` and (achieved) ``sparsity`` in front.
-
-    Example (on the demo zoo)::
-
-        zoo = Zoo("build/demo-zoo")
-        dense = zoo.runs(kind="dense").run[0]
-        pruned = zoo.runs(parent=dense, method="lamp").run[0]
-        frame = run_attributions(zoo, dense, pruned, methods=["saliency"], samples=16)
-    """
-    where = "run_attributions"
-    dense_rec, pruned_rec = zoo.run(dense_run), zoo.run(pruned_run)
-    if dense_rec.dataset != pruned_rec.dataset:
-        data_fail(
-            "pruned_run",
-            where,
-            f"a run of the dense run's dataset {dense_rec.dataset!r}",
-            f"a run of {pruned_rec.dataset!r}",
-            "compare runs trained on one dataset.",
-        )
-    subset = check_choice(subset, "subset", where, ("train", "val", "test"))
-    samples = check_int(samples, "samples", where, minimum=1)
-    methods = _check_methods(methods, where)
-    seed = check_int(seed, "seed", where, minimum=0)
-    ids = None if sample_ids is None else [int(i) for i in np.asarray(sample_ids).ravel()]
-    params = {
-        "sample_ids": ids,
-        "methods": methods,
-        "subset": subset,
-        "samples": samples,
-        "k": k,
-        "steps": steps,
-        "draws": draws,
-        "seed": seed,
-    }
-
-    def compute() -> pd.DataFrame:
-        data = getattr(zoo.splits(dense_rec.dataset), subset)
-        if ids is None and samples < len(data):
-            pick = np.sort(np.random.default_rng(seed).permutation(len(data))[:samples])
-            chosen = data.sample_id[pick]
-        else:
-            chosen = select_samples(data, ids, where).sample_id
-        frame = compare_attributions(
-            zoo.load_model(dense_run),
-            zoo.load_model(pruned_run),
-            data,
-            sample_ids=chosen,
-            methods=methods,
-            k=k,
-            steps=steps,
-            draws=draws,
-            seed=seed,
-        )
-        keys = {
-            "dense_run": dense_run,
-            "pruned_run": pruned_run,
-            "method": pruned_rec.method or "dense",
-            "structure": pruned_rec.structure or "",
-            "sparsity": float(pruned_rec.sparsity),
-        }
-        for i, (key, value) in enumerate(keys.items()):
-            frame.insert(i, key, value)
-        return frame
-
-    return zoo.cached("attributions", [dense_run, pruned_run], params, compute)

@@ -42,18 +42,11 @@ import pandas as pd
 
 from pruneviz._validation import check_choice, check_fraction, check_int, data_fail, fail
 from pruneviz.analysis.calibration import bin_index, check_logits_labels, sample_terms
-from pruneviz.analysis.populations import (
-    COMPARISON_KEYS,
-    check_same_samples,
-    check_split,
-    comparisons,
-    population_reader,
-)
+from pruneviz.analysis.outputs import check_same_samples
 from pruneviz.data.dataset import Dataset
 from pruneviz.train import logits_of
-from pruneviz.zoo.store import Zoo
 
-__all__ = ["disparate_impact", "group_metrics", "run_subgroups", "sample_groups"]
+__all__ = ["disparate_impact", "group_metrics", "sample_groups"]
 
 GROUP_METRICS = ("accuracy", "error_rate", "nll", "ece", "brier")
 ALL = "(all)"  # the ``group`` of rows about all samples together
@@ -380,7 +373,7 @@ def group_metrics(
     ----------
     outputs : DataFrame
         Per-sample outputs (:func:`pruneviz.train.evaluate`, ``Zoo.outputs``, or
-        :func:`~pruneviz.analysis.populations.population_outputs`): ``sample_id``, ``label``,
+        :func:`~pruneviz.study.populations.population_outputs`): ``sample_id``, ``label``,
         ``prediction`` and ``logit_*`` columns, and a ``run`` column when it holds several runs (each
         run covering the same samples). One split and subset.
     groups : DataFrame
@@ -473,7 +466,7 @@ def disparate_impact(
     ----------
     dense, pruned : DataFrame
         Per-sample outputs of each population (a ``run`` column, one or more runs, every run covering
-        the same ``sample_id``s in both): :func:`~pruneviz.analysis.populations.population_outputs`.
+        the same ``sample_id``s in both): :func:`~pruneviz.study.populations.population_outputs`.
     groups : DataFrame
         ``sample_id`` and the ``group`` column (e.g. :func:`sample_groups` of the dataset).
     group, metric : str
@@ -618,78 +611,3 @@ def disparate_impact(
     out.insert(2, "metric", metric)
     out.insert(out.columns.get_loc("p_value"), "small", out["n"].to_numpy() < s["min_group_size"])
     return out[list(COLUMNS)]
-
-
-def run_subgroups(
-    zoo: Zoo,
-    *,
-    group: str = "class",
-    metric: str = "accuracy",
-    dense: Sequence[str] | None = None,
-    pruned: Sequence[str] | None = None,
-    split: str = "clean",
-    subset: str = "test",
-    bins: int = 15,
-    bootstrap: int = 1000,
-    permutations: int = 1000,
-    confidence: float = 0.95,
-    min_group_size: int = 30,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """:func:`disparate_impact` of every comparison of a zoo.
-
-    The populations come from :func:`~pruneviz.analysis.populations.comparisons` (pruned runs grouped
-    by dataset, arch, method, structure, target sparsity and pruning settings, against their dense
-    parents; ``dense`` and ``pruned`` select runs explicitly), their outputs on ``split`` and ``subset``
-    from the zoo (a dense population shared by several comparisons is read once), the groups from the
-    dataset. Every parameter is checked before anything is read. Each comparison's frame is cached in
-    the zoo, so a second call reads it back.
-
-    Returns
-    -------
-    One tidy frame: the comparison keys (:data:`~pruneviz.analysis.populations.COMPARISON_KEYS`:
-    ``dataset``, ``arch``, ``method``, ``structure``, ``sparsity`` — the target sparsity —,
-    ``settings``, ``dense_runs``, ``pruned_runs``) in front of :func:`disparate_impact`'s columns.
-    Empty (with those columns) when the zoo has no comparison.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> run_subgroups(Zoo.create(tempfile.mkdtemp() + "/z")).empty
-    True
-    """
-    where = "run_subgroups"
-    if not isinstance(zoo, Zoo):
-        fail("zoo", where, "a pruneviz Zoo", type(zoo).__name__, "open one with Zoo(path).")
-    s = _check_settings(
-        where,
-        group=group,
-        metric=metric,
-        bins=bins,
-        bootstrap=bootstrap,
-        permutations=permutations,
-        confidence=confidence,
-        min_group_size=min_group_size,
-        seed=seed,
-    )
-    split, subset = check_split(split, subset, where)
-    read = population_reader(zoo, split=split, subset=subset, where=where)
-    frames = []
-    groups: dict[str, pd.DataFrame] = {}  # read each dataset once, and only on a cache miss
-    for comp in comparisons(zoo, dense=dense, pruned=pruned, where=where):
-
-        def compute(comp=comp) -> pd.DataFrame:
-            if comp.dataset not in groups:
-                groups[comp.dataset] = sample_groups(zoo.dataset(comp.dataset))
-            d = read(comp.dense, keep=True)  # shared by the comparisons of one dense population
-            p = read(comp.pruned)
-            table = disparate_impact(d, p, groups[comp.dataset], group=group, **s)
-            for i, (k, v) in enumerate(comp.keys.items()):
-                table.insert(i, k, v)
-            return table
-
-        params = {"group": group, "split": split, "subset": subset, "comparison": comp.keys, **s}
-        frames.append(zoo.cached("subgroups", [*comp.dense, *comp.pruned], params, compute))
-    if not frames:
-        return pd.DataFrame(columns=[*COMPARISON_KEYS, *COLUMNS])
-    return pd.concat(frames, ignore_index=True)

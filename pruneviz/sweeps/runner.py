@@ -7,7 +7,7 @@ retried a bounded number of times, then recorded in ``ZOO/sweep-failures.json`` 
 children with it) while the rest go on; the record is cleared when a later sweep stores the run.
 
 Once every run is stored, the spec's analyses go to the same executor, step by step in
-:data:`~pruneviz.analysis.study.STEPS` order: each step's items (:func:`~pruneviz.analysis.study.study_items`)
+:data:`~pruneviz.study.STEPS` order: each step's items (:func:`~pruneviz.study.plan.study_items`)
 are computed by workers that read the zoo without writing to it, and the driver stores what each returns
 as it arrives, then plans the next step. A failed item is retried like a task, then recorded as
 ``analysis:<step>:<item id>``.
@@ -334,9 +334,10 @@ def _analyse(
 
     Workers read the zoo at its absolute path and write nothing (see :func:`analyse_item`); an item
     whose results are all stored already returns no writes, so a rerun stores nothing."""
-    from pruneviz.analysis import study
+    from pruneviz.study import plan as study
 
     settings = study.StudySettings.quick() if spec.quick_analyses else study.StudySettings()
+    study.record_settings(zoo, settings)  # the zoo's views ask for exactly these results
     if ex.name == "dask" and not _workers_see(zoo, ex):
         if progress:
             print(
@@ -380,7 +381,7 @@ def _analyse_step(
     progress: bool,
 ) -> None:
     """Submit every item of one step, store each result as it arrives, retry or record failures."""
-    from pruneviz.analysis import study
+    from pruneviz.study import plan as study
 
     path = str(zoo.path.resolve())
     by_id = {item.id: item for item in items}
@@ -449,18 +450,13 @@ def _store(zoo: Zoo, result: TaskResult) -> None:
     """Store a computed run (the only write of a sweep); a run already there is left as it is."""
     import torch
 
-    from pruneviz.models.registry import build_from_spec
-    from pruneviz.prune.channels import apply_channel_plan
     from pruneviz.prune.masks import Masks
+    from pruneviz.zoo.store import rebuild_model
 
     record = result.record
     if zoo.has_run(record.run):  # computed twice (a worker lost after finishing): keep the first
         return
-    model = build_from_spec(record.model_spec, seed=0)
-    plan = record.schedule.get("channel_plan")
-    if plan:
-        apply_channel_plan(model, plan, input_shape=record.model_spec.input_shape)
-    model.load_state_dict(result.state_dict(), strict=True)
+    model = rebuild_model(record, result.state_dict())
     masks = result.mask_tensors()
     with torch.no_grad():
         zoo.add_run(record, model, result.outputs, masks=Masks.from_tensors(masks) if masks else None)

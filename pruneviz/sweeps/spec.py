@@ -367,7 +367,7 @@ def parse_spec(text: str, *, source: str = "<string>") -> SweepSpec:
                 finetune = _train_config(chk, ("prune", "finetune"), ft_raw, DEFAULT_FINETUNE)
     steps = tuple(analyses.get("steps", ()))
     if steps:
-        from pruneviz.analysis.study import STEPS
+        from pruneviz.study import STEPS
 
         _choices(chk, ("analyses", "steps"), steps, STEPS)
     for table, key in (("data", "datasets"), ("dense", "architectures"), ("prune", "methods")):

@@ -18,6 +18,7 @@ FOCUS = ("parent", "method", "sparsity")
 
 
 class OverviewView(AnalysisView):
+    tab = "Overview"
     heading = "Accuracy, size and latency against sparsity"
     intro = (
         "Each point is a method at a target sparsity (mean over seeds, bars: spread); dense is the reference."
@@ -30,6 +31,7 @@ class OverviewView(AnalysisView):
 
 
 class GeometryView(AnalysisView):
+    tab = "Geometry"
     heading = "Feature geometry: dense parent against the pruned run in focus"
     figures = (
         Figure("CKA", "cka", lambda f, s: C.cka_chart(f), FOCUS),
@@ -67,6 +69,7 @@ def _picked(scores: pd.DataFrame, state: StudyState) -> Any:
 
 
 class ExemplarsView(AnalysisView):
+    tab = "Exemplars"
     heading = "Compression-identified exemplars"
     intro = (
         "The samples on which pruning changes the population's answers most, with their attributions. "
@@ -92,6 +95,7 @@ def _shown_group(frame: pd.DataFrame, state: StudyState) -> str | None:
 
 
 class SubgroupsView(AnalysisView):
+    tab = "Subgroups"
     heading = "Who pays for compression"
     intro = (
         "Excess accuracy loss ψ per group with bootstrap intervals; the band is what random groups produce."
@@ -107,6 +111,7 @@ class SubgroupsView(AnalysisView):
 
 
 class SharpnessView(AnalysisView):
+    tab = "Sharpness"
     heading = "Curvature and the loss landscape"
     figures = (
         Figure("Hessian", "curvature", lambda f, s: C.metric_by_sparsity_chart(f), FOCUS),
@@ -115,11 +120,13 @@ class SharpnessView(AnalysisView):
 
 
 class SpectrumView(AnalysisView):
+    tab = "Spectrum"
     heading = "Weight spectra and condition numbers"
     figures = (Figure("Spectra", "spectrum", lambda f, s: C.spectrum_chart(f), FOCUS),)
 
 
 class RobustnessView(AnalysisView):
+    tab = "Robustness"
     heading = "Robustness: corruptions, attacks and calibration"
     figures = (
         Figure("Corruptions", "corruptions", lambda f, s: C.corruption_chart(f), FOCUS),
@@ -128,14 +135,17 @@ class RobustnessView(AnalysisView):
     )
 
 
-TABS: tuple[tuple[str, type[AnalysisView]], ...] = (
-    ("Overview", OverviewView),
-    ("Geometry", GeometryView),
-    ("Exemplars", ExemplarsView),
-    ("Subgroups", SubgroupsView),
-    ("Sharpness", SharpnessView),
-    ("Spectrum", SpectrumView),
-    ("Robustness", RobustnessView),
+TABS: tuple[tuple[str, type[AnalysisView]], ...] = tuple(
+    (view.tab, view)
+    for view in (
+        OverviewView,
+        GeometryView,
+        ExemplarsView,
+        SubgroupsView,
+        SharpnessView,
+        SpectrumView,
+        RobustnessView,
+    )
 )
 
 __all__ = [

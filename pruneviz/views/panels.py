@@ -115,7 +115,7 @@ def message(text: str) -> pn.pane.Alert:
 def draw(state: StudyState, figure: Figure) -> Drawn:
     """Compute one figure for the state's choices: never raises for a problem a person can meet."""
     try:
-        frame = getattr(state, figure.frame)()
+        frame = state.figure_frame(figure.frame)
         if frame.empty:
             return Drawn(message=f"{figure.title}: {figure.empty}")
         chart = figure.chart(frame, state)
@@ -366,8 +366,13 @@ class AnalysisView(pn.viewable.Viewer):
     heading = ""
     intro = ""
 
+    #: the tab's name in the app; registered analyses shown on it (:class:`~pruneviz.study.Show`) add
+    #: their figures after the view's own
+    tab = ""
+
     def __init__(self, state: StudyState, **params: Any) -> None:
         super().__init__(state=state, **params)
+        self.figures = (*type(self).figures, *registered_figures(self.tab))
         self.panes = [FigurePane(self, f) for f in self.figures]
         depends = sorted({name for f in self.figures for name in f.depends})
         if depends:
@@ -404,3 +409,29 @@ class AnalysisView(pn.viewable.Viewer):
             parts.append(pn.pane.Markdown(f"### {self.heading}\n{self.intro}", sizing_mode="stretch_width"))
         parts += self.panes
         return pn.Column(*parts, sizing_mode="stretch_width")
+
+
+#: the choices a registered analysis' figure depends on, by scope
+SCOPE_DEPENDS = {
+    "run": ("parent", "method", "sparsity"),
+    "pair": ("parent", "method", "sparsity"),
+    "family": ("parent", "method", "sparsity"),
+    "runs": ("parent", "method", "sparsity"),
+    "comparison": ("methods", "sparsities", "split"),
+}
+
+
+def registered_figures(tab: str) -> tuple[Figure, ...]:
+    """The figures of the registered analyses shown on ``tab`` that no view draws itself."""
+    from pruneviz.study import analyses
+
+    figures = []
+    for entry in analyses(tab=tab) if tab else []:
+        show = entry.show
+        depends = show.depends or (*SCOPE_DEPENDS[entry.scope], *(["group"] if "group" in entry.over else []))
+        figures.append(Figure(show.title, entry.name, _chart_of(show.chart), tuple(depends)))
+    return tuple(figures)
+
+
+def _chart_of(chart: Callable[[pd.DataFrame], Any]) -> Callable[[pd.DataFrame, StudyState], Any]:
+    return lambda frame, state: chart(frame)

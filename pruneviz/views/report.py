@@ -26,23 +26,32 @@ def _table(frame: pd.DataFrame, caption: str) -> str:
 
 
 def audit_tables(state: StudyState) -> dict[str, pd.DataFrame]:
-    """The report's tables: disparity Ψ per method × sparsity, exemplar counts, robust accuracy."""
-    from pruneviz.analysis.exemplars import run_exemplar_summary
-    from pruneviz.analysis.subgroups import run_subgroups
-
-    dense = state.runs.loc[state.runs["kind"] == "dense", "run"].tolist()
-    impact = run_subgroups(state.zoo, group=state.group, dense=dense)
+    """The report's tables: disparity Ψ per method × sparsity, exemplar counts (the study's cached
+    results, with the zoo's study settings)."""
+    impact = state.frame("subgroups")
     disparity = impact[(impact["group"] == "(all)") & (impact["statistic"] == "disparity")]
     disparity = disparity[["method", "structure", "sparsity", "value", "lo", "hi", "p_value"]].rename(
         columns={"value": "disparity Ψ"}
     )
-    summary = run_exemplar_summary(state.zoo, dense=dense)
+    summary = state.frame("exemplar_summary")
     counts = (
         summary[(summary["attribute"] == "(all)") & summary["metric"].isin(["n_exemplars", "exemplar_rate"])]
         .pivot_table(index=["method", "structure", "sparsity"], columns="metric", values="value")
         .reset_index()
     )
     return {"disparity": disparity.reset_index(drop=True), "exemplars": counts}
+
+
+def registered_sections(state: StudyState) -> list[tuple[str, Any]]:
+    """(title, chart) of every registered analysis whose :class:`~pruneviz.study.Show` asks to be in
+    the report, drawn for the pruned run in focus."""
+    from pruneviz.study import analyses
+
+    return [
+        (a.show.title, a.show.chart(state.frame(a.name)))
+        for a in analyses()
+        if a.show is not None and a.show.report
+    ]
 
 
 def write_audit_report(
@@ -67,6 +76,8 @@ def write_audit_report(
         C.corruption_chart(state.corruptions()),
         C.attack_chart(state.attacks()),
     ]
+    sections = registered_sections(state)
+    figures += [chart for _, chart in sections]
     conf = {
         "zoo": str(zoo.path),
         "pruneviz": __version__,
@@ -85,8 +96,10 @@ def write_audit_report(
         + _table(tables["exemplars"], "Compression-identified exemplars (modal definition)")
     )
     doc = figures[0].to_html(inline=True)  # carries the Vega libraries inline: opens offline
+    titles = {4 + i: title for i, (title, _) in enumerate(sections)}  # after the four figures above
     extra = "".join(
-        f'<div id="fig{i}"></div><script>vegaEmbed("#fig{i}", {json.dumps(fig.to_dict())})'
+        (f"<h3>{html.escape(titles[i])}</h3>" if i in titles else "")
+        + f'<div id="fig{i}"></div><script>vegaEmbed("#fig{i}", {json.dumps(fig.to_dict())})'
         f".catch(console.error);</script>"
         for i, fig in enumerate(figures[1:], start=1)
     )

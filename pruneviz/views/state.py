@@ -53,6 +53,7 @@ class StudyState(param.Parameterized):
         self.zoo = zoo
         self._runs = zoo.runs()
         self._datasets: dict[str, Any] = {}
+        self._settings: Any = None
         self.fingerprint = _fingerprint(self._runs)
         super().__init__()
         datasets = sorted(self._runs["dataset"].unique()) if not self._runs.empty else []
@@ -114,6 +115,7 @@ class StudyState(param.Parameterized):
         clone.zoo = self.zoo
         clone._runs = self._runs
         clone._datasets = self._datasets
+        clone._settings = self._settings
         clone.fingerprint = self.fingerprint
         param.Parameterized.__init__(clone)
         for name in self.CHOICES:
@@ -207,34 +209,73 @@ class StudyState(param.Parameterized):
                             "test_accuracy", "params") if c in shown.columns]  # fmt: skip
         return shown[cols].assign(method=shown["method"].fillna("dense"))
 
-    def layer_sparsity(self) -> pd.DataFrame:
-        from pruneviz.analysis.runs import run_spectrum
+    # -- frames of registered analyses ----------------------------------------------------------
+    @property
+    def settings(self) -> Any:
+        """The study settings the zoo was analysed with: the views ask for exactly those results."""
+        if self._settings is None:
+            from pruneviz.study import settings_of
 
-        table = run_spectrum(self.zoo, self.child)
-        return table[table["metric"] == "sparsity"].reset_index(drop=True)
+            self._settings = settings_of(self.zoo)
+        return self._settings
+
+    def frame(self, name: str, **changes: Any) -> pd.DataFrame:
+        """The frame of the registered analysis ``name`` for the runs in focus, with the zoo's study
+        settings (``changes`` override single settings): what the study precomputed, read from the
+        cache. By scope: a run analysis of the dense parent and the pruned run in focus (one frame);
+        a pair analysis of the two; a family analysis of the parent and all its children, kept to the
+        two; a comparison analysis of every dense run against the chosen methods and sparsities, on the
+        chosen split (and group); a runs analysis of the two runs."""
+        from pruneviz.study import Target, analysis
+
+        entry = analysis(name)
+        self._check()
+        params = {**self.settings.params(entry), **changes}
+        parent = self.parent
+        if entry.scope == "comparison":
+            frame = entry.call(self.zoo, Target((), self._dense_population(), self.split, self.group), params)
+            keep = frame["method"].isin(self.methods) & frame["sparsity"].isin(self.sparsities)
+            return frame[keep].reset_index(drop=True)
+        child = self.child
+        if entry.scope == "run":
+            frames = [entry.call(self.zoo, Target((r,)), params) for r in (parent, child)]
+            return pd.concat(frames, ignore_index=True)
+        if entry.scope == "pair":
+            return entry.call(self.zoo, Target((parent, child)), params)
+        if entry.scope == "family":
+            from pruneviz.study.plan import family
+
+            frame = entry.call(self.zoo, Target(family(self.runs, parent)), params)
+            return frame[frame["run"].isin([parent, child])].reset_index(drop=True)
+        return entry.call(self.zoo, Target((parent, child)), params)
+
+    def figure_frame(self, name: str) -> pd.DataFrame:
+        """The frame a figure draws: this state's method ``name`` when it has one (frames shaped for a
+        view), else the registered analysis ``name`` (:meth:`frame`)."""
+        method = getattr(type(self), name, None)
+        return method(self) if callable(method) else self.frame(name)
+
+    def layer_sparsity(self) -> pd.DataFrame:
+        table = self.frame("spectrum")
+        table = table[(table["run"] == self.child) & (table["metric"] == "sparsity")]
+        return table.reset_index(drop=True)
 
     def speedups(self) -> pd.DataFrame:
         """Per layer of the pruned run in focus, at batch sizes 1 and 64: the path
         :func:`pruneviz.kernels.sparsify` would run it with on this machine, and the measured against
         the theoretical speedup (timings measured once per machine and layer shape, then cached)."""
-        from pruneviz.analysis.runs import run_speedups
+        from pruneviz.study import run_speedups
 
         return run_speedups(self.zoo, self.child, batch_sizes=(1, 64))
 
     def cka(self) -> pd.DataFrame:
-        from pruneviz.analysis.runs import run_cka
-
-        return run_cka(self.zoo, self.parent, self.child, samples=512)
+        return self.frame("cka")
 
     def embedding(self) -> pd.DataFrame:
-        from pruneviz.analysis.runs import run_embedding
-
-        return run_embedding(self.zoo, [self.parent, self.child], samples=2000)
+        return self.frame("embedding")
 
     def logit_change(self) -> pd.DataFrame:
-        from pruneviz.analysis.runs import run_logit_geometry_change
-
-        return run_logit_geometry_change(self.zoo, self.parent, self.child)
+        return self.frame("logit_change")
 
     def _dense_population(self) -> list[str]:
         runs = self.runs
@@ -242,27 +283,14 @@ class StudyState(param.Parameterized):
 
     def exemplars(self) -> pd.DataFrame:
         """Exemplar scores of the focus method × sparsity against the dense population."""
-        from pruneviz.analysis.exemplars import run_exemplars
-
-        self._check()
-        table = run_exemplars(self.zoo, dense=self._dense_population(), split=self.split)
-        return self._focus(table)
+        return self._focus(self.frame("exemplars"))
 
     def exemplar_summary(self) -> pd.DataFrame:
-        from pruneviz.analysis.exemplars import run_exemplar_summary
-
-        self._check()
-        table = run_exemplar_summary(self.zoo, dense=self._dense_population(), split=self.split)
-        return self._focus(table)
+        return self._focus(self.frame("exemplar_summary"))
 
     def subgroups(self) -> pd.DataFrame:
         """Disparate impact on the chosen group attribute, for the chosen methods and sparsities."""
-        from pruneviz.analysis.subgroups import run_subgroups
-
-        self._check()
-        table = run_subgroups(self.zoo, group=self.group, dense=self._dense_population(), split=self.split)
-        keep = table["method"].isin(self.methods) & table["sparsity"].isin(self.sparsities)
-        return table[keep].reset_index(drop=True)
+        return self.frame("subgroups")
 
     def _focus(self, table: pd.DataFrame) -> pd.DataFrame:
         keep = (table["method"] == self.method) & np.isclose(
@@ -271,39 +299,22 @@ class StudyState(param.Parameterized):
         return table[keep].reset_index(drop=True)
 
     def curvature(self) -> pd.DataFrame:
-        from pruneviz.analysis.runs import run_curvature
-
-        self._check()
-        return pd.concat([run_curvature(self.zoo, r) for r in (self.parent, self.child)], ignore_index=True)
+        return self.frame("curvature")
 
     def spectrum(self) -> pd.DataFrame:
-        from pruneviz.analysis.runs import run_spectrum
-
-        self._check()
-        return pd.concat([run_spectrum(self.zoo, r) for r in (self.parent, self.child)], ignore_index=True)
+        return self.frame("spectrum")
 
     def landscape(self) -> pd.DataFrame:
-        from pruneviz.analysis.runs import run_landscape
-
-        self._check()
-        return pd.concat(
-            [run_landscape(self.zoo, r, dims=1) for r in (self.parent, self.child)], ignore_index=True
-        )
+        return self.frame("landscape")
 
     def corruptions(self) -> pd.DataFrame:
-        from pruneviz.analysis.runs import run_corruptions
-
-        self._check()
-        return run_corruptions(self.zoo, runs=[self.parent, self.child])
+        return self.frame("corruptions")
 
     def attacks(self) -> pd.DataFrame:
-        from pruneviz.analysis.runs import run_attacks
-
-        self._check()
-        return run_attacks(self.zoo, runs=[self.parent, self.child])
+        return self.frame("attacks")
 
     def reliability(self) -> pd.DataFrame:
-        from pruneviz.analysis.runs import run_reliability
+        from pruneviz.study import run_reliability
 
         self._check()
         return pd.concat(
@@ -382,9 +393,18 @@ class StudyState(param.Parameterized):
         self, sample_ids: list[int], method: str = "integrated_gradients"
     ) -> pd.DataFrame:
         """Attribution maps of the chosen samples by the dense parent and the pruned run in focus,
-        with a ``model`` column (``dense``, ``pruned``)."""
+        with a ``model`` column (``dense``, ``pruned``): read from the study's cached maps of the
+        comparison's top exemplars when they cover the samples, computed otherwise."""
         from pruneviz.analysis.attribution import attribution_maps
+        from pruneviz.study import analysis
 
+        if (
+            method == "integrated_gradients"
+            and self.data().info.modality in analysis("exemplar_maps").modalities
+        ):
+            maps = self.frame("exemplar_maps", split=self.split)
+            if not maps.empty and set(sample_ids) <= set(maps["sample_id"]):
+                return maps[maps["sample_id"].isin(sample_ids)].drop(columns="rank").reset_index(drop=True)
         data = self.data()
         part = data.take(pd.Index(data.sample_id).get_indexer(sample_ids))
         frames = []

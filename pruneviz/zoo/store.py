@@ -212,6 +212,23 @@ class ZooWrites:
         return not self.entries and not any(self.outputs.values())
 
 
+def rebuild_model(record: RunRecord, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The one way a stored run's model is made: its architecture from ``record.model_spec``, its channel
+    plan (if channel-pruned) replayed, then ``state`` loaded strictly; in eval mode."""
+    model = build_from_spec(record.model_spec, seed=0)
+    plan = record.schedule.get("channel_plan")
+    if plan:
+        apply_channel_plan(model, plan, input_shape=record.model_spec.input_shape)
+    try:
+        model.load_state_dict(dict(state), strict=True)
+    except RuntimeError as exc:
+        raise ZooError(
+            f"The weights of run {record.run!r} do not fit its architecture {record.arch!r} ({exc}). "
+            "Fix: rebuild that run."
+        ) from exc
+    return model.eval()
+
+
 def dense_run_id(dataset: str, spec: ModelSpec, seed: int, train_config: Mapping[str, Any]) -> str:
     """The deterministic id of a dense run: readable prefix plus a hash of everything that defines it."""
     tag = digest({"dataset": dataset, "spec": spec.to_json(), "seed": seed, "train": dict(train_config)})
@@ -229,9 +246,13 @@ class Zoo:
     True
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = bool(read_only)
         self._captured: ZooWrites | None = None  # set while capturing (see capture())
+        #: what this object did: ``hits`` (cached results read), ``computed`` (results computed on a
+        #: miss), ``writes`` (cache entries, outputs and records written, or recorded while capturing)
+        self.counts: dict[str, int] = {"hits": 0, "computed": 0, "writes": 0}
         index = self.path / INDEX_FILE
         if not self.path.exists():
             raise ZooError(
@@ -261,6 +282,8 @@ class Zoo:
         if version < 1:
             raise ZooError(f"The index of {str(self.path)!r} has no schema version. Fix: rebuild the zoo.")
         self.schema_version = version
+        if self.read_only:  # everything computed is kept in memory, nothing is written (see capture())
+            self._captured = ZooWrites()
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -308,12 +331,41 @@ class Zoo:
         return cls(p)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Zoo:
-        """Open an existing zoo (errors if it is missing, not a zoo, or of a newer schema)."""
-        return cls(path)
+    def open(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> Zoo:
+        """Open an existing zoo (errors if it is missing, not a zoo, or of a newer schema).
+
+        ``read_only=True`` opens it as a served app does: the index is opened read-only, and what an
+        analysis computes on a cache miss (or an evaluation adds) is kept in this object's memory, as
+        in :meth:`capture`, and never written; ``counts`` says how many results were computed."""
+        return cls(path, read_only=read_only)
 
     def __repr__(self) -> str:
         return f"Zoo({str(self.path)!r}, runs={len(self.run_ids())})"
+
+    # -- study metadata -------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        """The value the zoo's ``meta`` table holds for ``key`` (``None`` when absent)."""
+        with self._connect() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", (str(key),)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Set ``key`` of the zoo's ``meta`` table (e.g. the settings a study used) to ``value``, or
+        remove it (``None``), under the writer lock; the zoo's own keys (schema, version) are not set.
+        A capturing zoo (a sweep's worker) leaves this to the process that writes."""
+        where = "Zoo.set_meta"
+        if not isinstance(key, str) or key in ("schema_version", "pruneviz_version", "created_at"):
+            fail("key", where, "a key of your own (not schema_version, pruneviz_version, created_at)", key)
+        if value is not None and not isinstance(value, str):
+            fail("value", where, "a string (e.g. JSON text) or None", type(value).__name__)
+        if self._captured is not None and not self.read_only:
+            return
+        with self._writing(), self._connect() as con:
+            if value is None:
+                con.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        self.counts["writes"] += 1
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -338,6 +390,11 @@ class Zoo:
         """
         import fcntl
 
+        if self.read_only:
+            raise ZooError(
+                f"The zoo {str(self.path)!r} is open read-only (as the app opens it): nothing can be "
+                "written to it. Fix: open it with Zoo(path) to write, e.g. `pruneviz zoo analyse`."
+            )
         if self._captured is not None:
             raise ZooError(
                 f"The zoo {str(self.path)!r} is open for capture (read-only): nothing can be written to it. "
@@ -592,18 +649,7 @@ class Zoo:
         """
         record = self.run(run)
         tensors, _ = load_tensors(self.path / "runs" / run / "weights.safetensors")
-        model = build_from_spec(record.model_spec, seed=0)
-        plan = record.schedule.get("channel_plan")
-        if plan:
-            apply_channel_plan(model, plan, input_shape=record.model_spec.input_shape)
-        try:
-            model.load_state_dict(tensors, strict=True)
-        except RuntimeError as exc:
-            raise ZooError(
-                f"The weights of run {run!r} do not fit its architecture {record.arch!r} ({exc}). "
-                "Fix: rebuild that run."
-            ) from exc
-        return model.eval()
+        return rebuild_model(record, tensors)
 
     def masks(self, run: str) -> Masks:
         """The run's pruning masks (empty for dense and channel-pruned runs)."""
@@ -697,12 +743,14 @@ class Zoo:
             current = self._read_outputs(run, path, columns=["split", "subset"])
             _check_new_outputs(run, current, self._output_columns(run, path), outputs, where)
             self._captured.outputs.setdefault(run, []).append(outputs.copy())
+            self.counts["writes"] += 1
             return
         with self._writing():
             current = self._read_outputs(run, path)
             _check_new_outputs(run, current, list(current.columns), outputs, where)
             merged = pd.concat([current, outputs], ignore_index=True)
             write_atomic(path, lambda tmp: _write_outputs(tmp, merged))
+        self.counts["writes"] += 1
 
     def verify(self) -> pd.DataFrame:
         """Check that every indexed run's files are present and readable; one row per problem."""
@@ -734,17 +782,21 @@ class Zoo:
         if self._captured is not None:
             captured = self._captured.entry(key)
             if captured is not None:
+                self.counts["hits"] += 1
                 return captured.frame.copy()
         path = self.path / "cache" / f"{key}.parquet"
         with self._connect() as con:
             hit = con.execute("SELECT 1 FROM cache WHERE key = ?", (key,)).fetchone()
         if hit and path.is_file():
+            self.counts["hits"] += 1
             return pd.read_parquet(path)
+        self.counts["computed"] += 1
         result = compute()
         if not isinstance(result, pd.DataFrame):
             fail("compute", "Zoo.cached", "a function returning a DataFrame", type(result).__name__)
         if self._captured is not None:
             self._captured.entries.append(CacheEntry(analysis, tuple(runs), dict(params), result.copy()))
+            self.counts["writes"] += 1
         else:
             self.store_entry(CacheEntry(analysis, tuple(runs), dict(params), result))
         return result
@@ -770,6 +822,7 @@ class Zoo:
                 return False
             path.parent.mkdir(exist_ok=True)
             write_atomic(path, lambda tmp: entry.frame.to_parquet(tmp, index=False))
+            self.counts["writes"] += 1
             with self._connect() as con:
                 con.execute(
                     "INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?, ?, ?)",
@@ -800,7 +853,10 @@ class Zoo:
         (['demo'], True)
         """
         if self._captured is not None:
-            raise ZooError(f"The zoo {str(self.path)!r} is already capturing. Fix: do not nest capture().")
+            raise ZooError(
+                f"The zoo {str(self.path)!r} is already capturing (or open read-only). Fix: do not nest "
+                "capture(), and capture in a zoo opened with Zoo(path)."
+            )
         self._captured = ZooWrites()
         try:
             yield self._captured

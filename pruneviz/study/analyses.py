@@ -1,0 +1,298 @@
+"""The declarations of pruneviz's own analyses in the study registry (:mod:`pruneviz.study.registry`).
+
+Each entry is the one place that says how a study computes an analysis (scope, full and quick settings)
+and where it is shown. Views with their own layout (:mod:`pruneviz.views`) name these entries; an
+entry with a :class:`~pruneviz.study.registry.Show` is drawn by the generic figure of its tab.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from pruneviz.study import runs as R
+from pruneviz.study.attribution import run_attributions, run_exemplar_maps
+from pruneviz.study.exemplars import run_exemplar_summary, run_exemplars
+from pruneviz.study.registry import Analysis, Setting, StudySettings, Target, register
+from pruneviz.study.subgroups import run_subgroups
+
+RUN_KEYS = R.KEYS
+COMPARISON = ("dataset", "arch", "method", "structure", "sparsity", "settings")
+PAIR_KEYS = ("run_a", "run_b", "method", "structure", "sparsity", "target_sparsity", "seed")
+
+# -- planners of the robustness splits: they store per-sample outputs, so they plan only what is missing
+_ITEM_ROWS = 250_000  # new per-sample rows of corruption outputs in one item (about; at least one run)
+
+
+def _test_splits(zoo: Any, run: str) -> set[str]:
+    table = zoo.splits_of(run)
+    return set(table.loc[table["subset"] == "test", "split"])
+
+
+def plan_corruptions(zoo: Any, runs: pd.DataFrame, dataset: str, settings: StudySettings) -> list[Target]:
+    """Targets of about :data:`_ITEM_ROWS` new per-sample rows each: several corruptions over every run
+    that lacks them, or, for large test sets, one corruption over a batch of runs."""
+    from pruneviz.analysis.corruptions import corruption_names
+
+    data = zoo.dataset(dataset)
+    if data.info.modality != "image":  # corruptions are defined for images only
+        return []
+    severities = sorted(set(settings.value(CORRUPTIONS, "severities")))
+    rows = max(1, len(severities) * int((data.subset == "test").sum()))  # per run and corruption
+    have = {rid: _test_splits(zoo, rid) for rid in runs["run"]}
+    todo: dict[str, list[str]] = {}
+    for name in corruption_names(R.default_suite(data.info.input_shape[0])):
+        labels = {R.corruption_split(name, s) for s in severities}
+        runs_todo = [rid for rid in runs["run"] if not labels <= have[rid]]
+        if runs_todo:
+            todo[name] = runs_todo
+    targets: list[Target] = []
+    batch: list[str] = []  # corruptions sharing one target: those with the same runs to do, while small
+
+    def close() -> None:
+        targets.append(Target(tuple(todo[batch[0]]), extra={"corruptions": list(batch)}))
+        batch.clear()
+
+    for name, runs_todo in todo.items():
+        if batch and (todo[batch[0]] != runs_todo or (len(batch) + 1) * len(runs_todo) * rows > _ITEM_ROWS):
+            close()
+        if len(runs_todo) * rows > _ITEM_ROWS:  # one corruption, a batch of runs per target
+            per_item = max(1, _ITEM_ROWS // rows)
+            for first in range(0, len(runs_todo), per_item):
+                chunk = tuple(runs_todo[first : first + per_item])
+                targets.append(Target(chunk, extra={"corruptions": [name]}))
+        else:
+            batch.append(name)
+    if batch:
+        close()
+    return targets
+
+
+def plan_attacks(zoo: Any, runs: pd.DataFrame, dataset: str, settings: StudySettings) -> list[Target]:
+    """One target per run that lacks an attack split."""
+    labels = {a.split for a in R.DEFAULT_ATTACKS}
+    return [Target((rid,)) for rid in runs["run"] if not labels <= _test_splits(zoo, rid)]
+
+
+def _calibration(zoo: Any, run: str, **params: Any) -> pd.DataFrame:
+    return R.run_calibration(zoo, runs=[run], **params)
+
+
+def _sample_budget(full: int, quick: int, doc: str = "samples of the subset used") -> Setting:
+    return Setting(full, quick, doc)
+
+
+CORRUPTIONS = register(
+    Analysis(
+        "corruptions",
+        step="corruptions",
+        scope="runs",
+        function=R.run_corruptions,
+        settings={"severities": Setting((1, 2, 3, 4, 5), (1, 3, 5), "corruption severities evaluated")},
+        keys=(*RUN_KEYS, "corruption", "severity", "split", "metric"),
+        doc="Accuracy and error under MNIST-C / CIFAR-10-C corruptions; outputs stored as splits.",
+        modalities=("image",),
+        planner=plan_corruptions,
+    )
+)
+register(
+    Analysis(
+        "attacks",
+        step="attacks",
+        scope="runs",
+        function=R.run_attacks,
+        keys=(*RUN_KEYS, "split", "attack", "metric"),
+        doc="Robust accuracy under FGSM and PGD; adversarial outputs stored as splits.",
+        modalities=("image", "sequence"),
+        planner=plan_attacks,
+    )
+)
+register(
+    Analysis(
+        "calibration",
+        step="calibration",
+        scope="run",
+        function=_calibration,
+        keys=(*RUN_KEYS, "split", "metric"),
+        doc="Accuracy, confidence, ECE, NLL and Brier score on every stored split.",
+    )
+)
+register(
+    Analysis(
+        "exemplars",
+        step="exemplars",
+        scope="comparison",
+        function=run_exemplars,
+        settings={"splits": Setting(("clean",), doc="evaluation splits compared", plan=True)},
+        keys=(*COMPARISON, "sample_id"),
+        doc="Compression-identified exemplar scores (modal and taxicab) per comparison.",
+        over=("split",),
+    )
+)
+register(
+    Analysis(
+        "exemplar_summary",
+        step="exemplars",
+        scope="comparison",
+        function=run_exemplar_summary,
+        settings={"splits": Setting(("clean",), doc="evaluation splits compared", plan=True)},
+        keys=(
+            "dataset",
+            "arch",
+            "method",
+            "structure",
+            "sparsity",
+            "settings",
+            "attribute",
+            "group",
+            "metric",
+        ),
+        doc="Exemplar counts and accuracy with and without them, by group.",
+        over=("split",),
+    )
+)
+register(
+    Analysis(
+        "subgroups",
+        step="subgroups",
+        scope="comparison",
+        function=run_subgroups,
+        settings={
+            "splits": Setting(("clean",), doc="evaluation splits compared", plan=True),
+            "bootstrap": Setting(1000, 200, "paired bootstrap resamples"),
+            "permutations": Setting(1000, 200, "group-label shuffles of the permutation null"),
+        },
+        keys=(
+            "dataset",
+            "arch",
+            "method",
+            "structure",
+            "sparsity",
+            "settings",
+            "group",
+            "statistic",
+            "metric",
+        ),
+        doc="Per-group Δ, ψ and Ψ with bootstrap intervals and permutation p-values.",
+        over=("split", "group"),
+    )
+)
+register(
+    Analysis(
+        "cka",
+        step="geometry",
+        scope="pair",
+        function=R.run_cka,
+        settings={"samples": _sample_budget(512, 128)},
+        keys=(*PAIR_KEYS, "layer_a", "layer_b"),
+        doc="Linear CKA between every layer of a dense parent and its pruned child.",
+    )
+)
+register(
+    Analysis(
+        "knn_overlap",
+        step="geometry",
+        scope="pair",
+        function=R.run_knn_overlap,
+        settings={"samples": _sample_budget(2000, 300)},
+        keys=(*PAIR_KEYS, "sample_id"),
+        doc="Per sample, the share of nearest neighbours the parent's and the child's features agree on.",
+    )
+)
+register(
+    Analysis(
+        "logit_change",
+        step="geometry",
+        scope="pair",
+        function=R.run_logit_geometry_change,
+        keys=(*PAIR_KEYS, "sample_id"),
+        doc="How each sample's logit geometry moves from the dense parent to the pruned child.",
+    )
+)
+register(
+    Analysis(
+        "embedding",
+        step="geometry",
+        scope="family",
+        function=R.run_embedding,
+        settings={"samples": _sample_budget(2000, 300)},
+        keys=("run", "method", "structure", "sparsity", "sample_id"),
+        doc="A dense parent's and all its children's features in one aligned 2-D space (PCA + Procrustes).",
+    )
+)
+register(
+    Analysis(
+        "attributions",
+        step="attributions",
+        scope="pair",
+        function=run_attributions,
+        settings={"samples": _sample_budget(32, 8)},
+        keys=("dense_run", "pruned_run", "method", "structure", "sparsity", "sample_id", "attribution"),
+        doc="Agreement of the parent's and the child's attributions (IG, saliency, GradientSHAP).",
+        modalities=("image", "tabular"),
+    )
+)
+register(
+    Analysis(
+        "exemplar_maps",
+        step="attributions",
+        scope="pair",
+        function=run_exemplar_maps,
+        settings={"top": Setting(8, doc="exemplars of the child's comparison shown, by rank")},
+        keys=("model", "sample_id", "channel", "row", "col"),
+        doc="Integrated-gradients maps of the top exemplars of the child's comparison, parent and child.",
+        modalities=("image", "tabular"),
+    )
+)
+register(
+    Analysis(
+        "spectrum",
+        step="spectrum",
+        scope="run",
+        function=R.run_spectrum,
+        keys=(*RUN_KEYS, "layer", "metric"),
+        doc="Per-layer singular values, ranks, condition numbers, α and norms.",
+    )
+)
+register(
+    Analysis(
+        "sharpness",
+        step="sharpness",
+        scope="run",
+        function=R.run_sharpness,
+        settings={"samples": _sample_budget(512, 128, "training samples used")},
+        keys=(*RUN_KEYS, "metric"),
+        doc="SAM, ASAM and average adaptive sharpness.",
+    )
+)
+register(
+    Analysis(
+        "curvature",
+        step="curvature",
+        scope="run",
+        function=R.run_curvature,
+        settings={
+            "k": Setting(5, 2, "top Hessian eigenvalues"),
+            "trace_hvps": Setting(99, 12, "Hessian-vector products of the Hutch++ trace"),
+            "samples": _sample_budget(512, 128, "training samples used"),
+        },
+        keys=(*RUN_KEYS, "metric"),
+        doc="Top Hessian eigenvalues with residuals and the Hutch++ trace with its standard error.",
+    )
+)
+register(
+    Analysis(
+        "landscape",
+        step="landscape",
+        scope="run",
+        function=R.run_landscape,
+        settings={
+            "dims": Setting(1, doc="1-D line (2 for a surface)"),
+            "steps": Setting(21, 5, "grid points per direction"),
+            "samples": _sample_budget(512, 128),
+        },
+        keys=(*RUN_KEYS, "alpha"),
+        doc="The loss along a filter-normalised random direction, masks respected.",
+    )
+)
