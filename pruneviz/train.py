@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pruneviz._scope import eval_mode
 from pruneviz._seed import seeded
 from pruneviz._validation import check_choice, check_int, check_positive_float, data_fail, fail
 from pruneviz.data.dataset import Dataset
@@ -203,10 +204,8 @@ def logits_of(outputs: pd.DataFrame) -> np.ndarray:
 
 def _check_model_fits(model: nn.Module, data: Dataset, where: str) -> None:
     """Run one sample through the model to turn shape mismatches into a clear error."""
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             out = model(data.x[:1])
     except RuntimeError as exc:
         raise fail(
@@ -216,8 +215,6 @@ def _check_model_fits(model: nn.Module, data: Dataset, where: str) -> None:
             type(model).__name__,
             f"build the model with input_shape={data.info.input_shape} ({exc}).",
         ) from exc
-    finally:
-        model.train(was_training)
     if out.ndim != 2 or out.shape[1] != data.num_classes:
         fail(
             "model",

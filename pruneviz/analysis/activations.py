@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from pruneviz._scope import eval_mode, forward_hooks
 from pruneviz._validation import check_choice, check_int, fail
 
 REDUCTIONS = ("flatten", "mean")
@@ -91,7 +92,6 @@ def capturing(
     layers = check_layers(model, layers, where)
     modules = dict(model.named_modules())
     store = Capture(layers)
-    handles = []
 
     def make_hook(name: str):
         if inputs:
@@ -108,15 +108,8 @@ def capturing(
 
         return post
 
-    try:
-        for name in layers:
-            m = modules[name]
-            hook = make_hook(name)
-            handles.append(m.register_forward_pre_hook(hook) if inputs else m.register_forward_hook(hook))
+    with forward_hooks([(modules[name], make_hook(name)) for name in layers], pre=inputs):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 class Capture(dict):
@@ -126,18 +119,6 @@ class Capture(dict):
     def __init__(self, layers: Sequence[str]) -> None:
         super().__init__()
         self.calls = dict.fromkeys(layers, 0)
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every module in eval mode inside the block; restore each module's own flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def _device_of(model: nn.Module) -> torch.device:

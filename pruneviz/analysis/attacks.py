@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pruneviz._scope import eval_mode
 from pruneviz._validation import check_choice, check_int, data_fail, fail
 from pruneviz.data.dataset import Dataset
 
@@ -52,18 +53,14 @@ def input_gradient_scope(model: nn.Module) -> Iterator[nn.Module]:
     accumulated) and gradients enabled. Afterwards, also after an exception: every module's training
     flag, every parameter's ``requires_grad`` and its ``.grad`` tensor (the very object) as before.
     """
-    modes = [(m, m.training) for m in model.modules()]
     params = list(model.parameters())
     saved = [(p, p.requires_grad, p.grad) for p in params]
     try:
-        model.eval()
         for p in params:
             p.requires_grad_(False)
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             yield model
     finally:
-        for m, flag in modes:
-            m.training = flag
         for p, flag, grad in saved:
             p.requires_grad_(flag)
             p.grad = grad

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pruneviz._scope import eval_mode
 from pruneviz._validation import check_int, fail
 from pruneviz.data.dataset import Dataset
 
@@ -176,32 +177,20 @@ class HessianOperator:
         for i in range(0, len(self.data), self.batch_size):
             yield self.data.x[i : i + self.batch_size], self.data.y[i : i + self.batch_size]
 
-    def _eval_mode(self):
-        was = self.model.training
-        self.model.eval()
-        return was
-
     def loss_value(self) -> float:
         """The mean loss at the current parameters."""
-        was = self._eval_mode()
-        try:
-            with torch.no_grad():
-                total = sum(float(self._batch_loss({}, xb, yb)) for xb, yb in self._batches())
-        finally:
-            self.model.train(was)
+        with eval_mode(self.model), torch.no_grad():
+            total = sum(float(self._batch_loss({}, xb, yb)) for xb, yb in self._batches())
         return total
 
     def gradient(self) -> torch.Tensor:
         """The gradient of the mean loss on the variables (length ``dim``)."""
         primals = {n: self.base[n] for n in self.names}
         total = torch.zeros(self.dim, dtype=self.dtype)
-        was = self._eval_mode()
-        try:
+        with eval_mode(self.model):
             for xb, yb in self._batches():
                 g = torch.func.grad(lambda p, xb=xb, yb=yb: self._batch_loss(p, xb, yb))(primals)
                 total += self._to_vector(g)
-        finally:
-            self.model.train(was)
         return total
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
@@ -239,14 +228,11 @@ class HessianOperator:
         else:
             primals = {n: self.base[n] for n in self.names}
             out = torch.zeros(self.dim, dtype=self.dtype)
-            was = self._eval_mode()
-            try:
+            with eval_mode(self.model):
                 for xb, yb in self._batches():
                     grad_fn = torch.func.grad(lambda p, xb=xb, yb=yb: self._batch_loss(p, xb, yb))
                     _, hv = torch.func.jvp(grad_fn, (primals,), (tangents,))
                     out += self._to_vector(hv)
-            finally:
-                self.model.train(was)
         if not bool(torch.isfinite(out).all()):
             raise FloatingPointError(
                 "A Hessian-vector product is NaN or inf: the loss or its derivatives overflowed at these "
@@ -262,13 +248,9 @@ class HessianOperator:
         pass. The model's own parameters are not involved."""
         if self._graph is None:
             leaves = {n: self.base[n].clone().requires_grad_(True) for n in self.names}
-            was = self._eval_mode()
-            try:
-                with torch.enable_grad():
-                    loss = self._batch_loss(leaves, self.data.x, self.data.y)
-                    grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
-            finally:
-                self.model.train(was)
+            with eval_mode(self.model), torch.enable_grad():
+                loss = self._batch_loss(leaves, self.data.x, self.data.y)
+                grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
             self._graph = (leaves, grads)
         return self._graph
 
@@ -281,8 +263,7 @@ class HessianOperator:
                  got=f"shape {tuple(vectors.shape)}")  # fmt: skip
         primals = {n: self.base[n] for n in self.names}
         out = torch.zeros_like(vectors)
-        was = self._eval_mode()
-        try:
+        with eval_mode(self.model):
             for xb, yb in self._batches():
                 grad_fn = torch.func.grad(lambda p, xb=xb, yb=yb: self._batch_loss(p, xb, yb))
 
@@ -292,8 +273,6 @@ class HessianOperator:
                 for start in range(0, vectors.shape[1], chunk):
                     block = vectors[:, start : start + chunk]
                     out[:, start : start + chunk] += torch.func.vmap(hvp, in_dims=1, out_dims=1)(block)
-        finally:
-            self.model.train(was)
         if not bool(torch.isfinite(out).all()):
             raise FloatingPointError(
                 "A Hessian-vector product is NaN or inf. Fix: check the model for NaN/inf weights and the "

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pruneviz._scope import eval_mode
 from pruneviz._validation import check_int, fail
 from pruneviz.data.dataset import Dataset
 
@@ -137,17 +138,13 @@ def loss_and_accuracy(model: nn.Module, data: Dataset, *, batch_size: int = 512)
             "pass the samples to evaluate on.",
         )
     batch_size = check_int(batch_size, "batch_size", "loss_and_accuracy", minimum=1)
-    was = model.training
     losses, correct = [], []
-    try:
-        model.eval()
+    with eval_mode(model):
         for i in range(0, len(data), batch_size):
             logits = model(data.x[i : i + batch_size])
             y = data.y[i : i + batch_size]
             losses.append(F.cross_entropy(logits, y, reduction="none"))
             correct.append((logits.argmax(1) == y).float())
-    finally:
-        model.train(was)
     loss = torch.cat(losses).double()
     acc = torch.cat(correct).double()
     n = loss.numel()

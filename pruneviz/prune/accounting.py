@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from pruneviz._scope import eval_mode, forward_hooks
 from pruneviz._validation import check_int
 from pruneviz.prune.masks import PRUNABLE_TYPES
 
@@ -57,19 +58,9 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
 
         return hook
 
-    hooks = [
-        m.register_forward_hook(hook_for(n))
-        for n, m in model.named_modules()
-        if isinstance(m, PRUNABLE_TYPES)
-    ]
-    was = model.training
-    try:
-        model.eval()
+    hooks = [(m, hook_for(n)) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
+    with forward_hooks(hooks), eval_mode(model):
         model(torch.zeros(1, *input_shape))
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
     df = pd.DataFrame(rows, columns=["layer", "kind", "dense_macs", "effective_macs"])
     total = {
         "layer": "total",
@@ -89,18 +80,14 @@ def measure_latency(
     batch_size = check_int(batch_size, "batch_size", where, minimum=1)
     repeats = check_int(repeats, "repeats", where, minimum=3)
     x = torch.zeros(batch_size, *input_shape)  # zeros: the caller's random state is left alone
-    was = model.training
-    try:
-        model.eval()
+    times = []
+    with eval_mode(model):
         for _ in range(warmup):
             model(x)
-        times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             model(x)
             times.append(time.perf_counter() - t0)
-    finally:
-        model.train(was)
     q = statistics.quantiles(times, n=4)
     return {"median_s": statistics.median(times), "iqr_s": q[2] - q[0], "repeats": repeats}
 

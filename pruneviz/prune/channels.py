@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from pruneviz._optional import require
+from pruneviz._scope import eval_mode, forward_hooks
 from pruneviz._validation import check_choice, check_fraction, check_int, fail
 from pruneviz.data.dataset import Dataset
 from pruneviz.prune.criteria import score
@@ -41,15 +42,10 @@ class ChannelPruned:
 def _graph(model: nn.Module, input_shape: Sequence[int]) -> Any:
     """Torch-Pruning's dependency graph of ``model`` traced on a zero input of ``input_shape``."""
     tp = require("torch_pruning", "Channel pruning")
-    was = model.training
-    try:
-        model.eval()
-        with torch.enable_grad():
-            return tp.DependencyGraph().build_dependency(
-                model, example_inputs=torch.zeros(1, *input_shape), verbose=False
-            )
-    finally:
-        model.train(was)
+    with eval_mode(model), torch.enable_grad():
+        return tp.DependencyGraph().build_dependency(
+            model, example_inputs=torch.zeros(1, *input_shape), verbose=False
+        )
 
 
 def _is_out_fn(dg: Any, fn: Any) -> bool:
@@ -60,19 +56,12 @@ def _output_layers(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
     """Names of prunable layers whose output is the model's output (their channels are the classes)."""
     order: list[str] = []
     hooks = [
-        m.register_forward_hook(lambda mod, i, o, n=n: order.append(n))
+        (m, lambda mod, i, o, n=n: order.append(n))
         for n, m in model.named_modules()
         if isinstance(m, PRUNABLE_TYPES)
     ]
-    was = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
+    with forward_hooks(hooks), eval_mode(model), torch.no_grad():
+        model(torch.zeros(1, *input_shape))
     return order[-1:]
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pruneviz._scope import eval_mode, forward_hooks
 from pruneviz._seed import seeded
 from pruneviz._validation import fail
 from pruneviz.data.dataset import Dataset
@@ -244,17 +245,10 @@ def _run_input_hooks(
 
         return hook
 
-    handles = [m.register_forward_hook(hook_for(n, m)) for n, m in layers.items()]
-    was = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            for xb, _ in _batches(data, batch_size):
-                model(xb)
-    finally:
-        model.train(was)
-        for h in handles:
-            h.remove()
+    hooks = [(m, hook_for(n, m)) for n, m in layers.items()]
+    with forward_hooks(hooks), eval_mode(model), torch.no_grad():
+        for xb, _ in _batches(data, batch_size):
+            model(xb)
 
 
 def layer_inputs(
