@@ -7,7 +7,7 @@ DEMO_ZOO ?= build/demo-zoo
 PYTEST_ARGS ?=
 LINT_PATHS := pruneviz tests $(wildcard benchmarks/*.py)
 
-.PHONY: demo test lint install install-dev bench-quick clean
+.PHONY: demo test test-fast lint install install-dev bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ install-dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(BIN)/pruneviz demo --zoo $(DEMO_ZOO) --serve
 
+# every tier, in a shuffled order (pytest-randomly prints the seed; -p no:randomly keeps file order)
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the unit and reference tiers only: no slow, notebook or browser tests
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow and not notebook and not browser" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check $(LINT_PATHS)

@@ -30,6 +30,17 @@ def blobs(n: int = 120, k: int = 3, d: int = 4, seed: int = 0) -> Dataset:
     return Dataset(x, y, groups={"site": np.where(np.arange(n) % 2, "a", "b")}, name="blobs")
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Every test leaves the process environment as it found it (a Dask cluster, for one, sets thread
+    limits such as OMP_NUM_THREADS in it), so that the tests pass in any order."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 @pytest.fixture(scope="session")
 def digits() -> Dataset:
     return load_digits()
