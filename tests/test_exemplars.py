@@ -127,13 +127,57 @@ def test_exemplar_flags_modal_and_top_fraction():
     assert exemplar_flags(scores).equals(scores.exemplar)
     top = exemplar_flags(scores, top_fraction=0.07)  # ceil(2.8) = 3 samples
     assert top.sum() == 3 and set(scores["rank"][top]) == {1, 2, 3}
-    assert exemplar_flags(scores, top_fraction=1.0).all()
+    # q = 1 flags every sample that changed, not the three on which both populations vote alike
+    assert (scores.taxicab == 0).sum() == 3
+    assert exemplar_flags(scores, top_fraction=1.0).equals((scores.taxicab > 0).rename("exemplar"))
     with pytest.raises(
         ValidationError, match=r"'top_fraction' parameter of exemplar_flags must be .*\(0, 1\]"
     ):
         exemplar_flags(scores, top_fraction=0.0)
     with pytest.raises(DataError, match=r"single comparison .*repeated sample id"):
         exemplar_flags(pd.concat([scores, scores]))
+
+
+def few_changed(n: int = 100, changed: tuple[int, ...] = (3, 40, 77)):
+    """3 dense + 3 pruned models on ``n`` samples that vote identically except on ``changed``."""
+    ids, labels = np.arange(1000, 1000 + n), np.arange(n) % 4
+    dense = {f"d{r}": labels.copy() for r in range(3)}
+    pruned = {f"p{r}": labels.copy() for r in range(3)}
+    for i in changed:  # one pruned model (or two) votes another class
+        pruned["p0"][i] = (labels[i] + 1) % 4
+        if i == 40:
+            pruned["p1"][i] = (labels[i] + 1) % 4
+    return outputs(dense, ids, labels), outputs(pruned, ids, labels)
+
+
+@pytest.mark.reference
+def test_taxicab_top_fraction_never_flags_samples_that_did_not_change():
+    scores = exemplar_scores(*few_changed())
+    changed = scores.taxicab > 0
+    assert changed.sum() == 3  # samples 3, 40, 77: distances 2/3, 4/3, 2/3
+    for q in (0.02, 0.1, 0.5, 1.0):
+        flags = exemplar_flags(scores, top_fraction=q)
+        assert not flags[~changed].any()  # the lowest sample ids used to fill the quota at distance 0
+        assert flags.sum() == min(math.ceil(q * 100), 3)
+    assert exemplar_flags(scores, top_fraction=0.02)[changed].sum() == 2  # the cap still applies
+    assert scores.sample_id[exemplar_flags(scores, top_fraction=0.01)].tolist() == [1040]
+
+    summary = exemplar_summary(scores, top_fraction=0.1, min_group_size=1)
+    value = summary.set_index(["attribute", "group", "metric"]).value
+    assert summary.definition.iloc[0] == "taxicab top 0.1"  # what was asked
+    assert value["(all)", "(all)", "n_exemplars"] == 3  # what it gave, not ceil(0.1 · 100) = 10
+    assert value["(all)", "(all)", "exemplar_rate"] == pytest.approx(0.03)
+    assert value["(all)", "(all)", "exemplar_share"] == 1.0
+    # samples 3 and 77 are class 3 and 1, sample 40 class 0: 25 samples each
+    assert value["class", "0", "exemplar_rate"] == pytest.approx(1 / 25)
+    assert value["class", "2", "n_exemplars"] == 0
+    # identical populations: nothing changed, so nothing is flagged at any q
+    dense, _ = few_changed()
+    same = exemplar_summary(exemplar_scores(dense, dense), top_fraction=1.0)
+    assert same.set_index(["attribute", "group", "metric"]).value["(all)", "(all)", "n_exemplars"] == 0
+    with pytest.raises(ValidationError, match=r"'scores' parameter of exemplar_flags .*Got 'taxicab'"):
+        exemplar_flags(scores.drop(columns="taxicab"), top_fraction=0.1)
+    assert exemplar_flags(scores.drop(columns="taxicab")).equals(scores.exemplar)  # modal: not needed
 
 
 @pytest.mark.reference

@@ -18,7 +18,10 @@ Hooker et al. (2020) give two definitions (a modal and a taxicab CIE); :func:`ex
 - **taxicab**: the L1 distance ``Σ_k |p_dense(k) - p_pruned(k)|`` between the two populations'
   distributions of predicted labels for the sample (0 when they vote alike, 2 when they share no label),
   a graded score; ``rank`` orders samples by it (1 = most changed) and :func:`exemplar_flags` takes the
-  top fraction as exemplars.
+  top fraction as exemplars, leaving out every sample at distance 0: a sample on which the two
+  populations vote identically did not change, so it is never an exemplar, and when fewer than the
+  requested fraction changed, fewer samples are flagged (:func:`exemplar_summary` reports the true
+  count and rate).
 
 The label counts are one ``np.bincount`` per population over ``sample index · K + prediction`` (in blocks
 of samples when ``N · K`` is large, so memory stays bounded): 30 + 30 models over 10k samples take about
@@ -350,16 +353,22 @@ def exemplar_flags(scores: pd.DataFrame, *, top_fraction: float | None = None) -
     """Which samples of one comparison's :func:`exemplar_scores` count as exemplars.
 
     ``top_fraction=None`` gives the modal definition (the ``exemplar`` column); a fraction ``q`` in
-    (0, 1] gives the taxicab definition of Hooker et al. (2020): the ``ceil(q · N)`` samples of rank
-    ``1 … ceil(q · N)``. Returns a boolean Series named ``exemplar`` aligned with ``scores``.
+    (0, 1] gives the taxicab definition of Hooker et al. (2020): the samples of rank
+    ``1 … ceil(q · N)`` whose ``taxicab`` distance is above 0. A sample at distance 0 (both populations
+    vote alike) did not change and is never flagged, so when fewer than ``ceil(q · N)`` samples changed,
+    fewer are flagged: the top ``q`` is a cap, not a quota. Returns a boolean Series named ``exemplar``
+    aligned with ``scores``.
 
     >>> scores = pd.DataFrame({"sample_id": [5, 6, 7, 8], "exemplar": [True, False, False, False],
-    ...                        "rank": [1, 3, 2, 4]})
+    ...                        "taxicab": [2.0, 0.0, 1.0, 0.0], "rank": [1, 3, 2, 4]})
     >>> exemplar_flags(scores, top_fraction=0.5).tolist()
+    [True, False, True, False]
+    >>> exemplar_flags(scores, top_fraction=1.0).tolist()  # samples 6 and 8 did not change
     [True, False, True, False]
     """
     where = "exemplar_flags"
-    _check_scores(scores, "scores", where, ("sample_id", "exemplar", "rank"))
+    needed = ("sample_id", "exemplar", "rank", *(() if top_fraction is None else ("taxicab",)))
+    _check_scores(scores, "scores", where, needed)
     return _flags(scores, top_fraction, where)
 
 
@@ -368,7 +377,8 @@ def _flags(scores: pd.DataFrame, top_fraction: float | None, where: str) -> pd.S
         return scores["exemplar"].astype(bool).rename("exemplar")
     q = check_fraction(top_fraction, "top_fraction", where, closed_low=False, closed_high=True)
     top = math.ceil(round(q * len(scores), 9))  # rounding first: 0.07 * 100 is 7, not 8
-    return (scores["rank"] <= top).rename("exemplar")
+    changed = scores["taxicab"].to_numpy(dtype=np.float64) > 0  # exact: distances are exact ratios
+    return pd.Series((scores["rank"].to_numpy() <= top) & changed, index=scores.index, name="exemplar")
 
 
 def _check_scores(scores: Any, param: str, where: str, columns: Sequence[str]) -> None:
@@ -414,7 +424,8 @@ def exemplar_summary(
     group_columns : sequence of str, optional
         The group columns to break down by; default ``class`` and every column of ``groups``.
     top_fraction : float in (0, 1], optional
-        ``None``: modal exemplars; else the top fraction by taxicab rank (:func:`exemplar_flags`).
+        ``None``: modal exemplars; else at most the top fraction by taxicab rank, samples at distance 0
+        left out (:func:`exemplar_flags`); ``scores`` then needs its ``taxicab`` column.
     min_group_size : int
         Groups with fewer samples are flagged ``small`` (kept: their shares rest on few samples).
 
@@ -425,7 +436,10 @@ def exemplar_summary(
     ``attribute`` (a group column, or ``(all)``), ``group`` (the group's value as text, or ``(all)``),
     ``metric``, ``value``, ``small`` (fewer than ``min_group_size`` samples). For all samples and for
     every group of every group column, the metrics, in this order:
-    ``n_samples``; ``n_exemplars``; ``exemplar_rate`` (share of the group's samples that are exemplars);
+    ``n_samples``; ``n_exemplars``; ``exemplar_rate`` (share of the group's samples that are exemplars;
+    for ``taxicab top q`` the samples actually flagged, so below ``q`` when fewer than ``q · N`` samples
+    changed: ``definition`` names the requested ``q``, ``n_exemplars`` and ``exemplar_rate`` what it
+    gave);
     ``data_share`` (share of all samples in the group); ``exemplar_share`` (share of all exemplars in the
     group); ``over_representation`` (``exemplar_share / data_share``: above 1 when the group holds more
     than its share of exemplars); ``dense_accuracy`` and ``pruned_accuracy`` (mean share of each
@@ -445,6 +459,8 @@ def exemplar_summary(
     """
     where = "exemplar_summary"
     needed = ("sample_id", "label", "exemplar", "rank", "dense_accuracy", "pruned_accuracy")
+    if top_fraction is not None:
+        needed = (*needed, "taxicab")
     _check_scores(scores, "scores", where, needed)
     min_group_size = check_int(min_group_size, "min_group_size", where, minimum=1)
     flags = _flags(scores, top_fraction, where).to_numpy()
