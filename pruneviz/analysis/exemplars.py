@@ -11,10 +11,17 @@ subgroups — the samples a compressed model "forgets".
 
 Hooker et al. (2020) give two definitions (a modal and a taxicab CIE); :func:`exemplar_scores` computes both:
 
-- **modal**: ``exemplar`` is true where the two populations' modal labels differ. A mode shared by
-  several classes (a tie) is resolved to the *smallest class index* among them, in both populations
-  alike. The rule needs nothing but the predicted labels, so the result does not depend on whether
-  logits were stored, and it is exactly reproducible; ``modal_tie`` marks the samples where it decided.
+- **modal**: ``exemplar`` is true where the two populations' modal labels differ. A population's modal
+  label is *tied* when several classes share the top vote count; ``modal_tie`` marks the samples where
+  the dense or the pruned population's mode is tied. A tied mode is not a label the population agrees
+  on, and in small populations (2-4 models) ties are common, so settling them by a fixed rule invents
+  disagreements. The default rule, ``ties="exclude"``, therefore never calls a tied sample an exemplar.
+  ``ties="smallest"`` is the rule of earlier versions: a tie goes to the *smallest class index* among
+  the tied classes, in both populations alike, and the modal labels are compared as usual. Either way
+  ``dense_modal`` and ``pruned_modal`` show the smallest tied class, and the result needs nothing but
+  the predicted labels (it does not depend on whether logits were stored) and is exactly reproducible.
+  A tied sample on which the populations do vote differently keeps its taxicab distance, so the
+  graded definition below still ranks it.
 - **taxicab**: the L1 distance ``Σ_k |p_dense(k) - p_pruned(k)|`` between the two populations'
   distributions of predicted labels for the sample (0 when they vote alike, 2 when they share no label),
   a graded score; ``rank`` orders samples by it (1 = most changed) and :func:`exemplar_flags` takes the
@@ -38,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pruneviz._validation import check_columns, check_fraction, check_int, data_fail, fail
+from pruneviz._validation import check_choice, check_columns, check_fraction, check_int, data_fail, fail
 from pruneviz.analysis.populations import (
     COMPARISON_KEYS,
     Comparison,
@@ -53,6 +60,7 @@ __all__ = [
     "SCORE_COLUMNS",
     "SUMMARY_COLUMNS",
     "SUMMARY_METRICS",
+    "TIE_RULES",
     "exemplar_flags",
     "exemplar_scores",
     "exemplar_summary",
@@ -90,6 +98,7 @@ SUMMARY_METRICS = (
     "pruned_accuracy_without_exemplars",
 )
 
+TIE_RULES = ("exclude", "smallest")  # what ``exemplar_scores(ties=...)`` does with a tied modal label
 ALL = "(all)"  # the ``attribute`` and ``group`` of the rows about all samples together
 SUMMARY_COLUMNS = ("definition", "attribute", "group", "metric", "value", "small")
 _MAX_CELLS = 1 << 22  # vote-count cells (samples × classes) held at once per population
@@ -97,7 +106,11 @@ _MAX_CELLS = 1 << 22  # vote-count cells (samples × classes) held at once per p
 
 # -- per-sample scores ------------------------------------------------------------------------------------
 def exemplar_scores(
-    dense: pd.DataFrame, pruned: pd.DataFrame, *, num_classes: int | None = None
+    dense: pd.DataFrame,
+    pruned: pd.DataFrame,
+    *,
+    num_classes: int | None = None,
+    ties: str = "exclude",
 ) -> pd.DataFrame:
     """Per-sample exemplar scores of a pruned (compressed) population against a dense one.
 
@@ -115,16 +128,24 @@ def exemplar_scores(
     num_classes : int, optional
         ``K``; default one more than the largest label or prediction seen. When given, every label and
         prediction must lie in ``[0, K)``.
+    ties : {"exclude", "smallest"}
+        What a tied modal label (several classes sharing the top vote count, in either population) does
+        to the modal definition. ``"exclude"`` (default): a tied sample is never an exemplar, since
+        neither population has a mode to compare. ``"smallest"``: the tie goes to the smallest tied
+        class index and the modes are compared as usual (the rule of earlier versions; it can make a
+        sample an exemplar because of class numbering alone).
 
     Returns
     -------
     DataFrame, ``N`` rows sorted by ``sample_id``:
-        ``sample_id``, ``label``; ``dense_modal`` and ``pruned_modal`` (modal predictions, ties to the
-        smallest class); ``exemplar`` (modal labels differ); ``taxicab`` (L1 distance of the label
+        ``sample_id``, ``label``; ``dense_modal`` and ``pruned_modal`` (modal predictions; of tied
+        classes, the smallest); ``exemplar`` (modal labels differ, under the ``ties`` rule);
+        ``taxicab`` (L1 distance of the label
         distributions, in [0, 2]); ``rank`` (1 = largest taxicab; ties go to modal exemplars first, then
         to the smaller ``sample_id``); ``dense_accuracy`` and ``pruned_accuracy`` (share of each
         population's models that are correct); ``dense_agreement`` and ``pruned_agreement`` (share of
-        models voting the modal label); ``modal_tie`` (either modal label was decided by the tie rule).
+        models voting the modal label); ``modal_tie`` (the dense or the pruned population's modal label
+        is tied: several classes share its top vote count).
 
     Example
     -------
@@ -135,8 +156,18 @@ def exemplar_scores(
        sample_id  exemplar  taxicab  rank
     0          0     False      0.0     2
     1          1      True      2.0     1
+
+    Two pruned models that split their votes on sample 1 tie; only ``ties="smallest"`` counts it:
+
+    >>> split = pd.DataFrame({"run": ["c", "c", "e", "e"], "sample_id": [0, 1, 0, 1],
+    ...                       "label": [0, 1, 0, 1], "prediction": [0, 0, 0, 1]})
+    >>> exemplar_scores(dense, split)[["exemplar", "modal_tie"]].values.tolist()
+    [[False, False], [False, True]]
+    >>> exemplar_scores(dense, split, ties="smallest").exemplar.tolist()
+    [False, True]
     """
     where = "exemplar_scores"
+    ties = check_choice(ties, "ties", where, TIE_RULES)
     d, p = _population(dense, "dense", where), _population(pruned, "pruned", where)
     for col in ("split", "subset"):
         if col in dense.columns and col in pruned.columns and dense[col].iat[0] != pruned[col].iat[0]:
@@ -186,6 +217,8 @@ def exemplar_scores(
     m_d, m_p = d.runs, p.runs
     stats = _vote_statistics(d_idx, d.pred, p_idx, p.pred, labels, n=n, k=k, m_dense=m_d, m_pruned=m_p)
     exemplar = stats["dense_modal"] != stats["pruned_modal"]
+    if ties == "exclude":
+        exemplar &= ~stats["modal_tie"]
     rank = np.empty(n, dtype=np.int64)
     rank[np.lexsort((ids, ~exemplar, -stats["taxicab"]))] = np.arange(1, n + 1)
     return pd.DataFrame(
@@ -336,7 +369,7 @@ def _vote_statistics(
         block_labels = labels[start:stop]
         ties = np.zeros(size, dtype=np.bool_)
         for name, c, m in (("dense", dense, m_dense), ("pruned", pruned, m_pruned)):
-            modal = c.argmax(axis=1)  # the first maximum: ties go to the smallest class index
+            modal = c.argmax(axis=1)  # the first maximum: of tied classes, the smallest index
             top = c[rows, modal]
             ties |= (c == top[:, None]).sum(axis=1) > 1
             out[f"{name}_modal"][start:stop] = modal
