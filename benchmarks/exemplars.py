@@ -90,7 +90,10 @@ def pandas_scores(dense: pd.DataFrame, pruned: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"sample_id": cd.index, "label": label.to_numpy()})
     out["dense_modal"] = cd.idxmax(axis=1).to_numpy()  # first maximum: the smallest tied class
     out["pruned_modal"] = cp.idxmax(axis=1).to_numpy()
-    out["exemplar"] = out.dense_modal != out.pruned_modal
+    tie_d = cd.eq(cd.max(axis=1), axis=0).sum(axis=1) > 1
+    tie_p = cp.eq(cp.max(axis=1), axis=0).sum(axis=1) > 1
+    # the default tie rule: a tied mode in either population is never an exemplar
+    out["exemplar"] = (out.dense_modal != out.pruned_modal) & ~(tie_d | tie_p).to_numpy()
     out["taxicab"] = (cd.div(md, axis=0) - cp.div(mp, axis=0)).abs().sum(axis=1).to_numpy()
     # rank on the distance rounded to 12 digits, so float noise in the sum cannot reorder ties
     order = out.assign(t=out.taxicab.round(12)).sort_values(
@@ -102,8 +105,6 @@ def pandas_scores(dense: pd.DataFrame, pruned: pd.DataFrame) -> pd.DataFrame:
     out["pruned_accuracy"] = pruned.groupby("sample_id")["correct"].mean().sort_index().to_numpy()
     out["dense_agreement"] = (cd.max(axis=1) / md).to_numpy()
     out["pruned_agreement"] = (cp.max(axis=1) / mp).to_numpy()
-    tie_d = cd.eq(cd.max(axis=1), axis=0).sum(axis=1) > 1
-    tie_p = cp.eq(cp.max(axis=1), axis=0).sum(axis=1) > 1
     out["modal_tie"] = (tie_d | tie_p).to_numpy()
     return out
 

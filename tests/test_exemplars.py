@@ -65,11 +65,19 @@ def test_hand_computed_scores_ties_and_ranks():
     # dense votes [3,0,0] [0,2,1] [1,1,1] [1,2,0] [0,0,3]; pruned [2,0,0] [0,1,1] [0,0,2] [1,1,0] [1,1,0]
     assert scores.dense_modal.tolist() == [0, 1, 0, 1, 2]  # sample 12: a three-way tie -> class 0
     assert scores.pruned_modal.tolist() == [0, 1, 2, 0, 0]  # ties 1/2 -> 1 and 0/1 -> 0
-    assert scores.exemplar.tolist() == [False, False, True, True, True]
     assert scores.modal_tie.tolist() == [False, True, True, True, True]
+    # 12, 13 and 14 differ only through a tied mode: no exemplar under the default rule
+    assert not scores.exemplar.any()
     np.testing.assert_allclose(scores.taxicab, [0, 1 / 3, 4 / 3, 1 / 3, 2], rtol=0, atol=1e-15)
+    # 14 (2) > 12 (4/3) > 11 (1/3) > 13 (1/3) > 10 (0): equal distances go to the smaller id
+    assert scores["rank"].tolist() == [5, 3, 2, 4, 1]
+    # the old rule, on request: ties to the smallest class, then compared
+    smallest = exemplar_scores(dense, outputs(PRUNED, IDS, LABELS), ties="smallest")
+    assert smallest.exemplar.tolist() == [False, False, True, True, True]
     # 14 (2) > 12 (4/3) > 13 (1/3, exemplar) > 11 (1/3) > 10 (0)
-    assert scores["rank"].tolist() == [5, 4, 2, 3, 1]
+    assert smallest["rank"].tolist() == [5, 4, 2, 3, 1]
+    cols = [c for c in SCORE_COLUMNS if c not in ("exemplar", "rank")]
+    pd.testing.assert_frame_equal(smallest[cols], scores[cols])  # nothing else depends on the rule
     np.testing.assert_allclose(scores.dense_accuracy, [1, 2 / 3, 1 / 3, 1 / 3, 0])
     np.testing.assert_allclose(scores.pruned_accuracy, [1, 1 / 2, 1, 1 / 2, 1 / 2])
     np.testing.assert_allclose(scores.dense_agreement, [1, 2 / 3, 1 / 3, 2 / 3, 1])
@@ -79,19 +87,24 @@ def test_hand_computed_scores_ties_and_ranks():
 
 
 @pytest.mark.reference
+@pytest.mark.parametrize("ties", ["exclude", "smallest"])
 @pytest.mark.parametrize("sizes", [(7, 4), (1, 5), (12, 12)])
-def test_scores_equal_a_per_sample_loop(sizes):
+def test_scores_equal_a_per_sample_loop(sizes, ties):
     dense, pruned = random_populations(3, *sizes, n=60, k=5)
-    scores = exemplar_scores(dense, pruned, num_classes=5).set_index("sample_id")
+    scores = exemplar_scores(dense, pruned, num_classes=5, ties=ties).set_index("sample_id")
     for sid, row in scores.iterrows():
         d = Counter(dense.prediction[dense.sample_id == sid])
         p = Counter(pruned.prediction[pruned.sample_id == sid])
         m_d, m_p = sum(d.values()), sum(p.values())
         taxicab = sum(abs(d[c] / m_d - p[c] / m_p) for c in range(5))
         assert row.taxicab == pytest.approx(taxicab, abs=1e-12)
-        modal_d = min(c for c in d if d[c] == max(d.values()))
-        modal_p = min(c for c in p if p[c] == max(p.values()))
-        assert (row.dense_modal, row.pruned_modal, row.exemplar) == (modal_d, modal_p, modal_d != modal_p)
+        modes_d = [c for c in d if d[c] == max(d.values())]
+        modes_p = [c for c in p if p[c] == max(p.values())]
+        modal_d, modal_p = min(modes_d), min(modes_p)
+        tie = len(modes_d) > 1 or len(modes_p) > 1
+        exemplar = modal_d != modal_p and (ties == "smallest" or not tie)
+        assert (row.dense_modal, row.pruned_modal, row.exemplar) == (modal_d, modal_p, exemplar)
+        assert row.modal_tie == tie
         assert row.pruned_accuracy == pytest.approx(p[row.label] / m_p)
         assert row.dense_agreement == pytest.approx(max(d.values()) / m_d)
     order = sorted(scores.index, key=lambda s: (-scores.taxicab[s], not scores.exemplar[s], s))
@@ -107,6 +120,45 @@ def test_single_models_reduce_to_plain_disagreement():
     np.testing.assert_array_equal(scores.exemplar, d != p)
     np.testing.assert_array_equal(scores.taxicab, np.where(d != p, 2.0, 0.0))
     assert not scores.modal_tie.any()
+
+
+@pytest.mark.reference
+def test_modal_ties_are_reported_and_never_make_an_exemplar_unless_asked():
+    # two dense and two pruned models on 8 samples: with two votes, any split within a population ties
+    ids, labels = list(range(8)), [0, 1, 2, 3, 0, 1, 2, 3]
+    dense = {"d0": [0, 1, 2, 3, 0, 1, 2, 3], "d1": [0, 1, 2, 3, 1, 1, 2, 0]}
+    pruned = {"p0": [0, 2, 2, 3, 0, 1, 3, 1], "p1": [0, 2, 1, 3, 1, 0, 3, 2]}
+    # dense modes: 0, 1, 2, 3, {0,1}, 1, 2, {0,3}; pruned: 0, 2, {1,2}, 3, {0,1}, {0,1}, 3, {1,2}
+    d, p = outputs(dense, ids, labels), outputs(pruned, ids, labels)
+    scores = exemplar_scores(d, p)
+    assert scores.modal_tie.tolist() == [False, False, True, False, True, True, False, True]
+    # untied and different: 1 (1 vs 2) and 6 (2 vs 3); the tied ones never count by default, not even
+    # sample 5 (1 vs {0,1}) or sample 7 ({0,3} vs {1,2}, whose smallest tied classes 0 and 1 differ)
+    assert scores.exemplar.tolist() == [False, True, False, False, False, False, True, False]
+    old = exemplar_scores(d, p, ties="smallest")
+    # smallest class of each tie: 2 -> 1 (vs 2), 4 -> 0 vs 0, 5 -> 1 vs 0, 7 -> 0 vs 1
+    assert old.exemplar.tolist() == [False, True, True, False, False, True, True, True]
+    assert (scores.exemplar <= old.exemplar).all()  # the default only removes exemplars made by ties
+    assert (scores.exemplar & scores.modal_tie).sum() == 0
+    # a single model never ties, so one-model populations are unaffected by the rule
+    one_d, one_p = outputs({"d0": dense["d0"]}, ids, labels), outputs({"p0": pruned["p0"]}, ids, labels)
+    a, b = exemplar_scores(one_d, one_p), exemplar_scores(one_d, one_p, ties="smallest")
+    assert not a.modal_tie.any() and a.exemplar.equals(b.exemplar) and a.exemplar.sum() == 3
+    summary = exemplar_summary(scores, min_group_size=1).set_index(["attribute", "group", "metric"])
+    assert summary.value["(all)", "(all)", "n_exemplars"] == 2
+
+
+def test_a_bad_ties_rule_is_refused_with_a_clear_message():
+    d, p = outputs(DENSE, IDS, LABELS), outputs(PRUNED, IDS, LABELS)
+    with pytest.raises(
+        ValidationError,
+        match=r"^The 'ties' parameter of exemplar_scores must be one of \['exclude', 'smallest'\]\. "
+        r"Got 'smalest' instead\. Fix: did you mean 'smallest'\?",
+    ):
+        exemplar_scores(d, p, ties="smalest")
+    for bad in (None, True, "Exclude"):
+        with pytest.raises(ValidationError, match=r"'ties' parameter of exemplar_scores must be one of"):
+            exemplar_scores(d, p, ties=bad)
 
 
 def test_a_frame_without_run_column_is_one_model_and_blocks_change_nothing(monkeypatch):
@@ -126,13 +178,57 @@ def test_exemplar_flags_modal_and_top_fraction():
     assert exemplar_flags(scores).equals(scores.exemplar)
     top = exemplar_flags(scores, top_fraction=0.07)  # ceil(2.8) = 3 samples
     assert top.sum() == 3 and set(scores["rank"][top]) == {1, 2, 3}
-    assert exemplar_flags(scores, top_fraction=1.0).all()
+    # q = 1 flags every sample that changed, not the three on which both populations vote alike
+    assert (scores.taxicab == 0).sum() == 3
+    assert exemplar_flags(scores, top_fraction=1.0).equals((scores.taxicab > 0).rename("exemplar"))
     with pytest.raises(
         ValidationError, match=r"'top_fraction' parameter of exemplar_flags must be .*\(0, 1\]"
     ):
         exemplar_flags(scores, top_fraction=0.0)
     with pytest.raises(DataError, match=r"single comparison .*repeated sample id"):
         exemplar_flags(pd.concat([scores, scores]))
+
+
+def few_changed(n: int = 100, changed: tuple[int, ...] = (3, 40, 77)):
+    """3 dense + 3 pruned models on ``n`` samples that vote identically except on ``changed``."""
+    ids, labels = np.arange(1000, 1000 + n), np.arange(n) % 4
+    dense = {f"d{r}": labels.copy() for r in range(3)}
+    pruned = {f"p{r}": labels.copy() for r in range(3)}
+    for i in changed:  # one pruned model (or two) votes another class
+        pruned["p0"][i] = (labels[i] + 1) % 4
+        if i == 40:
+            pruned["p1"][i] = (labels[i] + 1) % 4
+    return outputs(dense, ids, labels), outputs(pruned, ids, labels)
+
+
+@pytest.mark.reference
+def test_taxicab_top_fraction_never_flags_samples_that_did_not_change():
+    scores = exemplar_scores(*few_changed())
+    changed = scores.taxicab > 0
+    assert changed.sum() == 3  # samples 3, 40, 77: distances 2/3, 4/3, 2/3
+    for q in (0.02, 0.1, 0.5, 1.0):
+        flags = exemplar_flags(scores, top_fraction=q)
+        assert not flags[~changed].any()  # the lowest sample ids used to fill the quota at distance 0
+        assert flags.sum() == min(math.ceil(q * 100), 3)
+    assert exemplar_flags(scores, top_fraction=0.02)[changed].sum() == 2  # the cap still applies
+    assert scores.sample_id[exemplar_flags(scores, top_fraction=0.01)].tolist() == [1040]
+
+    summary = exemplar_summary(scores, top_fraction=0.1, min_group_size=1)
+    value = summary.set_index(["attribute", "group", "metric"]).value
+    assert summary.definition.iloc[0] == "taxicab top 0.1"  # what was asked
+    assert value["(all)", "(all)", "n_exemplars"] == 3  # what it gave, not ceil(0.1 · 100) = 10
+    assert value["(all)", "(all)", "exemplar_rate"] == pytest.approx(0.03)
+    assert value["(all)", "(all)", "exemplar_share"] == 1.0
+    # samples 3 and 77 are class 3 and 1, sample 40 class 0: 25 samples each
+    assert value["class", "0", "exemplar_rate"] == pytest.approx(1 / 25)
+    assert value["class", "2", "n_exemplars"] == 0
+    # identical populations: nothing changed, so nothing is flagged at any q
+    dense, _ = few_changed()
+    same = exemplar_summary(exemplar_scores(dense, dense), top_fraction=1.0)
+    assert same.set_index(["attribute", "group", "metric"]).value["(all)", "(all)", "n_exemplars"] == 0
+    with pytest.raises(ValidationError, match=r"'scores' parameter of exemplar_flags .*Got 'taxicab'"):
+        exemplar_flags(scores.drop(columns="taxicab"), top_fraction=0.1)
+    assert exemplar_flags(scores.drop(columns="taxicab")).equals(scores.exemplar)  # modal: not needed
 
 
 @pytest.mark.reference

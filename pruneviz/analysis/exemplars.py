@@ -11,14 +11,24 @@ subgroups — the samples a compressed model "forgets".
 
 Hooker et al. (2020) give two definitions (a modal and a taxicab CIE); :func:`exemplar_scores` computes both:
 
-- **modal**: ``exemplar`` is true where the two populations' modal labels differ. A mode shared by
-  several classes (a tie) is resolved to the *smallest class index* among them, in both populations
-  alike. The rule needs nothing but the predicted labels, so the result does not depend on whether
-  logits were stored, and it is exactly reproducible; ``modal_tie`` marks the samples where it decided.
+- **modal**: ``exemplar`` is true where the two populations' modal labels differ. A population's modal
+  label is *tied* when several classes share the top vote count; ``modal_tie`` marks the samples where
+  the dense or the pruned population's mode is tied. A tied mode is not a label the population agrees
+  on, and in small populations (2-4 models) ties are common, so settling them by a fixed rule invents
+  disagreements. The default rule, ``ties="exclude"``, therefore never calls a tied sample an exemplar.
+  ``ties="smallest"`` is the rule of earlier versions: a tie goes to the *smallest class index* among
+  the tied classes, in both populations alike, and the modal labels are compared as usual. Either way
+  ``dense_modal`` and ``pruned_modal`` show the smallest tied class, and the result needs nothing but
+  the predicted labels (it does not depend on whether logits were stored) and is exactly reproducible.
+  A tied sample on which the populations do vote differently keeps its taxicab distance, so the
+  graded definition below still ranks it.
 - **taxicab**: the L1 distance ``Σ_k |p_dense(k) - p_pruned(k)|`` between the two populations'
   distributions of predicted labels for the sample (0 when they vote alike, 2 when they share no label),
   a graded score; ``rank`` orders samples by it (1 = most changed) and :func:`exemplar_flags` takes the
-  top fraction as exemplars.
+  top fraction as exemplars, leaving out every sample at distance 0: a sample on which the two
+  populations vote identically did not change, so it is never an exemplar, and when fewer than the
+  requested fraction changed, fewer samples are flagged (:func:`exemplar_summary` reports the true
+  count and rate).
 
 The label counts are one ``np.bincount`` per population over ``sample index · K + prediction`` (in blocks
 of samples when ``N · K`` is large, so memory stays bounded): 30 + 30 models over 10k samples take about
@@ -35,13 +45,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pruneviz._validation import check_columns, check_fraction, check_int, data_fail, fail
+from pruneviz._validation import check_choice, check_columns, check_fraction, check_int, data_fail, fail
 from pruneviz.analysis.outputs import check_same_samples
 
 __all__ = [
     "SCORE_COLUMNS",
     "SUMMARY_COLUMNS",
     "SUMMARY_METRICS",
+    "TIE_RULES",
     "exemplar_flags",
     "exemplar_scores",
     "exemplar_summary",
@@ -77,6 +88,7 @@ SUMMARY_METRICS = (
     "pruned_accuracy_without_exemplars",
 )
 
+TIE_RULES = ("exclude", "smallest")  # what ``exemplar_scores(ties=...)`` does with a tied modal label
 ALL = "(all)"  # the ``attribute`` and ``group`` of the rows about all samples together
 SUMMARY_COLUMNS = ("definition", "attribute", "group", "metric", "value", "small")
 _MAX_CELLS = 1 << 22  # vote-count cells (samples × classes) held at once per population
@@ -84,7 +96,11 @@ _MAX_CELLS = 1 << 22  # vote-count cells (samples × classes) held at once per p
 
 # -- per-sample scores ------------------------------------------------------------------------------------
 def exemplar_scores(
-    dense: pd.DataFrame, pruned: pd.DataFrame, *, num_classes: int | None = None
+    dense: pd.DataFrame,
+    pruned: pd.DataFrame,
+    *,
+    num_classes: int | None = None,
+    ties: str = "exclude",
 ) -> pd.DataFrame:
     """Per-sample exemplar scores of a pruned (compressed) population against a dense one.
 
@@ -102,16 +118,24 @@ def exemplar_scores(
     num_classes : int, optional
         ``K``; default one more than the largest label or prediction seen. When given, every label and
         prediction must lie in ``[0, K)``.
+    ties : {"exclude", "smallest"}
+        What a tied modal label (several classes sharing the top vote count, in either population) does
+        to the modal definition. ``"exclude"`` (default): a tied sample is never an exemplar, since
+        neither population has a mode to compare. ``"smallest"``: the tie goes to the smallest tied
+        class index and the modes are compared as usual (the rule of earlier versions; it can make a
+        sample an exemplar because of class numbering alone).
 
     Returns
     -------
     DataFrame, ``N`` rows sorted by ``sample_id``:
-        ``sample_id``, ``label``; ``dense_modal`` and ``pruned_modal`` (modal predictions, ties to the
-        smallest class); ``exemplar`` (modal labels differ); ``taxicab`` (L1 distance of the label
+        ``sample_id``, ``label``; ``dense_modal`` and ``pruned_modal`` (modal predictions; of tied
+        classes, the smallest); ``exemplar`` (modal labels differ, under the ``ties`` rule);
+        ``taxicab`` (L1 distance of the label
         distributions, in [0, 2]); ``rank`` (1 = largest taxicab; ties go to modal exemplars first, then
         to the smaller ``sample_id``); ``dense_accuracy`` and ``pruned_accuracy`` (share of each
         population's models that are correct); ``dense_agreement`` and ``pruned_agreement`` (share of
-        models voting the modal label); ``modal_tie`` (either modal label was decided by the tie rule).
+        models voting the modal label); ``modal_tie`` (the dense or the pruned population's modal label
+        is tied: several classes share its top vote count).
 
     Example
     -------
@@ -122,8 +146,18 @@ def exemplar_scores(
        sample_id  exemplar  taxicab  rank
     0          0     False      0.0     2
     1          1      True      2.0     1
+
+    Two pruned models that split their votes on sample 1 tie; only ``ties="smallest"`` counts it:
+
+    >>> split = pd.DataFrame({"run": ["c", "c", "e", "e"], "sample_id": [0, 1, 0, 1],
+    ...                       "label": [0, 1, 0, 1], "prediction": [0, 0, 0, 1]})
+    >>> exemplar_scores(dense, split)[["exemplar", "modal_tie"]].values.tolist()
+    [[False, False], [False, True]]
+    >>> exemplar_scores(dense, split, ties="smallest").exemplar.tolist()
+    [False, True]
     """
     where = "exemplar_scores"
+    ties = check_choice(ties, "ties", where, TIE_RULES)
     d, p = _population(dense, "dense", where), _population(pruned, "pruned", where)
     for col in ("split", "subset"):
         if col in dense.columns and col in pruned.columns and dense[col].iat[0] != pruned[col].iat[0]:
@@ -173,6 +207,8 @@ def exemplar_scores(
     m_d, m_p = d.runs, p.runs
     stats = _vote_statistics(d_idx, d.pred, p_idx, p.pred, labels, n=n, k=k, m_dense=m_d, m_pruned=m_p)
     exemplar = stats["dense_modal"] != stats["pruned_modal"]
+    if ties == "exclude":
+        exemplar &= ~stats["modal_tie"]
     rank = np.empty(n, dtype=np.int64)
     rank[np.lexsort((ids, ~exemplar, -stats["taxicab"]))] = np.arange(1, n + 1)
     return pd.DataFrame(
@@ -323,7 +359,7 @@ def _vote_statistics(
         block_labels = labels[start:stop]
         ties = np.zeros(size, dtype=np.bool_)
         for name, c, m in (("dense", dense, m_dense), ("pruned", pruned, m_pruned)):
-            modal = c.argmax(axis=1)  # the first maximum: ties go to the smallest class index
+            modal = c.argmax(axis=1)  # the first maximum: of tied classes, the smallest index
             top = c[rows, modal]
             ties |= (c == top[:, None]).sum(axis=1) > 1
             out[f"{name}_modal"][start:stop] = modal
@@ -340,16 +376,22 @@ def exemplar_flags(scores: pd.DataFrame, *, top_fraction: float | None = None) -
     """Which samples of one comparison's :func:`exemplar_scores` count as exemplars.
 
     ``top_fraction=None`` gives the modal definition (the ``exemplar`` column); a fraction ``q`` in
-    (0, 1] gives the taxicab definition of Hooker et al. (2020): the ``ceil(q · N)`` samples of rank
-    ``1 … ceil(q · N)``. Returns a boolean Series named ``exemplar`` aligned with ``scores``.
+    (0, 1] gives the taxicab definition of Hooker et al. (2020): the samples of rank
+    ``1 … ceil(q · N)`` whose ``taxicab`` distance is above 0. A sample at distance 0 (both populations
+    vote alike) did not change and is never flagged, so when fewer than ``ceil(q · N)`` samples changed,
+    fewer are flagged: the top ``q`` is a cap, not a quota. Returns a boolean Series named ``exemplar``
+    aligned with ``scores``.
 
     >>> scores = pd.DataFrame({"sample_id": [5, 6, 7, 8], "exemplar": [True, False, False, False],
-    ...                        "rank": [1, 3, 2, 4]})
+    ...                        "taxicab": [2.0, 0.0, 1.0, 0.0], "rank": [1, 3, 2, 4]})
     >>> exemplar_flags(scores, top_fraction=0.5).tolist()
+    [True, False, True, False]
+    >>> exemplar_flags(scores, top_fraction=1.0).tolist()  # samples 6 and 8 did not change
     [True, False, True, False]
     """
     where = "exemplar_flags"
-    _check_scores(scores, "scores", where, ("sample_id", "exemplar", "rank"))
+    needed = ("sample_id", "exemplar", "rank", *(() if top_fraction is None else ("taxicab",)))
+    _check_scores(scores, "scores", where, needed)
     return _flags(scores, top_fraction, where)
 
 
@@ -358,7 +400,8 @@ def _flags(scores: pd.DataFrame, top_fraction: float | None, where: str) -> pd.S
         return scores["exemplar"].astype(bool).rename("exemplar")
     q = check_fraction(top_fraction, "top_fraction", where, closed_low=False, closed_high=True)
     top = math.ceil(round(q * len(scores), 9))  # rounding first: 0.07 * 100 is 7, not 8
-    return (scores["rank"] <= top).rename("exemplar")
+    changed = scores["taxicab"].to_numpy(dtype=np.float64) > 0  # exact: distances are exact ratios
+    return pd.Series((scores["rank"].to_numpy() <= top) & changed, index=scores.index, name="exemplar")
 
 
 def _check_scores(scores: Any, param: str, where: str, columns: Sequence[str]) -> None:
@@ -404,7 +447,8 @@ def exemplar_summary(
     group_columns : sequence of str, optional
         The group columns to break down by; default ``class`` and every column of ``groups``.
     top_fraction : float in (0, 1], optional
-        ``None``: modal exemplars; else the top fraction by taxicab rank (:func:`exemplar_flags`).
+        ``None``: modal exemplars; else at most the top fraction by taxicab rank, samples at distance 0
+        left out (:func:`exemplar_flags`); ``scores`` then needs its ``taxicab`` column.
     min_group_size : int
         Groups with fewer samples are flagged ``small`` (kept: their shares rest on few samples).
 
@@ -415,7 +459,10 @@ def exemplar_summary(
     ``attribute`` (a group column, or ``(all)``), ``group`` (the group's value as text, or ``(all)``),
     ``metric``, ``value``, ``small`` (fewer than ``min_group_size`` samples). For all samples and for
     every group of every group column, the metrics, in this order:
-    ``n_samples``; ``n_exemplars``; ``exemplar_rate`` (share of the group's samples that are exemplars);
+    ``n_samples``; ``n_exemplars``; ``exemplar_rate`` (share of the group's samples that are exemplars;
+    for ``taxicab top q`` the samples actually flagged, so below ``q`` when fewer than ``q · N`` samples
+    changed: ``definition`` names the requested ``q``, ``n_exemplars`` and ``exemplar_rate`` what it
+    gave);
     ``data_share`` (share of all samples in the group); ``exemplar_share`` (share of all exemplars in the
     group); ``over_representation`` (``exemplar_share / data_share``: above 1 when the group holds more
     than its share of exemplars); ``dense_accuracy`` and ``pruned_accuracy`` (mean share of each
@@ -435,6 +482,8 @@ def exemplar_summary(
     """
     where = "exemplar_summary"
     needed = ("sample_id", "label", "exemplar", "rank", "dense_accuracy", "pruned_accuracy")
+    if top_fraction is not None:
+        needed = (*needed, "taxicab")
     _check_scores(scores, "scores", where, needed)
     min_group_size = check_int(min_group_size, "min_group_size", where, minimum=1)
     flags = _flags(scores, top_fraction, where).to_numpy()

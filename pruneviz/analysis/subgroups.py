@@ -17,8 +17,26 @@ Uncertainty, all vectorised (one ``np.bincount`` over ``resample × group`` code
 processed in blocks of bounded memory):
 
 - **bootstrap**: the samples are resampled with replacement ``bootstrap`` times; the same resampled
-  indices serve the dense and pruned populations and all their runs (pairing preserved); intervals are
-  percentile intervals (Efron & Tibshirani 1993);
+  indices serve the dense and pruned populations and all their runs (pairing preserved). The per-group
+  metrics, Δ_g, ψ_g and Δ — smooth functions of means — get percentile intervals (Efron & Tibshirani
+  1993, ch. 13);
+- **the interval of Ψ**: Ψ̂ = max − min of noisy estimates is biased upward wherever groups are close
+  to the top or the bottom, and the bootstrap sees only part of that bias (it is not consistent when
+  the extreme groups tie, nor at the boundary Ψ = 0: Andrews 2000, *Econometrica* 68:399). The
+  percentile interval adds the bias the bootstrap sees a second time: with 100 groups that barely
+  differ it lies wholly above Ψ̂ (e.g. Ψ̂ = 0.02, interval [0.029, 0.065], true Ψ = 0) and it covers a
+  Ψ set by three tied groups 78% of the time. BCa (Efron 1987, *JASA* 82:171) does not repair this: its
+  interval holds Ψ̂ exactly when the share of draws below Ψ̂ lies in [α/2, 1 − α/2], the same condition
+  as the percentile interval's, and in simulation it covered 92% (two groups 2.4 standard errors apart)
+  and 88% (tied top groups). Ψ's interval is therefore ``Ψ̂ ± h``, with ``h`` the larger distance from
+  Ψ̂ to an end of the percentile interval [q_lo, q_hi] — the union of the percentile interval and the
+  basic bootstrap interval [2Ψ̂ − q_hi, 2Ψ̂ − q_lo] (Davison & Hinkley 1997, §5.2), which err in
+  opposite directions when Ψ̂ is biased, and symmetric about Ψ̂ as in Hall (1988, *JRSS B* 50:35), so it
+  always holds Ψ̂ — cut at 0 below, since Ψ ≥ 0. Its lower end is 0 wherever the permutation test below
+  does not reject Ψ = 0 at level ``1 − confidence`` (the values of Ψ the data cannot rule out include
+  0). Over 4000 simulated data sets per case its 95% interval covered the true Ψ 95.9% (separated
+  groups), 95.5% (three groups tied at the top) and 96.1% (no disparity, Ψ = 0) of the time
+  (``tests/test_subgroups.py``); where many groups crowd both extremes it is conservative (about 98%);
 - **permutation null**: the group labels are shuffled across samples (each sample keeps its dense and
   pruned outputs), which leaves ``Δ`` unchanged and gives the ``ψ_g`` and ``Ψ`` that groups unrelated to
   the outputs produce. ``p = (1 + #{|null| >= |observed|}) / (1 + permutations)``. Per-group p-values are
@@ -318,6 +336,21 @@ def _interval(draws: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndar
     return lo, hi
 
 
+def _disparity_interval(
+    value: np.ndarray, draws: np.ndarray, p_value: np.ndarray, confidence: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The interval reported for Ψ (see the module docstring): ``Ψ̂ ± h``, ``h`` the larger distance
+    from ``Ψ̂`` to an end of the percentile interval of the ``draws`` (axis 0), cut at 0 below, and
+    ``0`` below where the permutation ``p_value`` does not reject Ψ = 0 at level ``1 − confidence``.
+    ``value`` and ``p_value`` have the shape of ``draws[0]``."""
+    low, high = _interval(draws, confidence)
+    half = np.fmax(high - value, value - low)
+    with np.errstate(invalid="ignore"):
+        plausible_zero = np.asarray(p_value) > 1.0 - confidence  # False where p is NaN
+    lo = np.where(plausible_zero, 0.0, np.maximum(value - half, 0.0))
+    return lo, value + half
+
+
 def _p_value(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """``(1 + #{|null| >= |observed|}) / (1 + P)`` along axis 0 (a tolerance keeps exact ties)."""
     obs = np.abs(observed)
@@ -493,10 +526,14 @@ def disparate_impact(
     - for ``group="(all)"``: ``dense``, ``pruned``, ``delta`` (Δ) and ``disparity`` (Ψ over the groups
       that are not small, with its permutation p-value).
 
-    ``null_lo``/``null_hi`` are the central ``confidence`` interval of the permutation null on the
-    tested rows (``psi``, ``disparity``): the values groups unrelated to the outputs produce. They,
-    p-values and ``significant`` are missing (NaN / NA) on rows that test nothing. Ψ, a max − min of
-    noisy estimates, is biased upward and so is its bootstrap interval: judge it by its p-value.
+    ``lo``/``hi`` are percentile bootstrap intervals, except Ψ's: ``Ψ̂ ± h`` with ``h`` the larger
+    distance from Ψ̂ to an end of its percentile interval, cut at 0, and starting at 0 when Ψ's
+    permutation p-value is above ``1 − confidence``; it always holds Ψ̂ (the module docstring gives the
+    reasons and its measured coverage). ``null_lo``/``null_hi`` are the central ``confidence`` interval
+    of the permutation null on the tested rows (``psi``, ``disparity``): the values groups unrelated to
+    the outputs produce. They, p-values and ``significant`` are missing (NaN / NA) on rows that test
+    nothing. Ψ̂, a max − min of noisy estimates, is biased upward: whether a disparity is real is its
+    p-value's call.
 
     Examples
     --------
@@ -585,8 +622,13 @@ def disparate_impact(
         )
     rows = []
     for stat, (value, draws) in stats_all.items():
-        lo, hi = _interval(np.asarray(draws)[:, None], s["confidence"])
         tested = stat == "disparity"
+        if tested:
+            lo, hi = _disparity_interval(
+                np.atleast_1d(value), b_disparity[:, None], np.atleast_1d(p_disparity), s["confidence"]
+            )
+        else:
+            lo, hi = _interval(np.asarray(draws)[:, None], s["confidence"])
         p = float(p_disparity) if tested else np.nan
         rows.append(
             {
