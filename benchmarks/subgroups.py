@@ -134,8 +134,8 @@ def main() -> None:
     diff = np.abs(ours.loc[idx].to_numpy() - by_group.to_numpy()).max()
     boot = boot.set_index("group")
     ci_diff = max(
-        np.abs(boot.loc[idx, "lo"].to_numpy() - peer_ci.by_group_ci[0].to_numpy()).max(),
-        np.abs(boot.loc[idx, "hi"].to_numpy() - peer_ci.by_group_ci[1].to_numpy()).max(),
+        np.abs(boot.loc[idx, "ci_low"].to_numpy() - peer_ci.by_group_ci[0].to_numpy()).max(),
+        np.abs(boot.loc[idx, "ci_high"].to_numpy() - peer_ci.by_group_ci[1].to_numpy()).max(),
     )
     di = ours_full()
     psi = di[di.statistic == "psi"]

@@ -182,7 +182,9 @@ def _demo(args: argparse.Namespace) -> int:
         )
     )
     table = population_table(runs)
-    wide = table.pivot_table(index=["method", "structure"], columns="sparsity", values="mean", sort=False)
+    wide = table.pivot_table(
+        index=["method", "structure"], columns="sparsity_target", values="mean", sort=False
+    )
     wide.columns = [f"s={c:g}" for c in wide.columns]
     print(
         f"\nTest accuracy, mean over {runs.seed.nunique()} seeds "

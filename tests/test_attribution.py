@@ -287,8 +287,8 @@ def test_run_attributions_on_a_zoo_is_keyed_and_cached(small_zoo, tmp_path):
     zoo = Zoo(tmp_path / "zoo")
     a, b = zoo.run_ids()[:2]
     frame = run_attributions(zoo, a, b, methods=["saliency"], samples=5, k=6)
-    assert frame.columns.tolist()[:5] == ["dense_run", "pruned_run", "method", "structure", "sparsity"]
-    assert (frame.dense_run == a).all() and (frame.pruned_run == b).all() and (frame.method == "dense").all()
+    assert frame.columns.tolist()[:5] == ["run_a", "run_b", "method", "structure", "sparsity"]
+    assert (frame.run_a == a).all() and (frame.run_b == b).all() and (frame.method == "dense").all()
     assert frame.sample_id.nunique() == 5 and set(frame.metric) == {"spearman", "topk_overlap", "cosine"}
     test_ids = zoo.splits(zoo.run(a).dataset).test.sample_id
     assert set(frame.sample_id) <= set(test_ids)

@@ -64,7 +64,7 @@ def zoo(tmp_path_factory) -> Zoo:
 def ids(zoo):
     runs = zoo.runs()
     dense = runs[runs.kind == "dense"].run.iloc[0]
-    pruned = runs[(runs.parent == dense) & (runs.method == "lamp") & (runs.target_sparsity == 0.9)].run.iloc[
+    pruned = runs[(runs.parent == dense) & (runs.method == "lamp") & (runs.sparsity_target == 0.9)].run.iloc[
         0
     ]
     return {"dense": dense, "pruned": pruned, "runs": runs}
@@ -171,7 +171,7 @@ def test_tradeoff_chart(ids):
 
 def test_metric_by_sparsity_chart_and_bad_metric(ids):
     runs = ids["runs"]
-    frame = runs.melt(id_vars=["run", "method", "target_sparsity", "seed"], value_vars=["test_accuracy"],
+    frame = runs.melt(id_vars=["run", "method", "sparsity_target", "seed"], value_vars=["test_accuracy"],
                       var_name="metric", value_name="value")  # fmt: skip
     spec = check_common(charts.metric_by_sparsity_chart(frame), "metric_by_sparsity_chart")
     assert len(spec["hconcat"]) == 1
@@ -183,7 +183,7 @@ def test_metric_by_sparsity_chart_and_bad_metric(ids):
 
 def test_layer_sparsity_chart_averages_seeds(zoo, ids):
     runs = ids["runs"]
-    lamp = runs[(runs.method == "lamp") & (runs.target_sparsity == 0.9)].run
+    lamp = runs[(runs.method == "lamp") & (runs.sparsity_target == 0.9)].run
     spectrum = pd.concat([run_spectrum(zoo, r) for r in [*lamp, ids["dense"]]], ignore_index=True)
     chart = charts.layer_sparsity_chart(spectrum)
     spec = check_common(chart, "layer_sparsity_chart")
@@ -314,7 +314,7 @@ def pixel_frame(data, sample_ids) -> pd.DataFrame:
 
 def test_exemplar_gallery(zoo, ids, test_split):
     scores = run_exemplars(zoo)
-    scores = scores[(scores.method == "lamp") & (scores.sparsity == 0.9)]
+    scores = scores[(scores.method == "lamp") & (scores.sparsity_target == 0.9)]
     top = list(scores.nsmallest(4, "rank").sample_id)
     pixels = pixel_frame(test_split, top)
     chart = charts.exemplar_gallery(pixels, scores, top=3, class_names=[f"digit {k}" for k in range(10)])
@@ -387,26 +387,26 @@ def test_disparate_impact_reports_the_permutation_band():
             *populations(effect), group="site", min_group_size=5, bootstrap=200, permutations=400
         )
         tested = di.statistic.isin(["psi", "disparity"])
-        assert di.loc[tested, ["null_lo", "null_hi"]].notna().all().all()
-        assert di.loc[~tested, ["null_lo", "null_hi"]].isna().all().all()
+        assert di.loc[tested, ["null_low", "null_high"]].notna().all().all()
+        assert di.loc[~tested, ["null_low", "null_high"]].isna().all().all()
         psi = di[di.statistic == "psi"]
-        assert (psi.null_lo < 0).all() and (psi.null_hi > 0).all()  # the null of ψ_g is centred on 0
-        outside = (psi.value < psi.null_lo) | (psi.value > psi.null_hi)
+        assert (psi.null_low < 0).all() and (psi.null_high > 0).all()  # the null of ψ_g is centred on 0
+        outside = (psi.value < psi.null_low) | (psi.value > psi.null_high)
         assert (~outside).all() if inside else outside.all()
         assert bool(psi.significant.all()) is not inside
 
 
 def test_subgroup_chart(zoo):
     impact = run_subgroups(zoo, bootstrap=50, permutations=50, min_group_size=5)
-    one = impact[(impact.method == "lamp") & (impact.sparsity == 0.9)]
+    one = impact[(impact.method == "lamp") & (impact.sparsity_target == 0.9)]
     chart = charts.subgroup_chart(one)
     spec = check_common(chart, "subgroup_chart")
     f = fields(spec)
     assert {
         ("bar", "y", "value"),
-        ("bar", "y", "null_lo"),
-        ("bar", "y2", "null_hi"),
-        ("rule", "y2", "hi"),
+        ("bar", "y", "null_low"),
+        ("bar", "y2", "null_high"),
+        ("rule", "y2", "ci_high"),
     } <= f
     assert ("text", "text", "star") in f and ("bar", "color", "finding") in f
     assert "Disparity Ψ" in subtitle(spec)
@@ -415,10 +415,10 @@ def test_subgroup_chart(zoo):
     assert sorted(data.value) == pytest.approx(sorted(psi.value))
     assert (data.finding == "small group").sum() == psi.small.sum()
     delta = charts.subgroup_chart(impact, statistic="delta").to_dict()
-    assert len(delta["facet"]["sort"]) == 4 and ("bar", "y", "null_lo") not in fields(delta)
+    assert len(delta["facet"]["sort"]) == 4 and ("bar", "y", "null_low") not in fields(delta)
     # a frame cached before the permutation band existed still draws, without the band
-    old = charts.subgroup_chart(one.drop(columns=["null_lo", "null_hi"])).to_dict()
-    assert ("bar", "y", "null_lo") not in fields(old)
+    old = charts.subgroup_chart(one.drop(columns=["null_low", "null_high"])).to_dict()
+    assert ("bar", "y", "null_low") not in fields(old)
     with pytest.raises(ValidationError, match=r"'statistic' parameter of subgroup_chart must be one of"):
         charts.subgroup_chart(one, statistic="phi")
 
@@ -518,7 +518,7 @@ def test_corruption_and_attack_charts(zoo, ids):
 @pytest.mark.reference
 def test_reliability_chart_pools_runs_like_their_concatenated_outputs(zoo, ids):
     runs = ids["runs"]
-    lamp = list(runs[(runs.method == "lamp") & (runs.target_sparsity == 0.9)].run)
+    lamp = list(runs[(runs.method == "lamp") & (runs.sparsity_target == 0.9)].run)
     frame = pd.concat([run_reliability(zoo, r, bins=10) for r in [ids["dense"], *lamp]])
     chart = charts.reliability_chart(frame)
     spec = check_common(chart, "reliability_chart")

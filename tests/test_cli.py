@@ -137,9 +137,9 @@ def test_demo_zoo_meets_the_bar_and_reopens_without_training(tmp_path, monkeypat
     pruned = zoo.runs(kind="pruned")
     assert len(pruned) == 3 * len(DEMO_METHODS) * len(DEMO_SPARSITIES)
     assert set(pruned.method) == set(DEMO_METHODS) and set(pruned.parent) == set(dense.run)
-    assert sorted(set(pruned.target_sparsity)) == list(DEMO_SPARSITIES)
+    assert sorted(set(pruned.sparsity_target)) == list(DEMO_SPARSITIES)
     masked = pruned[pruned.structure == "unstructured"]
-    assert (masked.sparsity - masked.target_sparsity).abs().max() < 1e-3
+    assert (masked.sparsity - masked.sparsity_target).abs().max() < 1e-3
     assert zoo.verify().empty
 
     import pruneviz.zoo.build as build

@@ -361,13 +361,13 @@ def test_run_exemplars_end_to_end_and_cached(zoo, monkeypatch):
     dense = digits_runs.run[digits_runs.kind == "dense"].tolist()
     scores = run_exemplars(zoo, dense=dense)
     assert list(scores.columns) == [*COMPARISON_KEYS, *SCORE_COLUMNS]
-    assert set(scores.sparsity) == {0.5, 0.9} and (scores.method == "global_magnitude").all()
+    assert set(scores.sparsity_target) == {0.5, 0.9} and (scores.method == "global_magnitude").all()
     assert (scores.arch == "mlp").all() and scores.settings.nunique() == 1
     assert (scores.dense_runs == 2).all() and (scores.pruned_runs == 2).all()
     n_test = (zoo.outputs(dense[0], subset="test").split == "clean").sum()
     assert len(scores) == 2 * n_test
-    one = scores[scores.sparsity == 0.9].drop(columns=list(COMPARISON_KEYS)).reset_index(drop=True)
-    pruned = digits_runs.run[digits_runs.target_sparsity == 0.9].tolist()
+    one = scores[scores.sparsity_target == 0.9].drop(columns=list(COMPARISON_KEYS)).reset_index(drop=True)
+    pruned = digits_runs.run[digits_runs.sparsity_target == 0.9].tolist()
     direct = exemplar_scores(
         zoo.outputs(dense, split="clean", subset="test"), zoo.outputs(pruned, split="clean", subset="test")
     )
@@ -379,7 +379,7 @@ def test_run_exemplars_end_to_end_and_cached(zoo, monkeypatch):
     assert (summary.definition == "taxicab top 0.2").all()
     ds = zoo.dataset(runs.dataset[0])
     expected = exemplar_summary(direct, groups=ds.groups.assign(sample_id=ds.sample_id), top_fraction=0.2)
-    got = summary[summary.sparsity == 0.9].drop(columns=list(COMPARISON_KEYS)).reset_index(drop=True)
+    got = summary[summary.sparsity_target == 0.9].drop(columns=list(COMPARISON_KEYS)).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, expected)
 
     monkeypatch.setattr(ex, "exemplar_scores", lambda *a, **k: pytest.fail("recomputed cached scores"))

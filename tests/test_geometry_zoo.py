@@ -19,7 +19,7 @@ from pruneviz.zoo import Zoo, build_dense_population
 
 def _pair(zoo: Zoo, method: str = "channel_l1", sparsity: float = 0.9) -> tuple[str, str]:
     runs = zoo.runs()
-    child = runs[(runs.method == method) & (runs.target_sparsity == sparsity)].iloc[0]
+    child = runs[(runs.method == method) & (runs.sparsity_target == sparsity)].iloc[0]
     return child.parent, child.run
 
 

@@ -34,7 +34,7 @@ def test_population_runs_are_linked_exact_and_reloadable(pruned_zoo):
     total = sum(m.weight.numel() for m in prunable_layers(pruned_zoo.load_model(dense.run[0])).values())
     for _, row in lamp.iterrows():
         masks = pruned_zoo.masks(row.run)
-        assert sum(int((~m).sum()) for m in masks.values()) == round(row.target_sparsity * total)
+        assert sum(int((~m).sum()) for m in masks.values()) == round(row.sparsity_target * total)
         model = pruned_zoo.load_model(row.run)
         for name, m in prunable_layers(model).items():
             assert bool((m.weight[~masks[name]] == 0).all())
@@ -43,7 +43,7 @@ def test_population_runs_are_linked_exact_and_reloadable(pruned_zoo):
         fresh = evaluate(pruned_zoo.load_model(rid), split.test, subset="test")
         stored = pruned_zoo.outputs(rid, subset="test").drop(columns="run").reset_index(drop=True)
         pd.testing.assert_frame_equal(fresh, stored)
-    channel = pruned[pruned.method == "channel_l1"].sort_values("target_sparsity")
+    channel = pruned[pruned.method == "channel_l1"].sort_values("sparsity_target")
     assert (channel.params < dense.params[0]).all() and channel.params.is_monotonic_decreasing
     dense_macs = count_macs(pruned_zoo.load_model(dense.run[0]), (1, 8, 8)).dense_macs.iloc[-1]
     assert (channel.dense_macs < 0.5 * dense_macs).all() and (lamp.dense_macs == dense_macs).all()
@@ -70,9 +70,9 @@ def test_population_resumes_and_validates(pruned_zoo, monkeypatch):
 def test_population_table_aggregates_over_seeds(pruned_zoo):
     table = population_table(pruned_zoo.runs())
     assert table.method.iloc[0] == "dense"
-    row = table[(table.method == "lamp") & (table.sparsity == 0.9)]
+    row = table[(table.method == "lamp") & (table.sparsity_target == 0.9)]
     runs = pruned_zoo.runs(method="lamp")
-    assert float(row["mean"].iloc[0]) == pytest.approx(runs[runs.target_sparsity == 0.9].test_accuracy.mean())
+    assert float(row["mean"].iloc[0]) == pytest.approx(runs[runs.sparsity_target == 0.9].test_accuracy.mean())
 
 
 def test_zoo_prune_from_the_shell(tmp_path, digits, capsys):
@@ -99,7 +99,7 @@ def test_zoo_prune_from_the_shell(tmp_path, digits, capsys):
 def test_run_analyses_read_the_zoo_and_cache_their_results(pruned_zoo, monkeypatch):
     from pruneviz.study import run_curvature, run_landscape, run_sharpness, run_spectrum
 
-    lamp = pruned_zoo.runs(method="lamp").sort_values("target_sparsity").run.iloc[-1]
+    lamp = pruned_zoo.runs(method="lamp").sort_values("sparsity_target").run.iloc[-1]
     spec = run_spectrum(pruned_zoo, lamp)
     assert (spec.run == lamp).all() and (spec.method == "lamp").all()
     sparsity = spec[spec.metric == "sparsity"].set_index("layer").value

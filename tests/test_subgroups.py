@@ -169,14 +169,14 @@ def test_bootstrap_intervals_contain_the_estimate_shrink_with_n_and_are_seeded()
         )
 
     small, large = run(300), run(3000)
-    assert ((small.lo <= small.value) & (small.value <= small.hi)).all()  # Ψ's interval too
-    assert ((large.lo <= large.value) & (large.value <= large.hi)).all()
+    assert ((small.ci_low <= small.value) & (small.value <= small.ci_high)).all()  # Ψ's interval too
+    assert ((large.ci_low <= large.value) & (large.value <= large.ci_high)).all()
     rows = small.statistic != "disparity"
-    width_small, width_large = (small.hi - small.lo)[rows], (large.hi - large.lo)[rows]
+    width_small, width_large = (small.ci_high - small.ci_low)[rows], (large.ci_high - large.ci_low)[rows]
     ratio = width_large.to_numpy() / width_small.to_numpy()  # about 1/sqrt(10)
     assert (ratio < 0.75).all() and np.median(ratio) < 0.45
     pd.testing.assert_frame_equal(run(300), small)
-    assert not np.allclose(run(300, seed=1).lo, small.lo)
+    assert not np.allclose(run(300, seed=1).ci_low, small.ci_low)
 
 
 def test_permutation_null_separates_noise_from_a_planted_gap():
@@ -195,7 +195,7 @@ def test_permutation_null_separates_noise_from_a_planted_gap():
     )
     psi = di[di.statistic == "psi"].set_index("group")
     assert psi.loc["g2", "p_value"] <= 0.01 and psi.loc["g2", "significant"]
-    assert psi.loc["g2", "lo"] > 0.15
+    assert psi.loc["g2", "ci_low"] > 0.15
     assert (psi.drop("g2").value < 0).all()  # the others now lose less than the average sample
     assert di.loc[di.statistic == "disparity", "p_value"].item() <= 0.01
 
@@ -259,12 +259,12 @@ def test_disparity_interval_holds_the_estimate_when_groups_hardly_differ():
     di = disparate_impact(dense, pruned, groups, group="g")
     row = di[di.statistic == "disparity"].iloc[0]
     assert row.value == pytest.approx(0.02) and row.p_value > 0.05
-    assert row.lo == 0.0 and row.value < row.hi  # 0 cannot be told apart from noise, nor ruled out
+    assert row.ci_low == 0.0 and row.value < row.ci_high  # 0 cannot be told apart from noise, nor ruled out
     # a planted gap that the permutation test finds: the interval then stays above 0
     hit = np.arange(n) % 100 == 7
     planted = pruned.assign(prediction=np.where(hit & (rng.random(n) < 0.5), (label + 1) % 10, label))
     row = disparate_impact(dense, planted, groups, group="g").query("statistic == 'disparity'").iloc[0]
-    assert row.p_value < 0.01 and 0.0 < row.lo < row.value < row.hi
+    assert row.p_value < 0.01 and 0.0 < row.ci_low < row.value < row.ci_high
 
 
 def test_tiny_groups_are_flagged_kept_out_of_disparity_and_quiet():
@@ -281,7 +281,7 @@ def test_tiny_groups_are_flagged_kept_out_of_disparity_and_quiet():
     lonely = di[di.group == "lonely"].set_index("statistic")
     assert lonely["small"].all() and (lonely["n"] == 1).all()
     assert lonely.loc["delta", "value"] == 1.0
-    assert lonely.loc["dense", "lo"] == lonely.loc["dense", "hi"] == 1.0  # degenerate, not a crash
+    assert lonely.loc["dense", "ci_low"] == lonely.loc["dense", "ci_high"] == 1.0  # degenerate, not a crash
     delta = di[di.statistic == "delta"].set_index("group")["value"]
     disparity = di.loc[di.statistic == "disparity", "value"].item()
     assert disparity == pytest.approx(abs(delta["g0"] - delta["g1"]))  # the lonely sample is left out
@@ -362,10 +362,10 @@ def test_run_subgroups_reads_the_zoo_and_caches(pruned_copy, monkeypatch):
     zoo = pruned_copy
     table = run_subgroups(zoo, bootstrap=100, permutations=100, min_group_size=20)
     assert list(table.columns) == [
-        "dataset", "arch", "method", "structure", "sparsity", "settings", "dense_runs", "pruned_runs", *COLUMNS,
+        "dataset", "arch", "method", "structure", "sparsity_target", "settings", "dense_runs", "pruned_runs", *COLUMNS,
     ]  # fmt: skip
     assert list(table.columns[: len(COMPARISON_KEYS)]) == list(COMPARISON_KEYS)
-    assert set(table.method) == {"global_magnitude"} and set(table.sparsity) == {0.8}
+    assert set(table.method) == {"global_magnitude"} and set(table.sparsity_target) == {0.8}
     assert set(table.arch) == {"mlp"} and table.settings.nunique() == 1
     assert table.significant.dtype == "boolean"  # NA survives the cache's parquet round trip
     assert (table.significant.isna() == table.p_adjusted.isna()).all() and table.significant.notna().any()

@@ -24,14 +24,14 @@ def test_options_fill_from_the_zoo_and_the_focus_follows_the_choices(study_zoo):
         for sparsity in (0.5, 0.9):
             state.param.update(method=method, sparsity=sparsity)
             row = runs.set_index("run").loc[state.child]
-            assert (row.method, row.target_sparsity, row.parent) == (method, sparsity, state.parent)
+            assert (row.method, row.sparsity_target, row.parent) == (method, sparsity, state.parent)
     state.methods = ["lamp"]
     overview = state.overview()
     assert set(overview.method) == {"dense", "lamp"}
     assert set(state.run_table().method) == {"dense", "lamp"}
     state.sparsities = [0.9]
     subgroups = state.subgroups()
-    assert set(subgroups.method) == {"lamp"} and set(subgroups.sparsity) == {0.9}
+    assert set(subgroups.method) == {"lamp"} and set(subgroups.sparsity_target) == {0.9}
 
 
 def test_pair_frames_come_from_the_zoo_cache(study_zoo):
@@ -41,7 +41,7 @@ def test_pair_frames_come_from_the_zoo_cache(study_zoo):
     emb = state.embedding()
     assert set(emb.run) == {state.parent, state.child}
     ex = state.exemplars()
-    assert set(ex.method) == {"lamp"} and np.allclose(ex.sparsity, 0.9)
+    assert set(ex.method) == {"lamp"} and np.allclose(ex.sparsity_target, 0.9)
     assert set(state.reliability().run) == {state.parent, state.child}
 
 

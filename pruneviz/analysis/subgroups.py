@@ -74,10 +74,10 @@ COLUMNS = (
     "metric",
     "statistic",
     "value",
-    "lo",
-    "hi",
-    "null_lo",
-    "null_hi",
+    "ci_low",
+    "ci_high",
+    "null_low",
+    "null_high",
     "n",
     "small",
     "p_value",
@@ -425,8 +425,8 @@ def group_metrics(
     Returns
     -------
     Tidy frame, one row per (group, metric) and a row per metric for all samples (``group="(all)"``):
-    ``attribute`` (the group column), ``group``, ``metric``, ``value`` (mean over runs), ``lo``,
-    ``hi``, ``n`` (samples in the group), ``small``.
+    ``attribute`` (the group column), ``group``, ``metric``, ``value`` (mean over runs), ``ci_low``,
+    ``ci_high``, ``n`` (samples in the group), ``small``.
 
     Examples
     --------
@@ -468,8 +468,8 @@ def group_metrics(
                     "group": [*grp.names, ALL],
                     "metric": name,
                     "value": value,
-                    "lo": lo,
-                    "hi": hi,
+                    "ci_low": lo,
+                    "ci_high": hi,
                     "n": counts,
                     "small": counts < s["min_group_size"],
                 }
@@ -518,18 +518,18 @@ def disparate_impact(
     Returns
     -------
     Tidy frame with the columns ``attribute`` (the group column), ``group``, ``metric``, ``statistic``,
-    ``value``, ``lo``, ``hi``, ``null_lo``, ``null_hi``, ``n``, ``small``, ``p_value``, ``p_adjusted``,
-    ``significant``:
+    ``value``, ``ci_low``, ``ci_high``, ``null_low``, ``null_high``, ``n``, ``small``, ``p_value``,
+    ``p_adjusted``, ``significant``:
 
     - per group, ``statistic`` ``dense``, ``pruned``, ``delta`` (Δ_g) and ``psi`` (ψ_g, with its
       permutation p-value, Holm-adjusted over the groups, and ``significant``);
     - for ``group="(all)"``: ``dense``, ``pruned``, ``delta`` (Δ) and ``disparity`` (Ψ over the groups
       that are not small, with its permutation p-value).
 
-    ``lo``/``hi`` are percentile bootstrap intervals, except Ψ's: ``Ψ̂ ± h`` with ``h`` the larger
+    ``ci_low``/``ci_high`` are percentile bootstrap intervals, except Ψ's: ``Ψ̂ ± h`` with ``h`` the larger
     distance from Ψ̂ to an end of its percentile interval, cut at 0, and starting at 0 when Ψ's
     permutation p-value is above ``1 − confidence``; it always holds Ψ̂ (the module docstring gives the
-    reasons and its measured coverage). ``null_lo``/``null_hi`` are the central ``confidence`` interval
+    reasons and its measured coverage). ``null_low``/``null_high`` are the central ``confidence`` interval
     of the permutation null on the tested rows (``psi``, ``disparity``): the values groups unrelated to
     the outputs produce. They, p-values and ``significant`` are missing (NaN / NA) on rows that test
     nothing. Ψ̂, a max − min of noisy estimates, is biased upward: whether a disparity is real is its
@@ -610,10 +610,10 @@ def disparate_impact(
                     "group": grp.names,
                     "statistic": stat,
                     "value": value,
-                    "lo": lo,
-                    "hi": hi,
-                    "null_lo": null_psi_lo if tested else np.nan,
-                    "null_hi": null_psi_hi if tested else np.nan,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "null_low": null_psi_lo if tested else np.nan,
+                    "null_high": null_psi_hi if tested else np.nan,
                     "n": n,
                     "p_value": p_psi if tested else np.nan,
                     "p_adjusted": p_adj if tested else np.nan,
@@ -635,10 +635,10 @@ def disparate_impact(
                 "group": ALL,
                 "statistic": stat,
                 "value": float(value),
-                "lo": float(lo[0]),
-                "hi": float(hi[0]),
-                "null_lo": float(null_dis_lo[0]) if tested else np.nan,
-                "null_hi": float(null_dis_hi[0]) if tested else np.nan,
+                "ci_low": float(lo[0]),
+                "ci_high": float(hi[0]),
+                "null_low": float(null_dis_lo[0]) if tested else np.nan,
+                "null_high": float(null_dis_hi[0]) if tested else np.nan,
                 "n": len(ids),
                 "p_value": p,
                 "p_adjusted": p,

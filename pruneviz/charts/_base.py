@@ -81,7 +81,7 @@ def pick(value: Any, param: str, where: str, available: Iterable[Hashable], what
 
 def sparsity_column(frame: pd.DataFrame) -> str:
     """The column to group models by: the target sparsity where the frame has one."""
-    return "target_sparsity" if "target_sparsity" in frame.columns else "sparsity"
+    return "sparsity_target" if "sparsity_target" in frame.columns else "sparsity"
 
 
 def method_of(frame: pd.DataFrame) -> pd.Series:

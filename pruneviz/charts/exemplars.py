@@ -79,7 +79,7 @@ def exemplar_gallery(
         ["sample_id", "label", "dense_modal", "pruned_modal", "rank"],
     )
     one_comparison(
-        scores, "scores", where, ("dataset", "arch", "method", "structure", "sparsity", "settings")
+        scores, "scores", where, ("dataset", "arch", "method", "structure", "sparsity_target", "settings")
     )
     top = check_int(top, "top", where, minimum=1)
     if selected is not None:

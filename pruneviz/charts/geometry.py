@@ -27,7 +27,7 @@ from pruneviz.charts._theme import ACCENT, MUTED
 
 __all__ = ["cka_chart", "embedding_chart", "logit_change_chart", "logit_geometry_chart"]
 
-COMPARISON = ("run_a", "run_b", "method", "structure", "sparsity", "target_sparsity")
+COMPARISON = ("run_a", "run_b", "method", "structure", "sparsity", "sparsity_target")
 
 
 def cka_chart(cka: pd.DataFrame) -> alt.LayerChart:

@@ -31,7 +31,7 @@ def tradeoff_chart(
 ) -> alt.HConcatChart:
     """Accuracy, size and latency against sparsity, one panel per metric, one colour per method.
 
-    Takes the frame of :meth:`pruneviz.Zoo.runs` (one row per run: ``method``, ``target_sparsity``,
+    Takes the frame of :meth:`pruneviz.Zoo.runs` (one row per run: ``method``, ``sparsity_target``,
     ``seed`` and the metric columns). Each run is a dot; a line joins each method's mean over seeds and
     a shaded band spans its seeds (min to max). Dense runs (no method) are the dots at sparsity 0 and a
     dashed line across the panel: the reference every method is compared with. Latency is shown in
@@ -44,7 +44,7 @@ def tradeoff_chart(
     where = "tradeoff_chart"
     if isinstance(metrics, str) or not len(metrics):
         fail("metrics", where, "a list of metric columns", metrics, "pass e.g. metrics=['test_accuracy'].")
-    check_frame(runs, "runs", where, "Zoo.runs()", ["method", "target_sparsity", "seed", *metrics])
+    check_frame(runs, "runs", where, "Zoo.runs()", ["method", "sparsity_target", "seed", *metrics])
     frame = runs.copy()
     frame["method"] = method_of(frame)
     if "nonzero_params" in frame.columns and "params" in frame.columns:
@@ -58,7 +58,7 @@ def tradeoff_chart(
         frame.loc[dense, "effective_macs"] = frame.loc[dense, "effective_macs"].fillna(
             frame.loc[dense, "run"].map(parent_macs)
         )
-    frame["sparsity"] = frame["target_sparsity"].fillna(0.0)
+    frame["sparsity"] = frame["sparsity_target"].fillna(0.0)
     keys = [c for c in ("run", "method", "sparsity", "seed") if c in frame.columns]
     long = frame.melt(id_vars=keys, value_vars=list(metrics), var_name="metric", value_name="value")
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
@@ -73,7 +73,7 @@ def metric_by_sparsity_chart(
 ) -> alt.HConcatChart:
     """Any per-run metric against sparsity, one panel per metric, like :func:`tradeoff_chart`.
 
-    Takes a tidy run-keyed frame with ``method``, ``target_sparsity`` (or ``sparsity``), ``metric`` and
+    Takes a tidy run-keyed frame with ``method``, ``sparsity_target`` (or ``sparsity``), ``metric`` and
     ``value`` — e.g. :func:`~pruneviz.analysis.run_curvature` (``eigenvalue_1``, ``trace``) or
     :func:`~pruneviz.analysis.run_calibration` of one split (``ece``, ``nll``, ...) for several runs,
     concatenated. ``metrics`` defaults to all metrics in the frame.

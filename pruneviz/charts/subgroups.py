@@ -22,8 +22,8 @@ def subgroup_chart(
     """Per group, what pruning cost it: ``statistic="delta"`` shows Δ_g (the metric's change from dense
     to pruned) against the overall Δ (dashed); ``"psi"`` shows the excess gap ψ_g = Δ_g − Δ against 0,
     with a grey band for the central interval of the permutation null (what groups unrelated to the
-    outputs would show; needs ``null_lo``/``null_hi``). Black lines are bootstrap intervals (``lo``,
-    ``hi``); ``*`` marks a ψ_g significant after Holm's adjustment; small groups are pale. One panel per
+    outputs would show; needs ``null_low``/``null_high``). Black lines are bootstrap intervals (``ci_low``,
+    ``ci_high``); ``*`` marks a ψ_g significant after Holm's adjustment; small groups are pale. One panel per
     comparison (method × sparsity). ``highlight`` outlines one group (e.g. the group of the sample
     picked in a linked view) and names it in the subtitle.
 
@@ -33,7 +33,9 @@ def subgroup_chart(
     """
     where = "subgroup_chart"
     source = "run_subgroups / disparate_impact"
-    check_frame(impact, "impact", where, source, ["group", "statistic", "value", "lo", "hi", "n", "small"])
+    check_frame(
+        impact, "impact", where, source, ["group", "statistic", "value", "ci_low", "ci_high", "n", "small"]
+    )
     statistic = check_choice(statistic, "statistic", where, ("delta", "psi"))
     frame = impact.copy()
     frame["group"] = frame["group"].astype(str)
@@ -66,10 +68,12 @@ def subgroup_chart(
     rows["finding"] = finding.where(~small, "small group")
     rows["star"] = significant.map({True: "*", False: ""})
     has_null = (
-        statistic == "psi" and {"null_lo", "null_hi"} <= set(rows.columns) and rows["null_lo"].notna().any()
+        statistic == "psi"
+        and {"null_low", "null_high"} <= set(rows.columns)
+        and rows["null_low"].notna().any()
     )
-    cols = ["comparison", "group", "value", "lo", "hi", "n", "finding", "star", "reference"]
-    cols += ["null_lo", "null_hi"] if has_null else []
+    cols = ["comparison", "group", "value", "ci_low", "ci_high", "n", "finding", "star", "reference"]
+    cols += ["null_low", "null_high"] if has_null else []
     cols += [c for c in ("p_value", "p_adjusted") if c in rows.columns]
     data = rows[cols].reset_index(drop=True)
     groups = list(dict.fromkeys(data["group"]))
@@ -97,11 +101,11 @@ def subgroup_chart(
         layers.append(
             alt.Chart()
             .mark_bar(color="#999999", opacity=0.25, width={"band": 0.95})
-            .encode(x=x, y=alt.Y("null_lo:Q", axis=y_axis), y2="null_hi:Q")
+            .encode(x=x, y=alt.Y("null_low:Q", axis=y_axis), y2="null_high:Q")
         )
     tooltip = [
         c
-        for c in ("group", "value", "lo", "hi", "n", "p_value", "p_adjusted", "finding")
+        for c in ("group", "value", "ci_low", "ci_high", "n", "p_value", "p_adjusted", "finding")
         if c in data.columns
     ]
     if highlight is not None:
@@ -112,7 +116,7 @@ def subgroup_chart(
             alt.Chart()
             .transform_filter(alt.datum.group == highlight)
             .mark_bar(width={"band": 0.95}, fill=None, stroke="black", strokeWidth=2, strokeDash=[3, 2])
-            .encode(x=x, y=alt.Y("lo:Q", axis=y_axis), y2="hi:Q")
+            .encode(x=x, y=alt.Y("ci_low:Q", axis=y_axis), y2="ci_high:Q")
         )
     layers += [
         alt.Chart()
@@ -128,15 +132,15 @@ def subgroup_chart(
             opacity=alt.condition(alt.datum.finding == "small group", alt.value(0.5), alt.value(0.9)),
             tooltip=tooltip,
         ),
-        alt.Chart().mark_rule(color="black").encode(x=x, y="lo:Q", y2="hi:Q"),
+        alt.Chart().mark_rule(color="black").encode(x=x, y="ci_low:Q", y2="ci_high:Q"),
         alt.Chart()
         .transform_filter(alt.datum.value >= 0)
         .mark_text(baseline="bottom", dy=-2, fontSize=15, fontWeight="bold")
-        .encode(x=x, y="hi:Q", text="star:N"),
+        .encode(x=x, y="ci_high:Q", text="star:N"),
         alt.Chart()
         .transform_filter(alt.datum.value < 0)
         .mark_text(baseline="top", dy=2, fontSize=15, fontWeight="bold")
-        .encode(x=x, y="lo:Q", text="star:N"),
+        .encode(x=x, y="ci_low:Q", text="star:N"),
         alt.Chart().mark_rule(strokeDash=[5, 4], color="#555555").encode(y="mean(reference):Q"),
     ]
     notes = [

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from pruneviz import _vocabulary as V
 from pruneviz.study import runs as R
 from pruneviz.study.attribution import run_attributions, run_exemplar_maps
 from pruneviz.study.exemplars import run_exemplar_summary, run_exemplars
@@ -18,8 +19,8 @@ from pruneviz.study.registry import Analysis, Setting, StudySettings, Target, re
 from pruneviz.study.subgroups import run_subgroups
 
 RUN_KEYS = R.KEYS
-COMPARISON = ("dataset", "arch", "method", "structure", "sparsity", "settings")
-PAIR_KEYS = ("run_a", "run_b", "method", "structure", "sparsity", "target_sparsity", "seed")
+COMPARISON = ("dataset", "arch", "method", "structure", "sparsity_target", "settings")
+PAIR_KEYS = V.PAIR_KEYS
 
 # -- planners of the robustness splits: they store per-sample outputs, so they plan only what is missing
 _ITEM_ROWS = 250_000  # new per-sample rows of corruption outputs in one item (about; at least one run)
@@ -228,7 +229,7 @@ register(
         scope="pair",
         function=run_attributions,
         settings={"samples": _sample_budget(32, 8)},
-        keys=("dense_run", "pruned_run", "method", "structure", "sparsity", "sample_id", "attribution"),
+        keys=("run_a", "run_b", "method", "structure", "sparsity", "sample_id", "attribution"),
         doc="Agreement of the parent's and the child's attributions (IG, saliency, GradientSHAP).",
         modalities=("image", "tabular"),
     )

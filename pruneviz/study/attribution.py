@@ -43,8 +43,8 @@ def run_attributions(
     runs of one dataset may be compared — two dense seeds give the agreement that training noise alone
     leaves.
 
-    Returns the agreement frame with ``dense_run``, ``pruned_run`` and the pruned run's ``method``,
-    ``structure`` and (achieved) ``sparsity`` in front.
+    Returns the agreement frame with ``run_a`` (the dense run), ``run_b`` (the pruned run) and the
+    pruned run's ``method``, ``structure`` and (achieved) ``sparsity`` in front.
 
     Example (on the demo zoo)::
 
@@ -98,8 +98,8 @@ def run_attributions(
             seed=seed,
         )
         keys = {
-            "dense_run": dense_run,
-            "pruned_run": pruned_run,
+            "run_a": dense_run,
+            "run_b": pruned_run,
             "method": pruned_rec.method or "dense",
             "structure": pruned_rec.structure or "",
             "sparsity": float(pruned_rec.sparsity),

@@ -10,7 +10,7 @@ that were not evaluated on the same samples.
 
 A comparison's ``sparsity`` is the *target* sparsity of its pruned runs (a population-level key); the
 per-run frames of :mod:`pruneviz.study.runs` carry each run's achieved ``sparsity``, and ``zoo.runs()``
-both ``sparsity`` and ``target_sparsity``.
+both ``sparsity`` and ``sparsity_target``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pruneviz import _vocabulary as V
 from pruneviz._validation import fail
 from pruneviz.analysis.outputs import check_same_samples, check_split
 from pruneviz.exceptions import ZooError
@@ -38,16 +39,7 @@ __all__ = [
     "settings_digest",
 ]
 
-COMPARISON_KEYS = (
-    "dataset",
-    "arch",
-    "method",
-    "structure",
-    "sparsity",
-    "settings",
-    "dense_runs",
-    "pruned_runs",
-)
+COMPARISON_KEYS = V.COMPARISON_KEYS
 # schedule entries that describe one run rather than how its population was pruned
 _PER_RUN_SCHEDULE = frozenset({"channel_plan", "parent", "run", "history"})
 
@@ -78,7 +70,7 @@ class Comparison:
             "arch": self.arch,
             "method": self.method,
             "structure": self.structure,
-            "sparsity": self.sparsity,
+            "sparsity_target": self.sparsity,
             "settings": self.settings,
             "dense_runs": len(self.dense),
             "pruned_runs": len(self.pruned),
@@ -161,7 +153,7 @@ def comparisons(
     chosen = chosen.assign(
         method=chosen["method"].fillna("?").astype(str),
         structure=chosen["structure"].fillna("").astype(str),
-        target=chosen["target_sparsity"].astype(float),
+        target=chosen["sparsity_target"].astype(float),
         settings=[settings_digest(zoo.run(r).schedule) for r in chosen["run"]],
     )
     order = {r: i for i, r in enumerate(runs["run"])}

@@ -1,7 +1,7 @@
 """The analyses on runs of a zoo: model, masks and data come from the zoo, results are cached in it.
 
 Each function returns the analysis' tidy frame with the run's key columns (``run``, ``parent``,
-``method``, ``structure``, ``sparsity`` (achieved), ``target_sparsity``, ``seed``) in front; population
+``method``, ``structure``, ``sparsity`` (achieved), ``sparsity_target``, ``seed``) in front; population
 analyses (exemplars, subgroups) key their comparisons by the target sparsity, named ``sparsity``.
 A second call with the same parameters reads the cached frame instead of recomputing.
 """
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pruneviz import _vocabulary as V
 from pruneviz._validation import check_choice, check_int, data_fail, fail
 from pruneviz.analysis.activations import activations, check_layers, classifier_layer
 from pruneviz.analysis.attacks import AttackSettings, attack
@@ -36,7 +37,7 @@ from pruneviz.prune.accounting import kernel_speedups
 from pruneviz.train import evaluate, logits_of
 from pruneviz.zoo.store import Zoo
 
-KEYS = ("run", "parent", "method", "structure", "sparsity", "target_sparsity", "seed")
+KEYS = V.RUN_KEYS
 
 
 def _with_keys(zoo: Zoo, run: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -47,7 +48,7 @@ def _with_keys(zoo: Zoo, run: str, frame: pd.DataFrame) -> pd.DataFrame:
         "method": rec.method or "dense",
         "structure": rec.structure or "",
         "sparsity": rec.sparsity,
-        "target_sparsity": rec.target_sparsity,
+        "sparsity_target": rec.target_sparsity,
         "seed": rec.seed,
     }
     out = frame.copy()
@@ -183,7 +184,8 @@ def run_curvature(
     """Top-``k`` Hessian eigenvalues (with residuals) and the Hutch++ trace (with its standard error) of a
     run, mask-aware, on ``samples`` samples of its ``subset``; ``params`` restricts the Hessian to a block
     (e.g. one layer's ``["blocks.0.conv1.weight"]``). Tidy: ``metric`` (``eigenvalue_<rank>``,
-    ``trace``), ``value``, ``error`` (residual or standard error), ``hvps``."""
+    ``trace``), ``value``, ``residual`` (of an eigenvalue, NaN for the trace), ``se`` (the trace's
+    standard error, NaN for eigenvalues), ``hvps``."""
     settings: dict[str, Any] = {
         "params": None if params is None else [str(p) for p in params],
         "k": k,
@@ -202,10 +204,12 @@ def run_curvature(
         eig = hessian_eigenvalues(op, k=k, iterations=iterations, seed=seed)
         tr = hessian_trace(op, hvps=trace_hvps, seed=seed)
         rows = [
-            {"metric": f"eigenvalue_{r}", "value": v, "error": e, "hvps": h}
+            {"metric": f"eigenvalue_{r}", "value": v, "residual": e, "se": np.nan, "hvps": h}
             for r, v, e, h in zip(eig["rank"], eig.eigenvalue, eig.residual, eig.hvps, strict=True)
         ]
-        rows.append({"metric": "trace", "value": tr.value[0], "error": tr.se[0], "hvps": tr.hvps[0]})
+        rows.append(
+            {"metric": "trace", "value": tr.value[0], "residual": np.nan, "se": tr.se[0], "hvps": tr.hvps[0]}
+        )
         return _with_keys(zoo, run, pd.DataFrame(rows).assign(dim=op.dim, samples=len(data)))
 
     return zoo.cached("curvature", [run], settings, compute)
@@ -290,7 +294,7 @@ def _pair_keys(zoo: Zoo, run_a: str, run_b: str, where: str) -> dict[str, Any]:
         "method": b.method or "dense",
         "structure": b.structure or "",
         "sparsity": b.sparsity,
-        "target_sparsity": b.target_sparsity,
+        "sparsity_target": b.target_sparsity,
         "seed": b.seed,
     }
 

@@ -30,13 +30,13 @@ def audit_tables(state: StudyState) -> dict[str, pd.DataFrame]:
     results, with the zoo's study settings)."""
     impact = state.frame("subgroups")
     disparity = impact[(impact["group"] == "(all)") & (impact["statistic"] == "disparity")]
-    disparity = disparity[["method", "structure", "sparsity", "value", "lo", "hi", "p_value"]].rename(
-        columns={"value": "disparity Ψ"}
-    )
+    disparity = disparity[
+        ["method", "structure", "sparsity_target", "value", "ci_low", "ci_high", "p_value"]
+    ].rename(columns={"value": "disparity Ψ"})
     summary = state.frame("exemplar_summary")
     counts = (
         summary[(summary["attribute"] == "(all)") & summary["metric"].isin(["n_exemplars", "exemplar_rate"])]
-        .pivot_table(index=["method", "structure", "sparsity"], columns="metric", values="value")
+        .pivot_table(index=["method", "structure", "sparsity_target"], columns="metric", values="value")
         .reset_index()
     )
     return {"disparity": disparity.reset_index(drop=True), "exemplars": counts}

@@ -70,7 +70,7 @@ class StudyState(param.Parameterized):
         dense = runs.loc[runs["kind"] == "dense", "run"].tolist() if not runs.empty else []
         pruned = runs[runs["kind"] != "dense"] if not runs.empty else runs
         methods = sorted(pruned["method"].dropna().unique()) if not pruned.empty else []
-        sparsities = sorted(pruned["target_sparsity"].unique()) if not pruned.empty else []
+        sparsities = sorted(pruned["sparsity_target"].unique()) if not pruned.empty else []
         self.param.parent.objects = dense
         self.param.methods.objects = methods
         self.param.sparsities.objects = sparsities
@@ -163,7 +163,7 @@ class StudyState(param.Parameterized):
         match = runs[
             (runs["parent"] == self.parent)
             & (runs["method"] == self.method)
-            & np.isclose(runs["target_sparsity"].astype(float), float(self.sparsity or 0))
+            & np.isclose(runs["sparsity_target"].astype(float), float(self.sparsity or 0))
         ]
         if match.empty:
             raise ZooError(
@@ -188,7 +188,7 @@ class StudyState(param.Parameterized):
         keep = (
             (runs["kind"] != "dense")
             & runs["method"].isin(self.methods)
-            & runs["target_sparsity"].isin(self.sparsities)
+            & runs["sparsity_target"].isin(self.sparsities)
         )
         return runs.loc[keep, "run"].tolist()
 
@@ -205,7 +205,7 @@ class StudyState(param.Parameterized):
         self._check()
         runs = self.runs
         shown = runs[(runs["kind"] == "dense") | runs["run"].isin(self.selected())]
-        cols = [c for c in ("run", "method", "structure", "target_sparsity", "sparsity", "seed",
+        cols = [c for c in ("run", "method", "structure", "sparsity_target", "sparsity", "seed",
                             "test_accuracy", "params") if c in shown.columns]  # fmt: skip
         return shown[cols].assign(method=shown["method"].fillna("dense"))
 
@@ -234,7 +234,7 @@ class StudyState(param.Parameterized):
         parent = self.parent
         if entry.scope == "comparison":
             frame = entry.call(self.zoo, Target((), self._dense_population(), self.split, self.group), params)
-            keep = frame["method"].isin(self.methods) & frame["sparsity"].isin(self.sparsities)
+            keep = frame["method"].isin(self.methods) & frame["sparsity_target"].isin(self.sparsities)
             return frame[keep].reset_index(drop=True)
         child = self.child
         if entry.scope == "run":
@@ -294,7 +294,7 @@ class StudyState(param.Parameterized):
 
     def _focus(self, table: pd.DataFrame) -> pd.DataFrame:
         keep = (table["method"] == self.method) & np.isclose(
-            table["sparsity"].astype(float), float(self.sparsity)
+            table["sparsity_target"].astype(float), float(self.sparsity)
         )
         return table[keep].reset_index(drop=True)
 

@@ -630,6 +630,7 @@ class Zoo:
         """
         with self._connect() as con:
             df = pd.read_sql_query("SELECT * FROM runs ORDER BY run", con)
+        df = df.rename(columns={"target_sparsity": "sparsity_target"})  # the frames' vocabulary
         allowed = set(df.columns)
         for key, value in where.items():
             if key not in allowed:
@@ -924,17 +925,17 @@ def population_table(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.Da
     """Mean and standard deviation of ``metric`` over seeds for every method × structure × sparsity,
     one row per group (dense runs are the ``method="dense"`` row at sparsity 0), tidy."""
     if runs.empty:
-        return pd.DataFrame(columns=["method", "structure", "sparsity", "runs", "mean", "std"])
+        return pd.DataFrame(columns=["method", "structure", "sparsity_target", "runs", "mean", "std"])
     df = runs.assign(
         method=runs["method"].fillna("dense"),
         structure=runs["structure"].fillna(""),
-        sparsity=runs["target_sparsity"],
+        sparsity_target=runs["sparsity_target"],
     )
-    grouped = df.groupby(["method", "structure", "sparsity"], sort=True)[metric]
+    grouped = df.groupby(["method", "structure", "sparsity_target"], sort=True)[metric]
     out = grouped.agg(runs="count", mean="mean", std="std").reset_index()
     order = {"dense": 0}
     out = out.sort_values(
-        ["method", "sparsity"], key=lambda c: c.map(order).fillna(1) if c.name == "method" else c
+        ["method", "sparsity_target"], key=lambda c: c.map(order).fillna(1) if c.name == "method" else c
     )
     return out.assign(metric=metric).reset_index(drop=True)
 
