@@ -599,3 +599,12 @@ def test_save_chart_html_png_csv(tmp_path, zoo, ids):
         charts.save_chart(chart, tmp_path / "cka.jpeg")
     with pytest.raises(ValidationError, match=r"'chart' parameter of chart_data must be a chart made by"):
         charts.chart_data("not a chart")
+
+
+def test_every_method_pruneviz_prunes_with_has_its_own_colour():
+    """Charts cannot import the engine (they never import torch): the method table lives in
+    pruneviz.prune.api alone, and this test keeps the theme's colours in step with it."""
+    from pruneviz.prune.api import population_method_names
+
+    assert set(population_method_names()) | {"dense"} == set(METHOD_COLOURS)
+    assert len(set(METHOD_COLOURS.values())) == len(METHOD_COLOURS)

@@ -44,11 +44,19 @@ METHODS: dict[str, Method] = {
     "sparsegpt": Method("sparsegpt", "uniform", "Frantar & Alistarh 2023 (reconstructs weights)"),
 }
 NEEDS_DATA = frozenset(m for m, spec in METHODS.items() if spec.criterion not in DATA_FREE)
+#: channel methods of populations and sweeps, by the criterion that ranks channels (channel_l1 is the
+#: L1 norm of filters, Li et al. 2017); they remove channels physically
+CHANNEL_METHODS = {"channel_l1": "magnitude", "channel_random": "random", "channel_taylor": "taylor"}
 
 
 def method_names() -> list[str]:
     """Names accepted by ``method=`` (movement pruning lives in :func:`pruneviz.prune.movement_prune`)."""
     return sorted(METHODS)
+
+
+def population_method_names() -> list[str]:
+    """Every method a population or a sweep prunes with: the mask methods and the channel methods."""
+    return sorted({*METHODS, *CHANNEL_METHODS})
 
 
 def _check_sparsity(sparsity: float | None, structure: Structure, where: str) -> float | None:

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pruneviz.models.registry import ModelSpec
+from pruneviz.prune.api import CHANNEL_METHODS
 from pruneviz.sweeps.spec import SweepSpec
 from pruneviz.train import TrainConfig
-from pruneviz.zoo.populations import CHANNEL_METHODS, pruned_run_id
+from pruneviz.zoo.populations import PruneSettings, pruned_run_id
 from pruneviz.zoo.store import dense_run_id
 
 __all__ = ["Task", "plan_sweep"]
@@ -72,13 +73,10 @@ def plan_sweep(spec: SweepSpec, datasets: Mapping[str, tuple[str, tuple[int, ...
 
 def _pruned_of(spec: SweepSpec, parent: str, key: str, model_spec: ModelSpec, seed: int) -> list[Task]:
     out = []
-    settings = {
-        "allocation": spec.allocation,
-        "exclude": list(spec.exclude),
-        "finetune": spec.finetune.to_json() if spec.finetune else None,
-        "calibration_size": spec.calibration_size,
-        "seed": spec.prune_seed,
-    }
+    options = PruneSettings(
+        spec.allocation, tuple(spec.exclude), spec.finetune, spec.calibration_size, spec.prune_seed
+    )
+    settings = options.to_json()  # as prune_population names and records its runs
     for schedule in spec.schedules:
         for method in spec.methods:
             for structure in spec.structures:

@@ -339,7 +339,8 @@ def parse_spec(text: str, *, source: str = "<string>") -> SweepSpec:
     finetune = None
     if prune:
         from pruneviz.prune.allocation import parse_structure
-        from pruneviz.zoo.populations import DEFAULT_FINETUNE, population_method_names
+        from pruneviz.prune.api import population_method_names
+        from pruneviz.zoo.populations import DEFAULT_FINETUNE
 
         _choices(chk, ("prune", "methods"), methods, population_method_names())
         for s in prune.get("structures", ["unstructured"]):

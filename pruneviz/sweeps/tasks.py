@@ -19,12 +19,11 @@ from safetensors.torch import save as _save_bytes
 from pruneviz._seed import torch_threads
 from pruneviz.data.dataset import DataSplits
 from pruneviz.models.registry import build_from_spec
-from pruneviz.prune.schedules import one_shot
 from pruneviz.sweeps.plan import Task
 from pruneviz.train import fit
 from pruneviz.zoo.build import dense_record, evaluate_splits
-from pruneviz.zoo.populations import CHANNEL_METHODS
-from pruneviz.zoo.store import RunRecord
+from pruneviz.zoo.populations import PruneSettings, pruned_record
+from pruneviz.zoo.store import RunRecord, rebuild_model
 
 __all__ = ["TaskResult", "compute_task"]
 
@@ -83,42 +82,25 @@ def _dense(task: Task, splits: DataSplits) -> tuple[RunRecord, torch.nn.Module, 
     return record, model, None, outputs
 
 
-class _Capture:
-    """Stands in for the zoo when the record of a pruned run is assembled: keeps what would be stored."""
-
-    def add_run(self, record: RunRecord, model: torch.nn.Module, outputs: pd.DataFrame, *, masks: Any = None):
-        self.record, self.model, self.outputs, self.masks = record, model, outputs, masks
-
-
 def _pruned(
     task: Task, splits: DataSplits, parent: RunRecord, parent_weights: bytes
 ) -> tuple[RunRecord, torch.nn.Module, Any, pd.DataFrame]:
-    from pruneviz.zoo import populations
-
-    model = build_from_spec(parent.model_spec, seed=0)
-    model.load_state_dict(_load_bytes(parent_weights), strict=True)
-    model.eval()
-    settings = dict(task.settings)
-    finetune = task.config
+    settings = task.settings
+    options = PruneSettings(
+        settings["allocation"],
+        tuple(settings["exclude"]),
+        task.config,
+        settings["calibration_size"],
+        settings["seed"],
+    )
+    model = rebuild_model(parent, _load_bytes(parent_weights))
     start = time.perf_counter()
-    result = one_shot(
-        model,
-        splits.train,
-        method=CHANNEL_METHODS.get(task.method, task.method),
-        sparsity=task.sparsity,
-        structure=task.structure,
-        allocation=settings["allocation"],
-        finetune=finetune,
-        exclude=settings["exclude"],
-        calibration_size=settings["calibration_size"],
-        seed=settings["seed"],
-        progress=False,
+    result = options.prune(
+        model, splits.train, method=task.method, sparsity=task.sparsity, structure=task.structure
     )
     seconds = time.perf_counter() - start
-    # the record is assembled exactly as prune_population assembles it, so both fill a zoo alike
-    capture = _Capture()
-    populations._store(
-        capture, parent, task.run, task.method, task.structure, task.sparsity, result, model, splits,
-        settings, seconds,
-    )  # fmt: skip
-    return capture.record, capture.model, capture.masks, capture.outputs
+    # the record is assembled as prune_population assembles it, so both fill a zoo alike
+    record, outputs = pruned_record(
+        parent, task.run, task.method, task.structure, task.sparsity, result, model, splits, options, seconds
+    )
+    return record, result.model, result.masks, outputs

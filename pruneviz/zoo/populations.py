@@ -4,28 +4,69 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import torch
+from torch import nn
 
 from pruneviz._validation import check_choice, check_fraction, check_int, fail
+from pruneviz.data.dataset import Dataset, DataSplits
 from pruneviz.models.registry import count_parameters
 from pruneviz.prune.accounting import count_macs, measure_latency
 from pruneviz.prune.allocation import parse_structure
-from pruneviz.prune.api import METHODS
+from pruneviz.prune.api import CHANNEL_METHODS, population_method_names
 from pruneviz.prune.masks import prunable_layers
 from pruneviz.prune.schedules import PruneResult, one_shot
 from pruneviz.train import TrainConfig, evaluate
 from pruneviz.zoo.store import RunRecord, Zoo, digest
 
-# Channel methods name their criterion: channel_l1 is the L1 norm of filters (Li et al. 2017).
-CHANNEL_METHODS = {"channel_l1": "magnitude", "channel_random": "random", "channel_taylor": "taylor"}
 DEFAULT_FINETUNE = TrainConfig(epochs=5, batch_size=64, lr=1e-3)
 
+__all__ = ["PruneSettings", "prune_population", "pruned_record", "pruned_run_id"]
 
-def population_method_names() -> list[str]:
-    """Methods accepted by :func:`prune_population`: the mask methods and the channel methods."""
-    return sorted({*METHODS, *CHANNEL_METHODS})
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """How a population is pruned, beyond its method, structure and sparsity: the allocation (``None``:
+    the method's own), layers excluded, the fine-tuning budget, the calibration size and the seed. One
+    object, so :func:`prune_population` and a sweep's tasks prune alike and name their runs alike."""
+
+    allocation: str | None = None
+    exclude: tuple[str, ...] = ()
+    finetune: TrainConfig | None = DEFAULT_FINETUNE
+    calibration_size: int = 512
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as stored in a pruned run's schedule and hashed into its id."""
+        return {
+            "allocation": self.allocation,
+            "exclude": list(self.exclude),
+            "finetune": self.finetune.to_json() if self.finetune else None,
+            "calibration_size": self.calibration_size,
+            "seed": self.seed,
+        }
+
+    def prune(
+        self, model: nn.Module, data: Dataset, *, method: str, sparsity: float, structure: str
+    ) -> PruneResult:
+        """:func:`~pruneviz.prune.one_shot` with these settings; a channel method (``channel_l1``, ...)
+        prunes channels by its criterion."""
+        return one_shot(
+            model,
+            data,
+            method=CHANNEL_METHODS.get(method, method),
+            sparsity=sparsity,
+            structure=structure,
+            allocation=self.allocation,
+            finetune=self.finetune,
+            exclude=self.exclude,
+            calibration_size=self.calibration_size,
+            seed=self.seed,
+            progress=False,
+        )
 
 
 def pruned_run_id(parent: str, method: str, structure: str, sparsity: float, settings: dict) -> str:
@@ -66,6 +107,7 @@ def prune_population(
     sparsities = [check_fraction(s, "sparsities", where) for s in _as_list(sparsities, "sparsities")]
     struct = parse_structure(structure, where=where)
     calibration_size = check_int(calibration_size, "calibration_size", where, minimum=1)
+    options = PruneSettings(allocation, tuple(exclude), finetune, calibration_size, seed)
     dense = zoo.runs(kind="dense")
     parent_ids = list(dense.run) if parents is None else list(parents)
     unknown = [p for p in parent_ids if p not in set(dense.run)]
@@ -90,16 +132,8 @@ def prune_population(
     jobs = [(p, m, s) for p in parent_ids for m in methods for s in sparsities]
     done: list[str] = []
     for parent_id, method, sparsity in tqdm(jobs, desc="prune", disable=not progress, leave=False):
-        is_channel = method in CHANNEL_METHODS
-        struct_name = "channel" if is_channel else struct.name
-        settings = {
-            "allocation": allocation,
-            "exclude": list(exclude),
-            "finetune": finetune.to_json() if finetune else None,
-            "calibration_size": calibration_size,
-            "seed": seed,
-        }
-        rid = pruned_run_id(parent_id, method, struct_name, sparsity, settings)
+        struct_name = "channel" if method in CHANNEL_METHODS else struct.name
+        rid = pruned_run_id(parent_id, method, struct_name, sparsity, options.to_json())
         done.append(rid)
         if zoo.has_run(rid):
             continue
@@ -107,21 +141,13 @@ def prune_population(
         splits = zoo.splits(parent.dataset)
         model = zoo.load_model(parent_id)
         start = time.perf_counter()
-        result = one_shot(
-            model,
-            splits.train,
-            method=CHANNEL_METHODS.get(method, method),
-            sparsity=sparsity,
-            structure=struct_name,
-            allocation=allocation,
-            finetune=finetune,
-            exclude=exclude,
-            calibration_size=calibration_size,
-            seed=seed,
-            progress=False,
-        )
+        result = options.prune(model, splits.train, method=method, sparsity=sparsity, structure=struct_name)
         seconds = time.perf_counter() - start
-        _store(zoo, parent, rid, method, struct_name, sparsity, result, model, splits, settings, seconds)
+        record, outputs = pruned_record(
+            parent, rid, method, struct_name, sparsity, result, model, splits, options, seconds
+        )
+        with torch.no_grad():
+            zoo.add_run(record, result.model, outputs, masks=result.masks)
     summary = zoo.summary()
     return summary[summary["run"].isin(done)].reset_index(drop=True)
 
@@ -135,9 +161,20 @@ def _as_list(values, name: str) -> list:
     return out
 
 
-def _store(
-    zoo, parent, rid, method, structure, target, result: PruneResult, dense_model, splits, settings, seconds
-):
+def pruned_record(
+    parent: RunRecord,
+    rid: str,
+    method: str,
+    structure: str,
+    target: float,
+    result: PruneResult,
+    dense_model: nn.Module,
+    splits: DataSplits,
+    settings: PruneSettings,
+    seconds: float,
+) -> tuple[RunRecord, pd.DataFrame]:
+    """The record and per-sample outputs (validation and test) of a pruned run, as the zoo stores them:
+    the one place they are assembled, for :func:`prune_population` and a sweep's workers alike."""
     model = result.model
     outputs = pd.concat(
         [evaluate(model, splits.val, subset="val"), evaluate(model, splits.test, subset="test")],
@@ -148,7 +185,7 @@ def _store(
     dense_prunable = sum(m.weight.numel() for m in prunable_layers(dense_model).values())
     kept = sum(int((m.weight != 0).sum()) for m in prunable_layers(model).values())
     macs = count_macs(model, shape).iloc[-1]
-    schedule = {**result.schedule, **settings}
+    schedule = {**result.schedule, **settings.to_json()}
     if result.plan is not None:
         schedule["channel_plan"] = result.plan
     record = RunRecord(
@@ -178,5 +215,4 @@ def _store(
             "latency_b1": measure_latency(model, shape, batch_size=1, repeats=15)["median_s"],
         },
     )
-    with torch.no_grad():
-        zoo.add_run(record, model, outputs, masks=result.masks)
+    return record, outputs
