@@ -185,7 +185,7 @@ def reference_model(name: str) -> nn.Module:
 
 
 @pytest.mark.reference
-@pytest.mark.parametrize("name", ["mlp", "cnn", "edges"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "text", "edges"])
 def test_alpha_matches_weightwatcher_on_every_layer_it_reports(name):
     compared = assert_alpha_as_weightwatcher(reference_model(name))
     assert len(compared) >= 3 and (compared["num_evals"] < 20).any()
@@ -235,6 +235,31 @@ def test_weightwatcher_size_and_min_evals():
     assert table["alpha"].notna().all()
     with pytest.raises(ValidationError, match=r"'min_evals' parameter of spectrum_table"):
         spectrum_table(model, min_evals=0)
+
+
+def test_embeddings_are_in_the_spectra_unless_left_out():
+    model = reference_model("text")
+    table = spectrum_table(model, input_shape=(7,))  # token ids: no convolution input size to find
+    kinds = table.drop_duplicates("layer").set_index("layer")["kind"]
+    assert list(kinds.index) == ["tokens", "positions", "conv", "hidden", "classifier"]
+    assert kinds["tokens"] == "Embedding" and kinds["positions"] == "Embedding"
+    wide = table.set_index(["layer", "metric"])["value"].unstack()
+    sv = np.linalg.svd(model.tokens.weight.detach().double().numpy(), compute_uv=False)
+    assert wide.loc["tokens", "spectral_norm"] == pytest.approx(sv[0], rel=1e-12)
+    assert wide.loc["tokens", "num_evals"] == 16 and wide.loc["positions", "num_evals"] == 12
+    assert wide.loc["conv", "operator_norm"] > 0 and math.isnan(wide.loc["tokens", "operator_norm"])
+    without = spectrum_table(model, embeddings=False)
+    assert set(without.layer) == {"conv", "hidden", "classifier"}
+    assert set(randomized_spectrum_table(model).layer) >= {"tokens", "positions"}
+    assert not {"tokens", "positions"} & set(randomized_spectrum_table(model, embeddings=False).layer)
+    bag = nn.Sequential(nn.EmbeddingBag(40, 9))
+    assert spectrum_table(bag).kind.unique().tolist() == ["EmbeddingBag"]
+    with pytest.raises(
+        ValidationError, match=r"'model' parameter of spectrum_table must be a model with Lin"
+    ):
+        spectrum_table(bag, embeddings=False)
+    with pytest.raises(ValidationError, match=r"'layers' parameter of spectrum_table.*Got 'tokens'"):
+        spectrum_table(model, layers=["tokens"], embeddings=False)
 
 
 def test_fully_pruned_layer_is_reported_not_a_crash():

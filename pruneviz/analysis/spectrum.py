@@ -1,9 +1,10 @@
-"""Weight spectra of Linear and Conv layers: singular values, ranks, condition numbers, power laws.
+"""Weight spectra of Linear, Conv and Embedding layers: singular values, ranks, condition numbers, power laws.
 
 Conventions (one per question asked of a layer):
 
-- **Matrix view** (ranks, condition numbers, stable / effective rank): a Linear weight as it is, a
-  convolution as its unfolded kernel matrix ``W.reshape(out, in * kernel)``.
+- **Matrix view** (ranks, condition numbers, stable / effective rank): a Linear weight as it is, an
+  Embedding table as it is (``num_embeddings × dim``), a convolution as its unfolded kernel matrix
+  ``W.reshape(out, in * kernel)``.
 - **Empirical spectral density (ESD)** for the power-law fit: as weightwatcher 0.7.7 computes it, so α is
   comparable: a Linear (or Embedding) weight's squared singular values; a 2-D convolution split into one
   ``out × in`` matrix per kernel position, all their squared singular values pooled, scaled by ½
@@ -38,6 +39,7 @@ EVALS_THRESH = 1e-5  # eigenvalues at or below this are left out of the power-la
 SMALL_ESD = 20  # fewer eigenvalues than this above EVALS_THRESH: the small-sample fit (as weightwatcher)
 SMALL_ESD_MIN_TAIL = 8  # ... which tries only tails of at least this many eigenvalues
 MIN_EVALS = 8  # weightwatcher reports no layer smaller than this (its min_evals default)
+EMBEDDING_TYPES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
 DEGENERATE_LOG_SUM = 1e-12  # a small tail whose Σ ln(x / x_min) is this small has no power law to fit
 
 
@@ -375,16 +377,43 @@ def _layer_inputs(
         return hook
 
     hooks = [m.register_forward_hook(hook_for(n)) for n, m in model.named_modules() if n in names]
+    # a model that looks tokens up in an embedding table takes integer ids (0 is a valid one)
+    tokens = any(isinstance(m, EMBEDDING_TYPES) for m in model.modules())
     was = model.training
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, dtype=torch.long if tokens else torch.float32))
     finally:
         model.train(was)
         for h in hooks:
             h.remove()
     return shapes
+
+
+def _spectral_layers(
+    model: nn.Module, layers: Sequence[str] | None, embeddings: bool, where: str
+) -> dict[str, nn.Module]:
+    """The model's Linear and Conv (and, with ``embeddings``, Embedding) layers by name, in model order;
+    only ``layers`` where given (checked)."""
+    types = (*PRUNABLE_TYPES, *EMBEDDING_TYPES) if embeddings else PRUNABLE_TYPES
+    found = {n: m for n, m in model.named_modules() if isinstance(m, types)}
+    kinds = "Linear or Conv (or Embedding) layers" if embeddings else "Linear or Conv layers"
+    if not found:
+        fail("model", where, f"a model with {kinds}", type(model).__name__, "pass such a model.")
+    if layers is None:
+        return found
+    chosen = list(layers)
+    unknown = [n for n in chosen if n not in found]
+    if unknown:
+        fail(
+            "layers",
+            where,
+            f"names of {kinds} ({sorted(found)})",
+            unknown if len(unknown) > 1 else unknown[0],
+            "copy names from the model's named_modules(), or omit layers for all of them.",
+        )
+    return {n: found[n] for n in chosen}
 
 
 def spectrum_table(
@@ -395,8 +424,11 @@ def spectrum_table(
     operator: bool = True,
     rank: int | None = None,
     min_evals: int = MIN_EVALS,
+    embeddings: bool = True,
 ) -> pd.DataFrame:
-    """Per-layer spectral statistics as a tidy frame: ``layer``, ``kind``, ``metric``, ``value``.
+    """Per-layer spectral statistics as a tidy frame: ``layer``, ``kind``, ``metric``, ``value``, one
+    layer per Linear, Conv1d/Conv2d and (unless ``embeddings=False``) Embedding/EmbeddingBag module, as
+    weightwatcher covers them (``kind`` is the module's class name).
 
     Metrics: ``sparsity``, ``spectral_norm`` (largest singular value of the matrix view),
     ``frobenius_norm``, ``stable_rank``, ``effective_rank``, ``rank``, ``zero_singular_values``,
@@ -420,23 +452,14 @@ def spectrum_table(
     """
     where = "spectrum_table"
     min_evals = check_int(min_evals, "min_evals", where, minimum=1)
-    found = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
-    if not found:
-        fail("model", where, "a model with Linear or Conv layers", type(model).__name__, "pass such a model.")
-    chosen = list(found) if layers is None else list(layers)
-    unknown = [n for n in chosen if n not in found]
-    if unknown:
-        fail(
-            "layers",
-            where,
-            f"names of Linear/Conv layers ({sorted(found)})",
-            unknown if len(unknown) > 1 else unknown[0],
-            "copy names from the model's named_modules(), or omit layers for all of them.",
-        )
-    shapes = _layer_inputs(model, input_shape, set(chosen)) if (input_shape is not None and operator) else {}
+    chosen = _spectral_layers(model, layers, embeddings, where)
+    convs = {n for n, m in chosen.items() if isinstance(m, nn.Conv1d | nn.Conv2d)}
+    # the forward pass that finds each convolution's input size is needed only where there are some
+    shapes = (
+        _layer_inputs(model, input_shape, convs) if (input_shape is not None and operator and convs) else {}
+    )
     rows: list[tuple[str, str, str, float]] = []
-    for name in chosen:
-        module = found[name]
+    for name, module in chosen.items():
         w = module.weight.detach()
         kind = type(module).__name__
         mat = matrix_view(w)
@@ -483,8 +506,9 @@ def spectrum_table(
 def lipschitz_upper_bound(model: nn.Module, input_shape: Sequence[int]) -> float:
     """Product over Linear/Conv layers of their operator norms (power iteration for convolutions, largest
     singular value for Linear layers): an upper bound on the Lipschitz constant of a network whose other
-    layers are 1-Lipschitz (ReLU, pooling) — BatchNorm and residual additions are not accounted for."""
-    table = spectrum_table(model, input_shape=input_shape)
+    layers are 1-Lipschitz (ReLU, pooling) — BatchNorm and residual additions are not accounted for;
+    embedding tables, lookups rather than maps of the input, are left out."""
+    table = spectrum_table(model, input_shape=input_shape, embeddings=False)
     wide = table.pivot_table(index="layer", columns="metric", values="value", sort=False)
     norms = (
         wide["operator_norm"].fillna(wide["spectral_norm"])
@@ -540,22 +564,20 @@ def _ks_two_sample(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def randomized_spectrum_table(
-    model: nn.Module, *, layers: Sequence[str] | None = None, seed: int = 0
+    model: nn.Module, *, layers: Sequence[str] | None = None, seed: int = 0, embeddings: bool = True
 ) -> pd.DataFrame:
     """What is left of each layer's spectrum once its structure is destroyed: the ESD of the weight with
     its entries randomly permuted (``seed``), against the Marchenko–Pastur bulk of a random matrix of the
     same shape and variance. Tidy frame ``layer``, ``kind``, ``metric``, ``value`` with ``lambda_max``,
     ``rand_lambda_max``, ``mp_lambda_plus``, ``mp_softrank`` (λ+ / λ_max, Martin & Mahoney 2021),
     ``num_spikes`` (eigenvalues above λ+) and ``rand_ks_distance`` (KS distance between the ESD and the
-    randomized ESD; near 0 when the layer holds no more structure than noise)."""
-    found = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
-    if not found:
-        fail("model", "randomized_spectrum_table", "a model with Linear or Conv layers", type(model).__name__)
-    chosen = list(found) if layers is None else list(layers)
+    randomized ESD; near 0 when the layer holds no more structure than noise). Layers as in
+    :func:`spectrum_table` (Embedding layers unless ``embeddings=False``)."""
+    chosen = _spectral_layers(model, layers, embeddings, "randomized_spectrum_table")
     gen = torch.Generator().manual_seed(seed)
     rows: list[tuple[str, str, str, float]] = []
-    for name in chosen:
-        w = found[name].weight.detach()
+    for name, module in chosen.items():
+        w = module.weight.detach()
         evals = esd(w)
         shuffled = w.flatten()[torch.randperm(w.numel(), generator=gen)].reshape(w.shape)
         rand = esd(shuffled)
@@ -569,10 +591,12 @@ def randomized_spectrum_table(
             "num_spikes": float((evals > plus).sum()),
             "rand_ks_distance": _ks_two_sample(evals[evals > EVALS_THRESH], rand[rand > EVALS_THRESH]),
         }
-        rows += [(name, type(found[name]).__name__, k, float(v)) for k, v in metrics.items()]
+        rows += [(name, type(module).__name__, k, float(v)) for k, v in metrics.items()]
     return pd.DataFrame(rows, columns=["layer", "kind", "metric", "value"])
 
 
-def layer_spectra(model: nn.Module) -> Mapping[str, np.ndarray]:
-    """The ESD (weightwatcher convention) of every Linear/Conv layer, by name."""
-    return {n: esd(m.weight) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
+def layer_spectra(model: nn.Module, *, embeddings: bool = True) -> Mapping[str, np.ndarray]:
+    """The ESD (weightwatcher convention) of every Linear, Conv and (unless ``embeddings=False``)
+    Embedding layer, by name."""
+    types = (*PRUNABLE_TYPES, *EMBEDDING_TYPES) if embeddings else PRUNABLE_TYPES
+    return {n: esd(m.weight) for n, m in model.named_modules() if isinstance(m, types)}
