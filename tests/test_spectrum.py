@@ -18,6 +18,7 @@ from pruneviz.analysis import (
     conv_spectral_norm,
     effective_rank,
     esd,
+    full_condition_number,
     lipschitz_upper_bound,
     marchenko_pastur_edges,
     power_law_fit,
@@ -268,8 +269,67 @@ def test_fully_pruned_layer_is_reported_not_a_crash():
         model.features[1].weight.zero_()
     table = spectrum_table(model).set_index(["layer", "metric"])["value"].unstack()
     assert math.isinf(table.loc["features.1", "condition_number"])
+    assert math.isinf(table.loc["features.1", "condition_number_full"])
     assert table.loc["features.1", "zero_singular_values"] == 4 and table.loc["features.1", "sparsity"] == 1.0
     assert math.isnan(table.loc["features.1", "alpha"])
+
+
+def test_rank_collapse_shows_in_the_full_condition_number():
+    model = reference_model("mlp")
+    layer = model.classifier  # nn.Linear(84, 10)
+    before = spectrum_table(model).set_index(["layer", "metric"])["value"].unstack().loc["classifier"]
+    assert before["condition_number_full"] == pytest.approx(before["condition_number"], rel=1e-12)
+    with torch.no_grad():
+        layer.weight[[1, 4, 7]] = 0.0  # three output neurons pruned away
+    after = spectrum_table(model).set_index(["layer", "metric"])["value"].unstack().loc["classifier"]
+    sv = np.linalg.svd(layer.weight.detach().double().numpy(), compute_uv=False)
+    assert math.isinf(after["condition_number_full"])
+    assert after["rank"] == 7 and after["zero_singular_values"] == 3
+    assert after["condition_number"] == pytest.approx(sv[0] / sv[6], rel=1e-10)
+    assert after["condition_number"] < before["condition_number"]  # what the numerical-rank κ alone shows
+    assert math.isinf(full_condition_number(np.zeros(4))) and full_condition_number(np.array([4.0, 2.0])) == 2
+
+
+def test_spectrum_chart_marks_rank_collapse():
+    charts = pytest.importorskip("pruneviz.charts")
+    model = reference_model("mlp")
+    dense = spectrum_table(model).assign(run="dense", method="dense", sparsity=0.0)
+    with torch.no_grad():
+        model.classifier.weight[[1, 4, 7]] = 0.0
+    collapsed = spectrum_table(model).assign(run="pruned", method="magnitude", sparsity=0.3)
+    frame = pd.concat([dense, collapsed], ignore_index=True)
+    chart = charts.spectrum_chart(frame)
+    data = charts.chart_data(chart)
+    rings = data[data["collapsed"]]
+    assert list(rings["layer"]) == ["classifier"] and (rings["metric"] == "condition_number").all()
+    assert np.isfinite(rings["shown"]).all() and rings["model"].nunique() == 1
+    spec = chart.to_dict()
+    assert "Rings: rank collapse" in " ".join(spec["title"]["subtitle"])
+    assert "condition_number_full" not in set(data["metric"])  # marks the panel, is no panel of its own
+    # the full condition number as a panel of its own: the collapsed layer a triangle (infinite)
+    full = charts.chart_data(charts.spectrum_chart(frame, metrics=["condition_number_full"]))
+    assert list(full.loc[full["infinite"], "layer"]) == ["classifier"]
+    plain = charts.chart_data(charts.spectrum_chart(dense))
+    assert not plain["collapsed"].any()
+    assert "Rings" not in " ".join(charts.spectrum_chart(dense).to_dict()["title"]["subtitle"])
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("shape", [(512, 512), (160, 800)])
+def test_condition_number_is_accurate_to_1e_10(shape):
+    # a full-rank layer with κ = 1e4: the Gram-matrix route would lose ε·κ² ≈ 2e-8 relative
+    gen = torch.Generator().manual_seed(0)
+    m, n = shape
+    left, _ = torch.linalg.qr(torch.randn(m, m, dtype=torch.float64, generator=gen))
+    right, _ = torch.linalg.qr(torch.randn(n, m, dtype=torch.float64, generator=gen))
+    layer = nn.Linear(n, m, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_((left * torch.logspace(0, -4, m, dtype=torch.float64)) @ right.T)
+    reference = np.linalg.svd(layer.weight.detach().double().numpy(), compute_uv=False)
+    table = spectrum_table(nn.Sequential(layer)).set_index("metric")["value"]
+    for metric in ("condition_number", "condition_number_full"):
+        assert table[metric] == pytest.approx(reference[0] / reference[-1], rel=1e-10)
+    assert table["spectral_norm"] == pytest.approx(reference[0], rel=1e-12)
 
 
 @pytest.mark.reference
