@@ -80,8 +80,8 @@ def power_law_fit(evals: np.ndarray, *, thresh: float = EVALS_THRESH) -> PowerLa
 
     No fit — every field NaN — where nothing is left to fit: no eigenvalue above ``thresh`` (a fully
     pruned layer), a single one, or eigenvalues all equal (``Σ ln(x_i / xmin) <= 1e-12``, e.g. an
-    orthogonal layer). weightwatcher reports placeholders there (``α = -1`` for a failed fit, ``α = 0``
-    for equal eigenvalues), which are not exponents; NaN says so.
+    identity-initialised layer). weightwatcher reports placeholders there (``α = -1`` for a failed fit,
+    ``α = 0`` for equal eigenvalues), which are not exponents; NaN says so.
 
     >>> fit = power_law_fit(np.array([0.1, 0.3, 0.4, 0.9, 1.2, 2.0, 3.5, 8.0, 11.0, 30.0]))
     >>> round(fit.alpha, 2), fit.xmin, fit.n_tail, fit.small_sample
