@@ -157,7 +157,8 @@ def main() -> None:
         "layers": len(names),
     }
     if not args.quick:
-        _, t_peer_rand = timed(lambda: watcher.analyze(randomize=True, mp_fit=True, plot=False), 1)
+        with contextlib.redirect_stdout(io.StringIO()):
+            _, t_peer_rand = timed(lambda: watcher.analyze(randomize=True, mp_fit=True, plot=False), 1)
         figures["peer_randomize_mp_s"] = t_peer_rand
         figures["randomized_speedup"] = t_peer_rand / t_rand
 
