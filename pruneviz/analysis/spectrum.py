@@ -1,13 +1,20 @@
-"""Weight spectra of Linear and Conv layers: singular values, ranks, condition numbers, power laws.
+"""Weight spectra of Linear, Conv and Embedding layers: singular values, ranks, condition numbers, power laws.
 
 Conventions (one per question asked of a layer):
 
-- **Matrix view** (ranks, condition numbers, stable / effective rank): a Linear weight as it is, a
-  convolution as its unfolded kernel matrix ``W.reshape(out, in * kernel)``.
-- **Empirical spectral density (ESD)** for the power-law fit: as weightwatcher computes it, so α is
-  comparable: a Linear weight's squared singular values; a convolution split into one ``out × in``
-  matrix per kernel position, all their squared singular values pooled, scaled by ½ (weightwatcher's
-  ``conv2d_norm``; α does not depend on the scale).
+- **Matrix view** (ranks, condition numbers, stable / effective rank): a Linear weight as it is, an
+  Embedding table as it is (``num_embeddings × dim``), a convolution as its unfolded kernel matrix
+  ``W.reshape(out, in * kernel)``.
+- **Empirical spectral density (ESD)** for the power-law fit: as weightwatcher 0.7.7 computes it, so α is
+  comparable: a Linear (or Embedding) weight's squared singular values; a 2-D convolution split into one
+  ``out × in`` matrix per kernel position, all their squared singular values pooled, scaled by ½
+  (weightwatcher's ``conv2d_norm``; α does not depend on the scale); a 1-D convolution taken, as
+  weightwatcher takes it, as ``out`` matrices ``in × kernel`` (one per output channel), of whose squared
+  singular values the largest ``min(out, in, kernel)`` are kept.
+- **Power-law fit** of the ESD, weightwatcher's rules: eigenvalues at or below 1e-5 left out; 20 or more
+  left, the Clauset–Shalizi–Newman fit; fewer, its small-sample fit (see :func:`power_law_fit`); no
+  fit at all for a layer weightwatcher deems too small to report (fewer than ``min_evals = 8``
+  eigenvalues by its count, see :func:`weightwatcher_size`).
 - **Operator view** of a convolution: the exact singular values of the convolution as a linear map on
   ``n × n`` inputs with circular padding and stride 1, by FFT (Sedghi, Gupta & Long 2019), and the true
   spectral norm of the layer as it runs (its own padding and stride) by power iteration.
@@ -29,16 +36,22 @@ from pruneviz._validation import check_int, fail
 from pruneviz.prune.masks import PRUNABLE_TYPES
 
 EVALS_THRESH = 1e-5  # eigenvalues at or below this are left out of the power-law fit (as weightwatcher)
+SMALL_ESD = 20  # fewer eigenvalues than this above EVALS_THRESH: the small-sample fit (as weightwatcher)
+SMALL_ESD_MIN_TAIL = 8  # ... which tries only tails of at least this many eigenvalues
+MIN_EVALS = 8  # weightwatcher reports no layer smaller than this (its min_evals default)
+EMBEDDING_TYPES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
+DEGENERATE_LOG_SUM = 1e-12  # a small tail whose Σ ln(x / x_min) is this small has no power law to fit
 
 
 @dataclass(frozen=True)
 class PowerLawFit:
     """A continuous power law ``p(x) ∝ x^-α`` for ``x >= xmin`` fitted to the tail of an ESD.
 
-    ``alpha`` is the maximum-likelihood (Hill) estimate ``1 + n / Σ ln(x_i / xmin)``; ``xmin`` minimises
-    the Kolmogorov–Smirnov distance ``D`` between the tail and the fitted law (Clauset, Shalizi & Newman
-    2009); ``sigma = (α - 1) / sqrt(n)`` is its standard error; ``n_tail`` the number of eigenvalues
-    ``>= xmin``; ``n`` the number of eigenvalues fitted.
+    ``alpha`` is the maximum-likelihood (Hill) estimate; ``xmin`` the start of the tail; ``D`` the
+    Kolmogorov–Smirnov distance between the tail and the fitted law; ``sigma = (α - 1) / sqrt(n_tail)``
+    its standard error; ``n_tail`` the number of eigenvalues ``>= xmin``; ``n`` the number of
+    eigenvalues fitted (those above the threshold); ``small_sample`` whether the small-sample rule chose
+    the fit (see :func:`power_law_fit`).
     """
 
     alpha: float
@@ -47,21 +60,46 @@ class PowerLawFit:
     sigma: float
     n_tail: int
     n: int
+    small_sample: bool = False
 
 
 def power_law_fit(evals: np.ndarray, *, thresh: float = EVALS_THRESH) -> PowerLawFit:
-    """Fit a power law to the eigenvalues above ``thresh``, every sorted eigenvalue (but the largest)
-    tried as ``xmin``. Needs at least 3 eigenvalues above ``thresh``; otherwise all fields are NaN."""
+    """Fit a power law to the eigenvalues above ``thresh`` by weightwatcher 0.7.7's rules, so that α is
+    the α weightwatcher reports (to rounding).
+
+    With ``n >= 20`` eigenvalues (Clauset, Shalizi & Newman 2009): every sorted eigenvalue but the largest
+    is tried as ``xmin``; for each, ``α = 1 + n_t / Σ ln(x_i / xmin)`` over the ``n_t`` eigenvalues of
+    the tail, and the KS distance ``D``; the ``xmin`` with the smallest ``D`` wins (``D = 1`` where
+    ``α <= 1``).
+
+    With ``2 <= n < 20`` (small layers, e.g. a classifier with 10 outputs), the small-sample rule: α is
+    bias-corrected, ``α = 1 + (n_t - 1) / Σ ln(x_i / xmin)``; only tails of at least 8 eigenvalues are
+    tried (with fewer than 8 eigenvalues, the whole ESD is the one tail); of those, the ``xmin`` with the
+    smallest ``D`` wins. (weightwatcher's small-sample code also scores each tail by
+    ``D - 0.868 / sqrt(n_t)``, but the ``xmin`` it reports is the one with the smallest ``D``.)
+
+    No fit — every field NaN — where nothing is left to fit: no eigenvalue above ``thresh`` (a fully
+    pruned layer), a single one, or eigenvalues all equal (``Σ ln(x_i / xmin) <= 1e-12``, e.g. an
+    identity-initialised layer). weightwatcher reports placeholders there (``α = -1`` for a failed fit,
+    ``α = 0`` for equal eigenvalues), which are not exponents; NaN says so.
+
+    >>> fit = power_law_fit(np.array([0.1, 0.3, 0.4, 0.9, 1.2, 2.0, 3.5, 8.0, 11.0, 30.0]))
+    >>> round(fit.alpha, 2), fit.xmin, fit.n_tail, fit.small_sample
+    (1.43, 0.3, 9, True)
+    """
     data = np.sort(np.asarray(evals, dtype=np.float64))
     data = data[data > thresh]
     n_all = data.size
-    if n_all < 3:
-        return PowerLawFit(math.nan, math.nan, math.nan, math.nan, 0, n_all)
+    if n_all == 0:
+        return PowerLawFit(math.nan, math.nan, math.nan, math.nan, 0, 0)
+    if n_all < SMALL_ESD:
+        return _small_sample_fit(data)
     logs = np.log(data)
     tail_log_sums = np.cumsum(logs[::-1])[::-1]  # Σ_{j >= i} ln x_j
     counts = n_all - np.arange(n_all)
     idx = np.arange(n_all - 1)
-    alphas = 1.0 + counts[idx] / (tail_log_sums[idx] - counts[idx] * logs[idx])
+    with np.errstate(divide="ignore"):
+        alphas = 1.0 + counts[idx] / (tail_log_sums[idx] - counts[idx] * logs[idx])
 
     def ks(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """max over ``cols >= i`` of |1 - (x_j / x_i)^(1 - α_i) - (j - i) / n_i| for each candidate ``i``
@@ -105,6 +143,65 @@ def power_law_fit(evals: np.ndarray, *, thresh: float = EVALS_THRESH) -> PowerLa
     )
 
 
+def _tail_ks(tail: np.ndarray, alpha: float) -> float:
+    """KS distance between a sorted tail (its first value the ``xmin``) and ``p(x) ∝ x^-α`` on it."""
+    n = tail.size
+    model_cdf = 1.0 - (tail / tail[0]) ** (1.0 - alpha)
+    return float(np.max(np.abs(model_cdf - np.arange(n) / n)))
+
+
+def _small_sample_fit(data: np.ndarray) -> PowerLawFit:
+    """:func:`power_law_fit` for fewer than ``SMALL_ESD`` sorted eigenvalues (all above the threshold)."""
+    n_all = data.size
+    nothing = PowerLawFit(math.nan, math.nan, math.nan, math.nan, 0, n_all, small_sample=True)
+    if n_all < 2:
+        return nothing
+    logs = np.log(data)
+    # tails of at least SMALL_ESD_MIN_TAIL eigenvalues; with fewer eigenvalues, the whole ESD
+    starts = range(n_all - SMALL_ESD_MIN_TAIL + 1) if n_all >= SMALL_ESD_MIN_TAIL else range(1)
+    best: tuple[float, int, float] | None = None  # (D, start, alpha)
+    for i in starts:
+        n_tail = n_all - i
+        log_sum = float(np.sum(logs[i:]) - n_tail * logs[i])
+        if log_sum <= DEGENERATE_LOG_SUM:
+            continue  # identical values: then every later (shorter) tail is degenerate too
+        alpha = 1.0 + (n_tail - 1.0) / log_sum  # bias-corrected; > 1 as n_tail >= 2 and log_sum > 0
+        d = _tail_ks(data[i:], alpha)
+        if best is None or d < best[0]:
+            best = (d, i, alpha)
+    if best is None:
+        return nothing
+    d, i, alpha = best
+    n_tail = n_all - i
+    return PowerLawFit(
+        alpha=alpha,
+        xmin=float(data[i]),
+        D=d,
+        sigma=(alpha - 1.0) / math.sqrt(n_tail),
+        n_tail=n_tail,
+        n=n_all,
+        small_sample=True,
+    )
+
+
+def weightwatcher_size(module: nn.Module) -> int:
+    """The size weightwatcher 0.7.7 compares with its ``min_evals`` (8) to decide whether it reports a
+    layer at all: ``min(weight.shape)`` for Linear, Embedding and Conv1d weights; for a 2-D convolution
+    ``(kh · kw) · c``, where ``c`` is the channel count weightwatcher ends up calling ``M``. That is the
+    input channel count, except where it guesses the layout as ``(out, in, kh, kw)`` (``out + in >=
+    kh + kw``), there are fewer output than input channels and ``kh · kw`` is odd: then the output count.
+    (It swaps its two channel counts once per kernel position when ``out < in``, so the parity of the
+    kernel size decides; for kernels of 3×3 and larger the rule agrees with the number of eigenvalues.)
+    """
+    shape = tuple(module.weight.shape)
+    if len(shape) != 4:
+        return min(shape)
+    out, cin, kh, kw = shape
+    positions = kh * kw
+    swapped = out + cin >= kh + kw and out < cin and positions % 2 == 1
+    return positions * (out if swapped else cin)
+
+
 def matrix_view(weight: torch.Tensor) -> np.ndarray:
     """The weight as a 2-D float64 array ``(out, in * kernel)``."""
     w = weight.detach().to("cpu", torch.float64)
@@ -120,14 +217,17 @@ def _gram_eigenvalues(mats: torch.Tensor) -> torch.Tensor:
 
 
 def singular_values(matrix: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Singular values of a matrix, descending, in float64: from the Gram matrix's eigenvalues when the
-    matrix is well conditioned (``σ_min > 1e-6 σ_max``, where that route is accurate to ~1e-10
-    relative), by an exact SVD otherwise (rank-deficient and ill-conditioned layers, pruned ones)."""
+    """Singular values of a matrix, descending, in float64, from an SVD of the matrix itself: backward
+    stable, so each is accurate to about ``ε · σ_1`` and a condition number ``κ`` to about ``ε · κ``
+    relative (the eigenvalues of the Gram matrix ``WᵀW`` would lose ``ε · κ²``). A matrix with more than
+    1.5 times as many columns as rows (or rows as columns) is first reduced to the square triangular
+    factor ``R`` of a Householder QR of its long side (same singular values, several times faster:
+    Chan 1982's R-SVD)."""
     m = torch.as_tensor(matrix, dtype=torch.float64)
-    sv = _gram_eigenvalues(m).sqrt().flip(0)
-    if sv.numel() and (float(sv[0]) == 0.0 or float(sv[-1]) <= 1e-6 * float(sv[0])):
-        sv = torch.linalg.svdvals(m)
-    return sv.numpy()
+    tall = m if m.shape[0] >= m.shape[1] else m.T
+    if tall.shape[0] > 1.5 * tall.shape[1]:
+        tall = torch.linalg.qr(tall, mode="r")[1]
+    return torch.linalg.svdvals(tall).numpy()
 
 
 def esd(weight: torch.Tensor) -> np.ndarray:
@@ -135,6 +235,9 @@ def esd(weight: torch.Tensor) -> np.ndarray:
     w = weight.detach().to("cpu", torch.float64)
     if w.ndim == 2:
         return np.sort(_gram_eigenvalues(w).numpy())
+    if w.ndim == 3:  # Conv1d: (out, in, kernel) taken as `out` matrices in × kernel, as weightwatcher does
+        per_channel = _gram_eigenvalues(w).numpy().ravel()
+        return np.sort(per_channel)[-min(w.shape) :]
     slices = w.reshape(w.shape[0], w.shape[1], -1).permute(2, 0, 1)  # (kernel positions, out, in)
     return np.sort(0.5 * _gram_eigenvalues(slices).numpy().ravel())
 
@@ -156,6 +259,20 @@ def condition_number(
     if r < 1 or r > s.size or top == 0.0 or s[r - 1] <= tol:
         return math.inf, r, zeros
     return top / float(s[r - 1]), r, zeros
+
+
+def full_condition_number(sv: np.ndarray, *, tol: float | None = None) -> float:
+    """``σ_1 / σ_min`` over all ``min(m, n)`` singular values — ``inf`` when ``σ_min`` is zero, i.e. at or
+    below ``tol`` (as in :func:`condition_number`): the matrix is singular to working precision. It is
+    what :func:`condition_number` hides when pruning kills whole rows or columns: the condition number
+    at the numerical rank stays finite (it can even fall) while the full one is infinite."""
+    s = np.sort(np.asarray(sv, dtype=np.float64))[::-1]
+    top = float(s[0]) if s.size else 0.0
+    if tol is None:
+        tol = max(s.size, 1) * np.finfo(np.float64).eps * top
+    if top == 0.0 or s[-1] <= tol:
+        return math.inf
+    return top / float(s[-1])
 
 
 def stable_rank(sv: np.ndarray) -> float:
@@ -277,16 +394,43 @@ def _layer_inputs(
         return hook
 
     hooks = [m.register_forward_hook(hook_for(n)) for n, m in model.named_modules() if n in names]
+    # a model that looks tokens up in an embedding table takes integer ids (0 is a valid one)
+    tokens = any(isinstance(m, EMBEDDING_TYPES) for m in model.modules())
     was = model.training
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, dtype=torch.long if tokens else torch.float32))
     finally:
         model.train(was)
         for h in hooks:
             h.remove()
     return shapes
+
+
+def _spectral_layers(
+    model: nn.Module, layers: Sequence[str] | None, embeddings: bool, where: str
+) -> dict[str, nn.Module]:
+    """The model's Linear and Conv (and, with ``embeddings``, Embedding) layers by name, in model order;
+    only ``layers`` where given (checked)."""
+    types = (*PRUNABLE_TYPES, *EMBEDDING_TYPES) if embeddings else PRUNABLE_TYPES
+    found = {n: m for n, m in model.named_modules() if isinstance(m, types)}
+    kinds = "Linear or Conv (or Embedding) layers" if embeddings else "Linear or Conv layers"
+    if not found:
+        fail("model", where, f"a model with {kinds}", type(model).__name__, "pass such a model.")
+    if layers is None:
+        return found
+    chosen = list(layers)
+    unknown = [n for n in chosen if n not in found]
+    if unknown:
+        fail(
+            "layers",
+            where,
+            f"names of {kinds} ({sorted(found)})",
+            unknown if len(unknown) > 1 else unknown[0],
+            "copy names from the model's named_modules(), or omit layers for all of them.",
+        )
+    return {n: found[n] for n in chosen}
 
 
 def spectrum_table(
@@ -296,16 +440,30 @@ def spectrum_table(
     layers: Sequence[str] | None = None,
     operator: bool = True,
     rank: int | None = None,
+    min_evals: int = MIN_EVALS,
+    embeddings: bool = True,
 ) -> pd.DataFrame:
-    """Per-layer spectral statistics as a tidy frame: ``layer``, ``kind``, ``metric``, ``value``.
+    """Per-layer spectral statistics as a tidy frame: ``layer``, ``kind``, ``metric``, ``value``, one
+    layer per Linear, Conv1d/Conv2d and (unless ``embeddings=False``) Embedding/EmbeddingBag module, as
+    weightwatcher covers them (``kind`` is the module's class name).
 
     Metrics: ``sparsity``, ``spectral_norm`` (largest singular value of the matrix view),
     ``frobenius_norm``, ``stable_rank``, ``effective_rank``, ``rank``, ``zero_singular_values``,
-    ``condition_number`` (at ``rank``, default the numerical rank; ``inf`` for a fully pruned layer),
+    ``condition_number`` (``σ_1 / σ_r`` at ``rank``, default the numerical rank; ``inf`` for a fully
+    pruned layer), ``condition_number_full`` (``σ_1 / σ_min`` over all ``min(m, n)`` singular values,
+    ``inf`` once any is zero: rank collapse, e.g. whole neurons pruned; see
+    :func:`full_condition_number`),
     ``alpha``, ``alpha_hat`` (α · log10 λ_max), ``xmin``, ``ks_distance``, ``num_evals``, ``num_tail``,
     ``lambda_max``, ``pq_index``; with ``input_shape`` and ``operator=True`` also, for convolutions,
     ``operator_norm`` (power iteration, as the layer runs) and for stride-1 convolutions
     ``circular_operator_norm`` (FFT, circular padding at the layer's input size).
+
+    ``alpha`` is weightwatcher 0.7.7's α on every layer weightwatcher reports (see
+    :func:`power_law_fit`); a layer smaller than ``min_evals`` (by :func:`weightwatcher_size`, 8 as in
+    weightwatcher, which does not report such layers) gets no fit: ``alpha``, ``alpha_hat``, ``xmin``,
+    ``ks_distance`` NaN and ``num_tail`` 0; ``min_evals=1`` fits every layer. NaN also where nothing is
+    left to fit (a fully pruned layer; weightwatcher's failure value is ``α = -1``). Unlike
+    weightwatcher, large layers (over 15,000 eigenvalues or a side over 50,000) are fitted too.
 
     >>> from pruneviz.models import build_model
     >>> table = spectrum_table(build_model("mlp", input_shape=(4,), num_classes=3, hidden=(8,)))
@@ -313,23 +471,15 @@ def spectrum_table(
     ['classifier', 'features.1']
     """
     where = "spectrum_table"
-    found = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
-    if not found:
-        fail("model", where, "a model with Linear or Conv layers", type(model).__name__, "pass such a model.")
-    chosen = list(found) if layers is None else list(layers)
-    unknown = [n for n in chosen if n not in found]
-    if unknown:
-        fail(
-            "layers",
-            where,
-            f"names of Linear/Conv layers ({sorted(found)})",
-            unknown if len(unknown) > 1 else unknown[0],
-            "copy names from the model's named_modules(), or omit layers for all of them.",
-        )
-    shapes = _layer_inputs(model, input_shape, set(chosen)) if (input_shape is not None and operator) else {}
+    min_evals = check_int(min_evals, "min_evals", where, minimum=1)
+    chosen = _spectral_layers(model, layers, embeddings, where)
+    convs = {n for n, m in chosen.items() if isinstance(m, nn.Conv1d | nn.Conv2d)}
+    # the forward pass that finds each convolution's input size is needed only where there are some
+    shapes = (
+        _layer_inputs(model, input_shape, convs) if (input_shape is not None and operator and convs) else {}
+    )
     rows: list[tuple[str, str, str, float]] = []
-    for name in chosen:
-        module = found[name]
+    for name, module in chosen.items():
         w = module.weight.detach()
         kind = type(module).__name__
         mat = matrix_view(w)
@@ -338,6 +488,8 @@ def spectrum_table(
         cond, r, zeros = condition_number(sv, rank=rank, tol=tol)
         evals = esd(w)
         fit = power_law_fit(evals)
+        if weightwatcher_size(module) < min_evals:
+            fit = PowerLawFit(math.nan, math.nan, math.nan, math.nan, 0, fit.n)
         lam_max = float(evals.max()) if evals.size else 0.0
         metrics = {
             "sparsity": float((w == 0).sum()) / w.numel(),
@@ -348,6 +500,7 @@ def spectrum_table(
             "rank": float(r),
             "zero_singular_values": float(zeros),
             "condition_number": cond,
+            "condition_number_full": full_condition_number(sv, tol=tol),
             "alpha": fit.alpha,
             "alpha_hat": fit.alpha * math.log10(lam_max)
             if lam_max > 0 and not math.isnan(fit.alpha)
@@ -374,8 +527,9 @@ def spectrum_table(
 def lipschitz_upper_bound(model: nn.Module, input_shape: Sequence[int]) -> float:
     """Product over Linear/Conv layers of their operator norms (power iteration for convolutions, largest
     singular value for Linear layers): an upper bound on the Lipschitz constant of a network whose other
-    layers are 1-Lipschitz (ReLU, pooling) — BatchNorm and residual additions are not accounted for."""
-    table = spectrum_table(model, input_shape=input_shape)
+    layers are 1-Lipschitz (ReLU, pooling) — BatchNorm and residual additions are not accounted for;
+    embedding tables, lookups rather than maps of the input, are left out."""
+    table = spectrum_table(model, input_shape=input_shape, embeddings=False)
     wide = table.pivot_table(index="layer", columns="metric", values="value", sort=False)
     norms = (
         wide["operator_norm"].fillna(wide["spectral_norm"])
@@ -408,11 +562,14 @@ def spectrum_change(dense: pd.DataFrame, pruned: pd.DataFrame) -> pd.DataFrame:
 def marchenko_pastur_edges(weight: torch.Tensor) -> tuple[float, float]:
     """Bulk edges ``(λ-, λ+)`` of the ESD (:func:`esd` convention) that a weight of the same shape with
     i.i.d. entries of the same variance σ² would have: for each ``N × M`` matrix (N ≥ M), eigenvalues of
-    ``WᵀW`` fill ``[σ²(√N - √M)², σ²(√N + √M)²]`` (Marchenko & Pastur 1967), halved for convolutions."""
+    ``WᵀW`` fill ``[σ²(√N - √M)², σ²(√N + √M)²]`` (Marchenko & Pastur 1967), halved for 2-D
+    convolutions; a 1-D convolution's matrices are its ``in × kernel`` slices."""
     w = weight.detach().to("cpu", torch.float64)
     var = float(w.var(unbiased=False))
     if w.ndim == 2:
         n, m, scale = max(w.shape), min(w.shape), 1.0
+    elif w.ndim == 3:
+        n, m, scale = max(w.shape[1:]), min(w.shape[1:]), 1.0
     else:
         n, m, scale = max(w.shape[:2]), min(w.shape[:2]), 0.5
     return scale * var * (math.sqrt(n) - math.sqrt(m)) ** 2, scale * var * (math.sqrt(n) + math.sqrt(m)) ** 2
@@ -428,22 +585,20 @@ def _ks_two_sample(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def randomized_spectrum_table(
-    model: nn.Module, *, layers: Sequence[str] | None = None, seed: int = 0
+    model: nn.Module, *, layers: Sequence[str] | None = None, seed: int = 0, embeddings: bool = True
 ) -> pd.DataFrame:
     """What is left of each layer's spectrum once its structure is destroyed: the ESD of the weight with
     its entries randomly permuted (``seed``), against the Marchenko–Pastur bulk of a random matrix of the
     same shape and variance. Tidy frame ``layer``, ``kind``, ``metric``, ``value`` with ``lambda_max``,
     ``rand_lambda_max``, ``mp_lambda_plus``, ``mp_softrank`` (λ+ / λ_max, Martin & Mahoney 2021),
     ``num_spikes`` (eigenvalues above λ+) and ``rand_ks_distance`` (KS distance between the ESD and the
-    randomized ESD; near 0 when the layer holds no more structure than noise)."""
-    found = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
-    if not found:
-        fail("model", "randomized_spectrum_table", "a model with Linear or Conv layers", type(model).__name__)
-    chosen = list(found) if layers is None else list(layers)
+    randomized ESD; near 0 when the layer holds no more structure than noise). Layers as in
+    :func:`spectrum_table` (Embedding layers unless ``embeddings=False``)."""
+    chosen = _spectral_layers(model, layers, embeddings, "randomized_spectrum_table")
     gen = torch.Generator().manual_seed(seed)
     rows: list[tuple[str, str, str, float]] = []
-    for name in chosen:
-        w = found[name].weight.detach()
+    for name, module in chosen.items():
+        w = module.weight.detach()
         evals = esd(w)
         shuffled = w.flatten()[torch.randperm(w.numel(), generator=gen)].reshape(w.shape)
         rand = esd(shuffled)
@@ -457,10 +612,12 @@ def randomized_spectrum_table(
             "num_spikes": float((evals > plus).sum()),
             "rand_ks_distance": _ks_two_sample(evals[evals > EVALS_THRESH], rand[rand > EVALS_THRESH]),
         }
-        rows += [(name, type(found[name]).__name__, k, float(v)) for k, v in metrics.items()]
+        rows += [(name, type(module).__name__, k, float(v)) for k, v in metrics.items()]
     return pd.DataFrame(rows, columns=["layer", "kind", "metric", "value"])
 
 
-def layer_spectra(model: nn.Module) -> Mapping[str, np.ndarray]:
-    """The ESD (weightwatcher convention) of every Linear/Conv layer, by name."""
-    return {n: esd(m.weight) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
+def layer_spectra(model: nn.Module, *, embeddings: bool = True) -> Mapping[str, np.ndarray]:
+    """The ESD (weightwatcher convention) of every Linear, Conv and (unless ``embeddings=False``)
+    Embedding layer, by name."""
+    types = (*PRUNABLE_TYPES, *EMBEDDING_TYPES) if embeddings else PRUNABLE_TYPES
+    return {n: esd(m.weight) for n, m in model.named_modules() if isinstance(m, types)}
