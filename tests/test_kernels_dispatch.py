@@ -621,7 +621,7 @@ def test_layer_call_replica_keeps_shape_and_strides():
         assert torch.isfinite(rep).all() and torch.equal(rep, call.replica())  # seeded
 
 
-def test_recording_leaves_no_wrapper_behind_when_the_model_raises():
+def test_recording_leaves_no_wrapper_behind_when_the_model_raises(tmp_path):
     class Boom(nn.Module):
         def __init__(self):
             super().__init__()
@@ -637,9 +637,9 @@ def test_recording_leaves_no_wrapper_behind_when_the_model_raises():
     assert calls["fc"][0].shape == (2, 4)
     assert "forward" not in vars(model.fc) and model.fc._forward_pre_hooks == {}
     with pytest.raises(
-        ValidationError, match=r"'example_input' parameter of sparsify must be an input the model"
+        ValidationError, match=r"'input_shape' parameter of sparsify must be an input the model accepts \(one"
     ):
-        sparsify(model, input_shape=(4,), cache_dir=None)
+        sparsify(model, input_shape=(4,), cache_dir=tmp_path)
     assert "forward" not in vars(model.fc)
 
 

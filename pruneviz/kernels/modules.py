@@ -581,7 +581,11 @@ def _candidate_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def _recorded_calls(
-    model: nn.Module, layers: Mapping[str, nn.Module], inputs: Mapping[int, torch.Tensor], where: str
+    model: nn.Module,
+    layers: Mapping[str, nn.Module],
+    inputs: Mapping[int, torch.Tensor],
+    where: str,
+    param: str,
 ) -> dict[int, dict[str, list[LayerCall]]]:
     """By batch size, how one inference forward pass (eval, no grad) calls each of ``layers``."""
     out: dict[int, dict[str, list[LayerCall]]] = {}
@@ -592,9 +596,10 @@ def _recorded_calls(
                     model(x)
                 except Exception as exc:
                     fail(
-                        "example_input",
+                        param,
                         where,
-                        "an input the model accepts (with input_shape: one sample's shape)",
+                        "an input the model accepts"
+                        + (" (one sample's shape)" if param == "input_shape" else ""),
                         None,
                         got=f"an input of shape {tuple(x.shape)} on which the model raised "
                         f"{type(exc).__name__}: {str(exc)[:200]}",
@@ -668,10 +673,11 @@ def _plan(
     inputs: Mapping[int, torch.Tensor],
     paths: Sequence[str] | None,
     where: str,
+    input_param: str,
 ) -> dict[str, _LayerPlan]:
     layers = _candidate_layers(model)
     if inputs:
-        recorded = _recorded_calls(model, layers, inputs, where)
+        recorded = _recorded_calls(model, layers, inputs, where, input_param)
     else:
         recorded = _synthetic_calls(model, layers, batch_sizes, dev)
     plan: dict[str, _LayerPlan] = {}
@@ -896,7 +902,8 @@ def sparsify(
     dev = _model_device(model, device, where) if isinstance(model, nn.Module) else torch.device("cpu")
     new = _masked_copy(model, masks, dev, where)
     inputs = _example_inputs(new, sizes, input_shape, example_input, dev, where)
-    plan = _plan(new, sizes, dev, cache_dir, inputs, paths, where)
+    input_param = "input_shape" if input_shape is not None else "example_input"
+    plan = _plan(new, sizes, dev, cache_dir, inputs, paths, where, input_param)
     routes = {name: lp.routes() for name, lp in plan.items()}
     routes = {name: r for name, r in routes.items() if set(r.values()) != {"dense"}}
     if not routes:
@@ -957,7 +964,8 @@ def speedup_table(
     new = _masked_copy(model, masks, dev, where)
     inputs = _example_inputs(new, sizes, input_shape, example_input, dev, where)
     rows = []
-    for name, lp in _plan(new, sizes, dev, cache_dir, inputs, None, where).items():
+    input_param = "input_shape" if input_shape is not None else "example_input"
+    for name, lp in _plan(new, sizes, dev, cache_dir, inputs, None, where, input_param).items():
         for c in lp.choices:
             s = c.selection
             density = s.structure.density
