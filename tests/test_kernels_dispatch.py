@@ -606,6 +606,15 @@ def test_layers_are_timed_on_the_input_as_the_model_feeds_it(
         for x in inputs.values():
             torch.testing.assert_close(fast(x), model(x), atol=1e-5, rtol=1e-5)
     assert not any("forward" in vars(m) for m in [*model.modules(), *fast.modules()])  # no wrapper left
+    given = {"example_input": example} if tokens else {"input_shape": (5, 16)}
+    table = speedup_table(model, batch_sizes=(1, 3), cache_dir=tmp_path, **given)
+    assert sorted(zip(table["layer"], table["batch_size"], strict=True)) == [
+        ("head", 1),
+        ("head", 3),
+        ("proj", 1),
+        ("proj", 3),
+    ]
+    assert table["cached"].all() and set(table["path"]) == {"torch_csr"}
 
 
 def test_layer_call_replica_keeps_shape_and_strides():
