@@ -311,7 +311,7 @@ def mha_fastpath(enabled: bool):
 
 
 def paired_medians(
-    dense: nn.Module, sparse: nn.Module, x: torch.Tensor, rounds: int, runs: int = 3
+    dense: nn.Module, sparse: nn.Module, x: torch.Tensor, rounds: int, runs: int = 5
 ) -> dict[str, float]:
     """Dense and sparsified forward passes interleaved (ABBA order) in ``runs`` runs of ``rounds``
     pairs, each after a warm-up pair. ``speedup`` is the median over the runs of each run's median
@@ -354,7 +354,7 @@ def transformer_rows(quick: bool, cache_dir: str) -> tuple[list[dict], dict[str,
     per-layer picks before sparsify's whole-model check."""
     batches = (1, 8) if quick else (1, 8, 32)
     prunings = {k: PRUNINGS[k] for k in (("u90", "nm24") if quick else PRUNINGS)}
-    rounds = {1: 11, 8: 5, 32: 3}  # pairs per run; 3 runs
+    rounds = {1: 21, 8: 7, 32: 3}  # pairs per run; 5 runs
     base = encoder()
     rows: list[dict] = []
     figures: dict[str, object] = {}
