@@ -8,17 +8,26 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, sections: Sequence[str] = ()) -> argparse.Namespace:
+    """``--quick`` and ``--json PATH``; with ``sections``, also ``--only SECTION`` (run one section and
+    merge its figures into the JSON file instead of replacing it, see :func:`write_json`)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="finish in about a minute on 2 CPU cores")
     parser.add_argument("--json", type=Path, default=None, help="write the figures as a flat JSON object")
+    if sections:
+        parser.add_argument(
+            "--only",
+            choices=list(sections),
+            default=None,
+            help="run only this section; --json then merges its figures into the existing file",
+        )
     return parser.parse_args()
 
 
@@ -31,11 +40,21 @@ def machine() -> dict[str, object]:
     }
 
 
-def write_json(path: Path | None, figures: dict[str, object], quick: bool) -> None:
+def write_json(
+    path: Path | None, figures: dict[str, object], quick: bool, section: str | None = None
+) -> None:
+    """Write ``figures`` with ``machine``, ``torch``, ``device``, ``quick`` and ``date``. With ``section``
+    (a run of one section only) the figures are merged into the existing file: its other keys, and its
+    top-level facts of the full run, stay; this run's facts go under ``<section>.machine`` etc."""
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = {**figures, **machine(), "quick": quick, "date": time.strftime("%Y-%m-%d")}
+    facts = {**machine(), "quick": quick, "date": time.strftime("%Y-%m-%d")}
+    if section is None:
+        out = {**figures, **facts}
+    else:
+        old = json.loads(path.read_text()) if path.exists() else {}
+        out = {**facts, **old, **figures, **{f"{section}.{k}": v for k, v in facts.items()}}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=2, sort_keys=True, default=_plain) + "\n")
     tmp.replace(path)

@@ -6,7 +6,15 @@ dense computed as ``(W @ x.T).T`` (a reference: MKL's small-batch GEMM is much f
 some CPUs), torch CSR, torch BSR (the peers), pruneviz's block kernel ``block_ell`` and the dispatcher's
 choice (timed again beside dense). Then the demo models (the LeNet-style CNN on 8x8 digits the demo zoo
 is built from, pruned as the demo prunes): the dispatcher's per-layer table and end-to-end latency of
-the pruned model, dense vs ``sparsify``-ed.
+the pruned model, dense vs ``sparsify``-ed. Then a transformer encoder (``nn.TransformerEncoder``, 6
+layers, d_model 384, 6 heads, FFN 1536, batch first, random weights) pruned by layer-wise magnitude
+(50 / 70 / 90 % unstructured and 2:4), end to end at batch 1, 8, 32 and sequence 128, dense vs
+``sparsify(model, input_shape=(128, 384))``, in two regimes: ``fused`` (torch's default inference path,
+in which the encoder layer never calls its Linear modules, so sparsify leaves them) and ``unfused``
+(``torch.backends.mha.set_fastpath_enabled(False)``: the Linears are called on ``(batch, seq, hidden)``,
+as in BERT-style encoders), with the paths each Linear runs and the dispatcher's per-layer picks before
+sparsify's whole-model check. ``--only transformer`` (or ``matmul`` / ``demo``) runs one section and,
+with ``--json``, merges its figures into the existing file.
 
 On CUDA (fp16) the same script runs the GPU rows instead: 2:4 decode (batch 1-16) with the Triton
 ``nm_linear`` and torch's semi-structured path vs cuBLAS; unstructured 70 % decode with ``bitmap_linear``;
@@ -16,23 +24,28 @@ BSR block 64, 8192², M=4096 at 50/80/90 % with ``bsr_linear`` vs cuBLAS and vs 
 Targets (BENCHMARKS.md, `kernels`): dispatcher >= 0.98x dense everywhere; CPU block-sparse (batch <= 16)
 >= 1.5x at 70 %, >= 2.5x at 80 %, >= 4x at 90 %; GPU (H100, fp16): 2:4 decode >= 1.3x cuBLAS,
 unstructured 70 % decode >= 1.8x, BSR >= 1.6x / 3.2x / 6x at 50 / 80 / 90 % and >= 1.2x over torch's
-bsr_dense_addmm. Timings are medians of interleaved runs (every path once per round), so a dense call
-evicts the caches between sparse calls as the other layers of a model would.
+bsr_dense_addmm; sparsify on the transformer >= 0.98x dense at every point. Timings are medians of
+interleaved runs (every path once per round), so a dense call evicts the caches between sparse calls as
+the other layers of a model would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
 import statistics
 import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,13 +53,15 @@ from _common import interleaved_medians, markdown, parse_args, write_json
 
 from pruneviz.kernels import dispatch
 from pruneviz.kernels.cpu import BlockELL, block_ell_linear, to_torch_bsr, to_torch_csr
-from pruneviz.kernels.modules import sparsify, speedup_table
+from pruneviz.kernels.dispatch import batch_bucket
+from pruneviz.kernels.modules import SparseLinear, sparsify, speedup_table
 from pruneviz.models import build_model
 from pruneviz.prune import mask_channels_, prune_, prune_channels
 
 BLOCK = 32
 DEMO_SHAPE = (1, 8, 8)
 TARGETS = {0.7: 1.5, 0.8: 2.5, 0.9: 4.0}
+SECTIONS = ("matmul", "demo", "transformer")
 
 
 def block_mask(out: int, inp: int, sparsity: float, block: int, gen: torch.Generator) -> torch.Tensor:
@@ -260,6 +275,140 @@ def demo_models(quick: bool, cache_dir: str) -> tuple[list[dict], list[dict], di
     return layer_rows, e2e, figures
 
 
+# ---------------------------------------------------------------------------------------- transformer
+
+SEQ = 128
+PRUNINGS = {  # name -> (method, sparsity, structure): layer-wise magnitude, as a user would prune
+    "u50": ("magnitude", 0.5, "unstructured"),
+    "u70": ("magnitude", 0.7, "unstructured"),
+    "u90": ("magnitude", 0.9, "unstructured"),
+    "nm24": ("magnitude", 0.5, "2:4"),
+}
+REGIMES = {
+    # torch's default inference path: nn.TransformerEncoderLayer runs fused, never calling its Linears
+    "fused": True,
+    # the fast path off: the Linear modules are called on (batch, seq, hidden), as in BERT-style encoders
+    "unfused": False,
+}
+
+
+def encoder(seed: int = 0) -> nn.TransformerEncoder:
+    """6 layers, d_model 384, 6 heads, FFN 1536, batch first, random weights (latency does not depend
+    on their values)."""
+    torch.manual_seed(seed)
+    layer = nn.TransformerEncoderLayer(384, 6, 1536, dropout=0.0, batch_first=True)
+    return nn.TransformerEncoder(layer, 6, enable_nested_tensor=False).eval()
+
+
+@contextlib.contextmanager
+def mha_fastpath(enabled: bool):
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+
+
+def paired_medians(
+    dense: nn.Module, sparse: nn.Module, x: torch.Tensor, rounds: int, runs: int = 5
+) -> dict[str, float]:
+    """Dense and sparsified forward passes interleaved (ABBA order) in ``runs`` runs of ``rounds``
+    pairs, each after a warm-up pair. ``speedup`` is the median over the runs of each run's median
+    per-pair ratio (a ratio of two adjacent calls, so a burst of load from other processes hits both);
+    ``dense_ms`` and ``sparsified_ms`` are the medians of all calls."""
+    dense_s: list[float] = []
+    sparse_s: list[float] = []
+    run_ratios: list[float] = []
+    with torch.no_grad():
+        for _ in range(runs):
+            dense(x)
+            sparse(x)
+            ratios = []
+            for r in range(rounds):
+                pair = {}
+                for name in ("dense", "sparse") if r % 2 == 0 else ("sparse", "dense"):
+                    t0 = time.perf_counter()
+                    (dense if name == "dense" else sparse)(x)
+                    pair[name] = time.perf_counter() - t0
+                dense_s.append(pair["dense"])
+                sparse_s.append(pair["sparse"])
+                ratios.append(pair["dense"] / pair["sparse"])
+            run_ratios.append(statistics.median(ratios))
+    return {
+        "dense_ms": statistics.median(dense_s) * 1e3,
+        "sparsified_ms": statistics.median(sparse_s) * 1e3,
+        "speedup": statistics.median(run_ratios),
+    }
+
+
+def _summary(paths: dict[str, str]) -> str:
+    """{layer name: path} as 'linear1=torch_csr x6, linear2=dense x6' (layers grouped by their role)."""
+    counts = Counter((name.rsplit(".", 1)[-1], path) for name, path in paths.items())
+    return ", ".join(f"{role}={path} x{n}" for (role, path), n in sorted(counts.items()))
+
+
+def transformer_rows(quick: bool, cache_dir: str) -> tuple[list[dict], dict[str, object]]:
+    """A pruned nn.TransformerEncoder end to end, dense vs sparsify at batch 1, 8, 32 and sequence 128,
+    in torch's fused inference path and with it off; the paths each Linear runs, and the dispatcher's
+    per-layer picks before sparsify's whole-model check."""
+    batches = (1, 8) if quick else (1, 8, 32)
+    prunings = {k: PRUNINGS[k] for k in (("u90", "nm24") if quick else PRUNINGS)}
+    rounds = {1: 21, 8: 7, 32: 3}  # pairs per run; 5 runs
+    base = encoder()
+    rows: list[dict] = []
+    figures: dict[str, object] = {}
+    for pname, (method, sparsity, structure) in prunings.items():
+        model = copy.deepcopy(base)
+        prune_(model, method=method, sparsity=sparsity, structure=structure)
+        for regime, fastpath in REGIMES.items():
+            with mha_fastpath(fastpath):
+                t0 = time.perf_counter()
+                fast = sparsify(
+                    model, batch_size=list(batches), input_shape=(SEQ, 384), cache_dir=cache_dir
+                ).eval()
+                sparsify_s = time.perf_counter() - t0
+                table = speedup_table(model, batch_sizes=batches, input_shape=(SEQ, 384), cache_dir=cache_dir)
+                for b in batches:
+                    x = torch.randn(b, SEQ, 384)
+                    with torch.no_grad():
+                        assert torch.allclose(fast(x), model(x), atol=1e-4, rtol=1e-4), "sparsified differs"
+                    t = paired_medians(model, fast, x, rounds[b])
+                    picks = {r["layer"]: r["path"] for r in table.to_dict("records") if r["batch_size"] == b}
+                    runs = {}
+                    for name in picks:
+                        m = fast.get_submodule(name)
+                        runs[name] = (
+                            m.paths[batch_bucket(b * SEQ)] if isinstance(m, SparseLinear) else "dense"
+                        )
+                    row = {
+                        "regime": regime,
+                        "pruning": pname,
+                        "batch": b,
+                        "dense ms": t["dense_ms"],
+                        "sparsified ms": t["sparsified_ms"],
+                        "speedup": t["speedup"],
+                        "paths run": _summary(runs) or "no Linear called (fused)",
+                        "layer picks": _summary(picks) or "-",
+                    }
+                    rows.append(row)
+                    print(row, file=sys.stderr, flush=True)
+                    key = f"transformer.{regime}.{pname}.b{b}"
+                    figures[f"{key}.speedup"] = t["speedup"]
+                    figures[f"{key}.dense_ms"] = t["dense_ms"]
+                    figures[f"{key}.sparsified_ms"] = t["sparsified_ms"]
+                    figures[f"{key}.paths"] = row["paths run"]
+                    figures[f"{key}.layer_picks"] = row["layer picks"]
+                figures[f"transformer.{regime}.{pname}.sparsify_s"] = sparsify_s
+    for regime in REGIMES:
+        figures[f"transformer.{regime}_min_speedup"] = min(
+            r["speedup"] for r in rows if r["regime"] == regime
+        )
+    figures["transformer_min_speedup"] = worst = min(r["speedup"] for r in rows)
+    figures["target_transformer_met"] = worst >= 0.98
+    return rows, figures
+
+
 # ------------------------------------------------------------------------------------------------- GPU
 
 
@@ -428,31 +577,52 @@ def _torch_bsr_addmm() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] |
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], sections=SECTIONS)
     warnings.simplefilter("ignore", UserWarning)  # torch's "sparse CSR/BSR support is in beta"
     start = time.perf_counter()
+    figures: dict[str, object] = {}
+    wanted = SECTIONS if args.only is None else (args.only,)
     with tempfile.TemporaryDirectory() as cache_dir:  # a cold dispatcher cache: it measures every layer
-        if torch.cuda.is_available():
-            rows, figures = gpu_rows(args.quick, cache_dir)
+        if torch.cuda.is_available() and "matmul" in wanted:
+            rows, gpu_figures = gpu_rows(args.quick, cache_dir)
+            figures.update(gpu_figures)
             print(f"## Sparse kernels on {torch.cuda.get_device_name(0)}, fp16 (speedup vs cuBLAS)\n")
             print(markdown(rows))
-        else:
-            rows, figures = cpu_rows(args.quick, cache_dir)
+            wanted = ()
+        if "matmul" in wanted:
+            rows, cpu_figures = cpu_rows(args.quick, cache_dir)
+            figures.update(cpu_figures)
             targets = target_rows(rows, figures)
             print(f"## Sparse matmul on CPU, fp32, {torch.get_num_threads()} threads (speedup vs F.linear)\n")
             print(markdown(rows))
             print("\n## Targets (block-sparse: pruneviz block_ell vs torch BSR)\n")
             print(markdown(targets))
             figures["cpu_rows_s"] = time.perf_counter() - start
+        if "demo" in wanted:
             layers, e2e, demo_figures = demo_models(args.quick, cache_dir)
             figures.update(demo_figures)
             print("\n## Demo CNN: the dispatcher per layer\n")
             print(markdown(layers))
             print("\n## Demo CNN end to end (dense vs sparsify)\n")
             print(markdown(e2e))
-    figures["wall_s"] = time.perf_counter() - start
-    print(f"\nwall time {figures['wall_s']:.0f} s")
-    write_json(args.json, figures, args.quick)
+        if "transformer" in wanted:
+            t0 = time.perf_counter()
+            load = os.getloadavg()[0]  # the machine is shared: the load beside the figures
+            rows, tr_figures = transformer_rows(args.quick, cache_dir)
+            figures.update(tr_figures)
+            figures["transformer.wall_s"] = time.perf_counter() - t0
+            figures["transformer.load_avg_start"] = load
+            figures["transformer.load_avg_end"] = os.getloadavg()[0]
+            print(
+                f"\n## Transformer encoder (6 x 384, 6 heads, FFN 1536), sequence {SEQ}, end to end "
+                "(dense vs sparsify; speedup = median of paired ratios)\n"
+            )
+            print(markdown(rows))
+    wall = time.perf_counter() - start
+    print(f"\nwall time {wall:.0f} s")
+    if args.only is None:
+        figures["wall_s"] = wall
+    write_json(args.json, figures, args.quick, section=args.only)
 
 
 if __name__ == "__main__":

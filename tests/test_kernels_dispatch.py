@@ -23,6 +23,7 @@ from pruneviz.kernels import (
     cache_path,
     choose_path,
     dispatch,
+    modules,
     select_path,
     shrunk_linear,
     sparsify,
@@ -498,3 +499,290 @@ def test_a_path_that_fails_is_left_out_with_a_warning(tmp_path, monkeypatch):
             timer=fake_timer({}, calls),
         )
     assert "torch_bsr" not in calls[0] and "block_ell" in calls[0] and sel.path == "dense"
+
+
+# ------------------------------------------------------------------- timed as the model calls the layer
+
+
+@pytest.fixture()
+def whole_model(monkeypatch):
+    """Make sparsify's whole-model check see fixed medians (seconds) for the dense and sparse model;
+    ``answers`` may also be a list, one mapping per timing run, in order. Returns the runs' names."""
+    runs: list = []
+
+    def use(answers):
+        queue = list(answers) if isinstance(answers, list) else None
+
+        def timer(fns, *, device):
+            for fn in fns.values():
+                fn()  # the models must run
+            runs.append(sorted(fns))
+            got = queue.pop(0) if queue is not None else answers
+            return {k: got[k] for k in fns}
+
+        monkeypatch.setattr(modules, "measure_models", timer)
+        return runs
+
+    return use
+
+
+class Transposing(nn.Module):
+    """(batch, seq, 16) -> its first Linear sees a (seq, batch, 16) transposed view, the second a
+    contiguous (seq, batch, 32) activation; token ids when ``vocab`` is given."""
+
+    def __init__(self, vocab: int | None = None):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 16) if vocab else None
+        self.proj = nn.Linear(16, 32)
+        self.head = nn.Linear(32, 8, bias=False)
+
+    def forward(self, x):
+        if self.embed is not None:
+            x = self.embed(x)
+        return self.head(torch.relu(self.proj(x.transpose(0, 1)))).transpose(0, 1)
+
+
+def true_calls(model: nn.Module, x: torch.Tensor) -> dict[str, tuple]:
+    """What each Linear of ``model`` gets on ``x``, seen by forward pre-hooks (an independent record)."""
+    seen: dict[str, tuple] = {}
+
+    def hook(m, args, name):
+        seen.setdefault(name, (tuple(args[0].shape), tuple(args[0].stride())))
+
+    hooks = [
+        m.register_forward_pre_hook(functools.partial(lambda m, args, n: hook(m, args, n), n=n))
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear)
+    ]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("tokens", [False, True])
+def test_layers_are_timed_on_the_input_as_the_model_feeds_it(
+    tmp_path, monkeypatch, favour, whole_model, tokens
+):
+    torch.manual_seed(0)
+    model = Transposing(vocab=50 if tokens else None).eval()
+    with torch.no_grad():
+        for lin in (model.proj, model.head):
+            lin.weight.mul_(torch.rand_like(lin.weight) < 0.3)
+    timed: list = []
+    real_call = modules._call_module
+
+    def spy(path, module, x):
+        timed.append((module.in_features, path, tuple(x.shape), tuple(x.stride()), module.bias is not None))
+        return real_call(path, module, x)
+
+    monkeypatch.setattr(modules, "_call_module", spy)
+    favour("torch_csr")
+    whole_model({"dense": 1.0, "sparsified": 0.5})
+    if tokens:
+        example = torch.randint(0, 50, (2, 5))
+        fast = sparsify(model, batch_size=[1, 3], example_input=example, cache_dir=tmp_path)
+        inputs = {1: example[:1], 3: example[[0, 1, 0]]}  # rows of the example repeated to the batch size
+    else:
+        fast = sparsify(model, batch_size=[1, 3], input_shape=(5, 16), cache_dir=tmp_path)
+        inputs = {b: torch.randn(b, 5, 16) for b in (1, 3)}
+    expected = {b: true_calls(model, x) for b, x in inputs.items()}
+    for b in (1, 3):
+        assert expected[b]["proj"] == ((5, b, 16), (16, 16 * 5, 1))  # a transposed view
+        assert expected[b]["head"] == ((5, b, 32), (32 * b, 32, 1))
+        for name, features, bias in (("proj", 16, True), ("head", 32, False)):
+            runs = {(s, st) for f, p, s, st, _ in timed if f == features and p in ("dense", "torch_csr")}
+            assert expected[b][name] in runs  # dense and the candidate timed on that exact layout
+            assert all(has_bias == bias for f, *_, has_bias in timed if f == features)
+    layouts = {c for e in expected.values() for c in e.values()}
+    probes = {((1, *s[1:]), st) for s, st in layouts}  # select_path first runs a path on x[:1], untimed
+    assert {(s, st) for _, _, s, st, _ in timed} <= layouts | probes
+    # routes are keyed by the rows the layer really gets: 5 and 15 (buckets 8 and 16), not 1 and 3
+    assert fast.proj.paths == {8: "torch_csr", 16: "torch_csr"}
+    with torch.no_grad():
+        for x in inputs.values():
+            torch.testing.assert_close(fast(x), model(x), atol=1e-5, rtol=1e-5)
+    assert not any("forward" in vars(m) for m in [*model.modules(), *fast.modules()])  # no wrapper left
+    given = {"example_input": example} if tokens else {"input_shape": (5, 16)}
+    table = speedup_table(model, batch_sizes=(1, 3), cache_dir=tmp_path, **given)
+    assert sorted(zip(table["layer"], table["batch_size"], strict=True)) == [
+        ("head", 1),
+        ("head", 3),
+        ("proj", 1),
+        ("proj", 3),
+    ]
+    assert table["cached"].all() and set(table["path"]) == {"torch_csr"}
+
+
+def test_layer_call_replica_keeps_shape_and_strides():
+    for x in (
+        torch.randn(2, 7, 12).transpose(0, 1),
+        torch.randn(3, 5, 8)[:, 1:4],
+        torch.randn(1, 8).expand(6, 8),  # stride 0
+        torch.randn(2, 3, 6, 6).to(memory_format=torch.channels_last),
+    ):
+        call = modules.LayerCall.of(x)
+        rep = call.replica()
+        assert rep.shape == x.shape and rep.stride() == x.stride() and rep.dtype == x.dtype
+        assert torch.isfinite(rep).all() and torch.equal(rep, call.replica())  # seeded
+
+
+def test_recording_leaves_no_wrapper_behind_when_the_model_raises(tmp_path):
+    class Boom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            self.fc(x)
+            raise RuntimeError("halfway")
+
+    model = Boom()
+    with pytest.raises(RuntimeError, match="halfway"), modules._recording_calls({"fc": model.fc}) as calls:
+        model(torch.ones(2, 4))
+    assert calls["fc"][0].shape == (2, 4)
+    assert "forward" not in vars(model.fc) and model.fc._forward_pre_hooks == {}
+    with pytest.raises(
+        ValidationError, match=r"'input_shape' parameter of sparsify must be an input the model accepts \(one"
+    ):
+        sparsify(model, input_shape=(4,), cache_dir=tmp_path)
+    assert "forward" not in vars(model.fc)
+
+
+@pytest.mark.parametrize(
+    ("sparse_s", "kept"), [(0.5, True), (0.99, False), (1.5, False), ([0.5, 1.1], False)]
+)
+def test_whole_model_check_keeps_or_reverts(tmp_path, favour, whole_model, sparse_s, kept):
+    model = build_model("mlp", input_shape=(64,), num_classes=10, hidden=(64,), seed=0).eval()
+    prune_(model, method="global_magnitude", sparsity=0.9)
+    favour("torch_csr")  # every layer alone is 10x faster
+    answers = (
+        [{"dense": 1.0, "sparsified": s} for s in sparse_s]
+        if isinstance(sparse_s, list)
+        else {"dense": 1.0, "sparsified": sparse_s}
+    )
+    runs = whole_model(answers)
+    fast = sparsify(model, batch_size=1, input_shape=(64,), cache_dir=tmp_path)
+    swapped = [m for m in fast.modules() if isinstance(m, SparseLinear)]
+    assert bool(swapped) == kept
+    assert runs[0] == ["dense", "sparsified"]
+    # a win is confirmed by a second run (the last case: 2 % faster first, slower the second time)
+    assert len(runs) == (2 if sparse_s in (0.5, [0.5, 1.1]) else 1)
+    x = torch.randn(1, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_whole_model_check_reverts_only_the_batch_sizes_where_it_loses(tmp_path, favour, whole_model):
+    model = build_model("mlp", input_shape=(64,), num_classes=10, hidden=(64,), seed=0).eval()
+    prune_(model, method="global_magnitude", sparsity=0.9)
+    favour("torch_csr")
+    # batch 1 wins (twice), batch 16 loses: runs in order of batch size
+    whole_model(
+        [
+            {"dense": 1.0, "sparsified": 0.5},
+            {"dense": 1.0, "sparsified": 0.6},
+            {"dense": 1.0, "sparsified": 2.0},
+        ]
+    )
+    fast = sparsify(model, batch_size=[1, 16], input_shape=(64,), cache_dir=tmp_path)
+    swapped = [m for m in fast.modules() if isinstance(m, SparseLinear)]
+    assert swapped and all(m.paths == {1: "torch_csr", 16: "dense"} for m in swapped)
+    for b in (1, 16, 5):
+        x = torch.randn(b, 64)
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_whole_model_check_falls_back_to_dense_when_the_sparse_model_fails(tmp_path, favour, whole_model):
+    class ReadsWeight(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(32, 32)
+
+        def forward(self, x):
+            return self.fc(x) + x @ self.fc.weight.T  # a parent reading its child's weight
+
+    model = ReadsWeight().eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(torch.rand(32, 32) < 0.2)
+    favour("torch_csr")
+    whole_model({"dense": 1.0, "sparsified": 0.5})
+    with pytest.warns(
+        RuntimeWarning, match=r"sparse layers failed .*AttributeError.*every layer is left dense"
+    ):
+        fast = sparsify(model, batch_size=[1, 4], input_shape=(32,), cache_dir=tmp_path)
+    assert isinstance(fast.fc, nn.Linear)
+    x = torch.randn(4, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x))
+
+
+def encoder(heads: int, seed: int = 0) -> nn.TransformerEncoder:
+    torch.manual_seed(seed)
+    layer = nn.TransformerEncoderLayer(48, heads, 96, dropout=0.0, batch_first=True)
+    return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("path", ["dense_t", "shrunk", "torch_csr", "torch_bsr", "block_ell"])
+def test_sparsified_transformer_equals_the_masked_dense_one(tmp_path, favour, whole_model, path):
+    model = encoder(heads=3)  # an odd number of heads: torch's fused path is off, the Linears are called
+    if path in ("torch_bsr", "block_ell"):
+        prune_(model, method="magnitude", sparsity=0.75, structure="block:16x16")
+    else:
+        prune_(model, method="magnitude", sparsity=0.7)
+    if path == "shrunk":  # whole output rows pruned too
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.Linear):
+                    m.weight[::3] = 0.0
+    favour(path)
+    whole_model({"dense": 1.0, "sparsified": 0.5})
+    fast = sparsify(model, batch_size=[1, 4], input_shape=(10, 48), cache_dir=tmp_path)
+    swapped = sorted(n for n, m in fast.named_modules() if isinstance(m, SparseLinear))
+    # out_proj is never called as a module (MultiheadAttention reads its weight), so it stays
+    assert swapped == [f"layers.{i}.{n}" for i in range(2) for n in ("linear1", "linear2")]
+    assert all(fast.get_submodule(n).paths == {16: path, 64: path} for n in swapped)  # 10 and 40 rows
+    x = torch.randn(4, 10, 48)
+    with torch.no_grad():
+        for inp in (x, x[:1], x[:, :7]):
+            torch.testing.assert_close(fast(inp), model(inp), atol=1e-5, rtol=1e-5)
+
+
+def test_transformer_fused_path_and_no_input_keep_layers_that_are_not_called(tmp_path, favour, whole_model):
+    model = encoder(heads=4)  # in inference torch runs the whole layer fused, without its Linears
+    prune_(model, method="magnitude", sparsity=0.7)
+    favour("torch_csr")
+    runs = whole_model({"dense": 1.0, "sparsified": 0.5})
+    x = torch.randn(2, 10, 48)
+    with_input = sparsify(model, batch_size=2, input_shape=(10, 48), cache_dir=tmp_path)
+    without = sparsify(model, batch_size=2, cache_dir=tmp_path)  # nothing recorded: known readers skipped
+    for fast in (with_input, without):
+        assert not any(isinstance(m, SparseLinear) for m in fast.modules())
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), model(x))
+    assert runs == []  # nothing swapped, nothing to check
+
+
+def test_example_input_errors(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(
+        ValidationError, match=r"'example_input' parameter of sparsify must be None when input_shape"
+    ):
+        sparsify(model, input_shape=(4,), example_input=torch.ones(1, 4), cache_dir=tmp_path)
+    with pytest.raises(
+        ValidationError, match=r"'example_input' parameter of speedup_table must be a tensor whose first dim"
+    ):
+        speedup_table(model, example_input=torch.tensor(1.0), cache_dir=tmp_path)
+    with pytest.raises(
+        ValidationError, match=r"'example_input' parameter of sparsify must be an input the model"
+    ):
+        sparsify(model, example_input=torch.ones(1, 5), cache_dir=tmp_path)
+    with pytest.raises(
+        ValidationError, match=r"'input_shape' parameter of sparsify must be one sample's shape"
+    ):
+        sparsify(model, input_shape=(4, 0), cache_dir=tmp_path)

@@ -8,8 +8,10 @@ For a weight ``W (out, in)`` (zeros are pruned weights), a dtype, a device and a
    kernel, :mod:`pruneviz.kernels.cpu`); on CUDA ``dense``, ``shrunk``, the Triton kernels ``triton_bsr``,
    ``triton_nm`` (2:4) and ``triton_bitmap`` (:mod:`pruneviz.kernels.triton_ops`), and torch's
    semi-structured 2:4 ``semi_structured`` (cuSPARSELt / CUTLASS, where the GPU has it);
-2. times them on a random input, interleaved (every round runs each path once), median of the rounds —
-   a path slower than 2x dense on its warm-up call is dropped early;
+2. times them on a random ``(batch, in)`` input — or on the caller's: :func:`pruneviz.kernels.sparsify`
+   times each layer's module call on its input as recorded in the model (shape, strides, bias) —
+   interleaved (every round runs each path once), median of the rounds; a path slower than 2x dense
+   on its warm-up call is dropped early;
 3. keeps ``dense`` unless another path is at least 2 % faster (:func:`choose_path`), and confirms a
    winner head to head against dense: it is kept only if its slower median of the two runs still beats
    dense's faster one by 2 %, so the chosen path is never slower than dense by the measurements that
@@ -538,7 +540,7 @@ def select_path(
     fns: dict[str, Callable[[], object]] = {}
     # a path that cannot run this layer here is left out, not fatal: each runs once first (on CUDA with
     # the real input, which also compiles its kernel; on CPU with one row, cheap even for a slow path)
-    probe = x if dev.type == "cuda" else x[:1]
+    probe = x if dev.type == "cuda" or x.ndim < 2 else x[:1]
     run_path = runner or _default_runner
     for p in candidates:
         try:
