@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from pruneviz.analysis import HessianOperator, hessian_density, hessian_eigenvalues, hessian_trace, lanczos
+from pruneviz.analysis import HessianOperator, hessian_density, hessian_eigenvalues, hessian_trace
+from pruneviz.analysis.curvature import lanczos
 from pruneviz.data import Dataset
 from pruneviz.exceptions import ValidationError
 from pruneviz.prune import compute_masks

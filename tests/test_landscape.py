@@ -12,16 +12,14 @@ from torch import nn
 from pruneviz.analysis import (
     HessianOperator,
     average_sharpness,
-    gaussian_direction,
     interpolation,
     landscape_1d,
     landscape_2d,
-    loss_and_accuracy,
     pac_bayes_sigma,
-    perturbed,
     sam_sharpness,
     worst_case_adaptive_sharpness,
 )
+from pruneviz.analysis.perturb import gaussian_direction, loss_and_accuracy, perturbed
 from pruneviz.data import Dataset
 from pruneviz.exceptions import ValidationError
 from pruneviz.models import build_model

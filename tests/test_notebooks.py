@@ -17,6 +17,7 @@ STORIES = {"quickstart", "geometry", "exemplars", "sharpness", "spectrum", "robu
 PUBLIC = {
     "pruneviz",
     "pruneviz.analysis",
+    "pruneviz.study",
     "pruneviz.charts",
     "pruneviz.views",
     "pruneviz.views.report",

@@ -17,10 +17,8 @@ from pruneviz.analysis import (
     conv_operator_singular_values,
     conv_spectral_norm,
     effective_rank,
-    esd,
     full_condition_number,
     lipschitz_upper_bound,
-    marchenko_pastur_edges,
     power_law_fit,
     pq_index,
     randomized_spectrum_table,
@@ -28,7 +26,7 @@ from pruneviz.analysis import (
     spectrum_table,
     stable_rank,
 )
-from pruneviz.analysis.spectrum import weightwatcher_size
+from pruneviz.analysis.spectrum import esd, marchenko_pastur_edges, weightwatcher_size
 from pruneviz.exceptions import ValidationError
 from pruneviz.models import build_model
 from pruneviz.prune import prune_

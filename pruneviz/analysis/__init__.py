@@ -1,7 +1,11 @@
-"""Analyses that read models and zoos and return tidy frames."""
+"""Pure analyses: models, data and per-sample outputs in, tidy frames out (no zoo; see :mod:`pruneviz.study`).
 
-from pruneviz.analysis.activations import activations, capturing, iter_activations, layer_names
-from pruneviz.analysis.attacks import AttackSettings, adversarial_inputs, attack, fgsm, pgd, robust_accuracy
+The names here are what a user calls; helpers stay in their modules
+(e.g. ``pruneviz.analysis.geometry.centred_gram``).
+"""
+
+from pruneviz.analysis.activations import activations, layer_names
+from pruneviz.analysis.attacks import AttackSettings, attack, fgsm, pgd, robust_accuracy
 from pruneviz.analysis.attribution import (
     attribute,
     attribution_agreement,
@@ -17,7 +21,6 @@ from pruneviz.analysis.calibration import (
 )
 from pruneviz.analysis.corruptions import (
     corrupt,
-    corrupt_images,
     corruption_names,
     corruption_table,
     mean_corruption_error,
@@ -27,7 +30,6 @@ from pruneviz.analysis.curvature import (
     hessian_density,
     hessian_eigenvalues,
     hessian_trace,
-    lanczos,
 )
 from pruneviz.analysis.exemplars import (
     exemplar_flags,
@@ -37,18 +39,13 @@ from pruneviz.analysis.exemplars import (
 from pruneviz.analysis.geometry import (
     aligned_pca,
     aligned_umap,
-    centred_gram,
     cka,
     cka_grid,
-    cka_matrix,
-    knn_indices,
-    logit_decomposition,
     logit_geometry,
     logit_geometry_change,
     mutual_knn_overlap,
 )
-from pruneviz.analysis.landscape import centred_grid, interpolation, landscape_1d, landscape_2d
-from pruneviz.analysis.perturb import gaussian_direction, loss_and_accuracy, perturbed
+from pruneviz.analysis.landscape import interpolation, landscape_1d, landscape_2d
 from pruneviz.analysis.sharpness import (
     average_sharpness,
     pac_bayes_sigma,
@@ -56,16 +53,12 @@ from pruneviz.analysis.sharpness import (
     worst_case_adaptive_sharpness,
 )
 from pruneviz.analysis.spectrum import (
-    PowerLawFit,
     condition_number,
     conv_operator_singular_values,
     conv_spectral_norm,
     effective_rank,
-    esd,
     full_condition_number,
-    layer_spectra,
     lipschitz_upper_bound,
-    marchenko_pastur_edges,
     power_law_fit,
     pq_index,
     randomized_spectrum_table,
@@ -78,9 +71,7 @@ from pruneviz.analysis.subgroups import disparate_impact, group_metrics, sample_
 __all__ = [
     "AttackSettings",
     "HessianOperator",
-    "PowerLawFit",
     "activations",
-    "adversarial_inputs",
     "aligned_pca",
     "aligned_umap",
     "attack",
@@ -90,53 +81,38 @@ __all__ = [
     "average_sharpness",
     "brier_score",
     "calibration_metrics",
-    "capturing",
-    "centred_gram",
-    "centred_grid",
     "cka",
     "cka_grid",
-    "cka_matrix",
     "compare_attributions",
     "condition_number",
     "conv_operator_singular_values",
     "conv_spectral_norm",
     "corrupt",
-    "corrupt_images",
     "corruption_names",
     "corruption_table",
     "disparate_impact",
     "effective_rank",
-    "esd",
     "exemplar_flags",
     "exemplar_scores",
     "exemplar_summary",
     "expected_calibration_error",
     "fgsm",
     "full_condition_number",
-    "gaussian_direction",
     "group_metrics",
     "hessian_density",
     "hessian_eigenvalues",
     "hessian_trace",
     "interpolation",
-    "iter_activations",
-    "knn_indices",
-    "lanczos",
     "landscape_1d",
     "landscape_2d",
     "layer_names",
-    "layer_spectra",
     "lipschitz_upper_bound",
-    "logit_decomposition",
     "logit_geometry",
     "logit_geometry_change",
-    "loss_and_accuracy",
-    "marchenko_pastur_edges",
     "mean_corruption_error",
     "mutual_knn_overlap",
     "negative_log_likelihood",
     "pac_bayes_sigma",
-    "perturbed",
     "pgd",
     "power_law_fit",
     "pq_index",

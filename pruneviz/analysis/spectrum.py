@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pruneviz._scope import eval_mode, forward_hooks
 from pruneviz._validation import check_int, fail
 from pruneviz.prune.masks import PRUNABLE_TYPES
 
@@ -393,18 +394,11 @@ def _layer_inputs(
 
         return hook
 
-    hooks = [m.register_forward_hook(hook_for(n)) for n, m in model.named_modules() if n in names]
+    hooks = [(m, hook_for(n)) for n, m in model.named_modules() if n in names]
     # a model that looks tokens up in an embedding table takes integer ids (0 is a valid one)
     tokens = any(isinstance(m, EMBEDDING_TYPES) for m in model.modules())
-    was = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, dtype=torch.long if tokens else torch.float32))
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
+    with forward_hooks(hooks), eval_mode(model), torch.no_grad():
+        model(torch.zeros(1, *input_shape, dtype=torch.long if tokens else torch.float32))
     return shapes
 
 
