@@ -31,6 +31,16 @@ def blobs(n: int = 120, k: int = 3, d: int = 4, seed: int = 0) -> Dataset:
 
 
 @pytest.fixture(autouse=True)
+def _torch_seeded():
+    """Every test starts from the same state of torch's global generator, whichever tests ran before it
+    (pytest-randomly reseeds Python's and NumPy's generators, not torch's); the state is put back after."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    yield
+    torch.random.set_rng_state(state)
+
+
+@pytest.fixture(autouse=True)
 def _environment_restored():
     """Every test leaves the process environment as it found it (a Dask cluster, for one, sets thread
     limits such as OMP_NUM_THREADS in it), so that the tests pass in any order."""

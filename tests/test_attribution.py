@@ -170,9 +170,11 @@ def test_topk_overlap_and_cosine_on_a_hand_example():
 
 
 def test_constant_attributions_give_nan_not_an_error():
-    frame = attribution_agreement(torch.zeros(1, 4), torch.rand(1, 4), k=2).set_index("metric").value
+    other = torch.tensor([[0.9, 0.1, 0.8, 0.2]])
+    frame = attribution_agreement(torch.zeros(1, 4), other, k=2).set_index("metric").value
     assert np.isnan(frame["spearman"]) and np.isnan(frame["cosine"])
-    assert frame["topk_overlap"] == 0.5  # ties broken by feature index: {0, 1} for the zero map
+    # ties broken by feature index: {0, 1} for the zero map, {0, 2} for the other
+    assert frame["topk_overlap"] == 0.5
 
 
 @pytest.mark.parametrize("method", METHODS)
