@@ -22,7 +22,17 @@ def _state(zoo) -> tuple[int, dict[str, float]]:
     return entries, stamps
 
 
-def test_analyse_zoo_runs_every_step_then_reads_everything_from_the_cache(study_zoo, capsys):
+@pytest.fixture()
+def settings_restored(study_zoo):
+    """The shared zoo's recorded study settings (which the views read) as they were before the test."""
+    before = study_zoo.meta("study_settings")
+    yield
+    study_zoo.set_meta("study_settings", before)
+
+
+def test_analyse_zoo_runs_every_step_then_reads_everything_from_the_cache(
+    study_zoo, capsys, settings_restored
+):
     report = analyse_zoo(study_zoo, settings=StudySettings.quick(), progress=True)
     assert list(report.step) == list(STEPS)
     assert (report["items"] > 0).all() and (report["rows"] > 0).all()

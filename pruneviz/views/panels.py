@@ -198,7 +198,10 @@ def _key(state: StudyState, figure: Figure, choices: dict[str, Any] | None = Non
     """The memory's key of ``figure`` for the state's choices, or for ``choices`` where given."""
     given = choices or {}
     values = tuple(repr(_plain(given[n] if n in given else getattr(state, n))) for n in figure.depends)
-    return (str(state.zoo.path), state.fingerprint, figure.title, figure.frame, *values)
+    # the study settings choose which cached results a frame reads: a zoo analysed anew with other
+    # settings draws anew
+    settings = state.settings.to_json()
+    return (str(state.zoo.path), state.fingerprint, settings, figure.title, figure.frame, *values)
 
 
 def neighbours(
