@@ -214,7 +214,7 @@ def _run_outputs(zoo: Zoo, run: str, split: str, subset: str, where: str) -> pd.
     """One run's outputs on one split and subset, read with a parquet row filter (a leading ``run``)."""
     if not zoo.has_run(run):
         zoo.run(run)  # raises the zoo's error for an unknown run
-    path = zoo.path / "runs" / run / "outputs.parquet"
+    path = zoo.run_dir(run) / "outputs.parquet"
     try:
         frame = pd.read_parquet(path, filters=[("split", "==", split), ("subset", "==", subset)])
         if frame.empty:

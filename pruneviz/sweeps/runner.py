@@ -251,7 +251,7 @@ def _drive(spec: SweepSpec, zoo: Zoo, ex: Executor, *, retries: int, progress: b
         kwargs: dict[str, Any] = {}
         if t.kind == "pruned":
             kwargs["parent"] = zoo.run(t.parent)
-            kwargs["parent_weights"] = (zoo.path / "runs" / t.parent / "weights.safetensors").read_bytes()
+            kwargs["parent_weights"] = (zoo.run_dir(t.parent) / "weights.safetensors").read_bytes()
         key = f"pruneviz-{t.run}-try{status[t.run]['attempts']}"
         in_flight[ex.submit(key, compute_task, t, shared[t.dataset], **kwargs)] = t.run
 

@@ -26,6 +26,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import uuid
@@ -51,6 +52,31 @@ from pruneviz.prune.masks import Masks
 SCHEMA_VERSION = 1
 INDEX_FILE = "zoo.sqlite"
 RUN_KINDS = ("dense", "pruned")
+#: what a run id, a dataset key or a dataset name must look like to name a folder of the zoo: a plain
+#: name (letters, digits, spaces inside and ``. _ ~ -``, not starting with a dot), never a path
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~ -]{0,198}[A-Za-z0-9._~-]|[A-Za-z0-9_~-]")
+
+
+def check_plain_name(name: object, what: str, where: str, *, stored: bool = False) -> str:
+    """``name`` must be a :data:`PLAIN_NAME` (a run id, a dataset key): it becomes a folder of the zoo,
+    so a path (``../x``, ``/etc``), a separator or a NUL is refused. ``stored`` words the error for a
+    name read from a zoo's index (a zoo made or changed elsewhere), which is then refused as a whole."""
+    if isinstance(name, str) and PLAIN_NAME.fullmatch(name):
+        return name
+    if stored:
+        raise ZooError(
+            f"This zoo's index holds a {what} {name!r} that is not a plain name (letters, digits, '.', "
+            "'_', '~', '-'): it would point outside the zoo's folder, so the zoo is refused. Fix: open "
+            "only zoos from people you trust; `pruneviz zoo verify` lists such rows."
+        )
+    fail(
+        what,
+        where,
+        "a plain name: letters, digits, '.', '_', '~' or '-', not starting with '.', at most 200 characters",
+        name,
+        "use a name without path separators, such as 'my-data'.",
+    )
+
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -411,6 +437,18 @@ class Zoo:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
+    # -- folders --------------------------------------------------------------------------------
+    def run_dir(self, run: str) -> Path:
+        """The folder of ``run`` inside the zoo: its id must be a plain name, so the folder cannot lie
+        outside the zoo (also for an id read from an index made elsewhere)."""
+        check_plain_name(run, "run id", "Zoo.run_dir", stored=True)
+        return self.path / "runs" / run
+
+    def dataset_dir(self, key: str) -> Path:
+        """The folder of the dataset ``key`` inside the zoo (a plain name, as :meth:`run_dir`)."""
+        check_plain_name(key, "dataset key", "Zoo.dataset_dir", stored=True)
+        return self.path / "datasets" / key
+
     # -- datasets -------------------------------------------------------------------------------
     def add_dataset(
         self,
@@ -427,6 +465,7 @@ class Zoo:
         split_seed = check_int(split_seed, "split_seed", where, minimum=0)
         check_fraction(val_fraction, "val_fraction", where)
         check_fraction(test_fraction, "test_fraction", where)
+        check_plain_name(dataset.info.name, "dataset.name", where)
         fingerprint = dataset.fingerprint()
         key = f"{dataset.info.name}-{digest([fingerprint, split_seed, val_fraction, test_fraction])}"
         with self._connect() as con:
@@ -440,7 +479,7 @@ class Zoo:
             with self._connect() as con:
                 if con.execute("SELECT 1 FROM datasets WHERE dataset = ?", (key,)).fetchone():
                     return key
-            folder = self.path / "datasets" / key
+            folder = self.dataset_dir(key)
             folder.mkdir(parents=True, exist_ok=True)
             save_tensors(
                 folder / "tensors.safetensors",
@@ -487,7 +526,7 @@ class Zoo:
             fail(
                 "key", "Zoo.dataset", f"a dataset key in this zoo {self.datasets()['dataset'].tolist()}", key
             )
-        folder = self.path / "datasets" / key
+        folder = self.dataset_dir(key)
         tensors, _ = load_tensors(folder / "tensors.safetensors")
         samples = pd.read_parquet(folder / "samples.parquet")
         info = DatasetInfo.from_json(json.loads(row["info"]))
@@ -518,7 +557,10 @@ class Zoo:
 
     def run_ids(self) -> list[str]:
         with self._connect() as con:
-            return [r[0] for r in con.execute("SELECT run FROM runs ORDER BY run")]
+            ids = [r[0] for r in con.execute("SELECT run FROM runs ORDER BY run")]
+        for rid in ids:
+            check_plain_name(rid, "run id", "Zoo.run_ids", stored=True)
+        return ids
 
     def add_run(
         self,
@@ -538,6 +580,7 @@ class Zoo:
             fail("record", where, "a RunRecord", type(record).__name__)
         if record.kind not in RUN_KINDS:
             fail("record.kind", where, f"one of {list(RUN_KINDS)}", record.kind)
+        check_plain_name(record.run, "record.run", where)
         if self.has_run(record.run):
             fail("record.run", where, "an id not yet in the zoo (runs are immutable)", record.run)
         with self._connect() as con:
@@ -568,8 +611,8 @@ class Zoo:
         self, record: RunRecord, state: Mapping[str, torch.Tensor], outputs: pd.DataFrame, masks: Masks | None
     ) -> None:
         runs_dir = self.path / "runs"
+        final = self.run_dir(record.run)
         tmp = runs_dir / f".tmp-{record.run}-{uuid.uuid4().hex[:8]}"
-        final = runs_dir / record.run
         tmp.mkdir(parents=True)
         try:
             meta = {"run": record.run, "model_spec": json.dumps(record.model_spec.to_json())}
@@ -619,6 +662,13 @@ class Zoo:
             row = con.execute("SELECT * FROM runs WHERE run = ?", (run,)).fetchone()
         if row is None:
             fail("run", "Zoo.run", "the id of a run in this zoo (see zoo.runs())", run, error=_ZooKeyError)
+        for what, name in (
+            ("run id", row["run"]),
+            ("parent", row["parent"]),
+            ("dataset key", row["dataset"]),
+        ):
+            if name is not None:
+                check_plain_name(name, what, "Zoo.run", stored=True)
         return RunRecord.from_row(dict(row))
 
     def runs(self, **where: Any) -> pd.DataFrame:
@@ -630,6 +680,9 @@ class Zoo:
         """
         with self._connect() as con:
             df = pd.read_sql_query("SELECT * FROM runs ORDER BY run", con)
+        for column, what in (("run", "run id"), ("parent", "parent"), ("dataset", "dataset key")):
+            for name in df[column].dropna():
+                check_plain_name(name, what, "Zoo.runs", stored=True)
         df = df.rename(columns={"target_sparsity": "sparsity_target"})  # the frames' vocabulary
         allowed = set(df.columns)
         for key, value in where.items():
@@ -649,13 +702,13 @@ class Zoo:
         A channel-pruned run is rebuilt by replaying its channel plan on the dense architecture.
         """
         record = self.run(run)
-        tensors, _ = load_tensors(self.path / "runs" / run / "weights.safetensors")
+        tensors, _ = load_tensors(self.run_dir(run) / "weights.safetensors")
         return rebuild_model(record, tensors)
 
     def masks(self, run: str) -> Masks:
         """The run's pruning masks (empty for dense and channel-pruned runs)."""
         self.run(run)
-        path = self.path / "runs" / run / "masks.safetensors"
+        path = self.run_dir(run) / "masks.safetensors"
         return Masks.from_tensors(load_tensors(path)[0] if path.is_file() else {})
 
     def outputs(
@@ -670,7 +723,7 @@ class Zoo:
         frames = []
         for rid in ids:
             self.run(rid)
-            df = self._read_outputs(rid, self.path / "runs" / rid / "outputs.parquet")
+            df = self._read_outputs(rid, self.run_dir(rid) / "outputs.parquet")
             if split is not None:
                 df = df[df["split"] == split]
             if subset is not None:
@@ -684,7 +737,7 @@ class Zoo:
     def splits_of(self, run: str) -> pd.DataFrame:
         """The evaluation splits a run has outputs for: one row per (split, subset) with its sample count."""
         self.run(run)
-        path = self.path / "runs" / run / "outputs.parquet"
+        path = self.run_dir(run) / "outputs.parquet"
         frame = self._read_outputs(run, path, columns=["split", "subset"])
         return frame.groupby(["split", "subset"], sort=True).size().rename("samples").reset_index()
 
@@ -739,7 +792,7 @@ class Zoo:
                 f"of split {first['split']!r}",
                 fix="evaluate each split once (drop duplicate settings from the list).",
             )
-        path = self.path / "runs" / run / "outputs.parquet"
+        path = self.run_dir(run) / "outputs.parquet"
         if self._captured is not None:
             current = self._read_outputs(run, path, columns=["split", "subset"])
             _check_new_outputs(run, current, self._output_columns(run, path), outputs, where)
