@@ -75,3 +75,19 @@ def test_plain_names_pass_and_keep_their_spelling():
     for name in (" lead", "trail ", "a\\b", 7, None):
         with pytest.raises(ValidationError, match="'run id' parameter of test must be a plain name"):
             check_plain_name(name, "run id", "test")
+
+
+def test_unknown_splits_subsets_and_mistyped_filters_name_the_valid_choices(small_zoo):
+    run = small_zoo.run_ids()[0]
+    with pytest.raises(
+        ValidationError, match=r"'split' parameter of Zoo.outputs must be a split these runs.*'clean'"
+    ):
+        small_zoo.outputs(run, split="nope")
+    with pytest.raises(
+        ValidationError, match=r"'subset' parameter of Zoo.outputs must be one of.*did you mean 'train'"
+    ):
+        small_zoo.outputs(run, subset="training")
+    with pytest.raises(ValidationError, match=r"'seed' parameter of Zoo.runs must be a number.*Got '0'"):
+        small_zoo.runs(seed="0")
+    assert len(small_zoo.outputs(run, split="clean", subset="test")) > 0
+    assert len(small_zoo.runs(seed=0)) == 1 and len(small_zoo.runs(kind="dense")) == 2

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from pruneviz._io import fsync_dir, load_tensors, save_tensors, write_atomic, write_json_atomic
-from pruneviz._validation import check_columns, check_fraction, check_int, fail
+from pruneviz._validation import check_choice, check_columns, check_fraction, check_int, fail
 from pruneviz._version import __version__
 from pruneviz.data.dataset import Dataset, DatasetInfo, DataSplits
 from pruneviz.exceptions import ZooError, ZooSchemaError
@@ -688,6 +688,16 @@ class Zoo:
         for key, value in where.items():
             if key not in allowed:
                 fail(key, "Zoo.runs", f"a column to filter on ({sorted(allowed)})", key)
+            numeric = pd.api.types.is_numeric_dtype(df[key])
+            if numeric != isinstance(value, int | float | np.number) or isinstance(value, bool):
+                kind = "a number" if numeric else "a string"
+                fail(
+                    key,
+                    "Zoo.runs",
+                    f"{kind}, as the column holds",
+                    value,
+                    f"pass e.g. {key}={df[key].iloc[0]!r}." if len(df) else None,
+                )
             df = df[df[key] == value]
         metrics = pd.DataFrame([json.loads(m) for m in df["metrics"]], index=df.index)
         timing = pd.DataFrame(
@@ -718,18 +728,36 @@ class Zoo:
         split: str | None = None,
         subset: str | None = None,
     ) -> pd.DataFrame:
-        """Per-sample outputs of the given runs (default all), with a leading ``run`` column."""
+        """Per-sample outputs of the given runs (default all), with a leading ``run`` column.
+
+        ``split`` and ``subset`` keep one evaluation split and one part of the data; a value that none of
+        the runs has is an error listing the ones they have (not an empty frame)."""
+        where = "Zoo.outputs"
+        if subset is not None:
+            check_choice(subset, "subset", where, ("train", "val", "test"))
+        if split is not None and not isinstance(split, str):
+            fail("split", where, "a split label such as 'clean' or 'fog@3'", split)
         ids = self.run_ids() if runs is None else ([runs] if isinstance(runs, str) else list(runs))
-        frames = []
+        frames, seen = [], set()
         for rid in ids:
             self.run(rid)
             df = self._read_outputs(rid, self.run_dir(rid) / "outputs.parquet")
+            seen.update(df["split"].unique())
             if split is not None:
                 df = df[df["split"] == split]
             if subset is not None:
                 df = df[df["subset"] == subset]
             df.insert(0, "run", rid)
             frames.append(df)
+        if split is not None and frames and split not in seen:
+            have = sorted(map(str, seen))
+            fail(
+                "split",
+                where,
+                f"a split these runs were evaluated on ({have[:12]}{'...' if len(have) > 12 else ''})",
+                split,
+                "evaluate it first (e.g. pruneviz.study.run_corruptions), or pick one listed.",
+            )
         if not frames:
             return pd.DataFrame(columns=["run", "sample_id", "subset", "split"])
         return pd.concat(frames, ignore_index=True)
