@@ -5,6 +5,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from pruneviz import _vocabulary as V
 from pruneviz._validation import check_int, fail
 from pruneviz.charts._base import (
     MAX_ROWS,
@@ -27,7 +28,7 @@ from pruneviz.charts._theme import ACCENT, MUTED
 
 __all__ = ["cka_chart", "embedding_chart", "logit_change_chart", "logit_geometry_chart"]
 
-COMPARISON = ("run_a", "run_b", "method", "structure", "sparsity", "sparsity_target")
+COMPARISON = V.PAIR_KEYS[:6]  # without the seed
 
 
 def cka_chart(cka: pd.DataFrame) -> alt.LayerChart:

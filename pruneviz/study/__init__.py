@@ -3,7 +3,7 @@
 
 - :mod:`pruneviz.study.registry` — :class:`Analysis` declarations (scope, full and quick settings, key
   columns, the function, where it is shown) and :class:`StudySettings`.
-- :mod:`pruneviz.study.analyses` — pruneviz's own declarations.
+- :mod:`pruneviz.study.declarations` — pruneviz's own declarations.
 - :mod:`pruneviz.study.plan` — :func:`analyse_zoo`, split into items a sweep can hand to workers.
 - :mod:`pruneviz.study.runs`, ``exemplars``, ``subgroups``, ``attribution``, ``populations`` — the
   ``run_*`` functions: an analysis of :mod:`pruneviz.analysis` on runs of a zoo, cached in it.
@@ -13,7 +13,7 @@
 'run'
 """
 
-from pruneviz.study import analyses as _analyses  # noqa: F401  (registers pruneviz's own analyses)
+from pruneviz.study import declarations as _declarations  # noqa: F401  (registers pruneviz's own analyses)
 from pruneviz.study.attribution import run_attributions, run_exemplar_maps
 from pruneviz.study.exemplars import run_exemplar_summary, run_exemplars
 from pruneviz.study.plan import (

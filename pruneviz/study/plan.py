@@ -28,7 +28,7 @@ import pandas as pd
 from pruneviz._seed import torch_threads
 from pruneviz._validation import check_choice, fail
 from pruneviz.exceptions import ZooError
-from pruneviz.study import analyses as _builtin  # noqa: F401  (declares pruneviz's own analyses)
+from pruneviz.study import declarations as _declarations  # noqa: F401  (declares pruneviz's own analyses)
 from pruneviz.study.populations import comparisons
 from pruneviz.study.registry import STEPS, Analysis, StudySettings, Target, analyses, analysis
 from pruneviz.zoo.store import INDEX_FILE, Zoo, ZooWrites

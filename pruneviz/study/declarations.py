@@ -18,8 +18,8 @@ from pruneviz.study.exemplars import run_exemplar_summary, run_exemplars
 from pruneviz.study.registry import Analysis, Setting, StudySettings, Target, register
 from pruneviz.study.subgroups import run_subgroups
 
-RUN_KEYS = R.KEYS
-COMPARISON = ("dataset", "arch", "method", "structure", "sparsity_target", "settings")
+RUN_KEYS = V.RUN_KEYS
+COMPARISON = V.COMPARISON_KEYS[:6]  # without the population sizes
 PAIR_KEYS = V.PAIR_KEYS
 
 # -- planners of the robustness splits: they store per-sample outputs, so they plan only what is missing
