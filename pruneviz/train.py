@@ -18,6 +18,8 @@ from pruneviz._scope import eval_mode
 from pruneviz._seed import seeded
 from pruneviz._validation import check_choice, check_int, check_positive_float, data_fail, fail
 from pruneviz.data.dataset import Dataset
+from pruneviz.data.inputs import Inputs
+from pruneviz.models.adapter import adapted
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -94,7 +96,22 @@ def fit(
             "wrap data with pruneviz.data.Dataset.",
         )
     seed = check_int(seed, "seed", where, minimum=0)
-    _check_model_fits(model, train, where)
+    with adapted(model):
+        _check_model_fits(model, train, where)
+        return _fit(model, train, config, seed, val, after_step, after_backward, progress, desc)
+
+
+def _fit(
+    model: nn.Module,
+    train: Dataset,
+    config: TrainConfig,
+    seed: int,
+    val: Dataset | None,
+    after_step: Callable[[nn.Module], None] | None,
+    after_backward: Callable[[nn.Module], None] | None,
+    progress: bool,
+    desc: str,
+) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
     rows: list[tuple[int, str, float]] = []
@@ -159,9 +176,10 @@ def evaluate(
     """
     where = "evaluate"
     batch_size = check_int(batch_size, "batch_size", where, minimum=1)
-    _check_model_fits(model, data, where)
-    model.eval()
-    chunks = [model(data.x[i : i + batch_size]) for i in range(0, len(data), batch_size)]
+    with adapted(model):
+        _check_model_fits(model, data, where)
+        model.eval()
+        chunks = [model(data.x[i : i + batch_size]) for i in range(0, len(data), batch_size)]
     logits = torch.cat(chunks).float()
     bad = ~torch.isfinite(logits).all(1)
     if bool(bad.any()):
@@ -207,13 +225,19 @@ def _check_model_fits(model: nn.Module, data: Dataset, where: str) -> None:
     try:
         with eval_mode(model), torch.no_grad():
             out = model(data.x[:1])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, IndexError) as exc:
+        takes = (
+            f"the keyword inputs {list(data.x.keys())}"
+            if isinstance(data.x, Inputs)
+            else f"inputs of shape (N, {', '.join(map(str, data.info.input_shape))})"
+        )
+        fix = (
+            "give the dataset the inputs the model's forward takes (names and shapes)"
+            if isinstance(data.x, Inputs)
+            else f"build the model with input_shape={data.info.input_shape}"
+        )
         raise fail(
-            "model",
-            where,
-            f"a model that accepts inputs of shape (N, {', '.join(map(str, data.info.input_shape))})",
-            type(model).__name__,
-            f"build the model with input_shape={data.info.input_shape} ({exc}).",
+            "model", where, f"a model that accepts {takes}", type(model).__name__, f"{fix} ({exc})."
         ) from exc
     if out.ndim != 2 or out.shape[1] != data.num_classes:
         fail(

@@ -1,6 +1,7 @@
 """Datasets: samples, labels, stable ids, group columns and deterministic splits. All sources are offline."""
 
 from pruneviz.data.dataset import Dataset, DatasetInfo, DataSplits
+from pruneviz.data.inputs import Inputs
 from pruneviz.data.sources import (
     dataset_names,
     from_torch,
@@ -18,6 +19,7 @@ __all__ = [
     "DataSplits",
     "Dataset",
     "DatasetInfo",
+    "Inputs",
     "dataset_names",
     "from_torch",
     "load_csv",

@@ -13,8 +13,9 @@ import pandas as pd
 import torch
 
 from pruneviz._validation import check_fraction, check_int, data_fail, fail
+from pruneviz.data.inputs import Inputs
 
-MODALITIES = ("image", "sequence", "tabular")
+MODALITIES = ("image", "sequence", "tabular", "text")
 SUBSETS = ("train", "val", "test")
 
 
@@ -23,8 +24,9 @@ class DatasetInfo:
     """What a dataset is: its name, per-sample input shape, class names and how to draw a sample.
 
     ``modality`` says how to render one sample: ``"image"`` (``input_shape`` is ``(C, H, W)``),
-    ``"sequence"`` (``(C, L)``, drawn as a line) or ``"tabular"`` (``(F,)``, drawn as bars named by
-    ``feature_names``). ``source`` records how the data was made (JSON-serialisable).
+    ``"sequence"`` (``(C, L)``, drawn as a line), ``"tabular"`` (``(F,)``, drawn as bars named by
+    ``feature_names``) or ``"text"`` (``(L,)`` token ids, shown as text through ``vocabulary``, the
+    token string of each id). ``source`` records how the data was made (JSON-serialisable).
     """
 
     name: str
@@ -33,6 +35,7 @@ class DatasetInfo:
     modality: str
     feature_names: tuple[str, ...] | None = None
     source: Mapping[str, Any] = field(default_factory=dict)
+    vocabulary: tuple[str, ...] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -46,6 +49,7 @@ class DatasetInfo:
             "modality": self.modality,
             "feature_names": list(self.feature_names) if self.feature_names is not None else None,
             "source": dict(self.source),
+            "vocabulary": list(self.vocabulary) if self.vocabulary is not None else None,
         }
 
     @classmethod
@@ -57,6 +61,7 @@ class DatasetInfo:
             modality=obj["modality"],
             feature_names=tuple(obj["feature_names"]) if obj.get("feature_names") is not None else None,
             source=dict(obj.get("source") or {}),
+            vocabulary=tuple(obj["vocabulary"]) if obj.get("vocabulary") is not None else None,
         )
 
 
@@ -73,8 +78,11 @@ class Dataset:
 
     Parameters
     ----------
-    x : tensor or array of shape (N, *input_shape)
-        Inputs, converted to ``float32``. Must be finite.
+    x : tensor or array of shape (N, *input_shape), or :class:`~pruneviz.data.Inputs`
+        Inputs, converted to ``float32`` and required finite. For text, token ids (an integer tensor
+        ``(N, L)``, passed to the model as one argument) or an :class:`Inputs` of named tensors
+        (``input_ids``, ``attention_mask``, ...) that the model takes by keyword; integer tensors are
+        kept as they are.
     y : tensor or array of shape (N,)
         Integer class labels in ``[0, len(class_names))``.
     sample_id : array of shape (N,), optional
@@ -87,8 +95,11 @@ class Dataset:
         Default ``"0".."K-1"`` with ``K = max(y) + 1``.
     name : str
         Short name, used in run names and tables.
-    modality : {"image", "sequence", "tabular"}, optional
-        How to draw one sample; inferred from the shape if omitted (3-D image, 2-D sequence, 1-D tabular).
+    modality : {"image", "sequence", "tabular", "text"}, optional
+        How to draw one sample; inferred if omitted (:class:`Inputs` text, 3-D image, 2-D sequence,
+        1-D tabular).
+    vocabulary : sequence of str, optional
+        For text, the token string of each id (shows samples as text).
     subset : array of str of shape (N,), optional
         A partition the source prescribes (``"train"``/``"test"``, e.g. MNIST's official test set);
         :meth:`split` honours it.
@@ -114,10 +125,11 @@ class Dataset:
         feature_names: Sequence[str] | None = None,
         subset: np.ndarray | Sequence[str] | None = None,
         source: Mapping[str, Any] | None = None,
+        vocabulary: Sequence[str] | None = None,
     ) -> None:
         where = "Dataset"
-        xt = _as_float_tensor(x, where)
-        n = xt.shape[0]
+        xt = _as_inputs(x, modality, where)
+        n = len(xt) if isinstance(xt, Inputs) else xt.shape[0]
         yt = _as_label_tensor(y, n, where)
         if class_names is None:
             k = int(yt.max()) + 1
@@ -139,7 +151,9 @@ class Dataset:
         groups_df = _as_groups(groups, n, where)
         groups_df.insert(0, "class", pd.Categorical.from_codes(yt.numpy(), categories=list(class_names)))
         if modality is None:
-            modality = {4: "image", 3: "sequence", 2: "tabular"}.get(xt.ndim, "tabular")
+            ndim = len(xt.shape)
+            text = isinstance(xt, Inputs) or not xt.is_floating_point()
+            modality = "text" if text else {4: "image", 3: "sequence", 2: "tabular"}.get(ndim, "tabular")
         if modality not in MODALITIES:
             fail("modality", where, f"one of {list(MODALITIES)}", modality)
         if feature_names is not None:
@@ -175,6 +189,7 @@ class Dataset:
             modality=modality,
             feature_names=feature_names,
             source=dict(source or {}),
+            vocabulary=tuple(str(v) for v in vocabulary) if vocabulary is not None else None,
         )
 
     # -- basic protocol -------------------------------------------------------------------------
@@ -263,7 +278,10 @@ class Dataset:
     def fingerprint(self) -> str:
         """A content hash (SHA-256 hex, 16 chars) of inputs, labels, ids, groups and metadata."""
         h = hashlib.sha256()
-        h.update(self.x.contiguous().numpy().tobytes())
+        tensors = self.x.items() if isinstance(self.x, Inputs) else [("x", self.x)]
+        for key, t in tensors:
+            h.update(f"{key}:{t.dtype}:".encode() if key != "x" else b"")
+            h.update(t.contiguous().numpy().tobytes())
         h.update(self.y.numpy().astype("<i8").tobytes())
         h.update(self.sample_id.astype("<i8").tobytes())
         h.update(self.groups.astype(str).to_csv(index=False).encode())
@@ -281,20 +299,50 @@ class Dataset:
             yield self.x[idx], self.y[idx]
 
 
-def _as_float_tensor(x: Any, where: str) -> torch.Tensor:
+def _as_inputs(x: Any, modality: str | None, where: str) -> torch.Tensor | Inputs:
+    """Float inputs as a finite float32 tensor; token ids (text) kept as integers; named inputs as Inputs."""
+    if isinstance(x, Inputs | Mapping):
+        inputs = x if isinstance(x, Inputs) else Inputs(x)
+        if len(inputs) == 0:
+            data_fail("x", where, "a non-empty batch of samples", "0 samples", "check the data source.")
+        checked = {}
+        for key, t in inputs.items():
+            t = t.detach().to("cpu").contiguous()
+            if t.is_floating_point():
+                t = _as_float_tensor(t, where, name=f"x[{key!r}]", min_ndim=1)
+            checked[key] = t
+        return Inputs(checked)
+    if modality == "text":
+        t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(x)))
+        if t.is_floating_point() or t.ndim != 2 or t.dtype == torch.bool:
+            fail(
+                "x",
+                where,
+                "token ids for text: an integer array of shape (N, L), or an Inputs of named tensors",
+                None,
+                got=f"{t.dtype} of shape {tuple(t.shape)}",
+                fix="tokenise the text first, and pass the attention mask with the ids as an Inputs.",
+            )
+        if t.shape[0] == 0:
+            data_fail("x", where, "a non-empty array of samples", "0 samples", "check the data source.")
+        return t.detach().to("cpu", torch.int64).contiguous()
+    return _as_float_tensor(x, where)
+
+
+def _as_float_tensor(x: Any, where: str, *, name: str = "x", min_ndim: int = 2) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         t = x.detach().to("cpu")
     else:
         try:
             arr = np.asarray(x)
         except Exception as exc:  # ragged lists and the like
-            raise fail("x", where, "an array of numbers of shape (N, ...)", x) from exc
+            raise fail(name, where, "an array of numbers of shape (N, ...)", x) from exc
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            fail("x", where, "a numeric array of shape (N, ...)", None, got=f"dtype {arr.dtype}")
+            fail(name, where, "a numeric array of shape (N, ...)", None, got=f"dtype {arr.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.ndim < 2:
+    if t.ndim < min_ndim:
         fail(
-            "x",
+            name,
             where,
             "an array of shape (N, *input_shape) with at least 2 dimensions",
             None,
@@ -302,13 +350,15 @@ def _as_float_tensor(x: Any, where: str) -> torch.Tensor:
             fix="add a feature axis, e.g. x[:, None].",
         )
     if t.shape[0] == 0:
-        data_fail("x", where, "a non-empty array of samples", "0 samples", "check the data source or filter.")
+        data_fail(
+            name, where, "a non-empty array of samples", "0 samples", "check the data source or filter."
+        )
     t = t.to(torch.float32).contiguous()
     finite = torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
     if not bool(finite.all()):
         bad = torch.nonzero(~finite).flatten()
         data_fail(
-            "x",
+            name,
             where,
             "finite values only (no NaN or inf)",
             f"{bad.numel()} sample(s) with NaN/inf, the first at index {int(bad[0])}",

@@ -1,0 +1,155 @@
+"""Models and data shaped like the ones users bring, built locally from random weights (no downloads).
+
+:class:`TinyEncoder` is a Hugging Face–style BERT encoder for sequence classification: it takes
+``input_ids``, ``attention_mask`` and optional ``token_type_ids`` by keyword, has separate query/key/value
+projections per layer, a tanh pooler over the first token and a classifier head, and returns an object
+with ``.logits`` (like ``SequenceClassifierOutput``). :func:`token_dataset` makes a padded token task it
+can learn. Tests and benchmarks use them as stand-ins for models pruneviz did not write.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pruneviz._seed import seeded
+from pruneviz.data.dataset import Dataset
+from pruneviz.data.inputs import Inputs
+
+
+@dataclass
+class ClassifierOutput:
+    """What a Hugging Face sequence classifier returns: logits and, optionally, hidden states."""
+
+    logits: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.query, self.key, self.value = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.output = nn.Linear(dim, dim)
+
+    def forward(self, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        b, length, dim = h.shape
+        d = dim // self.heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, length, self.heads, d).transpose(1, 2)
+
+        q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d)
+        scores = scores.masked_fill(~keep[:, None, None, :], torch.finfo(scores.dtype).min)
+        ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, length, dim)
+        return self.output(ctx)
+
+
+class _Layer(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.attention = _SelfAttention(dim, heads)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.intermediate, self.out = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+
+    def forward(self, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(h + self.attention(h, keep))
+        return self.norm2(h + self.out(F.gelu(self.intermediate(h))))
+
+
+class TinyEncoder(nn.Module):
+    """A BERT-style encoder with a classification head; weights drawn from ``seed``.
+
+    >>> m = TinyEncoder(vocab=20, dim=8, num_classes=2)
+    >>> ids = torch.tensor([[2, 5, 7, 0]])
+    >>> m(input_ids=ids, attention_mask=(ids != 0).long()).logits.shape
+    torch.Size([1, 2])
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab: int = 30,
+        dim: int = 16,
+        heads: int = 2,
+        layers: int = 2,
+        max_length: int = 64,
+        num_classes: int = 2,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        with seeded(seed):
+            self.word_embeddings = nn.Embedding(vocab, dim, padding_idx=0)
+            self.position_embeddings = nn.Embedding(max_length, dim)
+            self.token_type_embeddings = nn.Embedding(2, dim)
+            self.embedding_norm = nn.LayerNorm(dim)
+            self.layers = nn.ModuleList(_Layer(dim, heads) for _ in range(layers))
+            self.pooler = nn.Linear(dim, dim)
+            self.classifier = nn.Linear(dim, num_classes)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> ClassifierOutput:
+        keep = (
+            torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        )
+        types = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        h = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)[None]
+            + self.token_type_embeddings(types)
+        )
+        h = self.embedding_norm(h)
+        states = [h]
+        for layer in self.layers:
+            h = layer(h, keep)
+            states.append(h)
+        pooled = torch.tanh(self.pooler(h[:, 0]))
+        return ClassifierOutput(self.classifier(pooled), tuple(states))
+
+
+def token_dataset(
+    *, n: int = 200, length: int = 12, vocab: int = 30, seed: int = 0, name: str = "tokens"
+) -> Dataset:
+    """A padded two-class token task: is the sequence mostly made of the lower half of the vocabulary?
+
+    Id 0 is padding and id 1 a leading ``[CLS]`` token; each sequence has a random length from 3 to
+    ``length`` and is padded with 0, marked in ``attention_mask``. A ``length_group`` column (short /
+    long) gives a subgroup to audit.
+    """
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((n, length), dtype=np.int64)
+    labels = np.zeros(n, dtype=np.int64)
+    lengths = rng.integers(3, length + 1, size=n)
+    half = vocab // 2
+    for i, ell in enumerate(lengths):
+        labels[i] = i % 2
+        low = rng.random() < (0.8 if labels[i] == 0 else 0.2)
+        body = rng.integers(2, half, ell - 1) if low else rng.integers(half, vocab, ell - 1)
+        noise = rng.random(ell - 1) < 0.2
+        body[noise] = rng.integers(2, vocab, int(noise.sum()))
+        ids[i, 0] = 1
+        ids[i, 1:ell] = body
+        # the label is what the tokens say, noise included
+        labels[i] = int(np.mean(body < half) < 0.5)
+    ids_t = torch.from_numpy(ids)
+    vocabulary = ["[PAD]", "[CLS]", *(f"w{i}" for i in range(2, vocab))]
+    return Dataset(
+        Inputs({"input_ids": ids_t, "attention_mask": (ids_t != 0).long()}),
+        labels,
+        groups={"length_group": np.where(lengths > length // 2, "long", "short")},
+        class_names=["low", "high"],
+        name=name,
+        vocabulary=vocabulary,
+        source={"kind": "token_dataset", "n": n, "length": length, "vocab": vocab, "seed": seed},
+    )
