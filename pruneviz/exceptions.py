@@ -11,6 +11,7 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "MissingDependencyError",
+    "NotApplicableError",
     "PrunevizError",
     "ValidationError",
     "ZooError",
@@ -40,6 +41,10 @@ class ZooError(PrunevizError, OSError):
 
 class ZooSchemaError(ZooError):
     """A zoo was written by a newer pruneviz whose schema this version does not understand."""
+
+
+class NotApplicableError(PrunevizError):
+    """An analysis was asked of data it is not defined for (pixel corruptions of a table, ...)."""
 
 
 class MissingDependencyError(PrunevizError, ImportError):

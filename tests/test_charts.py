@@ -117,7 +117,8 @@ def check_common(chart, where: str) -> dict:
     assert 0 < len(data) <= charts.MAX_ROWS
     for channel in ("x", "y"):  # axes are titled in words, unless hidden (the gallery's images)
         encs = [v["encoding"][channel] for v in views(spec) if channel in v.get("encoding", {})]
-        shown = [e for e in encs if e.get("axis", {}) is not None]
+        # constant positions (``alt.value``) draw no axis
+        shown = [e for e in encs if e.get("axis", {}) is not None and "value" not in e]
         assert not shown or any(e.get("title") or e.get("axis", {}).get("title") for e in shown), (
             where,
             channel,
@@ -608,3 +609,24 @@ def test_every_method_pruneviz_prunes_with_has_its_own_colour():
 
     assert set(population_method_names()) | {"dense"} == set(METHOD_COLOURS)
     assert len(set(METHOD_COLOURS.values())) == len(METHOD_COLOURS)
+
+
+def test_exemplar_list_shows_text_samples_in_rank_order(zoo):
+    scores = run_exemplars(zoo)
+    scores = scores[(scores.method == "lamp") & (scores.sparsity_target == 0.9)]
+    top = scores.nsmallest(3, "rank")
+    samples = pd.DataFrame({"sample_id": top.sample_id, "text": [f"tokens of {i}" for i in top.sample_id]})
+    chart = charts.exemplar_list(samples, scores, top=2, class_names=[f"digit {k}" for k in range(10)])
+    spec = check_common(chart, "exemplar_list")
+    data = charts.chart_data(chart)
+    assert list(data.sample_id) == list(top.sample_id[:2]), "best ranked first, top=2 kept"
+    first = top.iloc[0]
+    assert data.who.iloc[0].startswith(
+        f"#{first.sample_id} (rank {first['rank']}) · label digit {first.label}"
+    )
+    assert data.text.iloc[0] == f"tokens of {first.sample_id}"
+    assert {v["mark"]["type"] for v in views(spec)} == {"text"}
+    long = samples.assign(text="word " * 100)
+    assert charts.chart_data(charts.exemplar_list(long, scores)).text.str.len().max() == 140
+    with pytest.raises(ValidationError, match="samples"):
+        charts.exemplar_list(samples.assign(sample_id=-1), scores)

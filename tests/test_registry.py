@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pruneviz.data.dataset import MODALITIES
 from pruneviz.exceptions import ValidationError, ZooError
 from pruneviz.study import (
     STEPS,
@@ -188,3 +189,16 @@ def test_every_figure_of_a_study_analysed_by_its_spec_is_read_from_the_cache(tmp
     assert drawn >= 4 * 14
     assert served.counts == {"hits": served.counts["hits"], "computed": 0, "writes": 0}
     assert served.counts["hits"] > 0
+
+
+def test_an_analysis_says_which_data_it_does_not_apply_to():
+    from pruneviz.study import analysis
+
+    corruptions = analysis("corruptions")
+    assert corruptions.applies_to("image") and not corruptions.applies_to("text")
+    said = corruptions.not_applicable("tabular")
+    assert said.startswith("Corruptions does not apply to tabular data (only to image).")
+    assert "pixels" in said
+    assert all(analysis(n).applies_to(m) for n in ("cka", "spectrum", "subgroups") for m in MODALITIES)
+    for name in ("attacks", "attributions", "exemplar_maps"):
+        assert not analysis(name).applies_to("text") and analysis(name).limits

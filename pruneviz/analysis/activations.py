@@ -22,6 +22,8 @@ from torch import nn
 
 from pruneviz._scope import eval_mode, forward_hooks
 from pruneviz._validation import check_choice, check_int, fail
+from pruneviz.data.inputs import Inputs
+from pruneviz.models.adapter import adapted
 
 REDUCTIONS = ("flatten", "mean")
 
@@ -52,12 +54,44 @@ def check_layers(model: nn.Module, layers: Sequence[str], where: str, param: str
     return list(layers)
 
 
-def _reduce(out: torch.Tensor, reduction: str, any_order: bool = False) -> torch.Tensor:
+def check_inputs(x: object, where: str, param: str = "x") -> torch.Tensor | Inputs:
+    """Model inputs for a batch of samples: an ``(N, ...)`` tensor or an :class:`Inputs`, not empty."""
+    if isinstance(x, Inputs) and len(x) > 0:
+        return x
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or len(x) == 0:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor | Inputs) else type(x).__name__
+        fail(
+            param,
+            where,
+            "a non-empty (N, ...) tensor of inputs, or an Inputs of named tensors",
+            None,
+            got=got,
+        )
+    return x
+
+
+def pool_tokens(out: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Average a token-wise activation ``(N, L, ...)`` (or ``(L, N, ...)``) over each sequence's real
+    tokens (``tokens``: ``(N, L)`` bool, False at padding); other shapes are returned unchanged."""
+    n, length = tokens.shape
+    if out.ndim >= 3 and out.shape[:2] == (length, n) and (n, length) != (length, n):
+        out = out.transpose(0, 1)
+    if out.ndim < 3 or tuple(out.shape[:2]) != (n, length):
+        return out
+    w = tokens.to(out.dtype).reshape(n, length, *([1] * (out.ndim - 2)))
+    return (out * w).sum(1) / w.sum(1).clamp_min(1)
+
+
+def _reduce(
+    out: torch.Tensor, reduction: str, any_order: bool = False, tokens: torch.Tensor | None = None
+) -> torch.Tensor:
     if isinstance(out, tuple | list):
         out = out[0]
     out = out.detach()
     if out.dtype != torch.float64:
         out = out.float()
+    if tokens is not None:
+        out = pool_tokens(out, tokens.to(out.device))
     if reduction == "mean" and out.ndim > 2:
         out = out.flatten(2).mean(2)
     if any_order and out.ndim == 4 and out.is_contiguous(memory_format=torch.channels_last):
@@ -75,6 +109,7 @@ def capturing(
     reduction: str = "flatten",
     inputs: bool = False,
     any_order: bool = False,
+    tokens: torch.Tensor | None = None,
 ) -> Iterator[Capture]:
     """Inside the block, every forward pass stores the named layers' outputs (or inputs) in the
     yielded dict as ``(N, D)`` CPU tensors (float32; float64 for a float64 model); a later pass
@@ -84,7 +119,9 @@ def capturing(
     spatial positions (one value per channel). ``inputs=True`` captures what enters each layer
     instead (e.g. the penultimate features entering a classifier). ``any_order=True`` lets the
     features of a convolutional map come in any fixed order (channels-last maps then flatten without a
-    copy) for measures that do not depend on feature order, such as Grams and distances. The hooks
+    copy) for measures that do not depend on feature order, such as Grams and distances. For token
+    sequences, ``tokens`` (``(N, L)`` bool, False at padding) averages every token-wise activation
+    over the real tokens of each sequence (:func:`pool_tokens`), so padding never counts. The hooks
     are removed when the block exits, also on an exception.
     """
     where = "capturing"
@@ -97,13 +134,13 @@ def capturing(
         if inputs:
 
             def pre(_m, args):
-                store[name] = _reduce(args[0], reduction, any_order)
+                store[name] = _reduce(args[0], reduction, any_order, tokens)
                 store.calls[name] += 1
 
             return pre
 
         def post(_m, _args, out):
-            store[name] = _reduce(out, reduction, any_order)
+            store[name] = _reduce(out, reduction, any_order, tokens)
             store.calls[name] += 1
 
         return post
@@ -129,7 +166,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def _one_pass(
     model: nn.Module,
-    xb: torch.Tensor,
+    xb: torch.Tensor | Inputs,
     layers: list[str],
     reduction: str,
     inputs: bool,
@@ -137,12 +174,18 @@ def _one_pass(
     any_order: bool = False,
 ) -> dict[str, torch.Tensor]:
     """One scoped forward pass: hooks, eval mode and no-grad live only for this batch."""
+    xb = xb.to(_device_of(model))
+    tokens = xb.token_mask() if isinstance(xb, Inputs) else None
     with (
-        capturing(model, layers, reduction=reduction, inputs=inputs, any_order=any_order) as store,
+        capturing(
+            model, layers, reduction=reduction, inputs=inputs, any_order=any_order, tokens=tokens
+        ) as store,
         eval_mode(model),
+        adapted(model),
     ):
-        xb = xb.to(_device_of(model))
-        if xb.ndim == 4:  # NHWC lets oneDNN pick faster convolutions (about 25 % on CPU); same values
+        if (
+            isinstance(xb, torch.Tensor) and xb.ndim == 4
+        ):  # NHWC lets oneDNN pick faster convolutions (about 25 % on CPU); same values
             xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             model(xb)
@@ -171,7 +214,7 @@ def _one_pass(
 
 def iter_activations(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Inputs,
     *,
     layers: Sequence[str],
     batch_size: int = 256,
@@ -185,21 +228,20 @@ def iter_activations(
     Each batch runs in eval mode without gradients and with the hooks in place only for that forward
     pass: between batches the caller sees the model exactly as it was (modes, no hooks, gradient
     mode), also when it abandons the iteration. Activations come back on the CPU. ``any_order`` is
-    as in :func:`capturing`."""
+    as in :func:`capturing`. Token inputs (an :class:`Inputs` with an ``attention_mask``) have their
+    token-wise activations averaged over real tokens (:func:`pool_tokens`)."""
     where = "iter_activations"
     batch_size = check_int(batch_size, "batch_size", where, minimum=1)
     layers = check_layers(model, layers, where)
     check_choice(reduction, "reduction", where, REDUCTIONS)
-    if not isinstance(x, torch.Tensor) or x.ndim < 2 or len(x) == 0:
-        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-        fail("x", where, "a non-empty (N, ...) tensor of inputs", None, got=got)
+    x = check_inputs(x, where)
     for start in range(0, len(x), batch_size):
         yield _one_pass(model, x[start : start + batch_size], layers, reduction, inputs, where, any_order)
 
 
 def activations(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Inputs,
     *,
     layers: Sequence[str],
     batch_size: int = 256,

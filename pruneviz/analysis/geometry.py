@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from pruneviz._validation import check_choice, check_int, check_positive_float, data_fail, fail
-from pruneviz.analysis.activations import check_layers, iter_activations
+from pruneviz.analysis.activations import check_inputs, check_layers, iter_activations
 
 KERNELS = ("linear", "rbf")
 
@@ -270,8 +270,7 @@ def cka_grid(
     lb = check_layers(
         model_b, layers_b if layers_b is not None else default_layers(model_b), where, "layers_b"
     )
-    if not isinstance(x, torch.Tensor) or x.ndim < 2:
-        fail("x", where, "an (N, ...) tensor of inputs", type(x).__name__)
+    x = check_inputs(x, where)
     n = len(x)
     minimum = 4 if debiased or batch_size is not None else 2
     if n < minimum:

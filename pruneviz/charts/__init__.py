@@ -17,7 +17,7 @@ require("altair", "pruneviz.charts")
 
 from pruneviz.charts._base import MAX_ROWS, SAMPLE_SELECTION, sample_selection  # noqa: E402
 from pruneviz.charts._theme import method_colour, theme  # noqa: E402
-from pruneviz.charts.exemplars import exemplar_gallery  # noqa: E402
+from pruneviz.charts.exemplars import exemplar_gallery, exemplar_list  # noqa: E402
 from pruneviz.charts.export import chart_data, save_chart  # noqa: E402
 from pruneviz.charts.geometry import (  # noqa: E402
     cka_chart,
@@ -51,6 +51,7 @@ __all__ = [
     "corruption_chart",
     "embedding_chart",
     "exemplar_gallery",
+    "exemplar_list",
     "hessian_density_chart",
     "hessian_eigenvalue_chart",
     "interpolation_chart",

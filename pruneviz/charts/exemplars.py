@@ -20,7 +20,7 @@ from pruneviz.charts._base import (
     title,
 )
 
-__all__ = ["exemplar_gallery"]
+__all__ = ["exemplar_gallery", "exemplar_list"]
 
 INPUT = "input"
 
@@ -245,3 +245,96 @@ def _namer(class_names: Sequence[str] | None, where: str):
             return str(c)
 
     return name
+
+
+def exemplar_list(
+    samples: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    top: int = 12,
+    class_names: Sequence[str] | None = None,
+    selected: int | None = None,
+) -> alt.Chart:
+    """The top exemplars of text or tabular data as a list: each sample's rank, id, label and the dense
+    and pruned populations' modal predictions, beside the sample itself as text (the tokens of a
+    sequence, or a table row's most distinctive ``feature=value`` pairs).
+
+    Parameters
+    ----------
+    samples : DataFrame
+        ``sample_id`` and ``text`` (how the sample reads), one row per sample; built by the views from
+        the dataset (charts do no tensor work).
+    scores, top, class_names, selected : as for :func:`exemplar_gallery`. Clicking a line picks its
+        sample (the ``"sample"`` selection on ``sample_id``).
+    """
+    where = "exemplar_list"
+    check_frame(samples, "samples", where, "the samples as text", ["sample_id", "text"])
+    check_frame(
+        scores,
+        "scores",
+        where,
+        "run_exemplars",
+        ["sample_id", "label", "dense_modal", "pruned_modal", "rank"],
+    )
+    one_comparison(
+        scores, "scores", where, ("dataset", "arch", "method", "structure", "sparsity_target", "settings")
+    )
+    top = check_int(top, "top", where, minimum=1)
+    if selected is not None:
+        selected = check_int(selected, "selected", where)
+    unknown = sorted(set(samples["sample_id"]) - set(scores["sample_id"]))
+    if unknown:
+        data_fail(
+            "samples",
+            where,
+            "samples that scores covers",
+            f"sample ids {unknown[:8]} not in scores",
+            "take the samples of the same subset the scores were computed on.",
+        )
+    name = _namer(class_names, where)
+    chosen = (
+        scores[scores["sample_id"].isin(set(samples["sample_id"]))]
+        .sort_values("rank", kind="stable")
+        .head(top)
+        .merge(samples[["sample_id", "text"]], on="sample_id", how="left")
+    )
+    lines = pd.DataFrame(
+        {
+            "sample_id": chosen["sample_id"].astype(int),
+            "line": range(len(chosen)),
+            "who": [
+                f"#{r['sample_id']} (rank {r['rank']}) · label {name(r['label'])} · "
+                f"dense {name(r['dense_modal'])} → pruned {name(r['pruned_modal'])}"
+                for r in chosen.to_dict("records")
+            ],
+            "text": [_clip(str(t)) for t in chosen["text"]],
+        }
+    )
+    select = sample_selection(selected if selected in set(lines["sample_id"]) else None)
+    base = alt.Chart(lines).encode(
+        y=alt.Y("line:O", axis=None),
+        opacity=alt.condition(select, alt.value(1.0), alt.value(0.35)),
+        tooltip=["sample_id", "who", "text"],
+    )
+    who = (
+        base.mark_text(align="left", fontWeight="bold", fontSize=11)
+        .encode(x=alt.value(0), text="who:N")
+        .add_params(select)
+    )
+    text = base.mark_text(align="left", fontSize=11).encode(x=alt.value(360), text="text:N")
+    chart = (
+        alt.layer(who, text)
+        .properties(width=900, height=max(40, 22 * len(lines)))
+        .properties(
+            title=title(
+                f"Top {len(lines)} exemplars",
+                "Each line: sample (rank 1 = changed most), true label, modal predictions of the "
+                "populations, then the sample itself. Click a line to pick the sample in the other views.",
+            )
+        )
+    )
+    return finish(chart, where, {"top": top, "selected": selected}, rows=len(lines), source_rows=len(samples))
+
+
+def _clip(text: str, limit: int = 140) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

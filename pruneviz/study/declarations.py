@@ -94,6 +94,7 @@ CORRUPTIONS = register(
         keys=(*RUN_KEYS, "corruption", "severity", "split", "metric"),
         doc="Accuracy and error under MNIST-C / CIFAR-10-C corruptions; outputs stored as splits.",
         modalities=("image",),
+        limits="The corruptions (MNIST-C, CIFAR-10-C) are defined on pixels.",
         planner=plan_corruptions,
     )
 )
@@ -106,6 +107,7 @@ register(
         keys=(*RUN_KEYS, "split", "attack", "metric"),
         doc="Robust accuracy under FGSM and PGD; adversarial outputs stored as splits.",
         modalities=("image", "sequence"),
+        limits="FGSM and PGD perturb continuous inputs within a known value range (pixels, signals).",
         planner=plan_attacks,
     )
 )
@@ -232,6 +234,7 @@ register(
         keys=("run_a", "run_b", "method", "structure", "sparsity", "sample_id", "attribution"),
         doc="Agreement of the parent's and the child's attributions (IG, saliency, GradientSHAP).",
         modalities=("image", "tabular"),
+        limits="Input attributions are maps over continuous inputs, not over token ids.",
     )
 )
 register(
@@ -244,6 +247,7 @@ register(
         keys=("model", "sample_id", "channel", "row", "col"),
         doc="Integrated-gradients maps of the top exemplars of the child's comparison, parent and child.",
         modalities=("image", "tabular"),
+        limits="Input attributions are maps over continuous inputs, not over token ids.",
     )
 )
 register(

@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from pruneviz._validation import check_choice, fail
+from pruneviz.data.dataset import MODALITIES
 
 #: the order in which a study runs its steps: robustness splits first (later steps read them as
 #: evaluation splits), then the population analyses, the geometry of pairs and families, the per-run ones
@@ -51,7 +52,6 @@ STEPS = (
 SCOPES = ("run", "pair", "family", "comparison", "runs")
 #: the plan dimensions of a comparison analysis: the evaluation splits and the dataset's group columns
 DIMENSIONS = ("split", "group")
-MODALITIES = ("image", "tabular", "sequence")
 MODES = ("full", "quick")
 
 _SAME = object()
@@ -125,6 +125,19 @@ class Analysis:
     over: tuple[str, ...] = ()
     planner: Planner | None = None
     show: Show | None = None
+    #: why the analysis is limited to ``modalities`` (shown in place of its figures elsewhere)
+    limits: str = ""
+
+    def applies_to(self, modality: str) -> bool:
+        """Whether the analysis is defined for data of ``modality``."""
+        return modality in self.modalities
+
+    def not_applicable(self, modality: str) -> str:
+        """The sentence said in place of the analysis for data of ``modality`` it does not apply to."""
+        kinds = ", ".join(self.modalities)
+        why = f" {self.limits}" if self.limits else ""
+        title = self.name.replace("_", " ").capitalize()
+        return f"{title} does not apply to {modality} data (only to {kinds}).{why}"
 
     def call(self, zoo: Any, target: Target, params: Mapping[str, Any]) -> pd.DataFrame:
         """Compute (or read from the zoo's cache) this analysis over ``target`` with ``params``."""

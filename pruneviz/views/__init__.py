@@ -45,8 +45,24 @@ class GeometryView(AnalysisView):
     )
 
 
+#: modalities whose samples are drawn as images (a sequence as a one-row image); the others as text
+DRAWN = ("image", "sequence")
+
+
+def _listed(ids: list[int], scores: pd.DataFrame, state: StudyState, selected: int | None = None) -> Any:
+    return C.exemplar_list(
+        state.exemplar_texts(ids),
+        scores,
+        top=len(ids),
+        class_names=list(state.data().info.class_names),
+        selected=selected,
+    )
+
+
 def _gallery(scores: pd.DataFrame, state: StudyState) -> Any:
     top = scores.sort_values("rank").head(8)["sample_id"].tolist()
+    if state.data().info.modality not in DRAWN:
+        return _listed(top, scores, state)
     return C.exemplar_gallery(
         state.exemplar_pixels(top),
         scores,
@@ -58,6 +74,8 @@ def _gallery(scores: pd.DataFrame, state: StudyState) -> Any:
 
 def _picked(scores: pd.DataFrame, state: StudyState) -> Any:
     ids = scores["sample_id"].tolist()
+    if state.data().info.modality not in DRAWN:
+        return _listed(ids, scores, state, selected=state.sample_id)
     return C.exemplar_gallery(
         state.exemplar_pixels(ids),
         scores,

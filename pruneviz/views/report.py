@@ -16,6 +16,7 @@ import pandas as pd
 
 from pruneviz._io import write_atomic
 from pruneviz._version import __version__
+from pruneviz.exceptions import NotApplicableError
 from pruneviz.views.state import StudyState
 from pruneviz.zoo.store import Zoo
 
@@ -48,10 +49,18 @@ def registered_sections(state: StudyState) -> list[tuple[str, Any]]:
     from pruneviz.study import analyses
 
     return [
-        (a.show.title, a.show.chart(state.frame(a.name)))
+        (a.show.title, _or_note(lambda a=a: a.show.chart(state.frame(a.name))))
         for a in analyses()
         if a.show is not None and a.show.report
     ]
+
+
+def _or_note(draw: Any) -> Any:
+    """The chart ``draw()`` makes, or the sentence saying why the analysis does not apply here."""
+    try:
+        return draw()
+    except NotApplicableError as exc:
+        return str(exc)
 
 
 def write_audit_report(
@@ -70,11 +79,11 @@ def write_audit_report(
     state._check()
     tables = audit_tables(state)
     scores = state.exemplars()
-    figures = [
+    figures: list[Any] = [
         C.subgroup_chart(state.subgroups()),
-        _gallery(scores, state),
-        C.corruption_chart(state.corruptions()),
-        C.attack_chart(state.attacks()),
+        _or_note(lambda: _gallery(scores, state)),
+        _or_note(lambda: C.corruption_chart(state.corruptions())),
+        _or_note(lambda: C.attack_chart(state.attacks())),
     ]
     sections = registered_sections(state)
     figures += [chart for _, chart in sections]
@@ -99,11 +108,18 @@ def write_audit_report(
     titles = {4 + i: title for i, (title, _) in enumerate(sections)}  # after the four figures above
     extra = "".join(
         (f"<h3>{html.escape(titles[i])}</h3>" if i in titles else "")
-        + f'<div id="fig{i}"></div><script>vegaEmbed("#fig{i}", {json.dumps(fig.to_dict())})'
-        f".catch(console.error);</script>"
+        + (
+            f'<p class="na">{html.escape(fig)}</p>'
+            if isinstance(fig, str)
+            else f'<div id="fig{i}"></div><script>vegaEmbed("#fig{i}", {json.dumps(fig.to_dict())})'
+            f".catch(console.error);</script>"
+        )
         for i, fig in enumerate(figures[1:], start=1)
     )
-    style = "<style>body{font-family:sans-serif;margin:2em} table.t td,table.t th{padding:2px 8px}</style>"
+    style = (
+        "<style>body{font-family:sans-serif;margin:2em} table.t td,table.t th{padding:2px 8px} "
+        "p.na{color:#555;font-style:italic}</style>"
+    )
     settings = html.escape(json.dumps(conf, indent=2, default=str))
     foot = f"<details><summary>configuration</summary><pre>{settings}</pre></details>"
     # the page's own <body> follows its </head>; the inline libraries mention "<body>" in strings too

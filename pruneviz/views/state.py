@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import param
+import torch
 
-from pruneviz.exceptions import ZooError
+from pruneviz.data.inputs import Inputs
+from pruneviz.exceptions import NotApplicableError, ZooError
 from pruneviz.zoo.store import Zoo, population_table
 
 
@@ -230,6 +232,9 @@ class StudyState(param.Parameterized):
 
         entry = analysis(name)
         self._check()
+        modality = self.data().info.modality
+        if not entry.applies_to(modality):
+            raise NotApplicableError(entry.not_applicable(modality))
         params = {**self.settings.params(entry), **changes}
         parent = self.parent
         if entry.scope == "comparison":
@@ -389,6 +394,17 @@ class StudyState(param.Parameterized):
             }
         )
 
+    def exemplar_texts(self, sample_ids: list[int], *, features: int = 6) -> pd.DataFrame:
+        """The chosen samples as text (``sample_id``, ``text``) for lists of text and tabular data: a
+        sequence's tokens (through the dataset's vocabulary, padding left out), or a table row's
+        ``features`` values furthest from zero (standardised features: the most unusual), as
+        ``name=value`` pairs."""
+        data = self.data()
+        index = pd.Index(data.sample_id).get_indexer(sample_ids)
+        return pd.DataFrame(
+            {"sample_id": list(sample_ids), "text": sample_texts(data, index, features=features)}
+        )
+
     def exemplar_attributions(
         self, sample_ids: list[int], method: str = "integrated_gradients"
     ) -> pd.DataFrame:
@@ -412,3 +428,27 @@ class StudyState(param.Parameterized):
             maps = attribution_maps(self.zoo.load_model(run), part, sample_ids=sample_ids, method=method)
             frames.append(maps.assign(model=label))
         return pd.concat(frames, ignore_index=True)
+
+
+def sample_texts(data: Any, index: np.ndarray, *, features: int = 6) -> list[str]:
+    """How the samples at positions ``index`` of ``data`` read as text (see
+    :meth:`StudyState.exemplar_texts`)."""
+    info = data.info
+    if info.modality == "text":
+        x = data.x[torch.as_tensor(index)]
+        rows = x[x.primary] if isinstance(x, Inputs) else x
+        mask = x.token_mask() if isinstance(x, Inputs) else None
+        keep = mask if mask is not None else torch.ones_like(rows, dtype=torch.bool)
+        vocab = info.vocabulary
+        out = []
+        for r, k in zip(rows.tolist(), keep.tolist(), strict=True):
+            real = [t for t, real in zip(r, k, strict=True) if real]
+            out.append(" ".join(vocab[t] if vocab and 0 <= t < len(vocab) else str(t) for t in real))
+        return out
+    flat = data.x[torch.as_tensor(index)].reshape(len(index), -1).numpy()
+    names = list(info.feature_names) if info.feature_names else [f"x{j}" for j in range(flat.shape[1])]
+    out = []
+    for row in flat:
+        top = np.argsort(-np.abs(row), kind="stable")[:features]
+        out.append(", ".join(f"{names[j]}={row[j]:.3g}" for j in top))
+    return out
