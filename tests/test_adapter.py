@@ -187,3 +187,20 @@ def test_a_model_with_the_wrong_inputs_or_outputs_is_named():
 
     with pytest.raises(PrunevizError, match="'logits' entry"):
         evaluate(Scores(), Dataset(torch.randn(6, 4), np.array([0, 1] * 3)))
+
+
+def test_token_activations_are_averaged_over_real_tokens_only():
+    from pruneviz.analysis import activations, cka_grid
+
+    data = token_dataset(n=12, length=9, vocab=20, seed=4)
+    model = TinyEncoder(vocab=20, dim=8, num_classes=2, seed=1)
+    feats = activations(model, data.x, layers=["layers.0", "classifier"])
+    assert not is_adapted(model), "activations adapts the model for its own scope only"
+    with torch.no_grad():
+        hidden = model(**data.x.as_dict()).hidden_states[1]  # output of layers.0: (N, L, D)
+    mask = data.x["attention_mask"].float()
+    expected = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    torch.testing.assert_close(feats["layers.0"], expected)
+    assert feats["classifier"].shape == (12, 2), "activations without a token axis are kept as they are"
+    grid = cka_grid(model, model, data.x, layers_a=["layers.1"], layers_b=["layers.1"])
+    assert float(grid["value"].iloc[0]) == pytest.approx(1.0)
