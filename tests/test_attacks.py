@@ -411,3 +411,27 @@ def test_robust_accuracy_needs_a_list_of_settings(trained_blobs):
         robust_accuracy(model, data, attacks=AttackSettings("fgsm", eps=0.1, clamp=None))
     with pytest.raises(ValidationError, match="'attacks' parameter of robust_accuracy must be a non-empty"):
         robust_accuracy(model, data, attacks=[])
+
+
+def test_tabular_attacks_keep_every_feature_in_its_training_range():
+    from pruneviz.analysis import FEATURE_RANGE, feature_range
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 5)).astype(np.float32)
+    x[:, 2] = np.abs(x[:, 2])  # a feature that is never negative
+    data = Dataset(x, (x[:, 0] > 0).astype(int))
+    train, test = data.take(np.arange(60)), data.take(np.arange(60, 80))
+    lo, hi = feature_range(train)
+    torch.testing.assert_close(lo, torch.from_numpy(x[:60].min(0)))
+    torch.testing.assert_close(hi, torch.from_numpy(x[:60].max(0)))
+    inside = test.take(np.flatnonzero(((test.x >= lo) & (test.x <= hi)).all(1).numpy()))
+    settings = AttackSettings("pgd", eps=0.5, clamp=FEATURE_RANGE)
+    assert settings.split.endswith("-featurerange")
+    assert AttackSettings.from_json(settings.to_json()) == settings
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    adv = attack(model, inside, settings, feature_range=(lo, hi))
+    assert bool(((adv.x >= lo) & (adv.x <= hi)).all())
+    assert bool(((adv.x - inside.x).abs() <= 0.5 + 1e-6).all())
+    assert float((adv.x - inside.x).abs().max()) > 0, "the attack moved the inputs"
+    with pytest.raises(ValidationError, match="feature_range"):
+        attack(model, inside, settings)

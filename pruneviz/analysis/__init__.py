@@ -5,7 +5,15 @@ The names here are what a user calls; helpers stay in their modules
 """
 
 from pruneviz.analysis.activations import activations, layer_names
-from pruneviz.analysis.attacks import AttackSettings, attack, fgsm, pgd, robust_accuracy
+from pruneviz.analysis.attacks import (
+    FEATURE_RANGE,
+    AttackSettings,
+    attack,
+    feature_range,
+    fgsm,
+    pgd,
+    robust_accuracy,
+)
 from pruneviz.analysis.attribution import (
     attribute,
     attribution_agreement,
@@ -69,6 +77,7 @@ from pruneviz.analysis.spectrum import (
 from pruneviz.analysis.subgroups import disparate_impact, group_metrics, sample_groups
 
 __all__ = [
+    "FEATURE_RANGE",
     "AttackSettings",
     "HessianOperator",
     "activations",
@@ -96,6 +105,7 @@ __all__ = [
     "exemplar_scores",
     "exemplar_summary",
     "expected_calibration_error",
+    "feature_range",
     "fgsm",
     "full_condition_number",
     "group_metrics",

@@ -41,6 +41,9 @@ from pruneviz.data.dataset import Dataset
 ATTACKS = ("fgsm", "pgd")
 NORMS = ("l2", "linf")
 DEFAULT_CLAMP = (0.0, 1.0)
+#: ``clamp`` of an attack on tabular data: each feature stays within its range over the training data
+#: (pass that range as ``feature_range``; :func:`feature_range` computes it)
+FEATURE_RANGE = "feature-range"
 _DIV_GUARD = 1e-10  # added to gradient norms before dividing (L2 steps), as torchattacks does
 
 
@@ -173,9 +176,23 @@ def _check_step_size(step_size: Any, where: str) -> float:
     return float(step_size)
 
 
-def _check_clamp(clamp: Any, where: str) -> tuple[float, float] | None:
+Clamp = tuple[float, float] | tuple[torch.Tensor, torch.Tensor]
+
+
+def _check_clamp(clamp: Any, where: str) -> Clamp | None:
     if clamp is None:
         return None
+    if (
+        isinstance(clamp, tuple | list)
+        and len(clamp) == 2
+        and all(isinstance(v, torch.Tensor) for v in clamp)
+    ):
+        lo_t, hi_t = (v.detach().float() for v in clamp)
+        if lo_t.shape != hi_t.shape or not bool(torch.isfinite(lo_t).all() & torch.isfinite(hi_t).all()):
+            fail("clamp", where, "per-feature (low, high) tensors of one shape, finite", clamp)
+        if bool((lo_t > hi_t).any()):
+            fail("clamp", where, "per-feature ranges with low <= high", clamp)
+        return lo_t, hi_t
     try:
         lo, hi = (float(v) for v in clamp)
     except (TypeError, ValueError):
@@ -191,8 +208,20 @@ def _check_clamp(clamp: Any, where: str) -> tuple[float, float] | None:
     return lo, hi
 
 
-def _check_in_range(x: torch.Tensor, clamp: tuple[float, float] | None, where: str) -> None:
+def _check_in_range(x: torch.Tensor, clamp: Clamp | None, where: str) -> None:
     if clamp is None:
+        return
+    if isinstance(clamp[0], torch.Tensor):
+        low, high = (v.to(x.device) for v in clamp)
+        outside = (x < low) | (x > high)
+        if bool(outside.any()):
+            data_fail(
+                "x",
+                where,
+                "values within the per-feature range given as clamp",
+                f"{int(outside.sum())} value(s) outside it",
+                "compute the range over data that includes these samples (pruneviz.analysis.feature_range).",
+            )
         return
     lo, hi = float(x.min()), float(x.max())
     if lo < clamp[0] or hi > clamp[1]:
@@ -207,7 +236,7 @@ def _check_in_range(x: torch.Tensor, clamp: tuple[float, float] | None, where: s
 
 def _prepare(
     model: nn.Module, x: Any, y: Any, clamp: Any, batch_size: Any, where: str
-) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float] | None, int]:
+) -> tuple[torch.Tensor, torch.Tensor, Clamp | None, int]:
     if not isinstance(model, nn.Module):
         fail("model", where, "a torch nn.Module", type(model).__name__)
     x = check_inputs(x, where)
@@ -232,8 +261,20 @@ def _loss_gradient(
     return grad
 
 
-def _clamped(x: torch.Tensor, clamp: tuple[float, float] | None) -> torch.Tensor:
-    return x if clamp is None else torch.clamp(x, min=clamp[0], max=clamp[1])
+def _clamped(x: torch.Tensor, clamp: Clamp | None) -> torch.Tensor:
+    if clamp is None:
+        return x
+    if isinstance(clamp[0], torch.Tensor):
+        return torch.clamp(x, min=clamp[0].to(x.device), max=clamp[1].to(x.device))
+    return torch.clamp(x, min=clamp[0], max=clamp[1])
+
+
+def feature_range(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each input feature's ``(min, max)`` over ``data`` (per-sample shape): the range an attack on
+    tabular data keeps every feature in (``clamp=FEATURE_RANGE``), taken from the training part."""
+    if not isinstance(data, Dataset) or not isinstance(data.x, torch.Tensor):
+        fail("data", "feature_range", "a pruneviz Dataset of continuous inputs", type(data).__name__)
+    return data.x.amin(0), data.x.amax(0)
 
 
 def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -248,7 +289,7 @@ def fgsm(
     y: torch.Tensor,
     *,
     eps: float,
-    clamp: tuple[float, float] | None = DEFAULT_CLAMP,
+    clamp: Clamp | None = DEFAULT_CLAMP,
     batch_size: int = 256,
 ) -> torch.Tensor:
     """The fast gradient sign method (Goodfellow, Shlens & Szegedy 2015), untargeted.
@@ -261,7 +302,8 @@ def fgsm(
     x : float tensor of shape ``(N, *input_shape)``, within ``clamp``; on the model's device.
     y : int tensor of shape ``(N,)``, the true labels.
     eps : radius of the L∞ ball (>= 0).
-    clamp : valid input range ``(low, high)``, or ``None`` for unbounded (tabular) inputs.
+    clamp : valid input range ``(low, high)`` (numbers, or per-feature tensors of the per-sample shape,
+        e.g. :func:`feature_range` of tabular training data), or ``None`` for unbounded inputs.
     batch_size : samples per forward/backward pass.
 
     Returns
@@ -299,7 +341,7 @@ def pgd(
     norm: str = "linf",
     random_start: bool = True,
     seed: int = 0,
-    clamp: tuple[float, float] | None = DEFAULT_CLAMP,
+    clamp: Clamp | None = DEFAULT_CLAMP,
     batch_size: int = 256,
 ) -> torch.Tensor:
     """Projected gradient descent on the negative loss (Madry et al. 2018), untargeted, L∞ or L2.
@@ -413,13 +455,21 @@ class AttackSettings:
     steps: int = 10
     random_start: bool = True
     seed: int = 0
-    clamp: tuple[float, float] | None = DEFAULT_CLAMP
+    clamp: tuple[float, float] | str | None = DEFAULT_CLAMP
 
     def __post_init__(self) -> None:
         where = "AttackSettings"
         check_choice(self.name, "name", where, ATTACKS)
         eps = _check_eps(self.eps, where)
-        clamp = _check_clamp(self.clamp, where)
+        clamp = self.clamp if self.clamp == FEATURE_RANGE else _check_clamp(self.clamp, where)
+        if isinstance(clamp, tuple) and isinstance(clamp[0], torch.Tensor):
+            fail(
+                "clamp",
+                where,
+                f"(low, high) numbers, None or {FEATURE_RANGE!r} (settings are stored as JSON)",
+                "per-feature tensors",
+                f"pass clamp={FEATURE_RANGE!r} and the range as attack(..., feature_range=...).",
+            )
         if self.name == "fgsm":
             if self.norm != "linf":
                 fail("norm", where, "'linf' for FGSM (use name='pgd' for an L2 attack)", self.norm)
@@ -451,6 +501,8 @@ class AttackSettings:
             text += f"-seed{self.seed}" if self.random_start else "-nostart"
         if self.clamp is None:
             text += "-noclamp"
+        elif self.clamp == FEATURE_RANGE:
+            text += "-featurerange"
         elif self.clamp != DEFAULT_CLAMP:
             text += f"-clamp{_num(self.clamp[0])}_{_num(self.clamp[1])}"
         return text
@@ -465,24 +517,45 @@ class AttackSettings:
             "steps": self.steps,
             "random_start": self.random_start,
             "seed": self.seed,
-            "clamp": None if self.clamp is None else list(self.clamp),
+            "clamp": self.clamp if self.clamp is None or isinstance(self.clamp, str) else list(self.clamp),
         }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> AttackSettings:
         """Inverse of :meth:`to_json`."""
         clamp = obj.get("clamp", list(DEFAULT_CLAMP))
-        return cls(**{**obj, "clamp": None if clamp is None else tuple(clamp)})
+        return cls(**{**obj, "clamp": clamp if clamp is None or isinstance(clamp, str) else tuple(clamp)})
 
 
 def adversarial_inputs(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: AttackSettings, *, batch_size: int = 256
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: AttackSettings,
+    *,
+    batch_size: int = 256,
+    feature_range: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Run the attack ``settings`` describes on ``(x, y)``; see :func:`fgsm` and :func:`pgd`."""
+    """Run the attack ``settings`` describes on ``(x, y)``; see :func:`fgsm` and :func:`pgd`.
+
+    ``feature_range`` (per-feature ``(min, max)`` tensors, :func:`feature_range` of the training data)
+    is the clamp of settings with ``clamp=FEATURE_RANGE``, and is required by them."""
+    where = "adversarial_inputs"
     if not isinstance(settings, AttackSettings):
-        fail("settings", "adversarial_inputs", "an AttackSettings", type(settings).__name__)
+        fail("settings", where, "an AttackSettings", type(settings).__name__)
+    clamp: Any = settings.clamp
+    if clamp == FEATURE_RANGE:
+        if feature_range is None:
+            fail(
+                "feature_range",
+                where,
+                f"the per-feature (min, max) tensors for an attack with clamp={FEATURE_RANGE!r}",
+                None,
+                fix="pass feature_range=pruneviz.analysis.feature_range(train_data).",
+            )
+        clamp = tuple(feature_range)
     if settings.name == "fgsm":
-        return fgsm(model, x, y, eps=settings.eps, clamp=settings.clamp, batch_size=batch_size)
+        return fgsm(model, x, y, eps=settings.eps, clamp=clamp, batch_size=batch_size)
     return pgd(
         model,
         x,
@@ -493,12 +566,19 @@ def adversarial_inputs(
         norm=settings.norm,
         random_start=settings.random_start,
         seed=settings.seed,
-        clamp=settings.clamp,
+        clamp=clamp,
         batch_size=batch_size,
     )
 
 
-def attack(model: nn.Module, data: Dataset, settings: AttackSettings, *, batch_size: int = 256) -> Dataset:
+def attack(
+    model: nn.Module,
+    data: Dataset,
+    settings: AttackSettings,
+    *,
+    batch_size: int = 256,
+    feature_range: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Dataset:
     """``data`` with its inputs replaced by adversarial ones (same sample ids, labels, groups, info).
 
     The labels attacked are the true labels ``data.y``. The model is left as it was; it must be on
@@ -519,7 +599,9 @@ def attack(model: nn.Module, data: Dataset, settings: AttackSettings, *, batch_s
             type(data).__name__,
             "wrap data with pruneviz.data.Dataset.",
         )
-    x_adv = adversarial_inputs(model, data.x, data.y, settings, batch_size=batch_size)
+    x_adv = adversarial_inputs(
+        model, data.x, data.y, settings, batch_size=batch_size, feature_range=feature_range
+    )
     out = data.take(np.arange(0))  # shares nothing with data; the fields are set below
     out.x = x_adv.detach().to(device=data.x.device, dtype=torch.float32)
     out.y = data.y.clone()

@@ -72,7 +72,7 @@ def plan_corruptions(zoo: Any, runs: pd.DataFrame, dataset: str, settings: Study
 
 def plan_attacks(zoo: Any, runs: pd.DataFrame, dataset: str, settings: StudySettings) -> list[Target]:
     """One target per run that lacks an attack split."""
-    labels = {a.split for a in R.DEFAULT_ATTACKS}
+    labels = {a.split for a in R.default_attacks(zoo.dataset(dataset).info.modality)}
     return [Target((rid,)) for rid in runs["run"] if not labels <= _test_splits(zoo, rid)]
 
 
@@ -106,8 +106,8 @@ register(
         function=R.run_attacks,
         keys=(*RUN_KEYS, "split", "attack", "metric"),
         doc="Robust accuracy under FGSM and PGD; adversarial outputs stored as splits.",
-        modalities=("image", "sequence"),
-        limits="FGSM and PGD perturb continuous inputs within a known value range (pixels, signals).",
+        modalities=("image", "sequence", "tabular"),
+        limits="FGSM and PGD perturb continuous inputs; token ids are discrete.",
         planner=plan_attacks,
     )
 )

@@ -18,7 +18,7 @@ import torch
 from pruneviz import _vocabulary as V
 from pruneviz._validation import check_choice, check_int, data_fail, fail
 from pruneviz.analysis.activations import activations, check_layers, classifier_layer
-from pruneviz.analysis.attacks import AttackSettings, attack
+from pruneviz.analysis.attacks import FEATURE_RANGE, AttackSettings, attack, feature_range
 from pruneviz.analysis.calibration import calibration_metrics, reliability_bins
 from pruneviz.analysis.curvature import HessianOperator, hessian_eigenvalues, hessian_trace
 from pruneviz.analysis.geometry import (
@@ -491,6 +491,20 @@ DEFAULT_ATTACKS = (
     AttackSettings("pgd", eps=0.05),
     AttackSettings("pgd", eps=0.1),
 )
+#: attacks on standardised tabular features: eps in standard deviations, each feature kept within its
+#: range over the training data
+TABULAR_ATTACKS = (
+    AttackSettings("fgsm", eps=0.1, clamp=FEATURE_RANGE),
+    AttackSettings("fgsm", eps=0.25, clamp=FEATURE_RANGE),
+    AttackSettings("pgd", eps=0.1, clamp=FEATURE_RANGE),
+    AttackSettings("pgd", eps=0.25, clamp=FEATURE_RANGE),
+)
+
+
+def default_attacks(modality: str) -> tuple[AttackSettings, ...]:
+    """The attacks a study runs on data of ``modality``: images and signals in [0, 1] get
+    :data:`DEFAULT_ATTACKS`, tables :data:`TABULAR_ATTACKS`; token ids none (they are discrete)."""
+    return {"tabular": TABULAR_ATTACKS, "text": ()}.get(modality, DEFAULT_ATTACKS)
 
 
 def _stored_splits(zoo: Zoo, run: str, subset: str) -> list[str]:
@@ -512,19 +526,23 @@ def run_attacks(
     zoo: Zoo,
     *,
     runs: Sequence[str] | None = None,
-    attacks: Sequence[AttackSettings] = DEFAULT_ATTACKS,
+    attacks: Sequence[AttackSettings] | None = None,
     subset: str = "test",
     batch_size: int = 256,
 ) -> pd.DataFrame:
     """White-box attacks on every run (default all): each run's adversarial outputs are stored in the zoo
     as extra splits named by the attack (``AttackSettings.split``), computed once; returns the robust
     accuracy of every run under every attack with the attack's settings beside it, plus the clean
-    accuracy as the ``eps = 0`` row. Tidy: run keys, ``split``, ``attack``, ``norm``, ``eps``,
+    accuracy as the ``eps = 0`` row. ``attacks=None`` runs the :func:`default_attacks` of the data's
+    modality; attacks with ``clamp=FEATURE_RANGE`` keep each feature within its range over the
+    training part. Tidy: run keys, ``split``, ``attack``, ``norm``, ``eps``,
     ``step_size``, ``steps``, ``random_start``, ``attack_seed``, ``metric="accuracy"``, ``value``,
     ``samples``."""
     where = "run_attacks"
     check_choice(subset, "subset", where, ("train", "val", "test"))
     ids = _run_list(zoo, runs, where)
+    if attacks is None:
+        attacks = default_attacks(zoo.dataset(zoo.run(ids[0]).dataset).info.modality)
     if isinstance(attacks, AttackSettings) or not all(isinstance(a, AttackSettings) for a in attacks):
         fail(
             "attacks",
@@ -541,9 +559,16 @@ def run_attacks(
         todo = [a for a in attacks if a.split not in have]
         if todo:
             model = zoo.load_model(rid)
-            data = getattr(zoo.splits(zoo.run(rid).dataset), subset)
+            splits = zoo.splits(zoo.run(rid).dataset)
+            data = getattr(splits, subset)
+            bounds = feature_range(splits.train) if any(a.clamp == FEATURE_RANGE for a in todo) else None
             new = [
-                evaluate(model, attack(model, data, a, batch_size=batch_size), split=a.split, subset=subset)
+                evaluate(
+                    model,
+                    attack(model, data, a, batch_size=batch_size, feature_range=bounds),
+                    split=a.split,
+                    subset=subset,
+                )
                 for a in todo
             ]
             zoo.add_outputs(rid, pd.concat(new, ignore_index=True))
