@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ from torch.nn import functional as F
 
 from pruneviz._scope import eval_mode, forward_hooks
 from pruneviz._validation import check_int, fail
+from pruneviz.models.adapter import adapted
 from pruneviz.prune.masks import PRUNABLE_TYPES
 
 EVALS_THRESH = 1e-5  # eigenvalues at or below this are left out of the power-law fit (as weightwatcher)
@@ -384,7 +386,7 @@ def conv_spectral_norm(
 
 
 def _layer_inputs(
-    model: nn.Module, input_shape: Sequence[int], names: set[str]
+    model: nn.Module, input_shape: Sequence[int] | None, names: set[str], example: Any = None
 ) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
 
@@ -395,10 +397,12 @@ def _layer_inputs(
         return hook
 
     hooks = [(m, hook_for(n)) for n, m in model.named_modules() if n in names]
-    # a model that looks tokens up in an embedding table takes integer ids (0 is a valid one)
-    tokens = any(isinstance(m, EMBEDDING_TYPES) for m in model.modules())
-    with forward_hooks(hooks), eval_mode(model), torch.no_grad():
-        model(torch.zeros(1, *input_shape, dtype=torch.long if tokens else torch.float32))
+    if example is None:
+        # a model that looks tokens up in an embedding table takes integer ids (0 is a valid one)
+        tokens = any(isinstance(m, EMBEDDING_TYPES) for m in model.modules())
+        example = torch.zeros(1, *input_shape, dtype=torch.long if tokens else torch.float32)
+    with forward_hooks(hooks), eval_mode(model), adapted(model), torch.no_grad():
+        model(example)
     return shapes
 
 
@@ -431,6 +435,7 @@ def spectrum_table(
     model: nn.Module,
     *,
     input_shape: Sequence[int] | None = None,
+    example: Any = None,
     layers: Sequence[str] | None = None,
     operator: bool = True,
     rank: int | None = None,
@@ -448,7 +453,8 @@ def spectrum_table(
     ``inf`` once any is zero: rank collapse, e.g. whole neurons pruned; see
     :func:`full_condition_number`),
     ``alpha``, ``alpha_hat`` (α · log10 λ_max), ``xmin``, ``ks_distance``, ``num_evals``, ``num_tail``,
-    ``lambda_max``, ``pq_index``; with ``input_shape`` and ``operator=True`` also, for convolutions,
+    ``lambda_max``, ``pq_index``; with ``input_shape`` (or ``example``, a batch of real model inputs
+    of any kind, for models that take several inputs) and ``operator=True`` also, for convolutions,
     ``operator_norm`` (power iteration, as the layer runs) and for stride-1 convolutions
     ``circular_operator_norm`` (FFT, circular padding at the layer's input size).
 
@@ -470,7 +476,9 @@ def spectrum_table(
     convs = {n for n, m in chosen.items() if isinstance(m, nn.Conv1d | nn.Conv2d)}
     # the forward pass that finds each convolution's input size is needed only where there are some
     shapes = (
-        _layer_inputs(model, input_shape, convs) if (input_shape is not None and operator and convs) else {}
+        _layer_inputs(model, input_shape, convs, example)
+        if ((input_shape is not None or example is not None) and operator and convs)
+        else {}
     )
     rows: list[tuple[str, str, str, float]] = []
     for name, module in chosen.items():

@@ -151,11 +151,12 @@ _CORRUPTED: dict[tuple[str, str, str, str], Dataset] = {}
 
 
 def run_spectrum(zoo: Zoo, run: str) -> pd.DataFrame:
-    """:func:`~pruneviz.analysis.spectrum_table` of a run's model (operator norms at its input shape)."""
-    shape = zoo.run(run).model_spec.input_shape
+    """:func:`~pruneviz.analysis.spectrum_table` of a run's model (operator norms at the size its
+    layers see on one real sample of its dataset)."""
 
     def compute() -> pd.DataFrame:
-        return _with_keys(zoo, run, spectrum_table(zoo.load_model(run), input_shape=shape))
+        example = zoo.splits(zoo.run(run).dataset).test.x[:1]
+        return _with_keys(zoo, run, spectrum_table(zoo.load_model(run), example=example))
 
     return zoo.cached("spectrum", [run], {}, compute)
 
