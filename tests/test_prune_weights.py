@@ -11,17 +11,21 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pruneviz.analysis.curvature import HessianOperator
+from pruneviz.analysis.perturb import parameter_masks
 from pruneviz.data import Dataset
 from pruneviz.exceptions import ValidationError
 from pruneviz.prune import (
     Masks,
     compute_masks,
+    count_macs,
     layer_input_blocks,
     layer_inputs,
     prunable_layers,
     prunable_weights,
     prune_,
     score,
+    sparsity_by_layer,
 )
 
 
@@ -443,3 +447,31 @@ def test_sparsegpt_on_attention_reconstructs_each_row_block():
         assert int((~keep[block * 8 : (block + 1) * 8]).sum()) == 32
     # reconstruction changed the kept weights of the pruned layer (the error was pushed onto them)
     assert not torch.equal(pruned.attn.in_proj_weight[keep], model.attn.in_proj_weight[keep])
+
+
+# -- what reads masks and weights downstream -----------------------------------------------------
+
+
+def test_macs_count_every_weight_once_per_position():
+    model, shape = build("self_attention")  # 5 tokens of width 8
+    model.attn.in_proj_weight.data[:4] = 0.0
+    macs = count_macs(model, shape).set_index("layer")
+    assert macs.loc["attn.in_proj_weight", "dense_macs"] == 3 * 5 * 8 * 8
+    assert macs.loc["attn.in_proj_weight", "effective_macs"] == 3 * 5 * 8 * 8 - 5 * 4 * 8
+    assert macs.loc["attn.out_proj", "dense_macs"] == 5 * 8 * 8
+    model, shape = build("transpose")  # 4x4 input positions, weight 4*4*3*3
+    assert count_macs(model, shape).set_index("layer").loc["0", "dense_macs"] == 16 * 144
+    model, shape = build("gpt2")
+    assert count_macs(model, shape).set_index("layer").loc["c_fc", "dense_macs"] == 5 * 8 * 16
+    table = sparsity_by_layer(build("cross_attention")[0])
+    assert list(table.layer) == [*EXPECTED_KEYS["cross_attention"], "total"]
+
+
+def test_curvature_and_perturbations_respect_attention_masks():
+    model, shape = build("self_attention")
+    data = make_data(shape, n=8)
+    masks = prune_(model, method="magnitude", sparsity=0.5)
+    pmasks = parameter_masks(model, masks)
+    assert set(pmasks) == {"attn.in_proj_weight", "attn.out_proj.weight", "head.weight"}
+    op = HessianOperator(model, data, masks=dict(masks), params=["attn.in_proj_weight"])
+    assert op.dim == int(masks["attn.in_proj_weight"].sum())

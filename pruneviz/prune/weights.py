@@ -157,6 +157,11 @@ class PrunableWeight:
         return f"PrunableWeight({self.key!r}, {where}, shape={tuple(self.shape)})"
 
 
+def all_prunable_weights(model: nn.Module, *, include_embeddings: bool = False) -> dict[str, PrunableWeight]:
+    """Every prunable weight of ``model`` by key, unchecked (may be empty); see :func:`prunable_weights`."""
+    return _candidates(model, include_embeddings)
+
+
 def _candidates(model: nn.Module, include_embeddings: bool) -> dict[str, PrunableWeight]:
     found: dict[str, PrunableWeight] = {}
     for name, m in model.named_modules():
@@ -260,6 +265,7 @@ __all__ = [
     "EMBEDDING_TYPES",
     "PRUNABLE_TYPES",
     "PrunableWeight",
+    "all_prunable_weights",
     "as_weights",
     "is_gpt2_conv1d",
     "parameter_name_of",
