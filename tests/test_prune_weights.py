@@ -475,3 +475,15 @@ def test_curvature_and_perturbations_respect_attention_masks():
     assert set(pmasks) == {"attn.in_proj_weight", "attn.out_proj.weight", "head.weight"}
     op = HessianOperator(model, data, masks=dict(masks), params=["attn.in_proj_weight"])
     assert op.dim == int(masks["attn.in_proj_weight"].sum())
+
+
+@pytest.mark.parametrize("method", ["taylor", "grasp", "synflow", "global_magnitude", "erk_magnitude"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradient_and_data_free_methods_on_every_layer_type(kind, method):
+    model, shape = build(kind)
+    data = make_data(shape, n=12)
+    kwargs = {"synflow_iterations": 3} if method == "synflow" else {}
+    masks = compute_masks(model, method=method, sparsity=0.5, data=data, **kwargs)
+    total = sum(w.weight.numel() for w in prunable_weights(model).values())
+    assert sum(int((~m).sum()) for m in masks.values()) == round(0.5 * total)
+    assert list(masks) == EXPECTED_KEYS[kind]

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pruneviz._scope import eval_mode, forward_hooks
 from pruneviz._seed import seeded
@@ -191,7 +192,8 @@ def grasp(
     params = [copied[n].weight for n in names]
     g = [torch.zeros_like(p) for p in params]
     hg = [torch.zeros_like(p) for p in params]
-    with GradientScope(work):
+    # Hg differentiates twice; fused attention kernels have no double backward, the math path has
+    with GradientScope(work), sdpa_kernel(SDPBackend.MATH):
         for xb, yb in _batches(data, batch_size):
             loss = F.cross_entropy(work(xb), yb, reduction="sum") / len(data)
             for acc, gi in zip(g, torch.autograd.grad(loss, params), strict=True):
