@@ -428,7 +428,7 @@ def test_embeddings_are_pruned_only_by_opt_in():
 def test_a_model_of_embeddings_only_names_the_option():
     with pytest.raises(
         ValidationError,
-        match=r"'include_embeddings' parameter of compute_masks.*Fix: pass include_embeddings=True",
+        match=r"'include_embeddings' parameter of prune_.*Fix: pass include_embeddings=True",
     ):
         prune_(Embedder(with_head=False), method="magnitude", sparsity=0.5)
     with pytest.raises(

@@ -118,7 +118,7 @@ def compute_masks(
     >>> compute_masks(model, method="global_magnitude", sparsity=0.5).sparsity()
     0.5
     """
-    checked = _checked(
+    return _compute_masks(
         model,
         where="compute_masks",
         method=method,
@@ -134,6 +134,14 @@ def compute_masks(
         batch_size=batch_size,
         include_embeddings=include_embeddings,
     )
+
+
+def _compute_masks(model: nn.Module, *, where: str, **options: object) -> Masks:
+    """:func:`compute_masks`, its errors naming ``where``."""
+    checked = _checked(model, where=where, **options)
+    method, data, seed = options["method"], options["data"], options["seed"]
+    floor, batch_size = options["floor"], options["batch_size"]
+    input_shape = options["input_shape"]
     layers = checked.layers
     if method == "sparsegpt":
         work = _copy_model(model)
@@ -145,7 +153,7 @@ def compute_masks(
             checked.sparsity,
             checked.structure,
             checked.allocation,
-            synflow_iterations,
+            options["synflow_iterations"],
             input_shape or _shape_of(data),
             floor,
         )
@@ -157,7 +165,7 @@ def compute_masks(
         allocation=checked.allocation,
         layers=layers,
         floor=floor,
-        where="compute_masks",
+        where=where,
     )
 
 
@@ -199,7 +207,7 @@ def prune_(
     if method == "sparsegpt":
         checked = _checked(model, where="prune_", **options)
         return _sparsegpt_(model, checked.layers, checked=checked)
-    masks = compute_masks(model, **options)
+    masks = _compute_masks(model, where="prune_", **options)
     masks.apply_(model)
     return masks
 
