@@ -38,10 +38,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 @contextlib.contextmanager
 def forward_hooks(
-    hooks: Iterable[tuple[nn.Module, Callable[..., Any]]], *, pre: bool = False
+    hooks: Iterable[tuple[nn.Module, Callable[..., Any]]], *, pre: bool = False, with_kwargs: bool = False
 ) -> Iterator[None]:
     """Register each ``(module, hook)`` as a forward hook (a forward pre-hook with ``pre=True``) for the
     block; all of them are removed when it ends, also when registering or the block raises.
+    ``with_kwargs=True`` hands the hooks the keyword arguments too (``hook(module, args, kwargs, out)``;
+    see ``nn.Module.register_forward_hook``).
 
     >>> m = nn.Linear(2, 2)
     >>> with forward_hooks([(m, lambda mod, i, o: None)]):
@@ -54,7 +56,7 @@ def forward_hooks(
     try:
         for module, hook in hooks:
             register = module.register_forward_pre_hook if pre else module.register_forward_hook
-            handles.append(register(hook))
+            handles.append(register(hook, with_kwargs=True) if with_kwargs else register(hook))
         yield
     finally:
         for handle in handles:

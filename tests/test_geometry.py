@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +16,7 @@ from pruneviz.analysis.geometry import (
     cka,
     cka_grid,
     cka_matrix,
+    default_layers,
     knn_indices,
     logit_decomposition,
     logit_geometry,
@@ -361,3 +364,38 @@ def test_rbf_cka_keeps_float64_precision_for_offset_float32_features():
     dead[:4] = rng.normal(size=(4, 3))
     assert cka(dead, dead + 0.0, kernel="rbf") == pytest.approx(1.0)
     assert 0 < cka(dead, rng.normal(size=(20, 3)), kernel="rbf") < 1
+
+
+class TinyViT(nn.Module):
+    """torchvision-style ViT in miniature: patch-embedding conv, class token, encoder layer, head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(1, 8, 4, stride=4)
+        self.cls = nn.Parameter(torch.zeros(1, 1, 8))
+        self.encoder = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True, dropout=0.0)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(len(x), -1, -1), tokens], 1)
+        return self.head(self.encoder(tokens)[:, 0])
+
+
+def test_cka_grid_default_layers_on_a_vit_with_multihead_attention():
+    from pruneviz.prune import prune_
+
+    torch.manual_seed(0)
+    dense = TinyViT()
+    # out_proj is called functionally inside the attention: it never runs as a module, so it is no default
+    assert default_layers(dense) == ["patch", "encoder.linear1", "encoder.linear2", "head"]
+    pruned = copy.deepcopy(dense)
+    masks = prune_(pruned, method="magnitude", sparsity=0.5)
+    assert "encoder.self_attn.in_proj_weight" in masks and "encoder.self_attn.out_proj" in masks
+    x = torch.randn(12, 1, 8, 8)
+    grid = cka_grid(dense, pruned, x)
+    assert len(grid) == 16
+    self_grid = cka_grid(dense, dense, x)
+    diagonal = self_grid[self_grid.layer_a == self_grid.layer_b]
+    np.testing.assert_allclose(diagonal.value, 1.0, atol=1e-5)
+    assert bool(((grid.value >= 0) & (grid.value <= 1)).all())

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from pruneviz._scope import eval_mode
 from pruneviz._validation import check_int, fail
 from pruneviz.data.dataset import Dataset
+from pruneviz.prune.weights import parameter_name_of
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -104,7 +105,7 @@ class HessianOperator:
             )
         keep: dict[str, torch.Tensor] = {}
         for module_name, mask in (masks or {}).items():
-            pname = f"{module_name}.weight"
+            pname = parameter_name_of(model, module_name) or f"{module_name}.weight"
             if pname in names:
                 if tuple(mask.shape) != tuple(named[pname].shape):
                     fail(

@@ -28,6 +28,7 @@ from torch import nn
 
 from pruneviz._validation import check_choice, check_int, check_positive_float, data_fail, fail
 from pruneviz.analysis.activations import check_inputs, check_layers, iter_activations
+from pruneviz.prune.weights import is_gpt2_conv1d
 
 KERNELS = ("linear", "rbf")
 
@@ -223,9 +224,21 @@ def _grid_frame(layers_a: list[str], layers_b: list[str], grid: np.ndarray) -> p
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """The layers compared by default: every convolution and linear layer, in order."""
+    """The layers compared by default: every convolution (1-, 2-, 3-D) and linear layer (and GPT-2
+    ``Conv1D``), in order, whose output is one tensor.
+
+    An ``nn.MultiheadAttention``'s ``out_proj`` is left out: the attention calls it functionally
+    (``F.multi_head_attention_forward`` reads ``out_proj.weight``), so it never runs as a module and has
+    no activations of its own; the attention module itself returns a tuple. Pass ``layers_a=`` /
+    ``layers_b=`` to compare other modules.
+    """
+    functional = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     return [
-        name for name, m in model.named_modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear) and name
+        name
+        for name, m in model.named_modules()
+        if name
+        and id(m) not in functional
+        and (isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear) or is_gpt2_conv1d(m))
     ]
 
 

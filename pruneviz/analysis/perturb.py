@@ -19,17 +19,19 @@ from torch.nn import functional as F
 from pruneviz._scope import eval_mode
 from pruneviz._validation import check_int, fail
 from pruneviz.data.dataset import Dataset
+from pruneviz.prune.weights import parameter_name_of
 
 Direction = dict[str, torch.Tensor]
 
 
 def parameter_masks(model: nn.Module, masks: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
-    """Keep-masks by *parameter* name (``"fc.weight"``) from keep-masks by module name (``"fc"``). Only
+    """Keep-masks by *parameter* name (``"fc.weight"``) from keep-masks by prunable-weight key (``"fc"``
+    for a module's weight, ``"attn.in_proj_weight"`` for a parameter key). Only
     the given masks count: a zero weight without a mask is an ordinary weight that may move."""
     named = dict(model.named_parameters())
     out = {}
     for module_name, mask in (masks or {}).items():
-        pname = f"{module_name}.weight"
+        pname = parameter_name_of(model, module_name) or f"{module_name}.weight"
         if pname not in named:
             fail(
                 "masks",

@@ -36,13 +36,14 @@ from torch.nn import functional as F
 from pruneviz._scope import eval_mode, forward_hooks
 from pruneviz._validation import check_int, fail
 from pruneviz.models.adapter import adapted
-from pruneviz.prune.masks import PRUNABLE_TYPES
 
 EVALS_THRESH = 1e-5  # eigenvalues at or below this are left out of the power-law fit (as weightwatcher)
 SMALL_ESD = 20  # fewer eigenvalues than this above EVALS_THRESH: the small-sample fit (as weightwatcher)
 SMALL_ESD_MIN_TAIL = 8  # ... which tries only tails of at least this many eigenvalues
 MIN_EVALS = 8  # weightwatcher reports no layer smaller than this (its min_evals default)
 EMBEDDING_TYPES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
+#: the layers weightwatcher covers (its conventions for Conv3d and transposed convolutions differ)
+SPECTRAL_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 DEGENERATE_LOG_SUM = 1e-12  # a small tail whose Σ ln(x / x_min) is this small has no power law to fit
 
 
@@ -411,7 +412,7 @@ def _spectral_layers(
 ) -> dict[str, nn.Module]:
     """The model's Linear and Conv (and, with ``embeddings``, Embedding) layers by name, in model order;
     only ``layers`` where given (checked)."""
-    types = (*PRUNABLE_TYPES, *EMBEDDING_TYPES) if embeddings else PRUNABLE_TYPES
+    types = (*SPECTRAL_TYPES, *EMBEDDING_TYPES) if embeddings else SPECTRAL_TYPES
     found = {n: m for n, m in model.named_modules() if isinstance(m, types)}
     kinds = "Linear or Conv (or Embedding) layers" if embeddings else "Linear or Conv layers"
     if not found:
@@ -621,5 +622,5 @@ def randomized_spectrum_table(
 def layer_spectra(model: nn.Module, *, embeddings: bool = True) -> Mapping[str, np.ndarray]:
     """The ESD (weightwatcher convention) of every Linear, Conv and (unless ``embeddings=False``)
     Embedding layer, by name."""
-    types = (*PRUNABLE_TYPES, *EMBEDDING_TYPES) if embeddings else PRUNABLE_TYPES
+    types = (*SPECTRAL_TYPES, *EMBEDDING_TYPES) if embeddings else SPECTRAL_TYPES
     return {n: esd(m.weight) for n, m in model.named_modules() if isinstance(m, types)}

@@ -19,7 +19,7 @@ from pruneviz.prune.allocation import (
 )
 from pruneviz.prune.api import METHODS, compute_masks, method_names, prune_
 from pruneviz.prune.channels import ChannelPruned, apply_channel_plan, mask_channels_, prune_channels
-from pruneviz.prune.criteria import CRITERIA, layer_inputs, score
+from pruneviz.prune.criteria import CRITERIA, layer_input_blocks, layer_inputs, score
 from pruneviz.prune.formats import (
     NMCompressed,
     export_inference,
@@ -41,6 +41,7 @@ from pruneviz.prune.schedules import (
     weights_at_step,
 )
 from pruneviz.prune.sparsegpt import optimal_reconstruction, reconstruction_error, sparsegpt_layer
+from pruneviz.prune.weights import PrunableWeight, prunable_weights
 
 __all__ = [
     "ALLOCATIONS",
@@ -49,6 +50,7 @@ __all__ = [
     "ChannelPruned",
     "Masks",
     "NMCompressed",
+    "PrunableWeight",
     "PruneResult",
     "Structure",
     "allocate",
@@ -64,6 +66,7 @@ __all__ = [
     "gradual",
     "iterative_magnitude",
     "kernel_speedups",
+    "layer_input_blocks",
     "layer_inputs",
     "mask_channels_",
     "measure_latency",
@@ -74,6 +77,7 @@ __all__ = [
     "optimal_reconstruction",
     "parse_structure",
     "prunable_layers",
+    "prunable_weights",
     "prune_",
     "prune_channels",
     "reconstruction_error",

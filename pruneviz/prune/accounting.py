@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import statistics
 import time
 from collections.abc import Sequence
@@ -12,18 +13,19 @@ from torch import nn
 
 from pruneviz._scope import eval_mode, forward_hooks
 from pruneviz._validation import check_int
-from pruneviz.prune.masks import PRUNABLE_TYPES
+from pruneviz.prune.weights import all_prunable_weights
 
 
-def sparsity_by_layer(model: nn.Module) -> pd.DataFrame:
-    """One row per Linear/Conv layer: ``layer``, ``kind``, ``params`` (weight entries), ``zeros``,
-    ``sparsity`` (fraction of weight entries that are exactly zero), plus a final ``layer="total"`` row."""
+def sparsity_by_layer(model: nn.Module, *, include_embeddings: bool = False) -> pd.DataFrame:
+    """One row per prunable weight (see :func:`~pruneviz.prune.prunable_weights`; embedding tables with
+    ``include_embeddings=True``): ``layer`` (its key), ``kind`` (the module's class name), ``params``
+    (weight entries), ``zeros``, ``sparsity`` (fraction of weight entries that are exactly zero), plus a
+    final ``layer="total"`` row."""
     rows = []
-    for name, m in model.named_modules():
-        if isinstance(m, PRUNABLE_TYPES):
-            w = m.weight.detach()
-            zeros = int((w == 0).sum())
-            rows.append({"layer": name, "kind": type(m).__name__, "params": w.numel(), "zeros": zeros})
+    for key, pw in all_prunable_weights(model, include_embeddings=include_embeddings).items():
+        w = pw.weight.detach()
+        zeros = int((w == 0).sum())
+        rows.append({"layer": key, "kind": type(pw.module).__name__, "params": w.numel(), "zeros": zeros})
     df = pd.DataFrame(rows, columns=["layer", "kind", "params", "zeros"])
     total = pd.DataFrame([{"layer": "total", "kind": "", "params": df.params.sum(), "zeros": df.zeros.sum()}])
     df = pd.concat([df, total], ignore_index=True)
@@ -33,35 +35,66 @@ def sparsity_by_layer(model: nn.Module) -> pd.DataFrame:
 
 @torch.no_grad()
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
-    """Multiply-accumulates per Linear/Conv layer for one sample.
+    """Multiply-accumulates per prunable weight for one sample (embedding look-ups count none).
 
     ``dense_macs`` counts every weight; ``effective_macs`` counts only non-zero weights (what a perfect
-    sparse kernel would do). A last row ``layer="total"`` sums them.
+    sparse kernel would do). A weight is used once per output position (Linear, GPT-2 ``Conv1D``:
+    tokens; convolutions: spatial positions), once per *input* position for a transposed convolution,
+    and once per query, key or value token for an attention projection (``out_proj``: per query token).
+    A last row ``layer="total"`` sums them.
     """
     rows: list[dict[str, object]] = []
 
-    def hook_for(name: str):
+    def add(key: str, kind: str, w: torch.Tensor, positions: int) -> None:
+        dense = positions * w.numel()
+        density = float((w != 0).sum()) / w.numel()
+        effective = round(dense * density)
+        rows.append({"layer": key, "kind": kind, "dense_macs": dense, "effective_macs": effective})
+
+    def hook_for(key: str, pw):
         def hook(m: nn.Module, inputs, out):
-            w = m.weight
-            # output positions per sample: rows of a Linear's output, spatial positions of a conv's
-            positions = out.numel() // out.shape[-1] if isinstance(m, nn.Linear) else out[0, 0].numel()
-            dense = positions * w.numel()  # each weight is used once per output position
-            density = float((w != 0).sum()) / w.numel()
-            rows.append(
-                {
-                    "layer": name,
-                    "kind": type(m).__name__,
-                    "dense_macs": dense,
-                    "effective_macs": round(dense * density),
-                }
-            )
+            if pw.kind in ("linear", "conv1d_gpt2"):
+                positions = out.numel() // out.shape[-1]
+            elif pw.kind == "conv_transpose":
+                positions = inputs[0][0, 0].numel()
+            else:
+                positions = out[0, 0].numel()
+            add(key, type(m).__name__, pw.weight, positions)
 
         return hook
 
-    hooks = [(m, hook_for(n)) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
-    with forward_hooks(hooks), eval_mode(model):
+    def attention_hook_for(entries):
+        def hook(m: nn.MultiheadAttention, args, kwargs, _out):
+            bound = inspect.signature(m.forward).bind(*args, **kwargs).arguments
+            tokens = {k: bound[name].numel() // bound[name].shape[-1] for k, name in _QKV.items()}
+            for key, pw in entries:
+                if pw.param_name == "in_proj_weight":
+                    w = pw.weight
+                    e = w.shape[0] // 3
+                    for i, k in enumerate("qkv"):
+                        add(f"{key}[{k}]", "MultiheadAttention", w[i * e : (i + 1) * e], tokens[k])
+                elif pw.kind == "attention":
+                    add(key, "MultiheadAttention", pw.weight, tokens[pw.param_name[0]])
+                else:  # out_proj, called inside the attention
+                    add(key, type(pw.module).__name__, pw.weight, tokens["q"])
+
+        return hook
+
+    plain, attention = [], {}
+    for key, pw in all_prunable_weights(model).items():
+        parent = _attention_of(model, pw)
+        if parent is not None:
+            attention.setdefault(parent, []).append((key, pw))
+        else:
+            plain.append((pw.module, hook_for(key, pw)))
+    with (
+        forward_hooks(plain),
+        forward_hooks([(m, attention_hook_for(e)) for m, e in attention.items()], with_kwargs=True),
+        eval_mode(model),
+    ):
         model(torch.zeros(1, *input_shape))
     df = pd.DataFrame(rows, columns=["layer", "kind", "dense_macs", "effective_macs"])
+    df = _merge_qkv(df)
     total = {
         "layer": "total",
         "kind": "",
@@ -69,6 +102,36 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
         "effective_macs": df.effective_macs.sum(),
     }
     return pd.concat([df, pd.DataFrame([total])], ignore_index=True)
+
+
+_QKV = {"q": "query", "k": "key", "v": "value"}
+
+
+def _attention_of(model: nn.Module, pw) -> nn.MultiheadAttention | None:
+    """The attention module that runs ``pw``: its own for input projections, its parent for out_proj."""
+    if pw.kind == "attention":
+        return pw.module
+    parent_name = pw.module_name.rpartition(".")[0]
+    if pw.kind == "linear" and pw.module_name.endswith("out_proj"):
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if isinstance(parent, nn.MultiheadAttention) and parent.out_proj is pw.module:
+            return parent
+    return None
+
+
+def _merge_qkv(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per in_proj_weight: its query, key and value parts summed."""
+    base = df.layer.str.replace(r"\[[qkv]\]$", "", regex=True)
+    if bool((base == df.layer).all()):
+        return df
+    merged = (
+        df.assign(layer=base)
+        .groupby("layer", sort=False, as_index=False)
+        .agg(
+            kind=("kind", "first"), dense_macs=("dense_macs", "sum"), effective_macs=("effective_macs", "sum")
+        )
+    )
+    return merged[["layer", "kind", "dense_macs", "effective_macs"]]
 
 
 @torch.no_grad()

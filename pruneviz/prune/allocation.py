@@ -19,6 +19,7 @@ from pruneviz._validation import check_choice, fail
 from pruneviz.kernels._layout import nm_unview as _nm_unview
 from pruneviz.kernels._layout import nm_view as _nm_view
 from pruneviz.prune.masks import Masks
+from pruneviz.prune.weights import PrunableWeight, as_weights
 
 ALLOCATIONS = ("uniform", "global", "global_floor", "erk", "per_row")
 
@@ -134,7 +135,7 @@ def _expand_blocks(keep_blocks: torch.Tensor, block: tuple[int, int], shape: tor
     return full.reshape(shape)
 
 
-def erk_densities(layers: Mapping[str, nn.Module], sparsity: float) -> dict[str, float]:
+def erk_densities(layers: Mapping[str, PrunableWeight | nn.Module], sparsity: float) -> dict[str, float]:
     """Erdős–Rényi-Kernel densities (Evci et al. 2020): density ∝ sum(shape) / prod(shape), scaled so the
     total density is ``1 - sparsity``; layers that would exceed density 1 are kept dense."""
     sizes = {n: m.weight.numel() for n, m in layers.items()}
@@ -178,7 +179,7 @@ def allocate(
     sparsity: float | None,
     structure: Structure,
     allocation: str,
-    layers: Mapping[str, nn.Module] | None = None,
+    layers: Mapping[str, PrunableWeight | nn.Module] | None = None,
     floor: float = 0.01,
     where: str = "prune",
 ) -> Masks:
@@ -188,12 +189,30 @@ def allocate(
     layers. ``global_floor``: global, but each layer keeps at least ``max(1, ceil(floor * n_layer))``
     units. ``erk``: per-layer sparsities from Erdős–Rényi-Kernel. ``per_row``: every output row loses
     ``round(sparsity * row_length)`` weights (Wanda's comparison group). N:M ignores the allocation.
+
+    Rows, N:M groups and blocks are taken in each weight's ``(out, in)`` orientation
+    (:meth:`~pruneviz.prune.weights.PrunableWeight.oriented`) when ``layers`` gives the prunable weights;
+    without ``layers`` the scores are taken as ``(out, in, *kernel)`` already.
     """
     check_choice(allocation, "allocation", where, ALLOCATIONS)
+    weights = as_weights(layers) if layers is not None else {}
+    oriented = {n: weights[n].oriented(s) if n in weights else s for n, s in scores.items()}
+    masks = _allocate(oriented, sparsity, structure, allocation, layers, floor, where)
+    return Masks({n: weights[n].from_oriented(m) if n in weights else m for n, m in masks.items()})
+
+
+def _allocate(
+    scores: Mapping[str, torch.Tensor],
+    sparsity: float | None,
+    structure: Structure,
+    allocation: str,
+    layers: Mapping[str, PrunableWeight | nn.Module] | None,
+    floor: float,
+    where: str,
+) -> dict[str, torch.Tensor]:
+    """:func:`allocate` on scores in ``(out, in, *kernel)`` orientation; plain dict of keep-masks."""
     if structure.kind == "nm":
-        return Masks(
-            {n: nm_mask(s, structure.n, structure.m, name=n, where=where) for n, s in scores.items()}
-        )
+        return {n: nm_mask(s, structure.n, structure.m, name=n, where=where) for n, s in scores.items()}
     if sparsity is None:
         fail("sparsity", where, "a float in [0, 1) for this structure", None, "pass e.g. sparsity=0.9.")
     if structure.kind == "block":
@@ -223,9 +242,9 @@ def allocate(
             keep = torch.ones_like(mat, dtype=torch.bool)
             keep.scatter_(1, order[:, :k], False)
             out[n] = expand(n, keep.reshape(u.shape))
-        return Masks(out)
+        return out
     if allocation == "uniform":
-        return Masks({n: expand(n, _prune_lowest(u, round(sparsity * u.numel()))) for n, u in units.items()})
+        return {n: expand(n, _prune_lowest(u, round(sparsity * u.numel()))) for n, u in units.items()}
     if allocation == "erk":
         if layers is None:
             fail(
@@ -238,7 +257,7 @@ def allocate(
         dens = erk_densities(layers, sparsity)
         sizes = {n: u.numel() for n, u in units.items()}
         counts = _exact_counts(sizes, dens, round(sparsity * sum(sizes.values())))
-        return Masks({n: expand(n, _prune_lowest(u, counts[n])) for n, u in units.items()})
+        return {n: expand(n, _prune_lowest(u, counts[n])) for n, u in units.items()}
 
     names = list(units)
     flat = torch.cat([units[n].flatten().float() for n in names])
@@ -269,4 +288,4 @@ def allocate(
     for size, n in zip(sizes, names, strict=True):
         out[n] = expand(n, keep_flat[start : start + size].reshape(units[n].shape))
         start += size
-    return Masks(out)
+    return out

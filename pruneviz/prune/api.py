@@ -16,9 +16,10 @@ from torch import nn
 from pruneviz._validation import check_choice, check_fraction, check_int, fail
 from pruneviz.data.dataset import Dataset
 from pruneviz.prune.allocation import ALLOCATIONS, Structure, allocate, check_nm_divisible, parse_structure
-from pruneviz.prune.criteria import DATA_FREE, layer_input_gram, score
-from pruneviz.prune.masks import Masks, prunable_layers
+from pruneviz.prune.criteria import DATA_FREE, check_input_columns, layer_input_gram, score
+from pruneviz.prune.masks import Masks
 from pruneviz.prune.sparsegpt import sparsegpt_layer
+from pruneviz.prune.weights import PrunableWeight, prunable_weights, weights_of
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ def compute_masks(
     synflow_iterations: int = 100,
     input_shape: tuple[int, ...] | None = None,
     batch_size: int = 256,
+    include_embeddings: bool = False,
 ) -> Masks:
     """Keep-masks for ``model``'s prunable layers; the model itself is not changed.
 
@@ -101,15 +103,22 @@ def compute_masks(
     structure : ``"unstructured"``, ``"N:M"``, ``"block:HxW"`` (channels: :func:`prune_channels`).
     allocation : ``uniform``, ``global``, ``global_floor``, ``erk`` or ``per_row``; default the method's.
     data : calibration samples, needed by data-driven criteria (SNIP, GraSP, Taylor, Wanda, SparseGPT).
-    exclude : names of prunable layers to leave dense (e.g. the first conv or the classifier).
+    exclude : keys of prunable weights to leave dense (e.g. the first conv or the classifier); see
+        :func:`~pruneviz.prune.prunable_weights` for the keys (a module's name for its ``weight``,
+        ``"<attention>.in_proj_weight"`` for attention input projections).
     seed : fixes every random choice.
+    include_embeddings : also prune ``nn.Embedding`` tables (off by default: they are left dense).
+
+    Every prunable weight is pruned: Linear, Conv1d/2d/3d (grouped, depthwise), ConvTranspose1d/2d/3d,
+    GPT-2 ``Conv1D``, ``nn.MultiheadAttention`` input projections and ``out_proj``; row-wise criteria,
+    N:M groups and blocks use each weight's ``(out, in)`` orientation.
 
     >>> from pruneviz.models import build_model
     >>> model = build_model("mlp", input_shape=(4,), num_classes=3, hidden=(8,))
     >>> compute_masks(model, method="global_magnitude", sparsity=0.5).sparsity()
     0.5
     """
-    checked = _checked(
+    return _compute_masks(
         model,
         where="compute_masks",
         method=method,
@@ -123,11 +132,20 @@ def compute_masks(
         synflow_iterations=synflow_iterations,
         input_shape=input_shape,
         batch_size=batch_size,
+        include_embeddings=include_embeddings,
     )
+
+
+def _compute_masks(model: nn.Module, *, where: str, **options: object) -> Masks:
+    """:func:`compute_masks`, its errors naming ``where``."""
+    checked = _checked(model, where=where, **options)
+    method, data, seed = options["method"], options["data"], options["seed"]
+    floor, batch_size = options["floor"], options["batch_size"]
+    input_shape = options["input_shape"]
     layers = checked.layers
     if method == "sparsegpt":
         work = _copy_model(model)
-        return _sparsegpt_(work, layers_of(work, layers), checked=checked)
+        return _sparsegpt_(work, weights_of(work, layers), checked=checked)
     if method == "synflow":
         return _synflow_masks(
             model,
@@ -135,7 +153,7 @@ def compute_masks(
             checked.sparsity,
             checked.structure,
             checked.allocation,
-            synflow_iterations,
+            options["synflow_iterations"],
             input_shape or _shape_of(data),
             floor,
         )
@@ -147,7 +165,7 @@ def compute_masks(
         allocation=checked.allocation,
         layers=layers,
         floor=floor,
-        where="compute_masks",
+        where=where,
     )
 
 
@@ -165,6 +183,7 @@ def prune_(
     synflow_iterations: int = 100,
     input_shape: tuple[int, ...] | None = None,
     batch_size: int = 256,
+    include_embeddings: bool = False,
 ) -> Masks:
     """Compute masks as :func:`compute_masks` does (same options) and apply them to ``model`` in place.
 
@@ -183,11 +202,12 @@ def prune_(
         "synflow_iterations": synflow_iterations,
         "input_shape": input_shape,
         "batch_size": batch_size,
+        "include_embeddings": include_embeddings,
     }
     if method == "sparsegpt":
         checked = _checked(model, where="prune_", **options)
         return _sparsegpt_(model, checked.layers, checked=checked)
-    masks = compute_masks(model, **options)
+    masks = _compute_masks(model, where="prune_", **options)
     masks.apply_(model)
     return masks
 
@@ -198,7 +218,7 @@ class _Checked:
     sparsity: float
     structure: Structure
     allocation: str
-    layers: dict[str, nn.Module]
+    layers: dict[str, PrunableWeight]
     data: Dataset | None
     batch_size: int
 
@@ -218,6 +238,7 @@ def _checked(
     synflow_iterations: int,
     input_shape: tuple[int, ...] | None,
     batch_size: int,
+    include_embeddings: bool = False,
 ) -> _Checked:
     """Validate every pruning option once, before anything is computed or changed."""
     check_choice(method, "method", where, METHODS)
@@ -239,7 +260,15 @@ def _checked(
     check_fraction(floor, "floor", where)
     check_int(synflow_iterations, "synflow_iterations", where, minimum=1)
     batch_size = check_int(batch_size, "batch_size", where, minimum=1)
-    layers = prunable_layers(model, exclude=tuple(exclude), where=where)
+    if not isinstance(include_embeddings, bool):
+        fail(
+            "include_embeddings", where, "True or False", include_embeddings, "pass include_embeddings=True."
+        )
+    layers = prunable_weights(
+        model, exclude=tuple(exclude), include_embeddings=include_embeddings, where=where
+    )
+    if METHODS[method].criterion in ("wanda", "sparsegpt"):
+        check_input_columns(layers, where)
     if method in NEEDS_DATA:
         if data is None:
             fail(
@@ -266,8 +295,8 @@ def _checked(
         if allocation != "uniform":
             fail("allocation", where, "'uniform' for SparseGPT (it prunes layer by layer)", allocation)
         if struct.kind == "nm":
-            for name, m in layers.items():
-                check_nm_divisible(m.weight.shape[1], struct, name, where)
+            for name, w in layers.items():
+                check_nm_divisible(w.oriented().shape[1], struct, name, where)
     if method == "synflow" and input_shape is None and data is None:
         fail(
             "input_shape",
@@ -289,15 +318,9 @@ def _copy_model(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
 
 
-def layers_of(model: nn.Module, layers: dict[str, nn.Module]) -> dict[str, nn.Module]:
-    """The modules of ``model`` with the same names as ``layers`` (e.g. in a copy)."""
-    modules = dict(model.named_modules())
-    return {n: modules[n] for n in layers}
-
-
 def _synflow_masks(
     model: nn.Module,
-    layers: dict[str, nn.Module],
+    layers: dict[str, PrunableWeight],
     sparsity: float,
     struct: Structure,
     allocation: str,
@@ -327,21 +350,43 @@ def _synflow_masks(
 
 
 @torch.no_grad()
-def _sparsegpt_(model: nn.Module, layers: dict[str, nn.Module], *, checked: _Checked) -> Masks:
+def _sparsegpt_(model: nn.Module, layers: dict[str, PrunableWeight], *, checked: _Checked) -> Masks:
     """Prune ``layers`` of ``model`` one after another in forward order, each on the inputs produced
-    by the already pruned layers before it (as in the paper), reconstructing the kept weights."""
+    by the already pruned layers before it (as in the paper), reconstructing the kept weights.
+
+    Each weight is reconstructed as its ``(out, in)`` matrix; a weight whose row blocks read different
+    inputs (grouped convolutions, attention ``in_proj_weight``) is reconstructed block by block, each
+    block losing ``round(sparsity * block size)`` weights."""
     structure = checked.structure
     masks = {}
-    for name, module in layers.items():
-        gram = layer_input_gram(model, {name: module}, checked.data, checked.batch_size)[name]
-        w = module.weight.detach()
-        mat = w.reshape(w.shape[0], -1)
+    for name, w in layers.items():
+        grams = layer_input_gram(model, {name: w}, checked.data, checked.batch_size).get(name)
+        if grams is None:
+            fail(
+                "model",
+                "prune (method='sparsegpt')",
+                "a model whose forward pass runs every prunable weight on the calibration data",
+                None,
+                got=f"layer {name!r} never ran",
+                fix=f"exclude it (exclude=[{name!r}, ...]).",
+            )
+        oriented = w.oriented()
+        mat = w.matrix()
         order = None
-        if structure.kind == "nm" and w.ndim > 2:  # (C, k...) columns -> input channel fastest
-            order = torch.arange(mat.shape[1]).reshape(w.shape[1], -1).T.flatten()
-        new, keep = sparsegpt_layer(
-            mat, gram=gram, sparsity=checked.sparsity, structure=structure, column_order=order
-        )
-        module.weight.copy_(new.reshape(w.shape))
-        masks[name] = keep.reshape(w.shape)
+        if structure.kind == "nm" and oriented.ndim > 2:  # (C, k...) columns -> input channel fastest
+            order = torch.arange(mat.shape[1]).reshape(oriented.shape[1], -1).T.flatten()
+        rows = mat.shape[0] // len(grams)
+        new_rows, keep_rows = [], []
+        for b, gram in enumerate(grams):
+            new, keep = sparsegpt_layer(
+                mat[b * rows : (b + 1) * rows],
+                gram=gram,
+                sparsity=checked.sparsity,
+                structure=structure,
+                column_order=order,
+            )
+            new_rows.append(new)
+            keep_rows.append(keep)
+        w.weight.copy_(w.from_matrix(torch.cat(new_rows)))
+        masks[name] = w.from_matrix(torch.cat(keep_rows))
     return Masks(masks)

@@ -25,9 +25,11 @@ from pruneviz._scope import eval_mode, forward_hooks
 from pruneviz._validation import check_choice, check_fraction, check_int, fail
 from pruneviz.data.dataset import Dataset
 from pruneviz.prune.criteria import score
-from pruneviz.prune.masks import PRUNABLE_TYPES, prunable_layers
+from pruneviz.prune.masks import prunable_layers
 
 ChannelPlan = list[dict[str, Any]]
+#: the layers whose output channels are removed physically (through Torch-Pruning's graph)
+CHANNEL_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 CHANNEL_CRITERIA = ("magnitude", "random", "taylor", "snip")
 
 
@@ -58,7 +60,7 @@ def _output_layers(model: nn.Module, input_shape: Sequence[int]) -> list[str]:
     hooks = [
         (m, lambda mod, i, o, n=n: order.append(n))
         for n, m in model.named_modules()
-        if isinstance(m, PRUNABLE_TYPES)
+        if isinstance(m, CHANNEL_TYPES)
     ]
     with forward_hooks(hooks), eval_mode(model), torch.no_grad():
         model(torch.zeros(1, *input_shape))
@@ -107,7 +109,7 @@ def prune_channels(
     ignored = [modules[n] for n in sorted({*_output_layers(work, shape), *exclude})]
 
     plan: ChannelPlan = []
-    for group in list(dg.get_all_groups(ignored_layers=ignored, root_module_types=PRUNABLE_TYPES)):
+    for group in list(dg.get_all_groups(ignored_layers=ignored, root_module_types=CHANNEL_TYPES)):
         n_root = len(group[0].idxs)
         importance = torch.zeros(n_root, dtype=torch.float64)
         scored = False

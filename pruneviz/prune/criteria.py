@@ -1,26 +1,41 @@
-"""Importance criteria: each maps prunable layers to a score per weight (higher = more important).
+"""Importance criteria: each maps prunable weights to a score per weight (higher = more important).
 
 Every criterion has the signature ``criterion(model, layers, *, data, seed, batch_size) -> {name: scores}``
-and leaves the model exactly as it found it (weights, gradients, mode). Data-driven criteria read a
-calibration :class:`~pruneviz.data.Dataset`.
+and leaves the model exactly as it found it (weights, gradients, mode). ``layers`` maps keys to
+:class:`~pruneviz.prune.weights.PrunableWeight` (as :func:`~pruneviz.prune.prunable_weights` gives them);
+a module given instead stands for its ``weight``. Scores have the weight's shape. Data-driven criteria
+read a calibration :class:`~pruneviz.data.Dataset`.
+
+Input columns (Wanda, SparseGPT, :func:`layer_inputs`) exist for Linear, Conv1d/2d/3d (grouped and
+depthwise: one column matrix per group), GPT-2 ``Conv1D``, ``ConvTranspose1d/2d/3d`` (through the
+equivalent convolution of the zero-upsampled input), ``nn.MultiheadAttention``'s input projections
+(``in_proj_weight``'s three row blocks read the query, key and value inputs) and its ``out_proj`` (whose
+input, the attention output before the projection, is recomputed by re-running the attention with an
+identity projection: ``F.multi_head_attention_forward`` uses ``out_proj.weight`` directly, so hooks on
+``out_proj`` never fire). Embedding tables have no input columns (their inputs are indices).
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
+import math
 from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pruneviz._scope import eval_mode, forward_hooks
 from pruneviz._seed import seeded
 from pruneviz._validation import fail
 from pruneviz.data.dataset import Dataset
+from pruneviz.prune.weights import PrunableWeight, as_weights, weights_of
 
 Scores = dict[str, torch.Tensor]
 Criterion = Callable[..., Scores]
+Layers = Mapping[str, PrunableWeight | nn.Module]
 
 
 def _need_data(data: Dataset | None, method: str) -> Dataset:
@@ -70,25 +85,25 @@ class GradientScope:
         torch.set_grad_enabled(self.grad_mode)
 
 
-def magnitude(model: nn.Module, layers: Mapping[str, nn.Module], **_: object) -> Scores:
+def magnitude(model: nn.Module, layers: Layers, **_: object) -> Scores:
     """|w| (Han et al. 2015)."""
-    return {n: m.weight.detach().abs().clone() for n, m in layers.items()}
+    return {n: w.weight.detach().abs().clone() for n, w in as_weights(layers).items()}
 
 
-def random(model: nn.Module, layers: Mapping[str, nn.Module], *, seed: int = 0, **_: object) -> Scores:
+def random(model: nn.Module, layers: Layers, *, seed: int = 0, **_: object) -> Scores:
     """Uniform random scores drawn from ``seed`` (a baseline)."""
     gen = torch.Generator().manual_seed(seed)
-    return {n: torch.rand(m.weight.shape, generator=gen) for n, m in layers.items()}
+    return {n: torch.rand(w.weight.shape, generator=gen) for n, w in as_weights(layers).items()}
 
 
-def lamp(model: nn.Module, layers: Mapping[str, nn.Module], **_: object) -> Scores:
+def lamp(model: nn.Module, layers: Layers, **_: object) -> Scores:
     """Layer-adaptive magnitude-based pruning (Lee et al. 2021, eq. 2).
 
     With a layer's weights sorted so that ``|w_1| <= ... <= |w_n|``, the score of ``w_u`` is
     ``w_u^2 / sum_{v >= u} w_v^2``; scores are comparable across layers, so LAMP uses a global threshold.
     """
     out = {}
-    for n, m in layers.items():
+    for n, m in as_weights(layers).items():
         w2 = m.weight.detach().double().flatten() ** 2
         order = torch.argsort(w2, stable=True)
         sorted_w2 = w2[order]
@@ -104,10 +119,9 @@ def _batches(data: Dataset, batch_size: int):
         yield data.x[i : i + batch_size], data.y[i : i + batch_size]
 
 
-def _loss_gradients(
-    model: nn.Module, layers: Mapping[str, nn.Module], data: Dataset, batch_size: int
-) -> Scores:
+def _loss_gradients(model: nn.Module, layers: Layers, data: Dataset, batch_size: int) -> Scores:
     """Gradient of the mean cross-entropy over ``data`` w.r.t. each layer's weight."""
+    layers = as_weights(layers)
     grads = {n: torch.zeros_like(m.weight) for n, m in layers.items()}
     for xb, yb in _batches(data, batch_size):
         model.zero_grad(set_to_none=True)
@@ -120,7 +134,7 @@ def _loss_gradients(
 
 def snip(
     model: nn.Module,
-    layers: Mapping[str, nn.Module],
+    layers: Layers,
     *,
     data: Dataset | None = None,
     batch_size: int = 256,
@@ -128,6 +142,7 @@ def snip(
 ) -> Scores:
     """Connection sensitivity |g ⊙ w| with g the loss gradient on the calibration data (Lee et al. 2019)."""
     data = _need_data(data, "snip")
+    layers = as_weights(layers)
     with GradientScope(model):
         grads = _loss_gradients(model, layers, data, batch_size)
     return {n: (grads[n] * m.weight.detach()).abs() for n, m in layers.items()}
@@ -135,7 +150,7 @@ def snip(
 
 def taylor(
     model: nn.Module,
-    layers: Mapping[str, nn.Module],
+    layers: Layers,
     *,
     data: Dataset | None = None,
     batch_size: int = 64,
@@ -143,6 +158,7 @@ def taylor(
 ) -> Scores:
     """First-order Taylor importance (Molchanov et al. 2019): the mean over minibatches of (g ⊙ w)^2."""
     data = _need_data(data, "taylor")
+    layers = as_weights(layers)
     out = {n: torch.zeros_like(m.weight) for n, m in layers.items()}
     batches = 0
     with GradientScope(model):
@@ -157,7 +173,7 @@ def taylor(
 
 def grasp(
     model: nn.Module,
-    layers: Mapping[str, nn.Module],
+    layers: Layers,
     *,
     data: Dataset | None = None,
     batch_size: int = 256,
@@ -172,11 +188,12 @@ def grasp(
     data = _need_data(data, "grasp")
     work = copy.deepcopy(model)
     names = list(layers)
-    mods = dict(work.named_modules())
-    params = [mods[n].weight for n in names]
+    copied = weights_of(work, as_weights(layers))
+    params = [copied[n].weight for n in names]
     g = [torch.zeros_like(p) for p in params]
     hg = [torch.zeros_like(p) for p in params]
-    with GradientScope(work):
+    # Hg differentiates twice; fused attention kernels have no double backward, the math path has
+    with GradientScope(work), sdpa_kernel(SDPBackend.MATH):
         for xb, yb in _batches(data, batch_size):
             loss = F.cross_entropy(work(xb), yb, reduction="sum") / len(data)
             for acc, gi in zip(g, torch.autograd.grad(loss, params), strict=True):
@@ -192,7 +209,7 @@ def grasp(
 
 def synflow(
     model: nn.Module,
-    layers: Mapping[str, nn.Module],
+    layers: Layers,
     *,
     input_shape: tuple[int, ...] | None = None,
     masks: Mapping[str, torch.Tensor] | None = None,
@@ -204,13 +221,12 @@ def synflow(
     eval mode. The iterative schedule of SynFlow lives in :func:`pruneviz.prune.compute_masks`.
     """
     work = copy.deepcopy(model).double().eval()
-    mods = dict(work.named_modules())
+    copied = weights_of(work, as_weights(layers))
     with torch.no_grad():
         for p in work.parameters():
             p.abs_()
-        if masks:
-            for n, mk in masks.items():
-                mods[n].weight.mul_(mk.to(torch.float64))
+        for n, mk in (masks or {}).items():
+            copied[n].weight.mul_(mk.to(torch.float64))
     if input_shape is None:
         fail(
             "input_shape",
@@ -220,130 +236,291 @@ def synflow(
             "pass input_shape=... or data=<a Dataset> (its input shape is used).",
         )
     ones = torch.ones((1, *input_shape), dtype=torch.float64)
-    params = [mods[n].weight for n in layers]
+    params = [copied[n].weight for n in layers]
     with GradientScope(work):
         r = work(ones).sum()
         grads = torch.autograd.grad(r, params)
     return {n: (g * p).detach().abs().float() for n, p, g in zip(layers, params, grads, strict=True)}
 
 
+def _tokens(x: torch.Tensor) -> torch.Tensor:
+    """``(..., features)`` -> ``(features, tokens)`` in float64."""
+    return x.detach().reshape(-1, x.shape[-1]).T.double()
+
+
+def _mha_out_proj_parent(model: nn.Module, w: PrunableWeight) -> nn.MultiheadAttention | None:
+    """The ``nn.MultiheadAttention`` whose ``out_proj`` ``w`` is, if it is one."""
+    if w.kind != "linear" or not w.module_name.endswith("out_proj"):
+        return None
+    parent_name = w.module_name.rpartition(".")[0]
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if isinstance(parent, nn.MultiheadAttention) and parent.out_proj is w.module:
+        return parent
+    return None
+
+
+def check_input_columns(layers: Layers, where: str) -> dict[str, PrunableWeight]:
+    """Refuse (naming the layer and the fix) the weights that have no input columns."""
+    weights = as_weights(layers)
+    for key, w in weights.items():
+        m = w.module
+        reason = None
+        if w.kind == "embedding":
+            reason = "an embedding table (its inputs are token indices, not features)"
+        elif w.kind == "other":
+            reason = f"a {type(m).__name__}.{w.param_name}, a parameter with no known input"
+        if reason is not None:
+            fail(
+                "model",
+                where,
+                "prunable weights with input columns for a data-driven criterion (Wanda, SparseGPT)",
+                None,
+                got=f"layer {key!r}, {reason}",
+                fix=f"exclude it (exclude=[{key!r}, ...]) or use a data-free or gradient method "
+                "(magnitude, lamp, random, synflow, snip, taylor, grasp).",
+            )
+    return weights
+
+
+def _im2col(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...]):
+    """Patches of an already padded ``(B, C, *spatial)`` input as ``(C * prod(kernel), B * positions)``:
+    row ``(c, k...)`` in ``F.unfold`` order, columns ``(b, position...)``. Any number of spatial dims."""
+    d = len(kernel)
+    for i in range(d):
+        x = x.unfold(2 + i, dilation[i] * (kernel[i] - 1) + 1, stride[i])  # (B, C, *out, *span)
+    x = x[(Ellipsis, *(slice(None, None, dl) for dl in dilation))]  # (B, C, *out, *kernel)
+    x = x.permute(1, *range(2 + d, 2 + 2 * d), 0, *range(2, 2 + d))
+    return x.reshape(x.shape[0] * math.prod(kernel), -1)
+
+
+def _conv_columns(w: PrunableWeight, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One ``(in_per_group * kernel, tokens)`` column matrix per group; group ``g``'s columns feed rows
+    ``g * out / groups ... (g + 1) * out / groups`` of :meth:`PrunableWeight.matrix`."""
+    m = w.module
+    d = len(m.kernel_size)
+    x = x.detach()
+    unbatched = x.ndim == d + 1
+    if unbatched:
+        x = x.unsqueeze(0)
+    kernel, stride, dil = tuple(m.kernel_size), tuple(m.stride), tuple(m.dilation)
+    if w.kind == "conv":
+        mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
+        if any(m._reversed_padding_repeated_twice):
+            x = F.pad(x, tuple(m._reversed_padding_repeated_twice), mode=mode)
+        flip = False
+    else:
+        # conv_transpose(x) = conv(zero-upsampled x, flipped kernel, stride 1): insert stride - 1 zeros
+        # between inputs, pad dilation * (k - 1) - padding each side (+ output_padding at the end; a
+        # negative pad crops)
+        spatial = x.shape[2:]
+        up = x.new_zeros((*x.shape[:2], *((n - 1) * s + 1 for n, s in zip(spatial, stride, strict=True))))
+        up[(slice(None), slice(None), *(slice(None, None, s) for s in stride))] = x
+        pads: list[int] = []
+        for k, dl, p, op in reversed(list(zip(kernel, dil, m.padding, m.output_padding, strict=True))):
+            pads += [dl * (k - 1) - p, dl * (k - 1) - p + op]
+        x = F.pad(up, tuple(pads))
+        stride, flip = (1,) * d, True
+    g = m.groups
+    cin = x.shape[1] // g
+    out = []
+    for gi in range(g):
+        xs = x[:, gi * cin : (gi + 1) * cin]
+        if flip:  # the transposed weight's kernel position k reads the patch at K - 1 - k
+            cols = _im2col(xs, kernel, stride, dil)
+            cols = cols.reshape(cin, *kernel, -1).flip(list(range(1, d + 1))).reshape(cols.shape)
+        else:
+            cols = _im2col(xs, kernel, stride, dil)
+        out.append(cols.double())
+    return tuple(out)
+
+
+def _columns(w: PrunableWeight, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The input columns of ``w`` for the layer input ``x``: one ``(features, tokens)`` matrix per row
+    block of :meth:`PrunableWeight.matrix` (the blocks split the rows evenly)."""
+    if w.kind in ("linear", "conv1d_gpt2"):
+        return (_tokens(x),)
+    if w.kind in ("conv", "conv_transpose"):
+        return _conv_columns(w, x)
+    fail("layers", "layer_inputs", "weights with input columns", w.key)  # pragma: no cover (checked before)
+
+
 def _run_input_hooks(
     model: nn.Module,
-    layers: Mapping[str, nn.Module],
+    layers: Layers,
     data: Dataset,
     batch_size: int,
-    consume: Callable[[str, torch.Tensor], None],
+    consume: Callable[[str, tuple[torch.Tensor, ...]], None],
+    where: str = "layer_inputs",
 ) -> None:
-    """Feed ``data`` through ``model`` (eval mode, no grad) and hand each layer's input columns
-    ``(features, tokens)`` of every batch to ``consume(name, columns)``; hooks and mode are restored."""
+    """Feed ``data`` through ``model`` (eval mode, no grad) and hand each weight's input columns of every
+    batch to ``consume(key, blocks)``, ``blocks`` one ``(features, tokens)`` matrix per row block of the
+    weight's ``(out, in)`` matrix; hooks and mode are restored."""
     if len(data) == 0:
-        fail("data", "layer_inputs", "a non-empty calibration Dataset", "0 samples", "pass training samples.")
+        fail("data", where, "a non-empty calibration Dataset", "0 samples", "pass training samples.")
+    weights = check_input_columns(layers, where)
+    plain: list[tuple[nn.Module, Callable]] = []
+    attention: dict[nn.MultiheadAttention, list[tuple[str, str]]] = {}
 
-    def hook_for(name: str, module: nn.Module):
+    def hook_for(key: str, w: PrunableWeight):
         def hook(_m, inputs, _out) -> None:
-            consume(name, _columns(module, inputs[0].detach()))
+            consume(key, _columns(w, inputs[0]))
 
         return hook
 
-    hooks = [(m, hook_for(n, m)) for n, m in layers.items()]
-    with forward_hooks(hooks), eval_mode(model), torch.no_grad():
+    for key, w in weights.items():
+        parent = _mha_out_proj_parent(model, w)
+        if w.kind == "attention":
+            attention.setdefault(w.module, []).append((key, w.param_name))
+        elif parent is not None:
+            attention.setdefault(parent, []).append((key, "out_proj"))
+        else:
+            plain.append((w.module, hook_for(key, w)))
+    busy = [False]
+
+    def attention_hook_for(entries: list[tuple[str, str]]):
+        def hook(mha: nn.MultiheadAttention, args, kwargs, _out) -> None:
+            if busy[0]:
+                return
+            bound = inspect.signature(mha.forward).bind(*args, **kwargs).arguments
+            q, k, v = bound["query"], bound["key"], bound["value"]
+            for key, what in entries:
+                if what == "in_proj_weight":
+                    consume(key, (_tokens(q), _tokens(k), _tokens(v)))
+                elif what in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                    consume(key, (_tokens({"q": q, "k": k, "v": v}[what[0]]),))
+                else:  # out_proj: the attention output before the projection, by an identity projection
+                    swap = {"out_proj.weight": torch.eye(mha.embed_dim, dtype=q.dtype, device=q.device)}
+                    if mha.out_proj.bias is not None:
+                        swap["out_proj.bias"] = torch.zeros_like(mha.out_proj.bias)
+                    busy[0] = True
+                    try:
+                        attended = torch.func.functional_call(mha, swap, args, kwargs)[0]
+                    finally:
+                        busy[0] = False
+                    consume(key, (_tokens(attended),))
+
+        return hook
+
+    with (
+        forward_hooks(plain),
+        forward_hooks([(m, attention_hook_for(e)) for m, e in attention.items()], with_kwargs=True),
+        eval_mode(model),
+        torch.no_grad(),
+    ):
         for xb, _ in _batches(data, batch_size):
             model(xb)
 
 
+def layer_input_blocks(
+    model: nn.Module, layers: Layers, data: Dataset, batch_size: int = 256
+) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Each weight's inputs as column matrices, one per row block of its ``(out, in)`` matrix
+    (:meth:`~pruneviz.prune.weights.PrunableWeight.matrix`), each ``(features, tokens)`` in float64:
+    one block for Linear, Conv1D and ungrouped convolutions, one per group for grouped convolutions,
+    three (query, key, value inputs) for ``nn.MultiheadAttention.in_proj_weight``. Block ``b`` of ``B``
+    feeds rows ``b * out / B ... (b + 1) * out / B``: ``matrix[rows] @ columns`` reproduces them.
+    """
+    captured: dict[str, list[list[torch.Tensor]]] = {}
+
+    def consume(name: str, blocks: tuple[torch.Tensor, ...]) -> None:
+        parts = captured.setdefault(name, [[] for _ in blocks])
+        for part, cols in zip(parts, blocks, strict=True):
+            part.append(cols)
+
+    _run_input_hooks(model, layers, data, batch_size, consume)
+    return {n: tuple(torch.cat(p, dim=1) for p in captured[n]) for n in layers if n in captured}
+
+
 def layer_inputs(
-    model: nn.Module, layers: Mapping[str, nn.Module], data: Dataset, batch_size: int = 256
+    model: nn.Module, layers: Layers, data: Dataset, batch_size: int = 256
 ) -> dict[str, torch.Tensor]:
     """Each layer's input as a matrix of columns: ``(features, tokens)`` in float64.
 
     For a Linear layer the features are its inputs; for a convolution they are the im2col patches, so a
     weight's flattened input index matches ``weight.reshape(out, -1)``. Memory grows with the data; the
-    pruning methods use :func:`layer_input_gram` and :func:`layer_input_norms`, which do not.
+    pruning methods use :func:`layer_input_gram` and :func:`layer_input_norms`, which do not. Weights
+    whose row blocks read different inputs (grouped convolutions, attention ``in_proj_weight``) are
+    refused here: :func:`layer_input_blocks` gives their columns block by block.
     """
-    captured: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
-    _run_input_hooks(model, layers, data, batch_size, lambda n, cols: captured[n].append(cols))
-    return {n: torch.cat(v, dim=1) for n, v in captured.items()}
+    blocks = layer_input_blocks(model, layers, data, batch_size)
+    for n, b in blocks.items():
+        if len(b) != 1:
+            fail(
+                "layers",
+                "layer_inputs",
+                "weights whose rows all read one input",
+                None,
+                got=f"layer {n!r} with {len(b)} row blocks of different inputs",
+                fix="use pruneviz.prune.criteria.layer_input_blocks for it.",
+            )
+    return {n: b[0] for n, b in blocks.items()}
 
 
 def layer_input_gram(
-    model: nn.Module, layers: Mapping[str, nn.Module], data: Dataset, batch_size: int = 256
-) -> dict[str, torch.Tensor]:
-    """``X Xᵀ`` of each layer's input columns (float64, ``features × features``), accumulated per batch."""
-    grams: dict[str, torch.Tensor] = {}
+    model: nn.Module, layers: Layers, data: Dataset, batch_size: int = 256
+) -> dict[str, tuple[torch.Tensor, ...]]:
+    """``X Xᵀ`` of each weight's input columns per row block (float64, ``features × features``),
+    accumulated per batch."""
+    grams: dict[str, list[torch.Tensor]] = {}
 
-    def consume(name: str, cols: torch.Tensor) -> None:
-        g = cols @ cols.T
-        grams[name] = g if name not in grams else grams[name] + g
+    def consume(name: str, blocks: tuple[torch.Tensor, ...]) -> None:
+        g = [cols @ cols.T for cols in blocks]
+        grams[name] = g if name not in grams else [a + b for a, b in zip(grams[name], g, strict=True)]
 
     _run_input_hooks(model, layers, data, batch_size, consume)
-    return grams
+    return {n: tuple(v) for n, v in grams.items()}
 
 
 def layer_input_norms(
-    model: nn.Module, layers: Mapping[str, nn.Module], data: Dataset, batch_size: int = 256
-) -> dict[str, torch.Tensor]:
-    """``||X_j||_2`` of every input feature of each layer over all calibration tokens (float64)."""
-    sums: dict[str, torch.Tensor] = {}
+    model: nn.Module, layers: Layers, data: Dataset, batch_size: int = 256
+) -> dict[str, tuple[torch.Tensor, ...]]:
+    """``||X_j||_2`` of every input feature of each weight over all calibration tokens, per row block
+    (float64)."""
+    sums: dict[str, list[torch.Tensor]] = {}
 
-    def consume(name: str, cols: torch.Tensor) -> None:
-        sq = (cols**2).sum(dim=1)
-        sums[name] = sq if name not in sums else sums[name] + sq
+    def consume(name: str, blocks: tuple[torch.Tensor, ...]) -> None:
+        sq = [(cols**2).sum(dim=1) for cols in blocks]
+        sums[name] = sq if name not in sums else [a + b for a, b in zip(sums[name], sq, strict=True)]
 
     _run_input_hooks(model, layers, data, batch_size, consume)
-    return {n: v.sqrt() for n, v in sums.items()}
+    return {n: tuple(t.sqrt() for t in v) for n, v in sums.items()}
 
 
-def _columns(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if isinstance(module, nn.Linear):
-        return x.reshape(-1, x.shape[-1]).T.double()
-    if isinstance(module.padding, str):
+def _missing_inputs(layers: Mapping[str, PrunableWeight], got: Mapping[str, object], where: str) -> None:
+    missing = [n for n in layers if n not in got]
+    if missing:
         fail(
             "model",
-            "layer_inputs",
-            "convolutions with numeric padding",
-            module.padding,
-            "build the layer with an explicit padding such as padding=1.",
-        )
-    if module.groups != 1:
-        fail(
-            "model",
-            "layer_inputs",
-            "convolutions with groups=1 for data-driven criteria",
+            where,
+            "a model whose forward pass runs every prunable weight on the calibration data",
             None,
-            got=f"groups={module.groups}",
-            fix="exclude grouped or depthwise convolutions (exclude=[...]) or use a data-free method.",
+            got=f"layer(s) {missing} never ran",
+            fix=f"exclude them (exclude={missing}) or use a data-free method.",
         )
-    if isinstance(module, nn.Conv1d):
-        x = x.unsqueeze(2)
-        kernel, stride, pad, dil = (
-            (1, *module.kernel_size),
-            (1, *module.stride),
-            (0, *module.padding),
-            (1, *module.dilation),
-        )
-    else:
-        kernel, stride, pad, dil = module.kernel_size, module.stride, module.padding, module.dilation
-    cols = F.unfold(x, kernel, dilation=dil, padding=pad, stride=stride)  # (B, C*k, L)
-    return cols.permute(1, 0, 2).reshape(cols.shape[1], -1).double()
 
 
 def wanda(
     model: nn.Module,
-    layers: Mapping[str, nn.Module],
+    layers: Layers,
     *,
     data: Dataset | None = None,
     batch_size: int = 256,
     **_: object,
 ) -> Scores:
     """Wanda (Sun et al. 2023): ``|W_ij| · ||X_j||_2``, the weight times the norm of its input feature
-    over all calibration tokens; compared within each output row."""
+    over all calibration tokens; compared within each output row. ``W`` is the weight's ``(out, in)``
+    matrix (GPT-2 ``Conv1D`` weights are transposed first); a row reads the input of its row block."""
     data = _need_data(data, "wanda")
+    layers = as_weights(layers)
     all_norms = layer_input_norms(model, layers, data, batch_size)
+    _missing_inputs(layers, all_norms, "prune (method='wanda')")
     out = {}
-    for n, m in layers.items():
-        norms = all_norms[n].float()  # (features,)
-        w = m.weight.detach()
-        out[n] = (w.reshape(w.shape[0], -1).abs() * norms[None, :]).reshape(w.shape)
+    for n, w in layers.items():
+        mat = w.matrix().abs()
+        blocks = all_norms[n]
+        rows = mat.shape[0] // len(blocks)
+        norms = torch.cat([b.float()[None, :].expand(rows, -1) for b in blocks])  # (out, features)
+        out[n] = w.from_matrix(mat * norms)
     return out
 
 
@@ -362,7 +539,7 @@ DATA_FREE = frozenset({"magnitude", "random", "lamp", "synflow"})
 
 def score(
     model: nn.Module,
-    layers: Mapping[str, nn.Module],
+    layers: Layers,
     criterion: str,
     *,
     data: Dataset | None = None,

@@ -1,8 +1,9 @@
-"""Prunable layers and explicit mask objects.
+"""Prunable weights and explicit mask objects.
 
-A :class:`Masks` maps the name of a prunable module (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``) to a
-boolean tensor of its weight's shape: ``True`` keeps a weight, ``False`` prunes it. Applying masks to a
-model is explicit (:meth:`Masks.apply_`), and so is keeping pruned weights at zero while training
+A :class:`Masks` maps the key of a prunable weight (see :mod:`pruneviz.prune.weights`: a module name for
+a module's ``weight``, ``"<module>.<parameter>"`` for attention input projections) to a boolean tensor
+of that weight's shape: ``True`` keeps a weight, ``False`` prunes it. Applying masks to a model is
+explicit (:meth:`Masks.apply_`), and so is keeping pruned weights at zero while training
 (:meth:`Masks.keep_zero`).
 """
 
@@ -15,48 +16,25 @@ import torch
 from torch import nn
 
 from pruneviz._validation import fail
+from pruneviz.prune.weights import PRUNABLE_TYPES, PrunableWeight, parameter_name_of, prunable_weights
 
-PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
+__all__ = ["PRUNABLE_TYPES", "Masks", "PrunableWeight", "prunable_layers", "prunable_weights"]
 
 
 def prunable_layers(
-    model: nn.Module, *, exclude: Iterable[str] = (), where: str = "prune"
-) -> dict[str, nn.Module]:
-    """The model's prunable modules by name (Linear and Conv layers), minus ``exclude``.
+    model: nn.Module,
+    *,
+    exclude: Iterable[str] = (),
+    where: str = "prune",
+    include_embeddings: bool = False,
+) -> dict[str, PrunableWeight]:
+    """The model's prunable weights by key, minus ``exclude``: the same as
+    :func:`~pruneviz.prune.weights.prunable_weights` (each value has ``.weight``, ``.module`` and the
+    ``(out, in)`` orientation helpers).
 
-    Raises if a name in ``exclude`` is not a prunable module of the model, or if nothing is left.
+    Raises if a name in ``exclude`` is not a prunable weight of the model, or if nothing is left.
     """
-    found = {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
-    excluded = list(exclude)
-    unknown = [n for n in excluded if n not in found]
-    if unknown:
-        fail(
-            "exclude",
-            where,
-            f"names of prunable layers of the model ({sorted(found)})",
-            unknown if len(unknown) > 1 else unknown[0],
-            "copy the layer names from pruneviz.prune.prunable_layers(model).",
-        )
-    layers = {n: m for n, m in found.items() if n not in set(excluded)}
-    if not layers:
-        fail(
-            "model",
-            where,
-            "a model with at least one prunable layer (Linear, Conv1d, Conv2d) not excluded",
-            type(model).__name__,
-            "pass a model with linear or convolutional layers, or exclude fewer layers.",
-        )
-    for name, m in layers.items():
-        if not bool(torch.isfinite(m.weight).all()):
-            fail(
-                "model",
-                where,
-                "finite weights (no NaN or inf)",
-                None,
-                got=f"non-finite values in layer {name!r}",
-                fix="the model diverged; retrain it or load a healthy checkpoint.",
-            )
-    return layers
+    return prunable_weights(model, exclude=exclude, include_embeddings=include_embeddings, where=where)
 
 
 class Masks(Mapping[str, torch.Tensor]):
@@ -101,44 +79,51 @@ class Masks(Mapping[str, torch.Tensor]):
         ]
         return pd.DataFrame(rows, columns=["layer", "params", "pruned", "sparsity"])
 
-    def _modules(self, model: nn.Module, where: str) -> dict[str, nn.Module]:
+    def _weights(self, model: nn.Module, where: str) -> dict[str, PrunableWeight]:
         modules = dict(model.named_modules())
         out = {}
         for name, mask in self._masks.items():
-            m = modules.get(name)
-            if m is None or not hasattr(m, "weight") or tuple(m.weight.shape) != tuple(mask.shape):
+            pname = parameter_name_of(model, name)
+            w = None
+            if pname is not None:
+                module_name, _, param = pname.rpartition(".")
+                w = PrunableWeight.of(
+                    modules[module_name], key=name, module_name=module_name, param_name=param
+                )
+            if w is None or tuple(w.shape) != tuple(mask.shape):
                 fail(
                     "model",
                     where,
                     f"a model with layer {name!r} of weight shape {tuple(mask.shape)}",
                     None,
-                    got="no such layer" if m is None else f"weight shape {tuple(m.weight.shape)}",
+                    got="no such layer" if w is None else f"weight shape {tuple(w.shape)}",
                     fix="apply masks to the architecture they were computed for.",
                 )
-            out[name] = m
+            out[name] = w
         return out
 
     @torch.no_grad()
     def apply_(self, model: nn.Module) -> nn.Module:
         """Zero the pruned weights of ``model`` in place; return the model."""
-        for name, m in self._modules(model, "Masks.apply_").items():
-            m.weight.mul_(self._masks[name].to(m.weight.device, m.weight.dtype))
+        for name, w in self._weights(model, "Masks.apply_").items():
+            w.weight.mul_(self._masks[name].to(w.weight.device, w.weight.dtype))
         return model
 
     def keep_zero(self, model: nn.Module) -> Callable[[nn.Module], None]:
         """A callback for ``fit(after_step=...)`` that re-zeroes pruned weights after every step."""
-        modules = self._modules(model, "Masks.keep_zero")
-        masks = {n: self._masks[n].to(m.weight.device) for n, m in modules.items()}
+        weights = self._weights(model, "Masks.keep_zero")
+        masks = {n: self._masks[n].to(w.weight.device) for n, w in weights.items()}
 
         @torch.no_grad()
         def after_step(_: nn.Module) -> None:
-            for n, m in modules.items():
-                m.weight.masked_fill_(~masks[n], 0.0)
+            for n, w in weights.items():
+                w.weight.masked_fill_(~masks[n], 0.0)
 
         return after_step
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        """Flat ``{"<layer>.weight": mask}`` for safetensors."""
+        """Flat ``{"<key>.weight": mask}`` for safetensors (every key gets the suffix, also a parameter key
+        such as ``"attn.in_proj_weight"``, so :meth:`from_tensors` inverts it exactly)."""
         return {f"{k}.weight": v for k, v in self._masks.items()}
 
     @classmethod
@@ -146,7 +131,11 @@ class Masks(Mapping[str, torch.Tensor]):
         return cls({k.removesuffix(".weight"): v for k, v in tensors.items()})
 
     @classmethod
-    def from_model(cls, model: nn.Module, *, exclude: Iterable[str] = ()) -> Masks:
-        """Masks that keep exactly the non-zero weights of ``model``'s prunable layers."""
-        layers = prunable_layers(model, exclude=exclude, where="Masks.from_model")
-        return cls({n: m.weight.detach() != 0 for n, m in layers.items()})
+    def from_model(
+        cls, model: nn.Module, *, exclude: Iterable[str] = (), include_embeddings: bool = False
+    ) -> Masks:
+        """Masks that keep exactly the non-zero weights of ``model``'s prunable weights."""
+        layers = prunable_weights(
+            model, exclude=exclude, include_embeddings=include_embeddings, where="Masks.from_model"
+        )
+        return cls({n: w.weight.detach() != 0 for n, w in layers.items()})

@@ -25,6 +25,7 @@ from pruneviz.prune.api import prune_
 from pruneviz.prune.channels import ChannelPlan, prune_channels
 from pruneviz.prune.criteria import magnitude
 from pruneviz.prune.masks import Masks, prunable_layers
+from pruneviz.prune.weights import PrunableWeight, weights_of
 from pruneviz.train import TrainConfig, fit
 
 
@@ -184,7 +185,7 @@ def iterative_magnitude(
     masks: Masks | None = None
     for r in range(1, rounds + 1):
         target = 1.0 - (1.0 - sparsity) ** (r / rounds) if r < rounds else sparsity
-        cur_layers = {n: dict(current.named_modules())[n] for n in layers}
+        cur_layers = weights_of(current, layers)
         scores = magnitude(current, cur_layers)
         if masks is not None:  # pruned weights stay pruned
             scores = {n: torch.where(masks[n], s, torch.full_like(s, -1.0)) for n, s in scores.items()}
@@ -228,7 +229,7 @@ def _scheduled(
     config: TrainConfig,
     scorer: Callable[[nn.Module], dict[str, torch.Tensor]],
     allocation: str,
-    layers: dict[str, nn.Module],
+    layers: dict[str, PrunableWeight],
     start_fraction: float,
     end_fraction: float,
     updates: int,
@@ -242,8 +243,7 @@ def _scheduled(
     start, end = int(start_fraction * total), max(int(start_fraction * total) + 1, int(end_fraction * total))
     update_steps = set(np.linspace(start, end, updates + 1).round().astype(int).tolist()[1:])
     state = {"step": 0, "masks": None}
-    modules = dict(model.named_modules())
-    names = list(layers)
+    weights = weights_of(model, layers)
 
     @torch.no_grad()
     def after_step(m: nn.Module) -> None:
@@ -260,8 +260,8 @@ def _scheduled(
                 layers=layers,
             )
         if state["masks"] is not None:
-            for n in names:
-                modules[n].weight.masked_fill_(~state["masks"][n], 0.0)
+            for n, w in weights.items():
+                w.weight.masked_fill_(~state["masks"][n], 0.0)
 
     history = fit(
         model,
