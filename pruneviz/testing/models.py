@@ -1,6 +1,9 @@
 """Models and data shaped like the ones users bring, built locally from random weights (no downloads).
 
-:class:`TinyEncoder` is a Hugging Face–style BERT encoder for sequence classification: it takes
+:class:`VisionResNet` has torchvision's ResNet layout and module names (``conv1``, ``bn1``, ``layer1``…,
+``downsample``, ``fc``), with fewer and narrower stages. :class:`TabularNet` is a batch-normalised MLP that returns a dict.
+:class:`TinyEncoder` is a Hugging Face–style
+BERT encoder for sequence classification: it takes
 ``input_ids``, ``attention_mask`` and optional ``token_type_ids`` by keyword, has separate query/key/value
 projections per layer, a tanh pooler over the first token and a classifier head, and returns an object
 with ``.logits`` (like ``SequenceClassifierOutput``). :func:`token_dataset` makes a padded token task it
@@ -20,6 +23,85 @@ from torch.nn import functional as F
 from pruneviz._seed import seeded
 from pruneviz.data.dataset import Dataset
 from pruneviz.data.inputs import Inputs
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class VisionResNet(nn.Module):
+    """torchvision's ResNet layout (BasicBlocks, BatchNorm, 1×1 downsample shortcuts, adaptive average
+    pooling, ``fc``) with ``widths`` channels per stage, one block each; weights drawn from ``seed``.
+
+    >>> VisionResNet(num_classes=3)(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(
+        self, *, in_channels: int = 3, num_classes: int = 10, widths: tuple[int, ...] = (8, 16), seed: int = 0
+    ) -> None:
+        super().__init__()
+        with seeded(seed):
+            self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(widths[0])
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(2)
+            blocks, cin = [], widths[0]
+            for i, w in enumerate(widths):
+                blocks.append(nn.Sequential(_BasicBlock(cin, w, 1 if i == 0 else 2)))
+                cin = w
+            for i, block in enumerate(blocks, start=1):
+                self.add_module(f"layer{i}", block)
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(cin, num_classes)
+        self.stages = len(widths)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for i in range(1, self.stages + 1):
+            x = getattr(self, f"layer{i}")(x)
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class TabularNet(nn.Module):
+    """A tabular classifier as people write one: Linear → BatchNorm → ReLU → Dropout blocks and a head
+    named ``head``; returns a dict with ``"logits"`` (as some training frameworks expect).
+
+    >>> TabularNet(features=5, num_classes=2)(torch.zeros(4, 5))["logits"].shape
+    torch.Size([4, 2])
+    """
+
+    def __init__(
+        self, *, features: int, num_classes: int = 2, hidden: tuple[int, ...] = (32, 16), seed: int = 0
+    ) -> None:
+        super().__init__()
+        with seeded(seed):
+            layers: list[nn.Module] = []
+            cin = features
+            for h in hidden:
+                layers += [nn.Linear(cin, h), nn.BatchNorm1d(h), nn.ReLU(), nn.Dropout(0.1)]
+                cin = h
+            self.body = nn.Sequential(*layers)
+            self.head = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.head(self.body(x))}
 
 
 @dataclass
