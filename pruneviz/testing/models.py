@@ -1,9 +1,9 @@
 """Models and data shaped like the ones users bring, built locally from random weights (no downloads).
 
 :class:`VisionResNet` has torchvision's ResNet layout and module names (``conv1``, ``bn1``, ``layer1``…,
-``downsample``, ``fc``), with fewer and narrower stages. :class:`TabularNet` is a batch-normalised MLP that returns a dict.
-:class:`TinyEncoder` is a Hugging Face–style
-BERT encoder for sequence classification: it takes
+``downsample``, ``fc``), with fewer and narrower stages. :class:`TabularNet` is a batch-normalised
+MLP that returns a dict. :class:`TinyEncoder` is a Hugging Face–style BERT encoder for sequence
+classification: it takes
 ``input_ids``, ``attention_mask`` and optional ``token_type_ids`` by keyword, has separate query/key/value
 projections per layer, a tanh pooler over the first token and a classifier head, and returns an object
 with ``.logits`` (like ``SequenceClassifierOutput``). :func:`token_dataset` makes a padded token task it
