@@ -1,17 +1,29 @@
-"""Bundled architectures and building them by name. Any ``nn.Module`` is accepted elsewhere."""
+"""Bundled architectures, building them by name or through a factory reference (``"pkg.mod:Builder"``).
+
+Any ``nn.Module`` is accepted elsewhere."""
 
 from pruneviz.models.adapter import adapt, adapted, is_adapted, to_logits, unadapt
 from pruneviz.models.architectures import MLP, BasicBlock, LeNet, ResNet, ResNet18
 from pruneviz.models.registry import (
+    DEFAULT_TRUSTED_MODULES,
+    TRUSTED_ENV,
     ModelSpec,
     architecture_names,
+    build_factory,
     build_from_spec,
     build_model,
     count_parameters,
+    is_factory_reference,
+    resolve_factory,
+    trust_modules,
+    trusted_modules,
+    trusting,
 )
 
 __all__ = [
+    "DEFAULT_TRUSTED_MODULES",
     "MLP",
+    "TRUSTED_ENV",
     "BasicBlock",
     "LeNet",
     "ModelSpec",
@@ -20,10 +32,16 @@ __all__ = [
     "adapt",
     "adapted",
     "architecture_names",
+    "build_factory",
     "build_from_spec",
     "build_model",
     "count_parameters",
     "is_adapted",
+    "is_factory_reference",
+    "resolve_factory",
     "to_logits",
+    "trust_modules",
+    "trusted_modules",
+    "trusting",
     "unadapt",
 ]
