@@ -168,8 +168,7 @@ def resolve_factory(reference: str, *, where: str = "resolve_factory") -> Callab
         fail(
             "factory",
             where,
-            "an nn.Module subclass, or a function of a trusted package "
-            f"({', '.join(trusted)})",
+            f"an nn.Module subclass, or a function of a trusted package ({', '.join(trusted)})",
             reference,
             f"it is a {type(obj).__name__} defined in {defined_in or '?'!r}, which is not trusted. If you "
             f"trust that code, call pruneviz.models.trust_modules({top!r}) or set "

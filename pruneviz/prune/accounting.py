@@ -12,8 +12,27 @@ import torch
 from torch import nn
 
 from pruneviz._scope import eval_mode, forward_hooks
-from pruneviz._validation import check_int
+from pruneviz._validation import check_int, fail
+from pruneviz.data.inputs import Inputs
 from pruneviz.prune.weights import all_prunable_weights
+
+
+def _probe(
+    input_shape: Sequence[int], example: torch.Tensor | Inputs | None, batch_size: int, where: str
+) -> torch.Tensor | Inputs:
+    """The input a cost is measured on: zeros of ``(batch_size, *input_shape)``, or the first sample
+    of ``example`` repeated ``batch_size`` times (models whose inputs are not floats: token ids)."""
+    if example is None:
+        return torch.zeros(batch_size, *input_shape)  # zeros: the caller's random state is left alone
+    if not isinstance(example, torch.Tensor | Inputs) or len(example) < 1:
+        fail(
+            "example",
+            where,
+            "a batch of model inputs (a tensor or Inputs with at least one sample)",
+            type(example).__name__,
+            "pass dataset.x[:1].",
+        )
+    return example[torch.zeros(batch_size, dtype=torch.long)]
 
 
 def sparsity_by_layer(model: nn.Module, *, include_embeddings: bool = False) -> pd.DataFrame:
@@ -34,14 +53,17 @@ def sparsity_by_layer(model: nn.Module, *, include_embeddings: bool = False) -> 
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
+def count_macs(
+    model: nn.Module, input_shape: Sequence[int], *, example: torch.Tensor | Inputs | None = None
+) -> pd.DataFrame:
     """Multiply-accumulates per prunable weight for one sample (embedding look-ups count none).
 
     ``dense_macs`` counts every weight; ``effective_macs`` counts only non-zero weights (what a perfect
     sparse kernel would do). A weight is used once per output position (Linear, GPT-2 ``Conv1D``:
     tokens; convolutions: spatial positions), once per *input* position for a transposed convolution,
     and once per query, key or value token for an attention projection (``out_proj``: per query token).
-    A last row ``layer="total"`` sums them.
+    A last row ``layer="total"`` sums them. The model runs on zeros of ``input_shape``, or on the first
+    sample of ``example`` (needed for token ids, which zeros of a float type are not).
     """
     rows: list[dict[str, object]] = []
 
@@ -92,7 +114,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
         forward_hooks([(m, attention_hook_for(e)) for m, e in attention.items()], with_kwargs=True),
         eval_mode(model),
     ):
-        model(torch.zeros(1, *input_shape))
+        model(_probe(input_shape, example, 1, "count_macs"))
     df = pd.DataFrame(rows, columns=["layer", "kind", "dense_macs", "effective_macs"])
     df = _merge_qkv(df)
     total = {
@@ -136,13 +158,21 @@ def _merge_qkv(df: pd.DataFrame) -> pd.DataFrame:
 
 @torch.no_grad()
 def measure_latency(
-    model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1, repeats: int = 30, warmup: int = 5
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    batch_size: int = 1,
+    repeats: int = 30,
+    warmup: int = 5,
+    example: torch.Tensor | Inputs | None = None,
 ) -> dict[str, float]:
-    """Wall-clock latency of one forward pass on CPU: median and interquartile range in seconds."""
+    """Wall-clock latency of one forward pass on CPU: median and interquartile range in seconds.
+
+    The batch is zeros of ``input_shape``, or the first sample of ``example`` repeated (token ids)."""
     where = "measure_latency"
     batch_size = check_int(batch_size, "batch_size", where, minimum=1)
     repeats = check_int(repeats, "repeats", where, minimum=3)
-    x = torch.zeros(batch_size, *input_shape)  # zeros: the caller's random state is left alone
+    x = _probe(input_shape, example, batch_size, where)
     times = []
     with eval_mode(model):
         for _ in range(warmup):

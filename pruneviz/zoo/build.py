@@ -42,13 +42,16 @@ def dense_record(
     dataset: str,
     spec: ModelSpec,
     seed: int,
-    config: TrainConfig,
+    config: TrainConfig | Mapping[str, Any],
     model: Any,
     outputs: pd.DataFrame,
-    seconds: float,
+    seconds: float | None,
+    *,
+    example: Any = None,
 ) -> RunRecord:
     """The zoo record of a trained dense model: accuracy and loss from its outputs, parameters, training
-    time and batch-1 latency."""
+    time (``seconds=None``: trained elsewhere) and batch-1 latency (measured on ``example``, a batch of
+    inputs, when zeros of the input shape are no input for the model: token ids)."""
     val, test = outputs[outputs.subset == "val"], outputs[outputs.subset == "test"]
     return RunRecord(
         run=run,
@@ -56,7 +59,7 @@ def dense_record(
         dataset=dataset,
         model_spec=spec,
         seed=seed,
-        train_config=config.to_json(),
+        train_config=config.to_json() if isinstance(config, TrainConfig) else dict(config),
         metrics={
             "val_accuracy": float(val["correct"].mean()),
             "test_accuracy": float(test["correct"].mean()),
@@ -64,8 +67,10 @@ def dense_record(
             "params": count_parameters(model),
         },
         timing={
-            "train": round(seconds, 3),
-            "latency_b1": measure_latency(model, spec.input_shape, batch_size=1, repeats=15)["median_s"],
+            **({} if seconds is None else {"train": round(seconds, 3)}),
+            "latency_b1": measure_latency(model, spec.input_shape, batch_size=1, repeats=15, example=example)[
+                "median_s"
+            ],
         },
     )
 

@@ -184,7 +184,8 @@ def pruned_record(
     shape = parent.model_spec.input_shape
     dense_prunable = sum(m.weight.numel() for m in prunable_layers(dense_model).values())
     kept = sum(int((m.weight != 0).sum()) for m in prunable_layers(model).values())
-    macs = count_macs(model, shape).iloc[-1]
+    example = splits.val.x[:1]  # token ids are no zeros of a float type
+    macs = count_macs(model, shape, example=example).iloc[-1]
     schedule = {**result.schedule, **settings.to_json()}
     if result.plan is not None:
         schedule["channel_plan"] = result.plan
@@ -212,7 +213,9 @@ def pruned_record(
         },
         timing={
             "prune_and_finetune": round(seconds, 3),
-            "latency_b1": measure_latency(model, shape, batch_size=1, repeats=15)["median_s"],
+            "latency_b1": measure_latency(model, shape, batch_size=1, repeats=15, example=example)[
+                "median_s"
+            ],
         },
     )
     return record, outputs

@@ -4,7 +4,8 @@ Layout::
 
     ZOO/
       zoo.sqlite                      index of datasets, runs and cached analyses (schema-versioned)
-      datasets/<dataset>/             tensors.safetensors (x, y, sample_id), samples.parquet, info.json
+      datasets/<dataset>/             tensors.safetensors (x or x.<name>..., y, sample_id), samples.parquet,
+                                      info.json
       runs/<run>/                     weights.safetensors (+ masks.safetensors), outputs.parquet, run.json
       cache/<key>.parquet             cached analysis results
 
@@ -44,12 +45,19 @@ from pruneviz._io import fsync_dir, load_tensors, save_tensors, write_atomic, wr
 from pruneviz._validation import check_choice, check_columns, check_fraction, check_int, fail
 from pruneviz._version import __version__
 from pruneviz.data.dataset import Dataset, DatasetInfo, DataSplits
+from pruneviz.data.inputs import Inputs
 from pruneviz.exceptions import ZooError, ZooSchemaError
-from pruneviz.models.registry import ModelSpec, build_from_spec
+from pruneviz.models.registry import ModelSpec, arch_label, build_from_spec, is_factory_reference
 from pruneviz.prune.channels import apply_channel_plan
 from pruneviz.prune.masks import Masks
 
-SCHEMA_VERSION = 1
+#: 1: the first layout. 2: a dataset's inputs may be named tensors (``x.<name>`` in its tensors file,
+#: their order in the file's ``inputs`` metadata: text) and a run's ``arch`` may be a factory reference.
+#: A version-1 zoo opens as it is and is marked version 2 when something of version 2 is written to it,
+#: so an older pruneviz refuses it with an upgrade hint instead of failing on what it does not know.
+SCHEMA_VERSION = 2
+#: the prefix of a named input tensor in a dataset's tensors file (schema version 2)
+INPUT_PREFIX = "x."
 INDEX_FILE = "zoo.sqlite"
 RUN_KINDS = ("dense", "pruned")
 #: what a run id, a dataset key or a dataset name must look like to name a folder of the zoo: a plain
@@ -256,9 +264,10 @@ def rebuild_model(record: RunRecord, state: Mapping[str, torch.Tensor]) -> nn.Mo
 
 
 def dense_run_id(dataset: str, spec: ModelSpec, seed: int, train_config: Mapping[str, Any]) -> str:
-    """The deterministic id of a dense run: readable prefix plus a hash of everything that defines it."""
+    """The deterministic id of a dense run: readable prefix plus a hash of everything that defines it
+    (a factory reference is named by its callable, ``mypkg.nets:WideNet`` → ``WideNet-s0-…``)."""
     tag = digest({"dataset": dataset, "spec": spec.to_json(), "seed": seed, "train": dict(train_config)})
-    return f"{spec.arch}-s{seed}-{tag}"
+    return f"{arch_label(spec.arch)}-s{seed}-{tag}"
 
 
 class Zoo:
@@ -437,6 +446,14 @@ class Zoo:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
+    def _require_schema(self, version: int) -> None:
+        """Mark the zoo as of schema ``version`` (at least) before writing something only that version
+        has; call under the writer lock."""
+        if self.schema_version < version:
+            with self._connect() as con:
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(int(version)),))
+            self.schema_version = version
+
     # -- folders --------------------------------------------------------------------------------
     def run_dir(self, run: str) -> Path:
         """The folder of ``run`` inside the zoo: its id must be a plain name, so the folder cannot lie
@@ -481,9 +498,16 @@ class Zoo:
                     return key
             folder = self.dataset_dir(key)
             folder.mkdir(parents=True, exist_ok=True)
+            if isinstance(dataset.x, Inputs):  # named tensors (text), each with its own dtype
+                self._require_schema(2)
+                inputs = {f"{INPUT_PREFIX}{k}": t for k, t in dataset.x.items()}
+                names = {"inputs": json.dumps(list(dataset.x.keys()))}
+            else:
+                inputs, names = {"x": dataset.x}, {}
             save_tensors(
                 folder / "tensors.safetensors",
-                {"x": dataset.x, "y": dataset.y, "sample_id": torch.from_numpy(dataset.sample_id)},
+                {**inputs, "y": dataset.y, "sample_id": torch.from_numpy(dataset.sample_id)},
+                names,
             )
             samples = dataset.groups.astype(str).copy()
             samples.insert(0, "subset", subset.to_numpy().astype(str))
@@ -527,12 +551,12 @@ class Zoo:
                 "key", "Zoo.dataset", f"a dataset key in this zoo {self.datasets()['dataset'].tolist()}", key
             )
         folder = self.dataset_dir(key)
-        tensors, _ = load_tensors(folder / "tensors.safetensors")
+        tensors, metadata = load_tensors(folder / "tensors.safetensors")
         samples = pd.read_parquet(folder / "samples.parquet")
         info = DatasetInfo.from_json(json.loads(row["info"]))
         extra = [c for c in samples.columns if c not in ("sample_id", "subset", "class")]
         ds = Dataset(
-            tensors["x"],
+            _stored_inputs(key, tensors, metadata),
             tensors["y"],
             sample_id=tensors["sample_id"].numpy(),
             groups=samples[extra],
@@ -542,6 +566,7 @@ class Zoo:
             feature_names=info.feature_names,
             subset=samples["subset"].to_numpy().astype(str),
             source=info.source,
+            vocabulary=info.vocabulary,
         )
         return ds
 
@@ -605,7 +630,42 @@ class Zoo:
         with self._writing():
             if self.has_run(record.run):  # another writer stored it meanwhile
                 fail("record.run", where, "an id not yet in the zoo (runs are immutable)", record.run)
+            if is_factory_reference(record.arch):
+                self._require_schema(2)
             self._write_run(record, state, outputs, masks)
+
+    def add_model(
+        self,
+        model: nn.Module,
+        dataset: Dataset,
+        *,
+        factory: str,
+        options: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        train_config: Any = None,
+        evaluate: bool = True,
+        split_seed: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+    ) -> str:
+        """Store your own trained dense ``model`` of ``dataset`` as a dense run, rebuilt later through
+        the factory reference ``factory`` (``"package.module:callable"``) called with ``options``;
+        return the run's id. See :func:`pruneviz.zoo.imports.add_model`, which this calls."""
+        from pruneviz.zoo.imports import add_model
+
+        return add_model(
+            self,
+            model,
+            dataset,
+            factory=factory,
+            options=options,
+            seed=seed,
+            train_config=train_config,
+            evaluate=evaluate,
+            split_seed=split_seed,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+        )
 
     def _write_run(
         self, record: RunRecord, state: Mapping[str, torch.Tensor], outputs: pd.DataFrame, masks: Masks | None
@@ -960,6 +1020,24 @@ class Zoo:
             if c in df.columns
         ]  # fmt: skip
         return df[cols]
+
+
+def _stored_inputs(
+    key: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> torch.Tensor | Inputs:
+    """A stored dataset's inputs: the tensor ``x`` (schema 1), or the named tensors ``x.<name>`` in the
+    order the file's ``inputs`` metadata gives (schema 2)."""
+    if "x" in tensors:
+        return tensors["x"]
+    try:
+        names = json.loads(metadata.get("inputs", "null"))
+        return Inputs({n: tensors[f"{INPUT_PREFIX}{n}"] for n in names})
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ZooError(
+            f"The stored inputs of dataset {key!r} are incomplete (tensors {sorted(tensors)[:6]}, "
+            f"inputs {metadata.get('inputs')!r}). Fix: restore the zoo from a copy, or add the dataset "
+            "to a new zoo."
+        ) from exc
 
 
 def _check_new_outputs(
