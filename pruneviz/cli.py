@@ -83,6 +83,30 @@ def _zoo_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_import(args: argparse.Namespace) -> int:
+    from pruneviz.zoo import Zoo, import_weights
+    from pruneviz.zoo.imports import dataset_from_argument, json_options
+
+    where = "pruneviz zoo import"
+    options = json_options(args.options, "--options", where)
+    dataset = dataset_from_argument(args.data, json_options(args.data_options, "--data-options", where))
+    zoo = Zoo.create(args.zoo, exist_ok=True)
+    run = import_weights(
+        zoo,
+        args.weights,
+        dataset,
+        factory=args.factory,
+        options=options,
+        seed=args.seed,
+        split_seed=args.split_seed,
+        evaluate=not args.no_evaluate,
+    )
+    summary = zoo.summary()
+    print(format_table(summary[summary["run"] == run]))
+    print(f"\nimported as run {run} in {zoo.path}")
+    return 0
+
+
 def _zoo_ls(args: argparse.Namespace) -> int:
     from pruneviz.zoo import Zoo
 
@@ -295,6 +319,24 @@ def build_parser() -> argparse.ArgumentParser:
     analyse.add_argument("--quick", action="store_true", help="small settings (fewer samples, severities)")
     analyse.add_argument("--quiet", action="store_true", help="no progress output")
     analyse.set_defaults(func=_zoo_analyse)
+    imp = zsub.add_parser(
+        "import", help="store your own trained model (safetensors state dict) as a dense run of a zoo"
+    )
+    imp.add_argument("--zoo", type=Path, required=True, help="zoo folder (created if new)")
+    imp.add_argument(
+        "--factory",
+        required=True,
+        help="'package.module:callable' that builds the model (an nn.Module subclass, or a function of "
+        "a trusted package: see $PRUNEVIZ_TRUSTED_MODULES)",
+    )
+    imp.add_argument("--options", default=None, help="JSON object of the factory's keyword options")
+    imp.add_argument("--weights", type=Path, required=True, help="the model's state dict (.safetensors)")
+    imp.add_argument("--data", required=True, help="dataset name (digits, mnist, ...) or a .csv path")
+    imp.add_argument("--data-options", default=None, help="JSON object of the dataset's options")
+    imp.add_argument("--seed", type=int, default=0, help="seed recorded for the run (default 0)")
+    imp.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
+    imp.add_argument("--no-evaluate", action="store_true", help="store no per-sample outputs")
+    imp.set_defaults(func=_zoo_import)
     ls = zsub.add_parser("ls", help="list the runs of a zoo")
     ls.add_argument("zoo", type=Path, help="zoo folder")
     ls.set_defaults(func=_zoo_ls)

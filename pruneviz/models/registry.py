@@ -127,7 +127,14 @@ def resolve_factory(reference: str, *, where: str = "resolve_factory") -> Callab
     """
     match = _REFERENCE.fullmatch(reference) if isinstance(reference, str) else None
     if match is None:
-        fail("factory", where, f"a factory reference such as {_REFERENCE_EXAMPLE}", reference)
+        fail(
+            "factory",
+            where,
+            f"a factory reference such as {_REFERENCE_EXAMPLE}",
+            reference,
+            "separate the importable module from the class or function with a colon, e.g. "
+            "'torchvision.models:resnet18'.",
+        )
     module_name, qualname = match.groups()
     try:
         obj: Any = importlib.import_module(module_name)

@@ -15,23 +15,26 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
-from pruneviz._io import load_state_dict_file
+from pruneviz._io import PICKLE_SUFFIXES, load_state_dict_file
 from pruneviz._scope import eval_mode
 from pruneviz._validation import check_int, fail
 from pruneviz.data.dataset import Dataset
+from pruneviz.data.sources import dataset_names, load_dataset
+from pruneviz.exceptions import CheckpointError
 from pruneviz.models.adapter import adapted
 from pruneviz.models.registry import ModelSpec, arch_label, build_factory, resolve_factory
 from pruneviz.train import TrainConfig, evaluate
 from pruneviz.zoo.build import dense_record, evaluate_splits
 from pruneviz.zoo.store import Zoo, check_plain_name, digest
 
-__all__ = ["add_model", "import_weights", "imported_run_id"]
+__all__ = ["add_model", "dataset_from_argument", "import_weights", "imported_run_id", "json_options"]
 
 #: how many validation samples the imported and the rebuilt model must agree on
 _CHECK_SAMPLES = 16
@@ -252,7 +255,24 @@ def import_weights(
     ``.pth``, ``.bin``, ...) are refused — unpickling can run code; convert them with
     ``safetensors.torch.save_file(state_dict, "model.safetensors")`` where you trust them."""
     where = "import_weights"
-    state = load_state_dict_file(weights, trust_pickle=False)
+    path = Path(weights)
+    if path.suffix != ".safetensors":
+        pickled = path.suffix in PICKLE_SUFFIXES or not path.suffix
+        kind = "a pickle checkpoint" if pickled else "not safetensors"
+        fail(
+            "weights",
+            where,
+            "a .safetensors file of the model's state dict (pickle files are never loaded: unpickling "
+            "can run arbitrary code)",
+            str(path),
+            f'it is {kind}. Convert it once, where you trust the file: python -c "import torch; '
+            "from safetensors.torch import save_file; "
+            f"save_file(torch.load('{path.name}', weights_only=True), '{path.stem}.safetensors')\" "
+            "(a checkpoint that wraps the state dict needs its ['state_dict'] entry), then pass the "
+            ".safetensors file.",
+            error=CheckpointError,
+        )
+    state = load_state_dict_file(path)
     model = build_factory(factory, options, seed=seed)
     problems = _mismatch(state, model.state_dict())
     if problems:
@@ -276,3 +296,40 @@ def import_weights(
         evaluate=evaluate,
         split_seed=split_seed,
     )
+
+
+def json_options(text: str | None, param: str, where: str) -> dict[str, Any]:
+    """Keyword options given as JSON text (a command-line flag): an object, or ``{}`` for ``None``."""
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise fail(
+            param,
+            where,
+            "a JSON object of keyword options, e.g. '{\"num_classes\": 10}'",
+            text,
+            f"quote the whole object for the shell and use double quotes inside ({exc}).",
+        ) from exc
+    if not isinstance(value, dict):
+        fail(param, where, "a JSON object of keyword options, e.g. '{\"num_classes\": 10}'", text)
+    return value
+
+
+def dataset_from_argument(data: str, options: Mapping[str, Any] | None = None) -> Dataset:
+    """The dataset a command line names: a built-in source (:func:`~pruneviz.data.load_dataset` name,
+    with ``options``), or the path of a ``.csv`` file (the ``csv`` source; ``options`` must give its
+    ``target`` column)."""
+    opts = dict(options or {})
+    if data not in dataset_names() and Path(data).suffix.lower() == ".csv":
+        return load_dataset("csv", path=data, **opts)
+    if data not in dataset_names():
+        fail(
+            "data",
+            "pruneviz zoo import",
+            f"a dataset name ({', '.join(dataset_names())}) or the path of a .csv file",
+            data,
+            'pass e.g. --data digits, or --data mnist --data-options \'{"root": "DIR"}\'.',
+        )
+    return load_dataset(data, **opts)
