@@ -131,3 +131,138 @@ def test_run_analyses_read_the_zoo_and_cache_their_results(pruned_zoo, monkeypat
     pd.testing.assert_frame_equal(
         run_curvature(pruned_zoo, lamp, k=2, iterations=8, trace_hvps=12, samples=64), curv
     )
+
+
+# -- schedules: IMP and gradual through prune_population and the sweep spec ---------------------------
+
+
+@pytest.fixture(scope="module")
+def small_dense_zoo(tmp_path_factory, digits):
+    zoo = Zoo.create(tmp_path_factory.mktemp("sched") / "z")
+    build_dense_population(zoo, digits.take(np.arange(300)), arch="mlp", seeds=1, config=TUNE, progress=False)
+    return zoo
+
+
+def test_imp_population_reaches_its_target_and_records_its_rounds(small_dense_zoo):
+    zoo = small_dense_zoo
+    table = prune_population(
+        zoo,
+        methods=["global_magnitude"],
+        sparsities=[0.75],
+        finetune=TUNE,
+        schedule="imp",
+        rounds=2,
+        rewind_step=1,
+        progress=False,
+    )
+    (run,) = table.run
+    record = zoo.run(run)
+    assert record.schedule["schedule"] == "imp" and record.schedule["rounds"] == 2
+    assert record.schedule["rewind_step"] == 1
+    assert record.schedule["round_sparsities"] == pytest.approx([0.5, 0.75])
+    assert abs(record.sparsity - 0.75) < 1e-3
+    model = zoo.load_model(run)
+    masks = zoo.masks(run)
+    total = sum(m.weight.numel() for m in prunable_layers(model).values())
+    assert sum(int((~m).sum()) for m in masks.values()) == round(0.75 * total)
+    for name, m in prunable_layers(model).items():
+        assert bool((m.weight[~masks[name]] == 0).all())
+    # the same population one-shot is a different run (the schedule is part of the id), stored beside it
+    one = prune_population(
+        zoo, methods=["global_magnitude"], sparsities=[0.75], finetune=TUNE, progress=False
+    )
+    assert one.run[0] != run and zoo.run(one.run[0]).schedule["schedule"] == "one_shot"
+    # resuming skips the stored IMP run
+    again = prune_population(
+        zoo,
+        methods=["global_magnitude"],
+        sparsities=[0.75],
+        finetune=TUNE,
+        schedule="imp",
+        rounds=2,
+        rewind_step=1,
+        progress=False,
+    )
+    assert list(again.run) == [run]
+
+
+def test_imp_masks_are_nested_across_rounds(small_dense_zoo):
+    from pruneviz.prune import iterative_magnitude
+    from pruneviz.zoo.populations import PruneSettings
+
+    zoo = small_dense_zoo
+    parent = zoo.run(zoo.runs(kind="dense").run[0])
+    train = zoo.splits(parent.dataset).train
+    settings = PruneSettings(finetune=TUNE, schedule="imp", rounds=2)
+    dense = zoo.load_model(parent.run)
+    two = settings.prune(
+        dense, train, method="magnitude", sparsity=0.75, structure="unstructured",
+        init=settings.initial_model(parent),
+    )  # fmt: skip
+    # round 1 alone is IMP with one round to the first round's sparsity: its survivors contain round 2's
+    one = iterative_magnitude(
+        settings.initial_model(parent), train, sparsity=0.5, rounds=1, config=TUNE,
+        allocation="uniform", trained=dense, seed=0,
+    )  # fmt: skip
+    for name, keep in two.masks.items():
+        assert bool((one.masks[name] | ~keep).all())
+    assert two.masks.sparsity() == pytest.approx(0.75, abs=1e-3)
+
+
+def test_gradual_population_and_schedule_errors(small_dense_zoo):
+    zoo = small_dense_zoo
+    table = prune_population(
+        zoo, methods=["magnitude"], sparsities=[0.5], finetune=TUNE, schedule="gradual", updates=3,
+        progress=False,
+    )  # fmt: skip
+    record = zoo.run(table.run[0])
+    assert record.schedule["schedule"] == "gradual" and record.schedule["updates"] == 3
+    assert abs(record.sparsity - 0.5) < 1e-2
+    with pytest.raises(ValidationError, match="'methods' parameter of prune_population"):
+        prune_population(zoo, methods=["lamp"], sparsities=[0.5], schedule="imp", progress=False)
+    with pytest.raises(ValidationError, match="'structure' parameter of prune_population"):
+        prune_population(
+            zoo, methods=["magnitude"], sparsities=[0.5], structure="2:4", schedule="gradual", progress=False
+        )
+    with pytest.raises(ValidationError, match="'finetune' parameter of PruneSettings"):
+        prune_population(
+            zoo, methods=["magnitude"], sparsities=[0.5], finetune=None, schedule="imp", progress=False
+        )
+    with pytest.raises(ValidationError, match="'schedule' parameter of PruneSettings"):
+        prune_population(zoo, methods=["magnitude"], sparsities=[0.5], schedule="lottery", progress=False)
+
+
+def test_a_sweep_spec_asks_for_imp(tmp_path):
+    from pruneviz.sweeps import parse_spec, run_sweep
+
+    text = """
+    [data]
+    datasets = ["digits"]
+    subset = 200
+    [dense]
+    architectures = ["mlp"]
+    seeds = 1
+    epochs = 1
+    [prune]
+    methods = ["global_magnitude", "lamp"]
+    sparsities = [0.5]
+    schedules = ["one_shot", "imp"]
+    rounds = 2
+    [prune.finetune]
+    epochs = 1
+    """
+    spec = parse_spec(text.replace("\n    ", "\n"), source="imp.toml")
+    assert spec.schedules == ("one_shot", "imp") and spec.rounds == 2
+    table = run_sweep(spec, tmp_path / "zoo", executor="inprocess", progress=False)
+    assert (table.status == "stored").all() and len(table) == 4  # dense + 2 one-shot + 1 imp
+    zoo = Zoo(tmp_path / "zoo")
+    pruned = zoo.runs(kind="pruned")
+    schedules = sorted(zoo.run(r).schedule["schedule"] for r in pruned.run)
+    assert schedules == ["imp", "one_shot", "one_shot"]
+    imp = next(r for r in pruned.run if zoo.run(r).schedule["schedule"] == "imp")
+    assert zoo.run(imp).method == "global_magnitude" and abs(zoo.run(imp).sparsity - 0.5) < 1e-3
+    again = run_sweep(spec, tmp_path / "zoo", executor="inprocess", progress=False)
+    assert (again.status == "skipped").all()
+    bad = text.replace('"global_magnitude", "lamp"', '"lamp"').replace("\n    ", "\n")
+    with pytest.raises(ValidationError, match="prune.methods"):
+        parse_spec(bad, source="imp.toml")

@@ -126,8 +126,8 @@ def test_spec_defaults_and_seed_list():
             r"'prune\.structures'.*\(line 13\).*Got '3:2'",
         ),
         (
-            TINY.replace('methods = ["lamp"]', 'methods = ["lamp"]\nschedules = ["gradual"]'),
-            r"'prune\.schedules'.*Got 'gradual'",
+            TINY.replace('methods = ["lamp"]', 'methods = ["lamp"]\nschedules = ["lottery"]'),
+            r"'prune\.schedules'.*Got 'lottery'",
         ),
         (
             TINY.replace("[dense]", "[dense]\noptimizer = 'rmsprop'"),

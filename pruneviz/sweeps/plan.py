@@ -15,7 +15,7 @@ from pruneviz.models.registry import ModelSpec
 from pruneviz.prune.api import CHANNEL_METHODS
 from pruneviz.sweeps.spec import SweepSpec
 from pruneviz.train import TrainConfig
-from pruneviz.zoo.populations import PruneSettings, pruned_run_id
+from pruneviz.zoo.populations import MAGNITUDE_METHODS, PruneSettings, pruned_run_id
 from pruneviz.zoo.store import dense_run_id
 
 __all__ = ["Task", "plan_sweep"]
@@ -73,13 +73,26 @@ def plan_sweep(spec: SweepSpec, datasets: Mapping[str, tuple[str, tuple[int, ...
 
 def _pruned_of(spec: SweepSpec, parent: str, key: str, model_spec: ModelSpec, seed: int) -> list[Task]:
     out = []
-    options = PruneSettings(
-        spec.allocation, tuple(spec.exclude), spec.finetune, spec.calibration_size, spec.prune_seed
-    )
-    settings = options.to_json()  # as prune_population names and records its runs
     for schedule in spec.schedules:
-        for method in spec.methods:
-            for structure in spec.structures:
+        options = PruneSettings(
+            spec.allocation,
+            tuple(spec.exclude),
+            spec.finetune,
+            spec.calibration_size,
+            spec.prune_seed,
+            schedule=schedule,
+            rounds=spec.rounds,
+            rewind_step=spec.rewind_step,
+            updates=spec.updates,
+        )
+        settings = options.to_json()  # as prune_population names and records its runs
+        # imp and gradual prune unstructured weights by magnitude: the spec's other methods and
+        # structures are pruned one-shot only (parse_spec requires a magnitude method for them)
+        one_shot = schedule == "one_shot"
+        methods = spec.methods if one_shot else [m for m in spec.methods if m in MAGNITUDE_METHODS]
+        structures = spec.structures if one_shot else ["unstructured"]
+        for method in methods:
+            for structure in structures:
                 struct_name = "channel" if method in CHANNEL_METHODS else _structure_name(structure)
                 for sparsity in spec.sparsities:
                     rid = pruned_run_id(parent, method, struct_name, sparsity, settings)

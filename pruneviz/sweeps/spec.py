@@ -25,7 +25,8 @@ A spec has five tables; every key is optional except ``data.datasets``, ``dense.
     methods = ["lamp", "channel_l1"]
     structures = ["unstructured"]  # channel methods always remove whole channels
     sparsities = [0.5, 0.9]
-    schedules = ["one_shot"]
+    schedules = ["one_shot"]       # also "imp" (rounds, rewind_step) and "gradual" (updates), which
+    rounds = 3                     # prune the magnitude methods of the list, unstructured
     [prune.finetune]               # the fine-tuning budget of every pruned run; epochs = 0 for none
     epochs = 5
 
@@ -49,8 +50,7 @@ from typing import Any
 from pruneviz._validation import fail
 from pruneviz.exceptions import ValidationError
 from pruneviz.train import TrainConfig
-
-SCHEDULES = ("one_shot",)
+from pruneviz.zoo.populations import MAGNITUDE_METHODS, SCHEDULES
 
 __all__ = ["SCHEDULES", "SweepSpec", "load_spec", "parse_spec"]
 
@@ -79,6 +79,9 @@ class SweepSpec:
     calibration_size: int = 512
     prune_seed: int = 0
     finetune: TrainConfig | None = None
+    rounds: int = 3
+    rewind_step: int = 0
+    updates: int = 10
     analyses: tuple[str, ...] = ()
     quick_analyses: bool = True
     name: str = "sweep"
@@ -114,6 +117,9 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "calibration_size": "count",
         "seed": "int0",
         "finetune": "table",
+        "rounds": "count",
+        "rewind_step": "int0",
+        "updates": "count",
     },
     "analyses": {"steps": "names_or_empty", "quick": "bool"},
 }
@@ -366,6 +372,21 @@ def parse_spec(text: str, *, source: str = "<string>") -> SweepSpec:
                 finetune = None
             else:
                 finetune = _train_config(chk, ("prune", "finetune"), ft_raw, DEFAULT_FINETUNE)
+    later = [sch for sch in prune.get("schedules", ()) if sch != "one_shot"]
+    if later and not set(methods) & set(MAGNITUDE_METHODS):
+        chk.bad(
+            ("prune", "methods"),
+            f"at least one of {list(MAGNITUDE_METHODS)} with schedules {later} (they prune by magnitude)",
+            list(methods),
+            'add "magnitude" or "global_magnitude" to methods.',
+        )
+    if later and finetune is None:
+        chk.bad(
+            ("prune", "finetune"),
+            f"a training budget with epochs >= 1 for schedules {later} (they prune while training)",
+            dict(prune.get("finetune", {})),
+            "set epochs = 5 under [prune.finetune].",
+        )
     steps = tuple(analyses.get("steps", ()))
     if steps:
         from pruneviz.study import STEPS
@@ -398,6 +419,9 @@ def parse_spec(text: str, *, source: str = "<string>") -> SweepSpec:
         calibration_size=prune.get("calibration_size", 512),
         prune_seed=prune.get("seed", 0),
         finetune=finetune,
+        rounds=prune.get("rounds", 3),
+        rewind_step=prune.get("rewind_step", 0),
+        updates=prune.get("updates", 10),
         analyses=steps,
         quick_analyses=analyses.get("quick", True),
         name=Path(source).stem if source != "<string>" else "sweep",

@@ -86,17 +86,16 @@ def _pruned(
     task: Task, splits: DataSplits, parent: RunRecord, parent_weights: bytes
 ) -> tuple[RunRecord, torch.nn.Module, Any, pd.DataFrame]:
     settings = task.settings
-    options = PruneSettings(
-        settings["allocation"],
-        tuple(settings["exclude"]),
-        task.config,
-        settings["calibration_size"],
-        settings["seed"],
-    )
+    options = PruneSettings.from_json(settings, finetune=task.config)
     model = rebuild_model(parent, _load_bytes(parent_weights))
     start = time.perf_counter()
     result = options.prune(
-        model, splits.train, method=task.method, sparsity=task.sparsity, structure=task.structure
+        model,
+        splits.train,
+        method=task.method,
+        sparsity=task.sparsity,
+        structure=task.structure,
+        init=options.initial_model(parent),
     )
     seconds = time.perf_counter() - start
     # the record is assembled as prune_population assembles it, so both fill a zoo alike
