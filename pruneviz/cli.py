@@ -76,6 +76,10 @@ def _zoo_prune(args: argparse.Namespace) -> int:
         exclude=args.exclude or (),
         calibration_size=args.calibration_size,
         seed=args.seed,
+        schedule=args.schedule,
+        rounds=args.rounds,
+        rewind_step=args.rewind_step,
+        updates=args.updates,
         progress=not args.quiet,
     )
     print(format_table(table))
@@ -309,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--finetune-lr", type=float, default=1e-3)
     prune.add_argument("--calibration-size", type=int, default=512)
     prune.add_argument("--seed", type=int, default=0)
+    prune.add_argument(
+        "--schedule", default="one_shot", help="one_shot, imp (lottery tickets) or gradual (cubic)"
+    )
+    prune.add_argument("--rounds", type=int, default=3, help="IMP rounds (with --schedule imp)")
+    prune.add_argument("--rewind-step", type=int, default=0, help="IMP rewinding step (0: initialisation)")
+    prune.add_argument("--updates", type=int, default=10, help="mask updates (with --schedule gradual)")
     prune.add_argument("--quiet", action="store_true", help="no progress bars")
     prune.set_defaults(func=_zoo_prune)
     analyse = zsub.add_parser(

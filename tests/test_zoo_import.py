@@ -289,3 +289,12 @@ def test_import_weights_refuses_a_pickle_without_reading_it(tmp_path, lab):
     path.write_bytes(b"\x80\x04not read")
     with pytest.raises(CheckpointError, match="pickle files are never loaded"):
         import_weights(Zoo.create(tmp_path / "z"), path, images(n=30), factory=RESNET)
+
+
+def test_an_import_without_evaluation_stores_no_outputs_but_the_columns(tmp_path, lab):
+    zoo = Zoo.create(tmp_path / "zoo")
+    model = lab.TinyResNet(num_classes=3)
+    run = zoo.add_model(model, images(n=30), factory=RESNET, options={"num_classes": 3}, evaluate=False)
+    assert zoo.outputs(run).empty and "logit_2" in zoo.outputs(run).columns
+    assert set(zoo.run(run).metrics) == {"params"}
+    assert zoo.run(run).timing.keys() == {"latency_b1"}  # trained elsewhere: no training time
