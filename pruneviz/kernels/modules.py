@@ -545,6 +545,12 @@ def _example_inputs(
             got="both example_input and input_shape",
             fix="pass one of them (example_input for inputs that are not float tensors, such as token ids).",
         )
+    if example_input is not None and hasattr(example_input, "keys") and hasattr(example_input, "to"):
+        # named inputs (pruneviz.data.Inputs: token ids with their attention mask) index like a tensor
+        if len(example_input) == 0:
+            fail("example_input", where, "at least one sample", None, got="0 samples")
+        x = example_input.to(dev)
+        return {b: x[torch.arange(b) % len(x)] for b in sizes}
     if example_input is not None:
         if not isinstance(example_input, torch.Tensor) or example_input.ndim == 0 or len(example_input) == 0:
             got = (

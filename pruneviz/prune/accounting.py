@@ -6,6 +6,7 @@ import inspect
 import statistics
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -186,11 +187,18 @@ def measure_latency(
 
 
 def kernel_speedups(
-    model: nn.Module, *, batch_sizes: Sequence[int] = (1, 16, 256), input_shape: Sequence[int] | None = None
+    model: nn.Module,
+    *,
+    batch_sizes: Sequence[int] = (1, 16, 256),
+    input_shape: Sequence[int] | None = None,
+    example: Any = None,
 ) -> pd.DataFrame:
     """Per layer and batch size: the path :func:`pruneviz.kernels.sparsify` runs the layer with on this
     machine, and its measured against its theoretical speedup over dense (``1 / density``). See
-    :func:`pruneviz.kernels.speedup_table`; timings are measured once per machine and layer shape."""
+    :func:`pruneviz.kernels.speedup_table`; timings are measured once per machine and layer shape.
+    ``example`` (real inputs of any kind, e.g. token ids with their mask) replaces ``input_shape``."""
     from pruneviz.kernels import speedup_table
 
+    if example is not None:
+        return speedup_table(model, batch_sizes=batch_sizes, example_input=example)
     return speedup_table(model, batch_sizes=batch_sizes, input_shape=input_shape)

@@ -165,8 +165,8 @@ def run_speedups(zoo: Zoo, run: str, *, batch_sizes: Sequence[int] = (1, 64)) ->
     """:func:`~pruneviz.prune.kernel_speedups` of a run's model at its input shape: per layer and batch
     size, the sparse path chosen on this machine and its measured against theoretical speedup. Not cached
     in the zoo (the timings belong to the machine; the kernel dispatcher caches them per machine)."""
-    shape = zoo.run(run).model_spec.input_shape
-    table = kernel_speedups(zoo.load_model(run), batch_sizes=batch_sizes, input_shape=shape)
+    example = zoo.splits(zoo.run(run).dataset).test.x[:1]
+    table = kernel_speedups(zoo.load_model(run), batch_sizes=batch_sizes, example=example)
     return table.assign(run=run)
 
 
