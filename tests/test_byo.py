@@ -1,0 +1,57 @@
+"""Your own model and data, end to end, for each modality: import → prune population (with IMP) → every
+analysis → every tab's figures from a read-only zoo → the audit report."""
+
+from __future__ import annotations
+
+import pytest
+from byo_studies import text_study
+
+from pruneviz.views import TABS, StudyState
+from pruneviz.views.panels import draw
+from pruneviz.views.report import write_audit_report
+from pruneviz.zoo import Zoo
+
+pytestmark = pytest.mark.slow
+
+#: what each modality's study must say instead of drawing (and nothing else may fail to draw)
+NOT_APPLICABLE = {"text": {"Corruptions", "Attacks"}, "tabular": {"Corruptions"}, "image": set()}
+
+
+@pytest.fixture(scope="module")
+def text_zoo(tmp_path_factory) -> Zoo:
+    return text_study(tmp_path_factory.mktemp("byo"))
+
+
+def _check_study(zoo: Zoo, modality: str, tmp_path) -> None:
+    runs = zoo.runs()
+    assert set(runs.kind) == {"dense", "pruned"} and (runs.kind == "dense").sum() == 2
+    imp = runs[runs.run.str.contains("~magnitude") & (runs.sparsity_target == 0.8)]
+    assert len(imp) == 4, "one-shot and IMP magnitude runs at 0.8 for both parents"
+    assert (
+        runs[runs.kind == "pruned"].sparsity - runs[runs.kind == "pruned"].sparsity_target
+    ).abs().max() < 0.01
+    reader = Zoo(zoo.path, read_only=True)
+    state = StudyState(reader, method="lamp", sparsity=0.8)
+    said = {}
+    for _tab, view in TABS:
+        for figure in view.figures:
+            drawn = draw(state, figure)
+            if drawn.message is not None and figure.frame != "selected_exemplar":
+                said[figure.title] = drawn.message
+    assert set(said) == NOT_APPLICABLE[modality], said
+    for title, message in said.items():
+        assert f"does not apply to {modality} data" in message, (title, message)
+    assert reader.counts["computed"] == 0 and reader.counts["hits"] > 0, (
+        "the views read what the study cached"
+    )
+    report = write_audit_report(reader, tmp_path / "audit.html", method="lamp", sparsity=0.8)
+    text = report.read_text()
+    assert "pruneviz audit" in text and "vegaEmbed" in text
+    for title in said:
+        assert f"{title} does not apply to {modality} data" in text
+
+
+def test_text_study_end_to_end(text_zoo, tmp_path):
+    data = text_zoo.dataset(text_zoo.runs().dataset.iloc[0])
+    assert data.info.modality == "text" and data.x["input_ids"].dtype.is_floating_point is False
+    _check_study(text_zoo, "text", tmp_path)
