@@ -8,16 +8,18 @@ calibration :class:`~pruneviz.data.Dataset`.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pruneviz._scope import eval_mode, forward_hooks
+from pruneviz._scope import forward_hooks
 from pruneviz._seed import seeded
 from pruneviz._validation import fail
 from pruneviz.data.dataset import Dataset
+from pruneviz.prune.calibration import Batch, calibration_batches, check_reached, feed, real_tokens
 
 Scores = dict[str, torch.Tensor]
 Criterion = Callable[..., Scores]
@@ -36,9 +38,10 @@ def _need_data(data: Dataset | None, method: str) -> Dataset:
         fail(
             "data",
             f"prune (method={method!r})",
-            "a pruneviz Dataset",
+            "a pruneviz Dataset with labels (this criterion differentiates the loss; only wanda and "
+            "sparsegpt calibrate from unlabeled batches of model inputs)",
             type(data).__name__,
-            "wrap the samples in pruneviz.data.Dataset.",
+            "wrap the samples and their labels in pruneviz.data.Dataset.",
         )
     return data
 
@@ -230,66 +233,89 @@ def synflow(
 def _run_input_hooks(
     model: nn.Module,
     layers: Mapping[str, nn.Module],
-    data: Dataset,
-    batch_size: int,
+    batches: Sequence[Batch],
     consume: Callable[[str, torch.Tensor], None],
+    where: str,
 ) -> None:
-    """Feed ``data`` through ``model`` (eval mode, no grad) and hand each layer's input columns
-    ``(features, tokens)`` of every batch to ``consume(name, columns)``; hooks and mode are restored."""
-    if len(data) == 0:
-        fail("data", "layer_inputs", "a non-empty calibration Dataset", "0 samples", "pass training samples.")
+    """Feed ``batches`` through the adapted ``model`` (eval mode, no grad) and hand each layer's input
+    columns ``(features, tokens)`` of every batch to ``consume(name, columns)``, padded positions left
+    out (:func:`~pruneviz.prune.calibration.real_tokens`); hooks and mode are restored. Raises if a layer
+    receives no input."""
+    reached: set[str] = set()
 
     def hook_for(name: str, module: nn.Module):
         def hook(_m, inputs, _out) -> None:
-            consume(name, _columns(module, inputs[0].detach()))
+            reached.add(name)
+            consume(name, _columns(module, real_tokens(module, inputs[0].detach())))
 
         return hook
 
     hooks = [(m, hook_for(n, m)) for n, m in layers.items()]
-    with forward_hooks(hooks), eval_mode(model), torch.no_grad():
-        for xb, _ in _batches(data, batch_size):
-            model(xb)
+    with forward_hooks(hooks):
+        feed(model, batches, where=where)
+    check_reached(layers, reached, where)
 
 
 def layer_inputs(
-    model: nn.Module, layers: Mapping[str, nn.Module], data: Dataset, batch_size: int = 256
+    model: nn.Module, layers: Mapping[str, nn.Module], data: Any, batch_size: int = 256
 ) -> dict[str, torch.Tensor]:
     """Each layer's input as a matrix of columns: ``(features, tokens)`` in float64.
 
-    For a Linear layer the features are its inputs; for a convolution they are the im2col patches, so a
-    weight's flattened input index matches ``weight.reshape(out, -1)``. Memory grows with the data; the
-    pruning methods use :func:`layer_input_gram` and :func:`layer_input_norms`, which do not.
+    ``data`` is a Dataset or an iterable of batches of model inputs (see
+    :mod:`pruneviz.prune.calibration`); padded token positions are left out. For a Linear layer the
+    features are its inputs; for a convolution they are the im2col patches, so a weight's flattened input
+    index matches ``weight.reshape(out, -1)``. Memory grows with the data; the pruning methods use
+    :func:`layer_input_gram` and :func:`layer_input_norms`, which do not.
     """
+    batches = calibration_batches(data, batch_size=batch_size, where="layer_inputs")
     captured: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
-    _run_input_hooks(model, layers, data, batch_size, lambda n, cols: captured[n].append(cols))
+    _run_input_hooks(model, layers, batches, lambda n, cols: captured[n].append(cols), "layer_inputs")
     return {n: torch.cat(v, dim=1) for n, v in captured.items()}
 
 
 def layer_input_gram(
-    model: nn.Module, layers: Mapping[str, nn.Module], data: Dataset, batch_size: int = 256
+    model: nn.Module, layers: Mapping[str, nn.Module], data: Any, batch_size: int = 256
 ) -> dict[str, torch.Tensor]:
-    """``X Xᵀ`` of each layer's input columns (float64, ``features × features``), accumulated per batch."""
+    """``X Xᵀ`` of each layer's input columns (float64, ``features × features``), accumulated per batch;
+    ``data`` as for :func:`layer_inputs`, padded positions left out."""
+    batches = calibration_batches(data, batch_size=batch_size, where="layer_input_gram")
+    return input_grams(model, layers, batches, where="layer_input_gram")
+
+
+def layer_input_norms(
+    model: nn.Module, layers: Mapping[str, nn.Module], data: Any, batch_size: int = 256
+) -> dict[str, torch.Tensor]:
+    """``||X_j||_2`` of every input feature of each layer over all calibration tokens (float64); ``data``
+    as for :func:`layer_inputs`, padded positions left out."""
+    batches = calibration_batches(data, batch_size=batch_size, where="layer_input_norms")
+    return input_norms(model, layers, batches, where="layer_input_norms")
+
+
+def input_grams(
+    model: nn.Module, layers: Mapping[str, nn.Module], batches: Sequence[Batch], *, where: str
+) -> dict[str, torch.Tensor]:
+    """:func:`layer_input_gram` of prepared calibration batches."""
     grams: dict[str, torch.Tensor] = {}
 
     def consume(name: str, cols: torch.Tensor) -> None:
         g = cols @ cols.T
         grams[name] = g if name not in grams else grams[name] + g
 
-    _run_input_hooks(model, layers, data, batch_size, consume)
+    _run_input_hooks(model, layers, batches, consume, where)
     return grams
 
 
-def layer_input_norms(
-    model: nn.Module, layers: Mapping[str, nn.Module], data: Dataset, batch_size: int = 256
+def input_norms(
+    model: nn.Module, layers: Mapping[str, nn.Module], batches: Sequence[Batch], *, where: str
 ) -> dict[str, torch.Tensor]:
-    """``||X_j||_2`` of every input feature of each layer over all calibration tokens (float64)."""
+    """:func:`layer_input_norms` of prepared calibration batches."""
     sums: dict[str, torch.Tensor] = {}
 
     def consume(name: str, cols: torch.Tensor) -> None:
         sq = (cols**2).sum(dim=1)
         sums[name] = sq if name not in sums else sums[name] + sq
 
-    _run_input_hooks(model, layers, data, batch_size, consume)
+    _run_input_hooks(model, layers, batches, consume, where)
     return {n: v.sqrt() for n, v in sums.items()}
 
 
@@ -331,19 +357,29 @@ def wanda(
     model: nn.Module,
     layers: Mapping[str, nn.Module],
     *,
-    data: Dataset | None = None,
+    data: Any = None,
     batch_size: int = 256,
     **_: object,
 ) -> Scores:
     """Wanda (Sun et al. 2023): ``|W_ij| · ||X_j||_2``, the weight times the norm of its input feature
-    over all calibration tokens; compared within each output row."""
-    data = _need_data(data, "wanda")
-    all_norms = layer_input_norms(model, layers, data, batch_size)
+    over all calibration tokens (padding excluded); compared within each output row.
+
+    All layers are scored from the model as it is, in one pass (``calibration="dense"`` of
+    :func:`~pruneviz.prune.compute_masks`, whose default prunes block by block). ``data`` is a Dataset or
+    an iterable of batches of model inputs (see :mod:`pruneviz.prune.calibration`).
+    """
+    if data is None:
+        _need_data(data, "wanda")
+    batches = calibration_batches(data, batch_size=batch_size, where="wanda")
+    return wanda_scores(layers, input_norms(model, layers, batches, where="wanda"))
+
+
+def wanda_scores(layers: Mapping[str, nn.Module], norms: Mapping[str, torch.Tensor]) -> Scores:
+    """``|W| · ||X_j||`` of each layer from the norms of its input features."""
     out = {}
     for n, m in layers.items():
-        norms = all_norms[n].float()  # (features,)
         w = m.weight.detach()
-        out[n] = (w.reshape(w.shape[0], -1).abs() * norms[None, :]).reshape(w.shape)
+        out[n] = (w.reshape(w.shape[0], -1).abs() * norms[n].float()[None, :]).reshape(w.shape)
     return out
 
 
@@ -365,14 +401,14 @@ def score(
     layers: Mapping[str, nn.Module],
     criterion: str,
     *,
-    data: Dataset | None = None,
+    data: Any = None,
     seed: int = 0,
     batch_size: int = 256,
     input_shape: tuple[int, ...] | None = None,
     masks: Mapping[str, torch.Tensor] | None = None,
 ) -> Scores:
     """Scores of ``criterion`` for ``layers`` (the model is left unchanged)."""
-    if input_shape is None and data is not None:
+    if input_shape is None and isinstance(data, Dataset):
         input_shape = data.info.input_shape
     with seeded(seed):
         return CRITERIA[criterion](
