@@ -334,7 +334,8 @@ def test_bad_calibration_data_is_explained(encoder, tokens):
     ):
         prune_(encoder, method="sparsegpt", sparsity=0.5, data=pairs)
     assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())
-    assert not is_adapted(encoder) and not encoder._forward_hooks and not encoder._forward_pre_hooks
+    assert not is_adapted(encoder)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in encoder.modules()), "no hook left"
     with pytest.raises(
         ValidationError, match=r"items are batches of model inputs.*Got batch 0: an item of type str"
     ):
@@ -418,3 +419,35 @@ def test_a_layer_the_data_never_reaches_is_named_before_any_weight_changes(calib
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     masks = prune_(model, method="sparsegpt", sparsity=0.5, data=[torch.randn(8, 4)], exclude=["spare"])
     assert list(masks) == ["used"]
+
+
+class _FailsOnCall(nn.Module):
+    """A two-block MLP whose forward raises on its ``n``-th call (after the first pass succeeded); the
+    count is kept on the class, so that it is shared with the copy compute_masks prunes."""
+
+    calls = 0
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+        self.n = n
+
+    def forward(self, x):
+        type(self).calls += 1
+        if type(self).calls == self.n:
+            raise RuntimeError("midway")
+        return self.body(x)
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_no_hook_is_left_behind_when_the_model_raises_midway(method):
+    _FailsOnCall.calls = 0
+    model = _FailsOnCall(n=3)  # call 1: the execution-order pass; 2: block one; 3: block two
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValidationError, match=r"refused with RuntimeError: midway"):
+        compute_masks(model, method=method, sparsity=0.5, data=[torch.randn(8, 4)])
+    assert _FailsOnCall.calls == 3
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not is_adapted(model)
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks, m

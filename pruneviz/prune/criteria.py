@@ -1,8 +1,10 @@
 """Importance criteria: each maps prunable layers to a score per weight (higher = more important).
 
 Every criterion has the signature ``criterion(model, layers, *, data, seed, batch_size) -> {name: scores}``
-and leaves the model exactly as it found it (weights, gradients, mode). Data-driven criteria read a
-calibration :class:`~pruneviz.data.Dataset`.
+and leaves the model exactly as it found it (weights, gradients, mode). The gradient criteria (SNIP,
+Taylor, GraSP) read a calibration :class:`~pruneviz.data.Dataset` with labels; Wanda and the layer input
+statistics read a Dataset or any iterable of batches of model inputs, padding excluded
+(:mod:`pruneviz.prune.calibration`).
 """
 
 from __future__ import annotations
