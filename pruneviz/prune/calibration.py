@@ -28,7 +28,8 @@ reconstructed), and the next block sees the outputs of the pruned blocks before 
 :func:`calibration_blocks`; every block costs one forward pass over the calibration data, plus one
 pass at the start that learns the layers' execution order and checks that the model takes every batch
 (full forward passes rather than cached block inputs: that needs no knowledge of a block's signature,
-so it works for any model).
+so it works for any model). Statistics are held for one block at a time; ``calibration="dense"`` makes a
+single pass and holds every layer's (for SparseGPT, every layer's ``features²`` Gram matrix) at once.
 """
 
 from __future__ import annotations
