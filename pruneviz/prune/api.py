@@ -447,8 +447,7 @@ def _wanda_(model: nn.Module, layers: dict[str, nn.Module], *, checked: _Checked
             where=checked.where,
         )
         if apply:
-            for n, m in sub.items():
-                m.weight.mul_(found[n].to(m.weight.device, m.weight.dtype))
+            found.apply_(model)
         masks.update(found)
     return Masks({n: masks[n] for n in layers})
 
