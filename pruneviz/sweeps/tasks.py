@@ -92,6 +92,7 @@ def _pruned(
         task.config,
         settings["calibration_size"],
         settings["seed"],
+        settings.get("calibration", "sequential"),
     )
     model = rebuild_model(parent, _load_bytes(parent_weights))
     start = time.perf_counter()

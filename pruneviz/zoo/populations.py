@@ -30,14 +30,17 @@ __all__ = ["PruneSettings", "prune_population", "pruned_record", "pruned_run_id"
 @dataclass(frozen=True)
 class PruneSettings:
     """How a population is pruned, beyond its method, structure and sparsity: the allocation (``None``:
-    the method's own), layers excluded, the fine-tuning budget, the calibration size and the seed. One
-    object, so :func:`prune_population` and a sweep's tasks prune alike and name their runs alike."""
+    the method's own), layers excluded, the fine-tuning budget, the calibration size, the seed and how
+    Wanda and SparseGPT calibrate (``"sequential"``, block by block, or ``"dense"``; see
+    :func:`~pruneviz.prune.compute_masks`). One object, so :func:`prune_population` and a sweep's tasks
+    prune alike and name their runs alike."""
 
     allocation: str | None = None
     exclude: tuple[str, ...] = ()
     finetune: TrainConfig | None = DEFAULT_FINETUNE
     calibration_size: int = 512
     seed: int = 0
+    calibration: str = "sequential"
 
     def to_json(self) -> dict[str, Any]:
         """The settings as stored in a pruned run's schedule and hashed into its id."""
@@ -47,6 +50,7 @@ class PruneSettings:
             "finetune": self.finetune.to_json() if self.finetune else None,
             "calibration_size": self.calibration_size,
             "seed": self.seed,
+            "calibration": self.calibration,
         }
 
     def prune(
@@ -66,6 +70,7 @@ class PruneSettings:
             calibration_size=self.calibration_size,
             seed=self.seed,
             progress=False,
+            calibration=self.calibration,
         )
 
 
