@@ -53,6 +53,7 @@ from pruneviz.models.adapter import adapted
 
 __all__ = [
     "CALIBRATIONS",
+    "DEFAULT_CALIBRATION",
     "LABEL_KEYS",
     "Batch",
     "calibration_batches",
@@ -64,6 +65,8 @@ __all__ = [
 
 #: ``calibration=`` choices: block by block (the papers' procedure) or every layer from the dense model
 CALIBRATIONS = ("sequential", "dense")
+#: the default ``calibration=`` of compute_masks, prune_, one_shot and PruneSettings
+DEFAULT_CALIBRATION = "sequential"
 #: keys of a dict batch that hold labels, not model inputs; dropped before the model is called
 LABEL_KEYS = frozenset({"labels", "label"})
 _ACCEPTED = (

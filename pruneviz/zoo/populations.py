@@ -17,6 +17,7 @@ from pruneviz.models.registry import count_parameters
 from pruneviz.prune.accounting import count_macs, measure_latency
 from pruneviz.prune.allocation import parse_structure
 from pruneviz.prune.api import CHANNEL_METHODS, population_method_names
+from pruneviz.prune.calibration import DEFAULT_CALIBRATION
 from pruneviz.prune.masks import prunable_layers
 from pruneviz.prune.schedules import PruneResult, one_shot
 from pruneviz.train import TrainConfig, evaluate
@@ -40,18 +41,22 @@ class PruneSettings:
     finetune: TrainConfig | None = DEFAULT_FINETUNE
     calibration_size: int = 512
     seed: int = 0
-    calibration: str = "sequential"
+    calibration: str = DEFAULT_CALIBRATION
 
     def to_json(self) -> dict[str, Any]:
-        """The settings as stored in a pruned run's schedule and hashed into its id."""
-        return {
+        """The settings as stored in a pruned run's schedule and hashed into its id. ``calibration`` is
+        written only when it is not the default (``"sequential"``), so the ids of runs named before the
+        option existed stay the same; a stored schedule without it reads back as the default."""
+        out = {
             "allocation": self.allocation,
             "exclude": list(self.exclude),
             "finetune": self.finetune.to_json() if self.finetune else None,
             "calibration_size": self.calibration_size,
             "seed": self.seed,
-            "calibration": self.calibration,
         }
+        if self.calibration != DEFAULT_CALIBRATION:
+            out["calibration"] = self.calibration
+        return out
 
     def prune(
         self, model: nn.Module, data: Dataset, *, method: str, sparsity: float, structure: str
