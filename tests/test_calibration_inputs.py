@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from pruneviz.data import Dataset, Inputs
 from pruneviz.exceptions import ValidationError
 from pruneviz.models import is_adapted
-from pruneviz.prune import compute_masks, one_shot, prunable_layers, prune_
+from pruneviz.prune import Masks, compute_masks, one_shot, prunable_layers, prune_
 from pruneviz.prune.calibration import calibration_blocks
 from pruneviz.prune.criteria import layer_input_norms
 from pruneviz.testing import sequential_obs_reference
@@ -454,3 +454,191 @@ def test_no_hook_is_left_behind_when_the_model_raises_midway(method):
     assert not is_adapted(model)
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks, m
+
+
+# -- nn.MultiheadAttention and every prunable weight kind --------------------------------------------
+class TorchEncoder(nn.Module):
+    """Token ids and an attention mask in, logits out, through two ``nn.TransformerEncoderLayer`` blocks
+    whose ``nn.MultiheadAttention`` gets the padding as ``src_key_padding_mask``. ``layout``:
+    ``"batch_first"``, ``"sequence_first"`` (``(tokens, batch, features)`` inputs) or ``"nested"`` (an
+    ``nn.TransformerEncoder``, which packs the padding out into nested tensors in eval mode)."""
+
+    def __init__(self, layout: str = "batch_first", *, dim: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.layout = layout
+        batch_first = layout != "sequence_first"
+
+        def layer() -> nn.TransformerEncoderLayer:
+            return nn.TransformerEncoderLayer(
+                dim, 2, dim_feedforward=32, dropout=0.0, batch_first=batch_first
+            )
+
+        self.embed = nn.Embedding(30, dim)
+        if layout == "nested":
+            self.encoder = nn.TransformerEncoder(layer(), 2, enable_nested_tensor=True)
+        else:
+            self.layers = nn.ModuleList([layer(), layer()])
+        self.head = nn.Linear(dim, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x, pad = self.embed(input_ids), ~attention_mask.bool()
+        if self.layout == "nested":
+            x = self.encoder(x, src_key_padding_mask=pad)
+            if x.is_nested:
+                x = x.to_padded_tensor(0.0, (*pad.shape, x.size(-1)))
+        else:
+            x = x if self.layout == "batch_first" else x.transpose(0, 1)
+            for layer in self.layers:
+                x = layer(x, src_key_padding_mask=pad)
+            x = x if self.layout == "batch_first" else x.transpose(0, 1)
+        m = attention_mask[..., None].to(x.dtype)
+        return self.head((x * m).sum(1) / m.sum(1))
+
+
+def attention_keys(prefix: str) -> list[str]:
+    return [f"{prefix}.{i}.{n}" for i in range(2) for n in ATTENTION_LAYER]
+
+
+ATTENTION_LAYER = ["self_attn.in_proj_weight", "self_attn.out_proj", "linear1", "linear2"]
+
+
+@pytest.mark.parametrize("calibration", ["sequential", "dense"])
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+@pytest.mark.parametrize("layout", ["batch_first", "sequence_first", "nested"])
+def test_attention_projections_calibrate_without_padding(tokens, layout, method, calibration):
+    """Masks of every weight of an nn.TransformerEncoderLayer stack (in_proj's q/k/v row blocks, the
+    functionally used out_proj, the feed-forward Linears) do not change when padding is appended."""
+    model = TorchEncoder(layout).eval()
+    options = {"method": method, "sparsity": 0.5, "batch_size": BATCH, "calibration": calibration}
+    masks = compute_masks(model, data=tokens, **options)
+    prefix = "encoder.layers" if layout == "nested" else "layers"
+    assert list(masks) == [*attention_keys(prefix), "head"]
+    longer = compute_masks(model, data=with_extra_padding(tokens, 7), **options)  # 17 tokens, 16 a batch
+    assert all(torch.equal(masks[n], longer[n]) for n in masks), [
+        n for n in masks if not torch.equal(masks[n], longer[n])
+    ]
+    loader = compute_masks(model, data=dict_loader(tokens), **options)
+    assert all(torch.equal(masks[n], loader[n]) for n in masks)
+
+
+def real_inputs(model: nn.Module, module: nn.Module, data: Dataset) -> np.ndarray:
+    """The first positional input of ``module`` over ``data``, padded positions dropped, as
+    ``(tokens, features)`` float64 (a batch-first reference without pruneviz's hooks)."""
+    seen: list[np.ndarray] = []
+    current: dict[str, torch.Tensor] = {}
+
+    def hook(_m, args):
+        seen.append(args[0].detach()[current["mask"].bool()].double().numpy())
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            for ids, mask in batches_of(data):
+                current["mask"] = mask
+                model(ids, mask)
+    finally:
+        handle.remove()
+    return np.concatenate(seen)
+
+
+@pytest.mark.reference
+def test_wanda_sequential_reads_the_in_proj_inputs_of_real_tokens_only(tokens):
+    """Wanda block by block on nn.MultiheadAttention: in_proj's statistics (one norm vector per q/k/v
+    row block) are those of the real tokens' inputs, the second block's taken after the first block was
+    pruned; padding counted (positional batches, no named mask) would change them."""
+    model = TorchEncoder("batch_first").eval()
+    layers = prunable_layers(model)
+    masks = compute_masks(model, method="wanda", sparsity=0.5, data=tokens, batch_size=BATCH)
+
+    key0 = "layers.0.self_attn.in_proj_weight"
+    x0 = real_inputs(model, model.layers[0], tokens)  # q = k = v = the layer's input
+    ref0 = np.sqrt((x0**2).sum(0))
+    norms = layer_input_norms(model, {key0: layers[key0]}, tokens, batch_size=BATCH)[key0]
+    assert len(norms) == 3
+    for block in norms:
+        np.testing.assert_allclose(block.numpy(), ref0, rtol=1e-6)
+    counted = layer_input_norms(model, {key0: layers[key0]}, batches_of(tokens))[key0]
+    assert bool((counted[0] > torch.from_numpy(ref0) * (1 + 1e-6)).any()), "padding would count"
+
+    # the first block pruned, the second block's in_proj reads the pruned block's outputs
+    pruned = copy.deepcopy(model)
+    Masks({n: masks[n] for n in attention_keys("layers")[:4]}).apply_(pruned)
+    key1 = "layers.1.self_attn.in_proj_weight"
+    x1 = real_inputs(pruned, pruned.layers[1], tokens)
+    ref1 = np.sqrt((x1**2).sum(0))
+    for key, ref in ((key0, ref0), (key1, ref1)):
+        w = layers[key].weight.detach().double().numpy()
+        metric = np.abs(w) * ref[None, :]
+        assert_masks_match_up_to_ties({key: masks[key]}, {key: per_row_keep(metric, 0.5)}, {key: metric}, 0.5)
+    dense = compute_masks(
+        model, method="wanda", sparsity=0.5, data=tokens, batch_size=BATCH, calibration="dense"
+    )
+    assert not torch.equal(dense[key1], masks[key1]), "the dense pass reads the unpruned first block"
+    assert torch.equal(dense[key0], masks[key0])
+    longer = compute_masks(model, method="wanda", sparsity=0.5, data=with_extra_padding(tokens, 7))
+    assert all(torch.equal(masks[n], longer[n]) for n in masks)
+
+
+def test_include_embeddings_goes_with_calibration_and_blocks(tokens):
+    model = TorchEncoder("batch_first").eval()
+    # magnitude ignores the calibration options and prunes the table when asked
+    with_table = compute_masks(model, method="magnitude", sparsity=0.5, include_embeddings=True)
+    assert "embed" in with_table and with_table.sparsity() == pytest.approx(0.5, abs=1e-3)
+    # Wanda needs input columns: the table is named, then left out by exclude, blocks given by prefix
+    with pytest.raises(ValidationError, match=r"'embed', an embedding table.*exclude"):
+        compute_masks(model, method="wanda", sparsity=0.5, data=tokens, include_embeddings=True)
+    options = {"method": "wanda", "sparsity": 0.5, "data": tokens, "batch_size": BATCH}
+    default = compute_masks(model, **options)
+    given = compute_masks(
+        model, include_embeddings=True, exclude=["embed"], blocks=["layers.0", "layers.1"], **options
+    )
+    assert list(given) == list(default) and all(torch.equal(default[n], given[n]) for n in default)
+    dense = compute_masks(model, include_embeddings=True, exclude=["embed"], calibration="dense", **options)
+    assert "embed" not in dense
+    with pytest.raises(ValidationError, match=r"'blocks' parameter.*prefixes of the names"):
+        compute_masks(model, include_embeddings=True, exclude=["embed"], blocks=["embed"], **options)
+
+
+class Conv1D(nn.Module):
+    """GPT-2's Conv1D as transformers defines it: weight (in, out), forward ``x @ weight + bias``
+    (recognised by its class name ``Conv1D`` and ``nf``)."""
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.5)
+        self.bias = nn.Parameter(torch.randn(nf) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.reshape(-1, x.shape[-1]) @ self.weight + self.bias).reshape(*x.shape[:-1], self.nf)
+
+
+class _GPT2Blocks(nn.Module):
+    """Token ids and an attention mask in; two GPT-2 MLP blocks of Conv1D (transposed weights), a
+    masked mean and a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.wte = nn.Embedding(30, 8)
+        self.h = nn.ModuleList([nn.Sequential(Conv1D(16, 8), nn.GELU(), Conv1D(8, 16)) for _ in range(2)])
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = self.wte(input_ids)
+        for block in self.h:
+            x = x + block(x)
+        m = attention_mask[..., None].to(x.dtype)
+        return self.head((x * m).sum(1) / m.sum(1))
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_gpt2_conv1d_calibrates_without_padding(tokens, method):
+    model = _GPT2Blocks().eval()
+    masks = compute_masks(model, method=method, sparsity=0.5, data=tokens, batch_size=BATCH)
+    assert list(masks) == ["h.0.0", "h.0.2", "h.1.0", "h.1.2", "head"]
+    assert masks["h.0.0"].shape == (8, 16)  # the weight's own (in, out) layout
+    longer = compute_masks(model, method=method, sparsity=0.5, data=with_extra_padding(tokens, 7))
+    assert all(torch.equal(masks[n], longer[n]) for n in masks)
+    assert compute_masks(model, method=method, sparsity=0.5, data=tokens).sparsity() == pytest.approx(0.5)

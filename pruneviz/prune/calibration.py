@@ -17,9 +17,13 @@ batches — wrap one batch in a list.
 
 **Padding.** A batch that names its padding mask (a dict or ``Inputs`` with ``attention_mask``) has its
 padded positions excluded from every layer's input statistics, for layers that read their input as
-``(batch, tokens, features)`` (Linear layers applied to token sequences): the mask of the batch being fed
-is held in a context variable for the duration of each forward call, and the layer input hooks keep only
-the rows ``x[mask]`` (:func:`real_tokens`). Convolutions (channels first) are not masked.
+``(batch, tokens, features)`` (Linear layers and GPT-2 ``Conv1D`` applied to token sequences, and the
+query, key, value and attention output of ``nn.MultiheadAttention``): the mask of the batch being fed is
+held in a context variable for the duration of each forward call, and the layer input hooks keep only
+the rows ``x[mask]`` (:func:`real_tokens`). A ``(tokens, batch, features)`` input (a sequence-first
+transformer, e.g. ``nn.TransformerEncoderLayer`` without ``batch_first``) is recognised when the batch
+size and the length differ; ``nn.MultiheadAttention`` says its layout itself. Convolutions (channels
+first) are not masked.
 
 **Blocks.** ``calibration="sequential"`` prunes a model block by block, as Wanda (Sun et al. 2023) and
 SparseGPT (Frantar & Alistarh 2023) prune a transformer: the calibration data is run through the partly
@@ -215,16 +219,19 @@ def real_tokens(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module``'s input ``x`` without the padded positions of the batch being fed.
 
     Applies to inputs laid out ``(batch, tokens, ...)`` whose first two sizes are those of the batch's
-    attention mask, for every layer but convolutions (their inputs are channels first); returns
-    ``x[mask]`` of shape ``(real tokens, ...)``. Anything else (no mask, a pooled ``(batch, features)``
-    input, an image) is returned unchanged.
+    attention mask, or ``(tokens, batch, ...)`` (sequence first) when only the swapped sizes match, for
+    every layer but convolutions (their inputs are channels first); returns ``x[mask]`` of shape
+    ``(real tokens, ...)``. Anything else (no mask, a pooled ``(batch, features)`` input, an image) is
+    returned unchanged. With as many tokens as sequences, an input is taken to be batch first.
     """
     mask = _TOKEN_MASK.get()
     if mask is None or isinstance(module, nn.modules.conv._ConvNd) or x.ndim < 3:
         return x
-    if tuple(x.shape[:2]) != tuple(mask.shape):
-        return x
-    return x[mask.to(x.device)]
+    if tuple(x.shape[:2]) == tuple(mask.shape):
+        return x[mask.to(x.device)]
+    if tuple(x.shape[:2]) == tuple(mask.shape[::-1]):
+        return x.transpose(0, 1)[mask.to(x.device)]
+    return x
 
 
 def execution_order(
