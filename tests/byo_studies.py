@@ -133,3 +133,6 @@ def tabular_study(root: Path, data: Dataset) -> Zoo:
         options,
         TrainConfig(epochs=10, batch_size=64, lr=3e-3),
     )
+
+
+STUDIES = {"text": text_study}

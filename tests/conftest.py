@@ -86,3 +86,19 @@ def study_zoo(tmp_path_factory, digits) -> Zoo:
         progress=False,
     )
     return zoo
+
+
+@pytest.fixture(scope="session")
+def byo_zoo(tmp_path_factory):
+    """``byo_zoo(modality)``: the study of a user's own model and data of that modality (image, tabular,
+    text; see tests/byo_studies.py), built once per session. Read-only for tests."""
+    from byo_studies import STUDIES
+
+    built: dict[str, Zoo] = {}
+
+    def get(modality: str) -> Zoo:
+        if modality not in built:
+            built[modality] = STUDIES[modality](tmp_path_factory.mktemp(f"byo-{modality}"))
+        return built[modality]
+
+    return get

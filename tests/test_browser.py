@@ -261,3 +261,53 @@ def test_a_view_draws_in_a_page_without_a_server(browser, study_zoo, tmp_path):
     # Panel's saved pages take a few stylesheets from its CDN, which this machine cannot reach
     assert not [e for e in errors if "ERR_NAME_NOT_RESOLVED" not in e and "request failed" not in e]
     page.close()
+
+
+@pytest.mark.parametrize("modality", ["text"])
+def test_a_study_of_your_own_model_and_data_renders_every_tab(browser, byo_zoo, modality, tmp_path):
+    """A user's own model and data (tests/byo_studies.py): every tab draws its figures or says in place
+    why an analysis does not apply, with no console error; so does the audit report."""
+    from pruneviz.app import serve
+    from pruneviz.views import TABS
+    from pruneviz.views.report import write_audit_report
+
+    zoo = byo_zoo(modality)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = serve(zoo.path, port=port, threaded=True)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        page, errors = _page(browser)
+        page.goto(f"http://127.0.0.1:{port}/")
+        for name, view in TABS:
+            page.get_by_text(name, exact=True).first.click(timeout=60_000)
+            skipped = [f for f in view.figures if f.frame == "selected_exemplar"]
+            skipped += [f for f in view.figures if f.title in NOT_DRAWN[modality]]
+            drawn = _charts_in(page, len(view.figures) - len(skipped))
+            page.screenshot(path=str(ARTIFACTS / f"byo-{modality}-{name.lower()}.png"), full_page=True)
+            assert drawn >= len(view.figures) - len(skipped), f"{modality} tab {name}: {drawn}, {errors[:3]}"
+            for figure in view.figures:
+                if figure.title in NOT_DRAWN[modality]:
+                    assert page.get_by_text(f"does not apply to {modality} data").count() >= 1
+            assert not page.get_by_text("Traceback").count()
+        assert not errors, errors[:5]
+        page.close()
+    finally:
+        server.stop()
+    report = write_audit_report(zoo, tmp_path / "audit.html", method="lamp", sparsity=0.8)
+    page, errors = _page(browser)
+    page.goto(report.as_uri())
+    assert _charts_in(page, 3, timeout=60) >= 3
+    page.screenshot(path=str(ARTIFACTS / f"byo-{modality}-audit.png"), full_page=True)
+    assert not errors, errors[:5]
+    page.close()
+
+
+#: the figures of each modality's study that say why they do not apply instead of drawing
+NOT_DRAWN = {"text": {"Corruptions", "Attacks"}, "tabular": {"Corruptions"}, "image": set()}

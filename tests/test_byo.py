@@ -4,7 +4,6 @@ analysis → every tab's figures from a read-only zoo → the audit report."""
 from __future__ import annotations
 
 import pytest
-from byo_studies import text_study
 
 from pruneviz.views import TABS, StudyState
 from pruneviz.views.panels import draw
@@ -15,11 +14,6 @@ pytestmark = pytest.mark.slow
 
 #: what each modality's study must say instead of drawing (and nothing else may fail to draw)
 NOT_APPLICABLE = {"text": {"Corruptions", "Attacks"}, "tabular": {"Corruptions"}, "image": set()}
-
-
-@pytest.fixture(scope="module")
-def text_zoo(tmp_path_factory) -> Zoo:
-    return text_study(tmp_path_factory.mktemp("byo"))
 
 
 def _check_study(zoo: Zoo, modality: str, tmp_path) -> None:
@@ -51,7 +45,8 @@ def _check_study(zoo: Zoo, modality: str, tmp_path) -> None:
         assert f"{title} does not apply to {modality} data" in text
 
 
-def test_text_study_end_to_end(text_zoo, tmp_path):
+def test_text_study_end_to_end(byo_zoo, tmp_path):
+    text_zoo = byo_zoo("text")
     data = text_zoo.dataset(text_zoo.runs().dataset.iloc[0])
     assert data.info.modality == "text" and data.x["input_ids"].dtype.is_floating_point is False
     _check_study(text_zoo, "text", tmp_path)

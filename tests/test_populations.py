@@ -266,3 +266,28 @@ def test_a_sweep_spec_asks_for_imp(tmp_path):
     bad = text.replace('"global_magnitude", "lamp"', '"lamp"').replace("\n    ", "\n")
     with pytest.raises(ValidationError, match="prune.methods"):
         parse_spec(bad, source="imp.toml")
+
+
+def test_the_default_calibration_leaves_run_ids_unchanged():
+    """PruneSettings writes ``calibration`` only when it is not the default, so every method's run ids
+    are those the settings gave before the option existed."""
+    from pruneviz.prune.api import population_method_names
+    from pruneviz.zoo.populations import DEFAULT_FINETUNE, PruneSettings, pruned_run_id
+
+    before = {  # PruneSettings().to_json() before calibration= was added
+        "allocation": None,
+        "exclude": [],
+        "finetune": DEFAULT_FINETUNE.to_json(),
+        "calibration_size": 512,
+        "seed": 0,
+    }
+    default, dense = PruneSettings(), PruneSettings(calibration="dense")
+    assert default.to_json() == before and "calibration" not in default.to_json()
+    assert dense.to_json() == {**before, "calibration": "dense"}
+    for method in population_method_names():
+        assert pruned_run_id("p", method, "unstructured", 0.5, default.to_json()) == pruned_run_id(
+            "p", method, "unstructured", 0.5, before
+        )
+        assert pruned_run_id("p", method, "unstructured", 0.5, dense.to_json()) != pruned_run_id(
+            "p", method, "unstructured", 0.5, before
+        )

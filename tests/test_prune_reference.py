@@ -134,14 +134,17 @@ def test_synflow_matches_its_closed_form():
     np.testing.assert_allclose(got["2"].numpy(), w2 * hidden[None, :], rtol=1e-6)
 
 
-def test_wanda_masks_on_a_linear_layer():
+@pytest.mark.parametrize("calibration", ["dense", "sequential"])
+def test_wanda_masks_on_a_linear_layer(calibration):
     model, data = tiny_mlp(d=5, h=8), as64(tiny_data(n=50))
-    masks = compute_masks(model, method="wanda", sparsity=0.5, data=data)
+    masks = compute_masks(model, method="wanda", sparsity=0.5, data=data, calibration=calibration)
     x = data.x.numpy()
-    hidden = np.maximum(x @ model[0].weight.detach().numpy().T + model[0].bias.detach().numpy(), 0)
-    np.testing.assert_array_equal(
-        masks["0"].numpy(), wanda_reference(model[0].weight.detach().numpy(), x, 0.5)
-    )
+    w1 = model[0].weight.detach().numpy()
+    keep1 = wanda_reference(w1, x, 0.5)
+    np.testing.assert_array_equal(masks["0"].numpy(), keep1)
+    if calibration == "sequential":  # the second layer sees the outputs of the pruned first one
+        w1 = w1 * keep1
+    hidden = np.maximum(x @ w1.T + model[0].bias.detach().numpy(), 0)
     np.testing.assert_array_equal(
         masks["2"].numpy(), wanda_reference(model[2].weight.detach().numpy(), hidden, 0.5)
     )

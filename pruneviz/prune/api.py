@@ -7,8 +7,9 @@ the reconstructed weights) in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,7 +17,23 @@ from torch import nn
 from pruneviz._validation import check_choice, check_fraction, check_int, fail
 from pruneviz.data.dataset import Dataset
 from pruneviz.prune.allocation import ALLOCATIONS, Structure, allocate, check_nm_divisible, parse_structure
-from pruneviz.prune.criteria import DATA_FREE, check_input_columns, layer_input_gram, score
+from pruneviz.prune.calibration import (
+    CALIBRATIONS,
+    Batch,
+    calibration_batches,
+    calibration_blocks,
+    describe,
+    execution_order,
+)
+from pruneviz.prune.criteria import (
+    DATA_FREE,
+    check_input_columns,
+    input_grams,
+    input_module,
+    input_norms,
+    score,
+    wanda_scores,
+)
 from pruneviz.prune.masks import Masks
 from pruneviz.prune.sparsegpt import sparsegpt_layer
 from pruneviz.prune.weights import PrunableWeight, prunable_weights, weights_of
@@ -45,6 +62,8 @@ METHODS: dict[str, Method] = {
     "sparsegpt": Method("sparsegpt", "uniform", "Frantar & Alistarh 2023 (reconstructs weights)"),
 }
 NEEDS_DATA = frozenset(m for m, spec in METHODS.items() if spec.criterion not in DATA_FREE)
+#: methods that calibrate from any iterable of model inputs, block by block or in one dense pass
+CALIBRATED = frozenset({"wanda", "sparsegpt"})
 #: channel methods of populations and sweeps, by the criterion that ranks channels (channel_l1 is the
 #: L1 norm of filters, Li et al. 2017); they remove channels physically
 CHANNEL_METHODS = {"channel_l1": "magnitude", "channel_random": "random", "channel_taylor": "taylor"}
@@ -84,7 +103,7 @@ def compute_masks(
     sparsity: float | None = None,
     structure: str | Structure = "unstructured",
     allocation: str | None = None,
-    data: Dataset | None = None,
+    data: Any = None,
     exclude: Iterable[str] = (),
     seed: int = 0,
     floor: float = 0.01,
@@ -92,6 +111,8 @@ def compute_masks(
     input_shape: tuple[int, ...] | None = None,
     batch_size: int = 256,
     include_embeddings: bool = False,
+    calibration: str = "sequential",
+    blocks: Sequence[str] | None = None,
 ) -> Masks:
     """Keep-masks for ``model``'s prunable layers; the model itself is not changed.
 
@@ -102,12 +123,29 @@ def compute_masks(
     sparsity : fraction of prunable weights removed, in [0, 1). Omit for N:M (fixed at 1 - N/M).
     structure : ``"unstructured"``, ``"N:M"``, ``"block:HxW"`` (channels: :func:`prune_channels`).
     allocation : ``uniform``, ``global``, ``global_floor``, ``erk`` or ``per_row``; default the method's.
-    data : calibration samples, needed by data-driven criteria (SNIP, GraSP, Taylor, Wanda, SparseGPT).
+    data : calibration samples, needed by data-driven criteria. SNIP, GraSP and Taylor differentiate the
+        loss, so they need a :class:`~pruneviz.data.Dataset` (with labels). Wanda and SparseGPT take a
+        Dataset (its ``x`` in batches of ``batch_size``) or any iterable of batches of model inputs, e.g.
+        a DataLoader of dicts with ``input_ids`` and ``attention_mask``: a tensor is one positional
+        argument, a tuple positional arguments, a dict or Inputs keyword arguments (``labels``/``label``
+        keys dropped); padded positions (``attention_mask`` 0) are left out of the statistics of every
+        weight whose input has a token axis. See :mod:`pruneviz.prune.calibration`.
     exclude : keys of prunable weights to leave dense (e.g. the first conv or the classifier); see
         :func:`~pruneviz.prune.prunable_weights` for the keys (a module's name for its ``weight``,
         ``"<attention>.in_proj_weight"`` for attention input projections).
     seed : fixes every random choice.
     include_embeddings : also prune ``nn.Embedding`` tables (off by default: they are left dense).
+        Wanda and SparseGPT need input columns, so with them exclude the tables again (or use another
+        method for them).
+    calibration : Wanda and SparseGPT only. ``"sequential"`` (default): block by block as the papers do,
+        each block calibrated on the outputs of the blocks before it *after* they were pruned (and, for
+        SparseGPT, reconstructed); one forward pass over the data per block, plus one to learn the
+        execution order. Needs an allocation that decides layer by layer (``per_row``, ``uniform``, or
+        N:M). ``"dense"``: every layer's statistics from the dense model in one pass.
+    blocks : with ``calibration="sequential"``, prefixes of the keys of the blocks (e.g.
+        ``["encoder.layer.0", "encoder.layer.1"]``); default: the children of the model's repeated
+        ``ModuleList``/``Sequential``, every other weight a block of its own
+        (:func:`pruneviz.prune.calibration.calibration_blocks`).
 
     Every prunable weight is pruned: Linear, Conv1d/2d/3d (grouped, depthwise), ConvTranspose1d/2d/3d,
     GPT-2 ``Conv1D``, ``nn.MultiheadAttention`` input projections and ``out_proj``; row-wise criteria,
@@ -133,6 +171,8 @@ def compute_masks(
         input_shape=input_shape,
         batch_size=batch_size,
         include_embeddings=include_embeddings,
+        calibration=calibration,
+        blocks=blocks,
     )
 
 
@@ -146,6 +186,11 @@ def _compute_masks(model: nn.Module, *, where: str, **options: object) -> Masks:
     if method == "sparsegpt":
         work = _copy_model(model)
         return _sparsegpt_(work, weights_of(work, layers), checked=checked)
+    if method == "wanda":
+        if checked.calibration == "dense":
+            return _wanda_(model, layers, checked=checked, apply=False)
+        work = _copy_model(model)
+        return _wanda_(work, weights_of(work, layers), checked=checked, apply=True)
     if method == "synflow":
         return _synflow_masks(
             model,
@@ -176,7 +221,7 @@ def prune_(
     sparsity: float | None = None,
     structure: str | Structure = "unstructured",
     allocation: str | None = None,
-    data: Dataset | None = None,
+    data: Any = None,
     exclude: Iterable[str] = (),
     seed: int = 0,
     floor: float = 0.01,
@@ -184,11 +229,15 @@ def prune_(
     input_shape: tuple[int, ...] | None = None,
     batch_size: int = 256,
     include_embeddings: bool = False,
+    calibration: str = "sequential",
+    blocks: Sequence[str] | None = None,
 ) -> Masks:
     """Compute masks as :func:`compute_masks` does (same options) and apply them to ``model`` in place.
 
-    For ``sparsegpt`` the kept weights are also reconstructed (Frantar & Alistarh 2023); its layers are
-    pruned one after another, every check done before the first weight changes. Returns the masks.
+    For ``sparsegpt`` the kept weights are also reconstructed (Frantar & Alistarh 2023). Wanda and
+    SparseGPT prune the model in place block by block (``calibration="sequential"``); every check, and
+    one pass over the calibration data that checks the model takes every batch, is done before the first
+    weight changes. Returns the masks.
     """
     options = {
         "method": method,
@@ -203,9 +252,13 @@ def prune_(
         "input_shape": input_shape,
         "batch_size": batch_size,
         "include_embeddings": include_embeddings,
+        "calibration": calibration,
+        "blocks": blocks,
     }
-    if method == "sparsegpt":
+    if method in CALIBRATED:
         checked = _checked(model, where="prune_", **options)
+        if method == "wanda":
+            return _wanda_(model, checked.layers, checked=checked, apply=True)
         return _sparsegpt_(model, checked.layers, checked=checked)
     masks = _compute_masks(model, where="prune_", **options)
     masks.apply_(model)
@@ -219,8 +272,13 @@ class _Checked:
     structure: Structure
     allocation: str
     layers: dict[str, PrunableWeight]
-    data: Dataset | None
+    data: Any
     batch_size: int
+    calibration: str = "dense"
+    blocks: tuple[str, ...] | None = None
+    batches: tuple[Batch, ...] = ()
+    floor: float = 0.01
+    where: str = "prune"
 
 
 def _checked(
@@ -231,7 +289,7 @@ def _checked(
     sparsity: float | None,
     structure: str | Structure,
     allocation: str | None,
-    data: Dataset | None,
+    data: Any,
     exclude: Iterable[str],
     seed: int,
     floor: float,
@@ -239,6 +297,8 @@ def _checked(
     input_shape: tuple[int, ...] | None,
     batch_size: int,
     include_embeddings: bool = False,
+    calibration: str = "sequential",
+    blocks: Sequence[str] | None = None,
 ) -> _Checked:
     """Validate every pruning option once, before anything is computed or changed."""
     check_choice(method, "method", where, METHODS)
@@ -269,6 +329,8 @@ def _checked(
     )
     if METHODS[method].criterion in ("wanda", "sparsegpt"):
         check_input_columns(layers, where)
+    calibration = check_choice(calibration, "calibration", where, CALIBRATIONS)
+    batches: tuple[Batch, ...] = ()
     if method in NEEDS_DATA:
         if data is None:
             fail(
@@ -279,16 +341,45 @@ def _checked(
                 "pass data=<training samples>; data-free methods are "
                 + ", ".join(sorted(set(METHODS) - NEEDS_DATA)),
             )
-        if not isinstance(data, Dataset):
+        if method in CALIBRATED:
+            batches = tuple(calibration_batches(data, batch_size=batch_size, where=where))
+        elif not isinstance(data, Dataset):
             fail(
                 "data",
                 where,
-                "a pruneviz Dataset",
-                type(data).__name__,
-                "wrap the samples in pruneviz.data.Dataset.",
+                f"a pruneviz Dataset with labels for method {method!r} (it differentiates the loss; only "
+                f"{' and '.join(sorted(CALIBRATED))} calibrate from an iterable of unlabeled model inputs)",
+                None,
+                "wrap the samples and their labels in pruneviz.data.Dataset.",
+                got=describe(data) if isinstance(data, torch.Tensor | Mapping) else type(data).__name__,
             )
-        if len(data) == 0:
+        elif len(data) == 0:
             fail("data", where, "a non-empty calibration Dataset", "0 samples")
+    if blocks is not None:
+        if method not in CALIBRATED or calibration != "sequential":
+            fail(
+                "blocks",
+                where,
+                f"None unless calibration='sequential' with method {' or '.join(sorted(CALIBRATED))}",
+                blocks,
+                "omit blocks, or pass calibration='sequential' with wanda or sparsegpt.",
+            )
+        calibration_blocks(model, list(layers), blocks=blocks, where=where)  # checks the prefixes
+        blocks = tuple(blocks)
+    if (
+        method == "wanda"
+        and calibration == "sequential"
+        and struct.kind != "nm"
+        and allocation not in ("per_row", "uniform")
+    ):
+        fail(
+            "allocation",
+            where,
+            "'per_row' or 'uniform' for Wanda with calibration='sequential' (blocks are pruned one after "
+            "another, so no ranking spans every layer)",
+            allocation,
+            "pass calibration='dense' to rank all layers at once, or allocation='per_row'.",
+        )
     if method == "sparsegpt":
         if struct.kind not in ("unstructured", "nm"):
             fail("structure", where, "'unstructured' or 'N:M' for SparseGPT", struct.name)
@@ -297,7 +388,7 @@ def _checked(
         if struct.kind == "nm":
             for name, w in layers.items():
                 check_nm_divisible(w.oriented().shape[1], struct, name, where)
-    if method == "synflow" and input_shape is None and data is None:
+    if method == "synflow" and input_shape is None and not isinstance(data, Dataset):
         fail(
             "input_shape",
             where,
@@ -305,11 +396,24 @@ def _checked(
             None,
             "pass input_shape=... or data=<a Dataset> (its input shape is used).",
         )
-    return _Checked(method, sparsity, struct, allocation, layers, data, batch_size)
+    return _Checked(
+        method,
+        sparsity,
+        struct,
+        allocation,
+        layers,
+        data,
+        batch_size,
+        calibration=calibration,
+        blocks=blocks,
+        batches=batches,
+        floor=floor,
+        where=where,
+    )
 
 
-def _shape_of(data: Dataset | None) -> tuple[int, ...] | None:
-    return None if data is None else data.info.input_shape
+def _shape_of(data: Any) -> tuple[int, ...] | None:
+    return data.info.input_shape if isinstance(data, Dataset) else None
 
 
 def _copy_model(model: nn.Module) -> nn.Module:
@@ -349,44 +453,72 @@ def _synflow_masks(
     return masks
 
 
+def _groups(model: nn.Module, layers: dict[str, PrunableWeight], checked: _Checked) -> list[list[str]]:
+    """The groups of weights calibrated together: all of them (dense), or the blocks in execution order
+    (sequential; one pass over the data learns the order and checks every batch). A weight runs when
+    the module that receives its input does (for an attention ``out_proj``, its attention module)."""
+    if checked.calibration == "dense":
+        return [list(layers)]
+    hooked = {n: input_module(model, w) for n, w in layers.items()}
+    order = execution_order(model, hooked, checked.batches, where=checked.where)
+    return calibration_blocks(model, order, blocks=checked.blocks, where=checked.where)
+
+
+@torch.no_grad()
+def _wanda_(model: nn.Module, layers: dict[str, PrunableWeight], *, checked: _Checked, apply: bool) -> Masks:
+    """Wanda (Sun et al. 2023) group by group: score a group's weights on the inputs the model gives them
+    now, allocate, and (``apply``) zero the pruned weights before the next group is calibrated."""
+    masks: dict[str, torch.Tensor] = {}
+    for group in _groups(model, layers, checked):
+        sub = {n: layers[n] for n in group}
+        norms = input_norms(model, sub, checked.batches, where=checked.where)
+        found = allocate(
+            wanda_scores(sub, norms),
+            sparsity=checked.sparsity,
+            structure=checked.structure,
+            allocation=checked.allocation,
+            layers=sub,
+            floor=checked.floor,
+            where=checked.where,
+        )
+        if apply:
+            found.apply_(model)
+        masks.update(found)
+    return Masks({n: masks[n] for n in layers})
+
+
 @torch.no_grad()
 def _sparsegpt_(model: nn.Module, layers: dict[str, PrunableWeight], *, checked: _Checked) -> Masks:
-    """Prune ``layers`` of ``model`` one after another in forward order, each on the inputs produced
-    by the already pruned layers before it (as in the paper), reconstructing the kept weights.
+    """SparseGPT (Frantar & Alistarh 2023) group by group: the ``X Xᵀ`` of a group's weights from the
+    inputs the (partly pruned) model gives them now, then each weight pruned and its kept weights
+    reconstructed, before the next group is calibrated.
 
     Each weight is reconstructed as its ``(out, in)`` matrix; a weight whose row blocks read different
     inputs (grouped convolutions, attention ``in_proj_weight``) is reconstructed block by block, each
     block losing ``round(sparsity * block size)`` weights."""
     structure = checked.structure
     masks = {}
-    for name, w in layers.items():
-        grams = layer_input_gram(model, {name: w}, checked.data, checked.batch_size).get(name)
-        if grams is None:
-            fail(
-                "model",
-                "prune (method='sparsegpt')",
-                "a model whose forward pass runs every prunable weight on the calibration data",
-                None,
-                got=f"layer {name!r} never ran",
-                fix=f"exclude it (exclude=[{name!r}, ...]).",
-            )
-        oriented = w.oriented()
-        mat = w.matrix()
-        order = None
-        if structure.kind == "nm" and oriented.ndim > 2:  # (C, k...) columns -> input channel fastest
-            order = torch.arange(mat.shape[1]).reshape(oriented.shape[1], -1).T.flatten()
-        rows = mat.shape[0] // len(grams)
-        new_rows, keep_rows = [], []
-        for b, gram in enumerate(grams):
-            new, keep = sparsegpt_layer(
-                mat[b * rows : (b + 1) * rows],
-                gram=gram,
-                sparsity=checked.sparsity,
-                structure=structure,
-                column_order=order,
-            )
-            new_rows.append(new)
-            keep_rows.append(keep)
-        w.weight.copy_(w.from_matrix(torch.cat(new_rows)))
-        masks[name] = w.from_matrix(torch.cat(keep_rows))
-    return Masks(masks)
+    for group in _groups(model, layers, checked):
+        grams = input_grams(model, {n: layers[n] for n in group}, checked.batches, where=checked.where)
+        for name in group:
+            w = layers[name]
+            oriented = w.oriented()
+            mat = w.matrix()
+            order = None
+            if structure.kind == "nm" and oriented.ndim > 2:  # (C, k...) columns -> input channel fastest
+                order = torch.arange(mat.shape[1]).reshape(oriented.shape[1], -1).T.flatten()
+            rows = mat.shape[0] // len(grams[name])
+            new_rows, keep_rows = [], []
+            for b, gram in enumerate(grams[name]):
+                new, keep = sparsegpt_layer(
+                    mat[b * rows : (b + 1) * rows],
+                    gram=gram,
+                    sparsity=checked.sparsity,
+                    structure=structure,
+                    column_order=order,
+                )
+                new_rows.append(new)
+                keep_rows.append(keep)
+            w.weight.copy_(w.from_matrix(torch.cat(new_rows)))
+            masks[name] = w.from_matrix(torch.cat(keep_rows))
+    return Masks({n: masks[n] for n in layers})

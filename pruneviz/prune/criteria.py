@@ -3,8 +3,10 @@
 Every criterion has the signature ``criterion(model, layers, *, data, seed, batch_size) -> {name: scores}``
 and leaves the model exactly as it found it (weights, gradients, mode). ``layers`` maps keys to
 :class:`~pruneviz.prune.weights.PrunableWeight` (as :func:`~pruneviz.prune.prunable_weights` gives them);
-a module given instead stands for its ``weight``. Scores have the weight's shape. Data-driven criteria
-read a calibration :class:`~pruneviz.data.Dataset`.
+a module given instead stands for its ``weight``. Scores have the weight's shape. The gradient criteria
+(SNIP, Taylor, GraSP) read a calibration :class:`~pruneviz.data.Dataset` with labels; Wanda and the layer
+input statistics read a Dataset or any iterable of batches of model inputs, padding excluded
+(:mod:`pruneviz.prune.calibration`).
 
 Input columns (Wanda, SparseGPT, :func:`layer_inputs`) exist for Linear, Conv1d/2d/3d (grouped and
 depthwise: one column matrix per group), GPT-2 ``Conv1D``, ``ConvTranspose1d/2d/3d`` (through the
@@ -13,6 +15,12 @@ equivalent convolution of the zero-upsampled input), ``nn.MultiheadAttention``'s
 input, the attention output before the projection, is recomputed by re-running the attention with an
 identity projection: ``F.multi_head_attention_forward`` uses ``out_proj.weight`` directly, so hooks on
 ``out_proj`` never fire). Embedding tables have no input columns (their inputs are indices).
+
+Padded token positions (a batch's ``attention_mask``, see :func:`~pruneviz.prune.calibration.real_tokens`)
+are left out of the columns of every weight whose input has a token axis: Linear and GPT-2 ``Conv1D``
+inputs ``(batch, tokens, features)``, and the query, key, value and attention-output inputs of
+``nn.MultiheadAttention`` (``(tokens, batch, features)`` unless ``batch_first``). Convolutions are not
+masked.
 """
 
 from __future__ import annotations
@@ -20,17 +28,19 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from pruneviz._scope import eval_mode, forward_hooks
+from pruneviz._scope import forward_hooks
 from pruneviz._seed import seeded
 from pruneviz._validation import fail
 from pruneviz.data.dataset import Dataset
+from pruneviz.prune.calibration import Batch, calibration_batches, check_reached, feed, real_tokens
 from pruneviz.prune.weights import PrunableWeight, as_weights, weights_of
 
 Scores = dict[str, torch.Tensor]
@@ -51,9 +61,10 @@ def _need_data(data: Dataset | None, method: str) -> Dataset:
         fail(
             "data",
             f"prune (method={method!r})",
-            "a pruneviz Dataset",
+            "a pruneviz Dataset with labels (this criterion differentiates the loss; only wanda and "
+            "sparsegpt calibrate from unlabeled batches of model inputs)",
             type(data).__name__,
-            "wrap the samples in pruneviz.data.Dataset.",
+            "wrap the samples and their labels in pruneviz.data.Dataset.",
         )
     return data
 
@@ -248,6 +259,19 @@ def _tokens(x: torch.Tensor) -> torch.Tensor:
     return x.detach().reshape(-1, x.shape[-1]).T.double()
 
 
+def _real(module: nn.Module, x: torch.Tensor, *, batch_first: bool = True) -> torch.Tensor:
+    """``module``'s token input ``x`` without the padded positions of the batch being fed
+    (:func:`~pruneviz.prune.calibration.real_tokens`); a ``(tokens, batch, ...)`` input (attention that is
+    not ``batch_first``) is made batch first before the mask is applied. A nested tensor (PyTorch's
+    transformer fast path packs the padding out itself) gives its tokens, concatenated."""
+    x = x.detach()
+    if x.is_nested:
+        return torch.cat([t.reshape(-1, t.shape[-1]) for t in x.unbind()])
+    if not batch_first and x.ndim == 3:
+        x = x.transpose(0, 1)
+    return real_tokens(module, x)
+
+
 def _mha_out_proj_parent(model: nn.Module, w: PrunableWeight) -> nn.MultiheadAttention | None:
     """The ``nn.MultiheadAttention`` whose ``out_proj`` ``w`` is, if it is one."""
     if w.kind != "linear" or not w.module_name.endswith("out_proj"):
@@ -336,34 +360,45 @@ def _conv_columns(w: PrunableWeight, x: torch.Tensor) -> tuple[torch.Tensor, ...
 
 def _columns(w: PrunableWeight, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The input columns of ``w`` for the layer input ``x``: one ``(features, tokens)`` matrix per row
-    block of :meth:`PrunableWeight.matrix` (the blocks split the rows evenly)."""
+    block of :meth:`PrunableWeight.matrix` (the blocks split the rows evenly), padded tokens left out."""
     if w.kind in ("linear", "conv1d_gpt2"):
-        return (_tokens(x),)
+        return (_tokens(_real(w.module, x)),)
     if w.kind in ("conv", "conv_transpose"):
         return _conv_columns(w, x)
     fail("layers", "layer_inputs", "weights with input columns", w.key)  # pragma: no cover (checked before)
 
 
+def input_module(model: nn.Module, w: PrunableWeight) -> nn.Module:
+    """The module whose forward call sees ``w``'s input: ``w.module``, or for the ``out_proj`` of an
+    ``nn.MultiheadAttention`` (used functionally, never called) the attention module."""
+    parent = _mha_out_proj_parent(model, w)
+    return w.module if parent is None else parent
+
+
 def _run_input_hooks(
     model: nn.Module,
     layers: Layers,
-    data: Dataset,
-    batch_size: int,
+    batches: Sequence[Batch],
     consume: Callable[[str, tuple[torch.Tensor, ...]], None],
     where: str = "layer_inputs",
 ) -> None:
-    """Feed ``data`` through ``model`` (eval mode, no grad) and hand each weight's input columns of every
-    batch to ``consume(key, blocks)``, ``blocks`` one ``(features, tokens)`` matrix per row block of the
-    weight's ``(out, in)`` matrix; hooks and mode are restored."""
-    if len(data) == 0:
-        fail("data", where, "a non-empty calibration Dataset", "0 samples", "pass training samples.")
+    """Feed ``batches`` through the adapted ``model`` (eval mode, no grad) and hand each weight's input
+    columns of every batch to ``consume(key, blocks)``, ``blocks`` one ``(features, tokens)`` matrix per
+    row block of the weight's ``(out, in)`` matrix, padded positions left out
+    (:func:`~pruneviz.prune.calibration.real_tokens`); hooks and mode are restored. Raises if a weight
+    receives no input."""
     weights = check_input_columns(layers, where)
+    reached: set[str] = set()
     plain: list[tuple[nn.Module, Callable]] = []
     attention: dict[nn.MultiheadAttention, list[tuple[str, str]]] = {}
 
+    def take(key: str, blocks: tuple[torch.Tensor, ...]) -> None:
+        reached.add(key)
+        consume(key, blocks)
+
     def hook_for(key: str, w: PrunableWeight):
         def hook(_m, inputs, _out) -> None:
-            consume(key, _columns(w, inputs[0]))
+            take(key, _columns(w, inputs[0]))
 
         return hook
 
@@ -383,11 +418,15 @@ def _run_input_hooks(
                 return
             bound = inspect.signature(mha.forward).bind(*args, **kwargs).arguments
             q, k, v = bound["query"], bound["key"], bound["value"]
+
+            def cols(x: torch.Tensor) -> torch.Tensor:
+                return _tokens(_real(mha, x, batch_first=mha.batch_first))
+
             for key, what in entries:
                 if what == "in_proj_weight":
-                    consume(key, (_tokens(q), _tokens(k), _tokens(v)))
+                    take(key, (cols(q), cols(k), cols(v)))
                 elif what in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
-                    consume(key, (_tokens({"q": q, "k": k, "v": v}[what[0]]),))
+                    take(key, (cols({"q": q, "k": k, "v": v}[what[0]]),))
                 else:  # out_proj: the attention output before the projection, by an identity projection
                     swap = {"out_proj.weight": torch.eye(mha.embed_dim, dtype=q.dtype, device=q.device)}
                     if mha.out_proj.bias is not None:
@@ -397,29 +436,21 @@ def _run_input_hooks(
                         attended = torch.func.functional_call(mha, swap, args, kwargs)[0]
                     finally:
                         busy[0] = False
-                    consume(key, (_tokens(attended),))
+                    take(key, (cols(attended),))
 
         return hook
 
     with (
         forward_hooks(plain),
         forward_hooks([(m, attention_hook_for(e)) for m, e in attention.items()], with_kwargs=True),
-        eval_mode(model),
-        torch.no_grad(),
     ):
-        for xb, _ in _batches(data, batch_size):
-            model(xb)
+        feed(model, batches, where=where)
+    check_reached(weights, reached, where)
 
 
-def layer_input_blocks(
-    model: nn.Module, layers: Layers, data: Dataset, batch_size: int = 256
+def _input_blocks(
+    model: nn.Module, layers: Layers, batches: Sequence[Batch], where: str
 ) -> dict[str, tuple[torch.Tensor, ...]]:
-    """Each weight's inputs as column matrices, one per row block of its ``(out, in)`` matrix
-    (:meth:`~pruneviz.prune.weights.PrunableWeight.matrix`), each ``(features, tokens)`` in float64:
-    one block for Linear, Conv1D and ungrouped convolutions, one per group for grouped convolutions,
-    three (query, key, value inputs) for ``nn.MultiheadAttention.in_proj_weight``. Block ``b`` of ``B``
-    feeds rows ``b * out / B ... (b + 1) * out / B``: ``matrix[rows] @ columns`` reproduces them.
-    """
     captured: dict[str, list[list[torch.Tensor]]] = {}
 
     def consume(name: str, blocks: tuple[torch.Tensor, ...]) -> None:
@@ -427,22 +458,40 @@ def layer_input_blocks(
         for part, cols in zip(parts, blocks, strict=True):
             part.append(cols)
 
-    _run_input_hooks(model, layers, data, batch_size, consume)
+    _run_input_hooks(model, layers, batches, consume, where)
     return {n: tuple(torch.cat(p, dim=1) for p in captured[n]) for n in layers if n in captured}
 
 
+def layer_input_blocks(
+    model: nn.Module, layers: Layers, data: Any, batch_size: int = 256
+) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Each weight's inputs as column matrices, one per row block of its ``(out, in)`` matrix
+    (:meth:`~pruneviz.prune.weights.PrunableWeight.matrix`), each ``(features, tokens)`` in float64:
+    one block for Linear, Conv1D and ungrouped convolutions, one per group for grouped convolutions,
+    three (query, key, value inputs) for ``nn.MultiheadAttention.in_proj_weight``. Block ``b`` of ``B``
+    feeds rows ``b * out / B ... (b + 1) * out / B``: ``matrix[rows] @ columns`` reproduces them.
+
+    ``data`` is a Dataset or an iterable of batches of model inputs (see
+    :mod:`pruneviz.prune.calibration`); padded token positions are left out.
+    """
+    batches = calibration_batches(data, batch_size=batch_size, where="layer_input_blocks")
+    return _input_blocks(model, layers, batches, "layer_input_blocks")
+
+
 def layer_inputs(
-    model: nn.Module, layers: Layers, data: Dataset, batch_size: int = 256
+    model: nn.Module, layers: Layers, data: Any, batch_size: int = 256
 ) -> dict[str, torch.Tensor]:
     """Each layer's input as a matrix of columns: ``(features, tokens)`` in float64.
 
-    For a Linear layer the features are its inputs; for a convolution they are the im2col patches, so a
-    weight's flattened input index matches ``weight.reshape(out, -1)``. Memory grows with the data; the
-    pruning methods use :func:`layer_input_gram` and :func:`layer_input_norms`, which do not. Weights
-    whose row blocks read different inputs (grouped convolutions, attention ``in_proj_weight``) are
-    refused here: :func:`layer_input_blocks` gives their columns block by block.
+    ``data`` as for :func:`layer_input_blocks`; padded token positions are left out. For a Linear layer
+    the features are its inputs; for a convolution they are the im2col patches, so a weight's flattened
+    input index matches ``weight.reshape(out, -1)``. Memory grows with the data; the pruning methods use
+    :func:`layer_input_gram` and :func:`layer_input_norms`, which do not. Weights whose row blocks read
+    different inputs (grouped convolutions, attention ``in_proj_weight``) are refused here:
+    :func:`layer_input_blocks` gives their columns block by block.
     """
-    blocks = layer_input_blocks(model, layers, data, batch_size)
+    batches = calibration_batches(data, batch_size=batch_size, where="layer_inputs")
+    blocks = _input_blocks(model, layers, batches, "layer_inputs")
     for n, b in blocks.items():
         if len(b) != 1:
             fail(
@@ -457,70 +506,84 @@ def layer_inputs(
 
 
 def layer_input_gram(
-    model: nn.Module, layers: Layers, data: Dataset, batch_size: int = 256
+    model: nn.Module, layers: Layers, data: Any, batch_size: int = 256
 ) -> dict[str, tuple[torch.Tensor, ...]]:
     """``X Xᵀ`` of each weight's input columns per row block (float64, ``features × features``),
-    accumulated per batch."""
+    accumulated per batch; ``data`` as for :func:`layer_input_blocks`, padded positions left out."""
+    batches = calibration_batches(data, batch_size=batch_size, where="layer_input_gram")
+    return input_grams(model, layers, batches, where="layer_input_gram")
+
+
+def layer_input_norms(
+    model: nn.Module, layers: Layers, data: Any, batch_size: int = 256
+) -> dict[str, tuple[torch.Tensor, ...]]:
+    """``||X_j||_2`` of every input feature of each weight over all calibration tokens, per row block
+    (float64); ``data`` as for :func:`layer_input_blocks`, padded positions left out."""
+    batches = calibration_batches(data, batch_size=batch_size, where="layer_input_norms")
+    return input_norms(model, layers, batches, where="layer_input_norms")
+
+
+def input_grams(
+    model: nn.Module, layers: Layers, batches: Sequence[Batch], *, where: str
+) -> dict[str, tuple[torch.Tensor, ...]]:
+    """:func:`layer_input_gram` of prepared calibration batches."""
     grams: dict[str, list[torch.Tensor]] = {}
 
     def consume(name: str, blocks: tuple[torch.Tensor, ...]) -> None:
         g = [cols @ cols.T for cols in blocks]
         grams[name] = g if name not in grams else [a + b for a, b in zip(grams[name], g, strict=True)]
 
-    _run_input_hooks(model, layers, data, batch_size, consume)
+    _run_input_hooks(model, layers, batches, consume, where)
     return {n: tuple(v) for n, v in grams.items()}
 
 
-def layer_input_norms(
-    model: nn.Module, layers: Layers, data: Dataset, batch_size: int = 256
+def input_norms(
+    model: nn.Module, layers: Layers, batches: Sequence[Batch], *, where: str
 ) -> dict[str, tuple[torch.Tensor, ...]]:
-    """``||X_j||_2`` of every input feature of each weight over all calibration tokens, per row block
-    (float64)."""
+    """:func:`layer_input_norms` of prepared calibration batches."""
     sums: dict[str, list[torch.Tensor]] = {}
 
     def consume(name: str, blocks: tuple[torch.Tensor, ...]) -> None:
         sq = [(cols**2).sum(dim=1) for cols in blocks]
         sums[name] = sq if name not in sums else [a + b for a, b in zip(sums[name], sq, strict=True)]
 
-    _run_input_hooks(model, layers, data, batch_size, consume)
+    _run_input_hooks(model, layers, batches, consume, where)
     return {n: tuple(t.sqrt() for t in v) for n, v in sums.items()}
-
-
-def _missing_inputs(layers: Mapping[str, PrunableWeight], got: Mapping[str, object], where: str) -> None:
-    missing = [n for n in layers if n not in got]
-    if missing:
-        fail(
-            "model",
-            where,
-            "a model whose forward pass runs every prunable weight on the calibration data",
-            None,
-            got=f"layer(s) {missing} never ran",
-            fix=f"exclude them (exclude={missing}) or use a data-free method.",
-        )
 
 
 def wanda(
     model: nn.Module,
     layers: Layers,
     *,
-    data: Dataset | None = None,
+    data: Any = None,
     batch_size: int = 256,
     **_: object,
 ) -> Scores:
     """Wanda (Sun et al. 2023): ``|W_ij| · ||X_j||_2``, the weight times the norm of its input feature
-    over all calibration tokens; compared within each output row. ``W`` is the weight's ``(out, in)``
-    matrix (GPT-2 ``Conv1D`` weights are transposed first); a row reads the input of its row block."""
-    data = _need_data(data, "wanda")
-    layers = as_weights(layers)
-    all_norms = layer_input_norms(model, layers, data, batch_size)
-    _missing_inputs(layers, all_norms, "prune (method='wanda')")
+    over all calibration tokens (padding excluded); compared within each output row. ``W`` is the
+    weight's ``(out, in)`` matrix (GPT-2 ``Conv1D`` weights are transposed first); a row reads the input
+    of its row block.
+
+    All layers are scored from the model as it is, in one pass (``calibration="dense"`` of
+    :func:`~pruneviz.prune.compute_masks`, whose default prunes block by block). ``data`` is a Dataset or
+    an iterable of batches of model inputs (see :mod:`pruneviz.prune.calibration`).
+    """
+    if data is None:
+        _need_data(data, "wanda")
+    batches = calibration_batches(data, batch_size=batch_size, where="wanda")
+    return wanda_scores(layers, input_norms(model, layers, batches, where="wanda"))
+
+
+def wanda_scores(layers: Layers, norms: Mapping[str, tuple[torch.Tensor, ...]]) -> Scores:
+    """``|W| · ||X_j||`` of each weight's ``(out, in)`` matrix from the norms of its input features, one
+    tuple entry per row block (as :func:`input_norms` gives them)."""
     out = {}
-    for n, w in layers.items():
+    for n, w in as_weights(layers).items():
         mat = w.matrix().abs()
-        blocks = all_norms[n]
+        blocks = norms[n]
         rows = mat.shape[0] // len(blocks)
-        norms = torch.cat([b.float()[None, :].expand(rows, -1) for b in blocks])  # (out, features)
-        out[n] = w.from_matrix(mat * norms)
+        scale = torch.cat([b.float()[None, :].expand(rows, -1) for b in blocks])  # (out, features)
+        out[n] = w.from_matrix(mat * scale)
     return out
 
 
@@ -542,14 +605,14 @@ def score(
     layers: Layers,
     criterion: str,
     *,
-    data: Dataset | None = None,
+    data: Any = None,
     seed: int = 0,
     batch_size: int = 256,
     input_shape: tuple[int, ...] | None = None,
     masks: Mapping[str, torch.Tensor] | None = None,
 ) -> Scores:
     """Scores of ``criterion`` for ``layers`` (the model is left unchanged)."""
-    if input_shape is None and data is not None:
+    if input_shape is None and isinstance(data, Dataset):
         input_shape = data.info.input_shape
     with seeded(seed):
         return CRITERIA[criterion](

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +63,14 @@ def one_shot(
     calibration_size: int = 512,
     seed: int = 0,
     progress: bool = False,
+    calibration: str = "sequential",
+    blocks: Sequence[str] | None = None,
 ) -> PruneResult:
     """Prune once with ``method``, then optionally fine-tune with the masks held.
+
+    ``calibration_size`` samples of ``train`` calibrate the data-driven methods; ``calibration`` and
+    ``blocks`` choose how Wanda and SparseGPT use them (block by block by default; see
+    :func:`~pruneviz.prune.compute_masks`).
 
     For ``structure="channel"`` the channels are physically removed (``method`` then names the
     criterion: ``magnitude`` = L1 of filters, ``random``, ``taylor`` or ``snip``) and the smaller
@@ -102,6 +108,8 @@ def one_shot(
         data=calib,
         exclude=exclude,
         seed=seed,
+        calibration=calibration,
+        blocks=blocks,
     )
     if finetune is not None:
         history = fit(

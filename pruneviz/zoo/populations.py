@@ -17,6 +17,7 @@ from pruneviz.models.registry import build_from_spec, count_parameters
 from pruneviz.prune.accounting import count_macs, measure_latency
 from pruneviz.prune.allocation import parse_structure
 from pruneviz.prune.api import CHANNEL_METHODS, population_method_names
+from pruneviz.prune.calibration import DEFAULT_CALIBRATION
 from pruneviz.prune.masks import prunable_layers
 from pruneviz.prune.schedules import PruneResult, gradual, iterative_magnitude, one_shot
 from pruneviz.train import TrainConfig, evaluate
@@ -38,8 +39,10 @@ MAGNITUDE_METHODS = ("magnitude", "global_magnitude")
 @dataclass(frozen=True)
 class PruneSettings:
     """How a population is pruned, beyond its method, structure and sparsity: the allocation (``None``:
-    the method's own), layers excluded, the fine-tuning budget, the calibration size and the seed. One
-    object, so :func:`prune_population` and a sweep's tasks prune alike and name their runs alike.
+    the method's own), layers excluded, the fine-tuning budget, the calibration size, the seed and how
+    Wanda and SparseGPT calibrate (``calibration``: ``"sequential"``, block by block, or ``"dense"``; see
+    :func:`~pruneviz.prune.compute_masks`). One object, so :func:`prune_population` and a sweep's tasks
+    prune alike and name their runs alike.
 
     ``schedule`` is one of :data:`SCHEDULES`. ``imp`` runs ``rounds`` rounds, each pruning the smallest
     surviving weights (to ``1 - (1 - sparsity)^(r / rounds)`` after round r), rewinding the survivors to
@@ -61,6 +64,7 @@ class PruneSettings:
     updates: int = 10
     start_fraction: float = 0.0
     end_fraction: float = 0.75
+    calibration: str = DEFAULT_CALIBRATION
 
     def __post_init__(self) -> None:
         where = "PruneSettings"
@@ -81,7 +85,9 @@ class PruneSettings:
 
     def to_json(self) -> dict[str, Any]:
         """The settings as stored in a pruned run's schedule and hashed into its id (a schedule other
-        than ``one_shot`` adds its name and parameters, so its runs have ids of their own)."""
+        than ``one_shot`` adds its name and parameters, so its runs have ids of their own). ``calibration``
+        is written only when it is not the default (``"sequential"``), so the ids of runs named before the
+        option existed stay the same; a stored schedule without it reads back as the default."""
         out: dict[str, Any] = {
             "allocation": self.allocation,
             "exclude": list(self.exclude),
@@ -89,6 +95,8 @@ class PruneSettings:
             "calibration_size": self.calibration_size,
             "seed": self.seed,
         }
+        if self.calibration != DEFAULT_CALIBRATION:
+            out["calibration"] = self.calibration
         if self.schedule == "imp":
             out.update(schedule="imp", rounds=self.rounds, rewind_step=self.rewind_step)
         elif self.schedule == "gradual":
@@ -103,7 +111,7 @@ class PruneSettings:
     @classmethod
     def from_json(cls, settings: Mapping[str, Any], *, finetune: TrainConfig | None) -> PruneSettings:
         """The settings :meth:`to_json` stored (the fine-tuning budget given as a TrainConfig)."""
-        extra = {k: settings[k] for k in _SCHEDULE_FIELDS if k in settings}
+        extra = {k: settings[k] for k in (*_SCHEDULE_FIELDS, "calibration") if k in settings}
         return cls(
             settings["allocation"],
             tuple(settings["exclude"]),
@@ -171,6 +179,7 @@ class PruneSettings:
                 calibration_size=self.calibration_size,
                 seed=self.seed,
                 progress=False,
+                calibration=self.calibration,
             )
         assert self.finetune is not None  # checked in __post_init__
         default = "global" if method == "global_magnitude" else "uniform"
