@@ -109,8 +109,15 @@ def test_split_is_deterministic_disjoint_complete_and_stratified(digits):
 def test_split_partitions_any_dataset(n, k, val, test, seed):
     ds = Dataset(np.random.default_rng(0).normal(size=(n, 2)), np.arange(n) % k)
     per_class = np.bincount(np.arange(n) % k)
-    empty_test = sum(round(test * m) for m in per_class) == 0
-    empty_val = val > 0 and sum(round(val * m) for m in per_class) == 0
+
+    def held_out(m):  # round(fraction * m) each, lowered (test first) so that one training sample stays
+        kv, kt = round(val * m), round(test * m)
+        kt -= min(kt, max(0, kv + kt - (m - 1)))
+        kv -= min(kv, max(0, kv + kt - (m - 1)))
+        return kv, kt
+
+    empty_test = sum(held_out(m)[1] for m in per_class) == 0
+    empty_val = val > 0 and sum(held_out(m)[0] for m in per_class) == 0
     if empty_test or empty_val:  # a part asked for would be empty: refused
         with pytest.raises(DataError, match="part is not empty"):
             ds.split(seed=seed, val_fraction=val, test_fraction=test)
@@ -119,9 +126,10 @@ def test_split_partitions_any_dataset(n, k, val, test, seed):
     ids = np.concatenate([p.sample_id for p in parts])
     assert len(ids) == n and len(np.unique(ids)) == n
     for c in range(k):
-        members = int((ds.y == c).sum())
-        assert int((parts.test.y == c).sum()) == round(test * members)
-        assert int((parts.val.y == c).sum()) == round(val * members)
+        kv, kt = held_out(int((ds.y == c).sum()))
+        assert int((parts.test.y == c).sum()) == kt
+        assert int((parts.val.y == c).sum()) == kv
+        assert int((parts.train.y == c).sum()) >= 1
 
 
 def test_prescribed_test_subset_is_honoured():
