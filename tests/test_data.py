@@ -218,7 +218,7 @@ def test_mnist_format_folder(tmp_path):
 def test_missing_idx_file_is_named(tmp_path):
     with pytest.raises(DataError, match=r"'path' parameter of read_idx must be an existing IDX file"):
         read_idx(tmp_path / "nope")
-    with pytest.raises(DataError, match=r"'train-images-idx3-ubyte'.*no such file"):
+    with pytest.raises(DataError, match=r"at least one pair.*'train-images-idx3-ubyte'.*no such file"):
         load_mnist_format(tmp_path)
 
 
@@ -226,17 +226,67 @@ def test_truncated_idx_file_is_detected(tmp_path):
     write_idx(tmp_path / "img", np.zeros((10, 4, 4)))
     blob = (tmp_path / "img").read_bytes()
     (tmp_path / "cut").write_bytes(blob[:-7])
-    with pytest.raises(DataError, match=r"truncated or padded.*shape \(10, 4, 4\)"):
+    with pytest.raises(
+        DataError,
+        match=r"'path' parameter of read_idx.*'.*cut', truncated: its header declares shape \(10, 4, 4\) "
+        r"of uint8, expected 176 bytes, actual 169 bytes.*Fix:",
+    ):
         read_idx(tmp_path / "cut")
+    (tmp_path / "long").write_bytes(blob + b"\0")
+    with pytest.raises(DataError, match=r"padded.*expected 176 bytes, actual 177 bytes"):
+        read_idx(tmp_path / "long")
     (tmp_path / "head").write_bytes(blob[:6])
-    with pytest.raises(DataError, match="truncated inside its header"):
+    with pytest.raises(DataError, match=r"truncated inside its header.*need 16 header bytes.*holds 6 bytes"):
         read_idx(tmp_path / "head")
     (tmp_path / "gz").write_bytes(gzip.compress(blob)[:-9])
     with pytest.raises(DataError, match="damaged or truncated gzip"):
         read_idx(tmp_path / "gz")
     (tmp_path / "junk").write_bytes(b"PK\x03\x04rest")
-    with pytest.raises(DataError, match="not in IDX format"):
+    with pytest.raises(DataError, match="not in IDX format.*bad magic number 504b0304"):
         read_idx(tmp_path / "junk")
+
+
+def test_empty_idx_file_says_empty(tmp_path):
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"")
+    with pytest.raises(DataError, match=r"'.*train-labels-idx1-ubyte': the file is empty \(0 bytes\)"):
+        read_idx(tmp_path / "train-labels-idx1-ubyte")
+    (tmp_path / "e.gz").write_bytes(gzip.compress(b""))
+    with pytest.raises(DataError, match="the file is empty"):
+        read_idx(tmp_path / "e.gz")
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 2, 2)))
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte': the file is empty"):
+        load_mnist_format(tmp_path)
+
+
+@pytest.mark.parametrize("present", ["train", "test"])
+def test_mnist_format_folder_with_one_pair(tmp_path, present):
+    stem = "train" if present == "train" else "t10k"
+    images = np.random.default_rng(2).integers(0, 256, size=(40, 5, 5))
+    write_idx(tmp_path / f"{stem}-images-idx3-ubyte.gz", images, compress=True)
+    write_idx(tmp_path / f"{stem}-labels-idx1-ubyte", np.arange(40) % 10)
+    ds = load_mnist_format(tmp_path, kind="kmnist")
+    assert len(ds) == 40 and set(ds.subset) == {present}
+    assert ds.info.source["subsets"] == [present]
+    np.testing.assert_allclose(ds.x[:, 0].numpy(), images / 255.0, rtol=1e-6)
+    if present == "train":  # no prescribed test set: split carves one out of the training files
+        parts = ds.split(seed=0, val_fraction=0.2, test_fraction=0.2)
+        assert len(parts.test) > 0 and len(parts.val) > 0
+
+
+def test_mnist_format_pair_with_a_missing_half_names_the_file(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((4, 2, 2)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(4))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((4, 2, 2)))
+    with pytest.raises(
+        DataError,
+        match=r"both files of the test pair.*'t10k-images-idx3-ubyte' but no 't10k-labels-idx1-ubyte'.*"
+        r"Fix: add 't10k-labels-idx1-ubyte'",
+    ):
+        load_mnist_format(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte").unlink()
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(4))
+    with pytest.raises(DataError, match=r"'t10k-labels-idx1-ubyte' but no 't10k-images-idx3-ubyte'"):
+        load_mnist_format(tmp_path)
 
 
 # -- tables -------------------------------------------------------------------------------------

@@ -111,7 +111,15 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read one file in the IDX format of MNIST (optionally gzip-compressed) into an array.
 
     The format: two zero bytes, a type byte, a dimension count ``d``, ``d`` big-endian uint32 sizes,
-    then the data in row-major order (LeCun et al., the MNIST database).
+    then the data in row-major order (LeCun et al., the MNIST database). An empty file, a file shorter
+    than its header declares (truncated), one longer (padded) and one with a bad magic number are each
+    refused with a :class:`~pruneviz.exceptions.DataError` naming the file.
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "labels-idx1-ubyte"
+    >>> _ = f.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]))
+    >>> read_idx(f).tolist()
+    [7, 8, 9]
     """
     where = "read_idx"
     p = Path(path)
@@ -125,30 +133,51 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             error=DataError,
         )
     raw = p.read_bytes()
+    again = "download or copy the file again."
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
-            raise DataError(
-                f"The IDX file {str(p)!r} is a damaged or truncated gzip archive ({exc}). "
-                "Fix: download or copy the file again."
-            ) from exc
+            data_fail(
+                "path",
+                where,
+                "a readable IDX file",
+                f"{str(p)!r}, a damaged or truncated gzip archive ({exc})",
+                again,
+            )
+    if len(raw) == 0:
+        data_fail("path", where, "a non-empty IDX file", f"{str(p)!r}: the file is empty (0 bytes)", again)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(
-            f"The file {str(p)!r} is not in IDX format (bad magic number {raw[:4].hex() or 'empty'}). "
-            "Fix: pass an MNIST-format file such as 'train-images-idx3-ubyte'."
+        data_fail(
+            "path",
+            where,
+            "a file in IDX format (magic number 00 00 <type> <dims>)",
+            f"{str(p)!r}, which is not in IDX format (bad magic number {raw[:4].hex()})",
+            "pass an MNIST-format file such as 'train-images-idx3-ubyte'.",
         )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(f"The IDX file {str(p)!r} is truncated inside its header. Fix: copy it again.")
+        data_fail(
+            "path",
+            where,
+            "a complete IDX file",
+            f"{str(p)!r}, truncated inside its header: {ndim} dimension(s) need {header} header bytes "
+            f"but the file holds {len(raw)} bytes",
+            again,
+        )
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataError(
-            f"The IDX file {str(p)!r} is truncated or padded: its header promises shape {shape} "
-            f"({expected} data bytes) but it holds {len(raw) - header}. Fix: download or copy it again."
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        state = "truncated" if len(raw) < expected else "padded (it has trailing bytes)"
+        data_fail(
+            "path",
+            where,
+            "a complete IDX file",
+            f"{str(p)!r}, {state}: its header declares shape {shape} of {dtype.name}, "
+            f"expected {expected} bytes, actual {len(raw)} bytes",
+            again,
         )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
@@ -162,7 +191,7 @@ def load_idx(
 ) -> Dataset:
     """A dataset from one pair of IDX files (images ``(N, H, W)`` as uint8, labels ``(N,)``).
 
-    Pixels are scaled to [0, 1] and given one channel.
+    Pixels are scaled to [0, 1] and given one channel: ``x`` has shape ``(N, 1, H, W)``.
     """
     x = read_idx(images)
     y = read_idx(labels)
@@ -185,11 +214,20 @@ def load_idx(
     )
 
 
-def load_mnist_format(root: str | os.PathLike[str], *, kind: str = "mnist") -> Dataset:
-    """MNIST, Fashion-MNIST or KMNIST from a folder holding the four standard IDX files (``.gz`` or not).
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    found = [folder / f"{stem}{ext}" for ext in ("", ".gz") if (folder / f"{stem}{ext}").is_file()]
+    return found[0] if found else None
 
-    The official test set becomes the prescribed test ``subset``; sample ids are 0..59,999 for
-    training images and 60,000.. for test images.
+
+def load_mnist_format(root: str | os.PathLike[str], *, kind: str = "mnist") -> Dataset:
+    """MNIST, Fashion-MNIST or KMNIST from a folder of the standard IDX files (``.gz`` or not).
+
+    The folder may hold any of the two pairs, ``train-{images-idx3,labels-idx1}-ubyte`` and
+    ``t10k-{images-idx3,labels-idx1}-ubyte``: each pair present becomes the prescribed ``subset`` of
+    that name (``"train"`` / ``"test"``), so a folder with only the test pair loads as a test-only
+    dataset. An images file without its labels file (or the reverse) is refused, naming the missing
+    file. Sample ids are consecutive, training images first (0..59,999 and 60,000.. for the full
+    MNIST).
     """
     where = "load_mnist_format"
     kind = check_choice(kind, "kind", where, IDX_CLASS_NAMES)
@@ -197,20 +235,38 @@ def load_mnist_format(root: str | os.PathLike[str], *, kind: str = "mnist") -> D
     if not folder.is_dir():
         fail("root", where, "an existing folder holding the IDX files", str(folder), error=DataError)
     parts = []
-    for subset, stems in _IDX_FILES.items():
-        files = []
-        for stem in stems:
-            found = [folder / f"{stem}{ext}" for ext in ("", ".gz") if (folder / f"{stem}{ext}").is_file()]
-            if not found:
-                data_fail(
-                    "root",
-                    where,
-                    f"a folder containing {stem!r} (or {stem}.gz)",
-                    f"no such file in {str(folder)!r}",
-                    "put the four MNIST-format files (train/t10k images and labels) in that folder.",
-                )
-            files.append(found[0])
-        parts.append((subset, load_idx(*files, name=kind)))
+    for subset, (image_stem, label_stem) in _IDX_FILES.items():
+        images, labels = _idx_file(folder, image_stem), _idx_file(folder, label_stem)
+        if images is None and labels is None:
+            continue
+        if images is None or labels is None:
+            have, missing = (labels, image_stem) if images is None else (images, label_stem)
+            data_fail(
+                "root",
+                where,
+                f"a folder holding both files of the {subset} pair",
+                f"{have.name!r} but no {missing!r} (or {missing}.gz) in {str(folder)!r}",
+                f"add {missing!r} to the folder, or remove {have.name!r} to load without the {subset} part.",
+            )
+        parts.append((subset, load_idx(images, labels, name=kind)))
+    if not parts:
+        wanted = [stem for stems in _IDX_FILES.values() for stem in stems]
+        data_fail(
+            "root",
+            where,
+            f"a folder containing at least one pair of MNIST-format files ({wanted}, optionally .gz)",
+            f"no such file in {str(folder)!r}",
+            "put the train and/or t10k images and labels files in that folder.",
+        )
+    shapes = {ds.info.input_shape for _, ds in parts}
+    if len(shapes) > 1:
+        data_fail(
+            "root",
+            where,
+            "train and test images of one size",
+            f"sizes {sorted(shapes)}",
+            "use files of one dataset.",
+        )
     x = torch.cat([ds.x for _, ds in parts])
     y = torch.cat([ds.y for _, ds in parts])
     subset = np.concatenate([[s] * len(ds) for s, ds in parts])
@@ -221,7 +277,7 @@ def load_mnist_format(root: str | os.PathLike[str], *, kind: str = "mnist") -> D
         name=kind,
         modality="image",
         subset=subset,
-        source={"source": kind, "root": str(folder)},
+        source={"source": kind, "root": str(folder), "subsets": [s for s, _ in parts]},
     )
 
 
