@@ -309,7 +309,7 @@ def test_frame_source(table):
     assert ds.info.class_names == ("no", "yes") and ds.info.feature_names == ("age", "income")
     np.testing.assert_array_equal(ds.sample_id, np.arange(100, 150))
     assert ds.groups["sex"].tolist() == table["sex"].tolist()
-    np.testing.assert_allclose(ds.x.mean(0).numpy(), 0, atol=1e-5)
+    np.testing.assert_allclose(ds.x[ds.subset == "train"].mean(0).numpy(), 0, atol=1e-5)
 
 
 def test_csv_source_and_its_errors(tmp_path, table):
@@ -324,8 +324,8 @@ def test_csv_source_and_its_errors(tmp_path, table):
         load_csv(path, target="label")
     with pytest.raises(ValidationError, match=r"'groups' parameter.*Got 'race'"):
         load_csv(path, target="outcome", groups=["race"])
-    with pytest.raises(ValidationError, match=r"numeric columns only.*'sex'.*get_dummies"):
-        load_csv(path, target="outcome")
+    encoded = load_csv(path, target="outcome")  # sex is now a feature, one-hot encoded
+    assert encoded.info.feature_names == ("age", "income", "sex=f", "sex=m", "pid")
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(DataError, match="empty file"):
         load_csv(tmp_path / "empty.csv", target="outcome")
@@ -335,8 +335,8 @@ def test_csv_source_and_its_errors(tmp_path, table):
 
 def test_frame_with_missing_features_is_refused(table):
     table.loc[7, "age"] = np.nan
-    with pytest.raises(DataError, match="first at row 7.*dropna"):
-        load_frame(table, target="outcome", groups=["sex"])
+    with pytest.raises(DataError, match=r"1 missing value\(s\): 'age' 1 \(first at row 7\).*dropna"):
+        load_frame(table, target="outcome", groups=["sex"], impute=None)
 
 
 def test_torch_dataset_pass_through():

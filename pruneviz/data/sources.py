@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 
 from pruneviz._optional import require
-from pruneviz._validation import check_choice, check_columns, check_int, data_fail, fail
-from pruneviz.data.dataset import Dataset
+from pruneviz._validation import check_choice, check_columns, check_fraction, check_int, data_fail, fail
+from pruneviz.data.dataset import SUBSETS, Dataset, stratified_parts
 from pruneviz.exceptions import DataError
 
 # Class names of the MNIST-format datasets (Fashion-MNIST: Xiao et al. 2017; KMNIST: Clanuwat et al. 2018).
@@ -281,63 +281,204 @@ def load_mnist_format(root: str | os.PathLike[str], *, kind: str = "mnist") -> D
     )
 
 
+_IMPUTE = ("mean", "median", "most_frequent", "refuse")
+
+
 def load_frame(
     frame: pd.DataFrame,
     *,
     target: str,
     groups: Sequence[str] = (),
     features: Sequence[str] | None = None,
+    categorical: Sequence[str] = (),
+    impute: str | None = "mean",
     id_column: str | None = None,
+    stratify: Sequence[str] | None = None,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    seed: int = 0,
     name: str = "tabular",
 ) -> Dataset:
-    """A tabular dataset from a DataFrame: numeric ``features``, a ``target`` column, ``groups`` columns.
+    """A tabular dataset from a DataFrame: ``features``, a ``target`` column, ``groups`` columns.
 
-    ``features`` defaults to every column that is neither the target, a group nor the id column.
-    Features are standardised (zero mean, unit variance per column, computed on all rows).
-    Target values become classes 0..K-1 in sorted order, their names kept as class names.
+    The loader splits the rows itself, so that everything it learns from the data is learned from the
+    training rows only; the returned dataset's ``subset`` holds that split and :meth:`Dataset.split`
+    keeps it (``"train"``/``"val"``/``"test"``).
+
+    - **Split**: ``round(fraction * n)`` rows of every target × ``stratify`` cell (default: the
+      ``groups`` columns) go to the test and validation parts, seeded by ``seed``; a cell keeps at least
+      one training row, so a rare combination stays represented in training.
+    - **Features** default to every column that is neither the target, a group nor the id column.
+      Numeric columns are imputed, then standardised with the mean and standard deviation (``ddof=0``;
+      a constant column is only centred) of the training rows. Columns of object, string, category or
+      bool dtype, and those named in ``categorical``, are one-hot encoded as ``column=value`` features
+      (0/1, not standardised) over the categories seen in the training rows, in sorted order; a value
+      met only in validation or test rows encodes as all zeros for that column. A column of text that
+      mostly holds numbers (``"12"``, ``"n/a"``) is refused, naming a bad value and its row (0-based
+      position in ``frame``): convert it, or list it in ``categorical``.
+    - **Missing values** (NaN/None) are filled from the training rows: ``impute="mean"`` (default),
+      ``"median"`` or ``"most_frequent"`` for numeric columns; categorical columns always take their
+      most frequent training category. ``impute=None`` (or ``"refuse"``) refuses them instead.
+    - **Target** values (strings or integers) become classes 0..K-1 in sorted order, their names kept.
+
+    ``info.source`` records the split settings and the fitted statistics (JSON): ``fitted["mean"]`` and
+    ``fitted["scale"]`` per numeric column, ``fitted["categories"]`` per categorical column and
+    ``fitted["fill"]`` (the imputed value per column), so that new rows can be encoded alike:
+    ``(value - mean) / scale`` and one-hot over ``categories``.
+
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"h": [1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10], "c": list("abababaabb"),
+    ...                    "y": [0, 1] * 5})
+    >>> ds = load_frame(df, target="y", test_fraction=0.2, val_fraction=0.0)
+    >>> ds.info.feature_names, sorted(set(ds.subset))
+    (('h', 'c=a', 'c=b'), ['test', 'train'])
     """
     where = "load_frame"
     if not isinstance(frame, pd.DataFrame):
         fail("frame", where, "a pandas DataFrame", type(frame).__name__)
     if len(frame) == 0:
         data_fail("frame", where, "at least one row", "an empty table", "check the file or the filter.")
-    if isinstance(groups, str):
-        groups = [groups]
+    frame = frame.reset_index(drop=True)
+    groups = [groups] if isinstance(groups, str) else list(groups)
+    categorical = [categorical] if isinstance(categorical, str) else list(categorical)
     check_columns([target], frame.columns, "target", where)
-    check_columns(list(groups), frame.columns, "groups", where)
+    check_columns(groups, frame.columns, "groups", where)
     if id_column is not None:
         check_columns([id_column], frame.columns, "id_column", where)
+    stratify = (
+        list(groups) if stratify is None else ([stratify] if isinstance(stratify, str) else list(stratify))
+    )
+    check_columns(stratify, frame.columns, "stratify", where)
     used = {target, *groups, *([id_column] if id_column else [])}
     if features is None:
         features = [c for c in frame.columns if c not in used]
     else:
-        check_columns(list(features), frame.columns, "features", where)
+        features = list(features)
+        check_columns(features, frame.columns, "features", where)
     if not features:
         fail("features", where, "at least one feature column", [], "name the feature columns.")
-    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
-    if non_numeric:
+    check_columns(categorical, features, "categorical", where)
+    impute = "refuse" if impute is None else impute
+    check_choice(impute, "impute", where, _IMPUTE)
+    seed = check_int(seed, "seed", where, minimum=0)
+    test_fraction = check_fraction(test_fraction, "test_fraction", where)
+    val_fraction = check_fraction(val_fraction, "val_fraction", where)
+    if val_fraction + test_fraction >= 1:
         fail(
-            "features",
+            "val_fraction",
             where,
-            "numeric columns only",
-            non_numeric,
-            "encode categorical features (e.g. pandas.get_dummies) or list them in groups=.",
+            f"less than 1 - test_fraction ({1 - test_fraction:g}) so that training rows remain",
+            val_fraction,
         )
-    if frame[target].isna().any():
-        data_fail("target", where, "a label in every row", f"{int(frame[target].isna().sum())} missing")
-    codes, uniques = pd.factorize(frame[target], sort=True)
-    x = frame[list(features)].to_numpy(dtype=np.float64)
-    if not np.all(np.isfinite(x)):
-        rows = np.flatnonzero(~np.isfinite(x).all(1))
+
+    labels = frame[target]
+    if labels.isna().any():
+        first = int(np.flatnonzero(labels.isna().to_numpy())[0])
+        data_fail(
+            "target",
+            where,
+            "a label in every row",
+            f"{int(labels.isna().sum())} missing in column {target!r}, the first at row {first}",
+            f"drop those rows first (frame.dropna(subset=[{target!r}])).",
+        )
+    try:
+        codes, uniques = pd.factorize(labels, sort=True)
+    except TypeError:
+        fail(
+            "target",
+            where,
+            "a column of labels of one type",
+            target,
+            got=f"column {target!r} mixing types",
+            fix="convert the labels to one type, e.g. frame[target].astype(str).",
+        )
+
+    # the split comes first: every statistic below is fitted on the training rows only
+    cells = frame[stratify].astype(str)
+    cells.insert(0, "\0label", codes)
+    strata = cells.groupby(list(cells.columns), sort=True).ngroup().to_numpy()
+    fractions = {"val": val_fraction, "test": test_fraction}
+    subset = stratified_parts(strata, int(strata.max()) + 1, fractions, np.random.default_rng(seed))
+    for part in SUBSETS:
+        if not (subset == part).any() and (part == "train" or fractions.get(part, 0) > 0):
+            data_fail(
+                "frame",
+                where,
+                f"large enough that the {part} part is not empty",
+                f"{len(frame)} rows",
+                "use more rows, larger fractions, or fewer stratify columns.",
+            )
+    train = subset == "train"
+
+    kinds = {c: _column_kind(frame[c], c, categorical, where) for c in features}
+    missing = {c: frame[c].isna().to_numpy() for c in features}
+    if impute == "refuse" and any(m.any() for m in missing.values()):
+        listed = [
+            f"{c!r} {int(m.sum())} (first at row {int(np.flatnonzero(m)[0])})"
+            for c, m in missing.items()
+            if m.any()
+        ]
         data_fail(
             "frame",
             where,
-            "finite feature values (no NaN or inf)",
-            f"{rows.size} row(s) with missing or infinite features, the first at row {int(rows[0])}",
-            "impute or drop those rows first (e.g. frame.dropna()).",
+            "a value in every feature cell (impute=None refuses missing values)",
+            f"{sum(int(m.sum()) for m in missing.values())} missing value(s): {', '.join(listed)}",
+            "fill or drop those rows (e.g. frame.dropna()), or pass impute='mean' to fill them from the "
+            "training rows.",
         )
-    std = x.std(axis=0)
-    x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+
+    blocks, names = [], []
+    fitted: dict[str, dict[str, Any]] = {"mean": {}, "scale": {}, "categories": {}, "fill": {}}
+    for c in features:
+        gap = missing[c]
+        if gap[train].all():
+            data_fail(
+                "frame",
+                where,
+                f"at least one value of feature {c!r} in the training rows",
+                "only missing values there",
+                f"drop the column or fill it (features=[...] without {c!r}).",
+            )
+        if kinds[c] == "numeric":
+            values = frame[c].to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = np.isinf(values)
+            if bad.any():
+                data_fail(
+                    "frame",
+                    where,
+                    f"finite values in feature {c!r}",
+                    f"{int(bad.sum())} infinite value(s), the first at row {int(np.flatnonzero(bad)[0])}",
+                    "replace or drop those rows first.",
+                )
+            if gap.any():
+                known = values[train & ~gap]
+                if impute == "median":
+                    fill = float(np.median(known))
+                elif impute == "most_frequent":
+                    fill = float(_most_frequent(pd.Series(known)))
+                else:
+                    fill = float(known.mean())
+                values = np.where(gap, fill, values)
+                fitted["fill"][c] = fill
+            mean = float(values[train].mean())
+            std = float(values[train].std())
+            scale = std if std > 0 else 1.0
+            fitted["mean"][c], fitted["scale"][c] = mean, scale
+            blocks.append(((values - mean) / scale)[:, None])
+            names.append(str(c))
+        else:
+            text = np.array(
+                [None if m else str(v) for v, m in zip(frame[c].tolist(), gap, strict=True)], dtype=object
+            )
+            if gap.any():
+                fill_text = str(_most_frequent(pd.Series(text[train & ~gap])))
+                text[gap] = fill_text
+                fitted["fill"][c] = fill_text
+            categories = sorted(set(text[train].tolist()))
+            fitted["categories"][c] = categories
+            blocks.append((text[:, None] == np.array(categories, dtype=object)[None, :]).astype(np.float64))
+            names.extend(f"{c}={v}" for v in categories)
+    x = np.concatenate(blocks, axis=1)
     ids = None
     if id_column is not None:
         ids = frame[id_column].to_numpy()
@@ -347,13 +488,77 @@ def load_frame(
         x.astype(np.float32),
         codes.astype(np.int64),
         sample_id=ids,
-        groups={g: frame[g].to_numpy() for g in groups},
+        groups={g: frame[g].to_numpy() for g in groups} or None,
         class_names=[str(u) for u in uniques],
         name=name,
         modality="tabular",
-        feature_names=[str(f) for f in features],
-        source={"source": "frame", "target": target, "groups": list(groups)},
+        feature_names=names,
+        subset=subset,
+        source={
+            "source": "frame",
+            "target": str(target),
+            "groups": [str(g) for g in groups],
+            "features": [str(f) for f in features],
+            "categorical": [str(c) for c in features if kinds[c] == "categorical"],
+            "impute": impute,
+            "split": {
+                "seed": seed,
+                "val_fraction": val_fraction,
+                "test_fraction": test_fraction,
+                "stratify": [str(s) for s in stratify],
+            },
+            "fitted": {k: {str(c): v for c, v in d.items()} for k, d in fitted.items()},
+        },
     )
+
+
+def _most_frequent(values: pd.Series) -> Any:
+    """The most frequent value (ties: the smallest)."""
+    counts = values.value_counts()
+    return min(counts.index[counts == counts.max()].tolist())
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool | np.bool_):
+        return False
+    if isinstance(value, int | float | np.number):
+        return True
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def _column_kind(column: pd.Series, name: Any, categorical: Sequence[Any], where: str) -> str:
+    """``"numeric"`` or ``"categorical"``; a text column that mostly holds numbers is refused."""
+    if (
+        name in categorical
+        or pd.api.types.is_bool_dtype(column)
+        or isinstance(column.dtype, pd.CategoricalDtype)
+    ):
+        return "categorical"
+    if pd.api.types.is_numeric_dtype(column):
+        return "numeric"
+    present = column.dropna()
+    numbers = np.array([_is_number(v) for v in present.tolist()], dtype=bool)
+    if numbers.size and 2 * int(numbers.sum()) >= numbers.size:
+        texts = [i for i, v in enumerate(present.tolist()) if isinstance(v, str)]
+        odd = [i for i in texts if not numbers[i]]
+        pick = (odd or texts or [int(np.flatnonzero(~numbers)[0]) if (~numbers).any() else 0])[0]
+        row = int(column.index.get_loc(present.index[pick]))
+        data_fail(
+            "frame",
+            where,
+            f"numbers only in the numeric feature column {name!r}",
+            f"the text value {present.iloc[pick]!r} at row {row} "
+            f"({int((~numbers).sum())} non-numeric and {int(numbers.sum())} numeric values)",
+            f"convert the column, e.g. frame[{name!r}] = pd.to_numeric(frame[{name!r}], errors='coerce') "
+            f"(bad entries become missing values), or declare it categorical with categorical=[{name!r}].",
+        )
+    return "categorical"
 
 
 def load_csv(
@@ -362,10 +567,19 @@ def load_csv(
     target: str,
     groups: Sequence[str] = (),
     features: Sequence[str] | None = None,
+    categorical: Sequence[str] = (),
+    impute: str | None = "mean",
     id_column: str | None = None,
+    stratify: Sequence[str] | None = None,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    seed: int = 0,
     name: str | None = None,
 ) -> Dataset:
-    """A tabular dataset from a CSV file; see :func:`load_frame` for the columns."""
+    """A tabular dataset from a CSV file (name defaults to the file's stem); see :func:`load_frame`.
+
+    pandas reads the file, so empty cells and markers such as ``NA``/``n/a`` are missing values.
+    """
     p = Path(path)
     if not p.is_file():
         fail("path", "load_csv", "an existing CSV file", str(p), "check the path.", error=DataError)
@@ -373,8 +587,23 @@ def load_csv(
         frame = pd.read_csv(p)
     except pd.errors.EmptyDataError:
         data_fail("path", "load_csv", "a CSV file with a header and rows", f"the empty file {str(p)!r}")
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        data_fail(
+            "path", "load_csv", "a readable CSV file", f"{str(p)!r} ({exc})", "check the file's format."
+        )
     ds = load_frame(
-        frame, target=target, groups=groups, features=features, id_column=id_column, name=name or p.stem
+        frame,
+        target=target,
+        groups=groups,
+        features=features,
+        categorical=categorical,
+        impute=impute,
+        id_column=id_column,
+        stratify=stratify,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        seed=seed,
+        name=name or p.stem,
     )
     ds.info.source.update({"source": "csv", "path": str(p)})
     return ds
@@ -427,7 +656,7 @@ def dataset_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_dataset(name: str, **options: Any) -> Dataset:
+def load_dataset(name: str, /, **options: Any) -> Dataset:
     """Load a built-in dataset by name: ``digits`` (default), ``mnist1d``, ``mnist``/``fashion-mnist``/
     ``kmnist`` (``root=`` folder of IDX files) or ``csv`` (``path=``, ``target=``, ``groups=``).
 
