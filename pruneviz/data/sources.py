@@ -330,7 +330,7 @@ def load_frame(
     >>> df = pd.DataFrame({"h": [1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10], "c": list("abababaabb"),
     ...                    "y": [0, 1] * 5})
     >>> ds = load_frame(df, target="y", test_fraction=0.2, val_fraction=0.0)
-    >>> ds.info.feature_names, sorted(set(ds.subset))
+    >>> ds.info.feature_names, sorted(set(ds.subset.tolist()))
     (('h', 'c=a', 'c=b'), ['test', 'train'])
     """
     where = "load_frame"
