@@ -6,7 +6,7 @@ import gzip
 import inspect
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -609,36 +609,224 @@ def load_csv(
     return ds
 
 
+# Keys tried, in order, when items are dicts (Hugging Face ``datasets`` rows, custom datasets).
+INPUT_KEYS = ("pixel_values", "image", "img", "x", "input", "inputs", "features")
+LABEL_KEYS = ("label", "labels", "y", "target", "targets")
+
+
 def from_torch(
-    dataset: torch.utils.data.Dataset,
+    dataset: torch.utils.data.Dataset | torch.utils.data.DataLoader,
     *,
     name: str = "torch",
     class_names: Sequence[str] | None = None,
     groups: pd.DataFrame | None = None,
+    input_key: str | None = None,
+    label_key: str | None = None,
 ) -> Dataset:
-    """Materialise any map-style torch ``Dataset`` whose items are ``(input, label)`` pairs."""
+    """Materialise a torch ``Dataset`` (map-style or iterable) or an unshuffled ``DataLoader``.
+
+    Items may be ``(input, label)`` or ``(input, label, ...)`` tuples (extra fields are ignored), or
+    dicts such as Hugging Face ``datasets`` rows (``dataset.with_format("torch")``): the input is taken
+    from ``input_key`` (default: the first of ``"pixel_values"``, ``"image"``, ``"img"``, ``"x"``,
+    ``"input"``, ``"inputs"``, ``"features"``) and the label from ``label_key`` (default: the first of
+    ``"label"``, ``"labels"``, ``"y"``, ``"target"``, ``"targets"``). A ``DataLoader``'s batches are
+    concatenated along the first axis; it must not shuffle, since sample ids follow its order.
+
+    Inputs must be numeric arrays of one shape and are cast to ``float32`` (images as tensors: apply
+    e.g. torchvision's ``ToTensor`` first); token-id inputs belong to the text source, not here.
+    Labels are integers ``0..K-1``; ``class_names`` defaults to the dataset's ``classes`` attribute
+    (torchvision datasets) if it has one.
+
+    >>> import torch
+    >>> items = torch.utils.data.TensorDataset(torch.zeros(4, 3), torch.tensor([0, 1, 1, 0]))
+    >>> from_torch(items).info.input_shape
+    (3,)
+    """
     where = "from_torch"
-    try:
-        n = len(dataset)  # type: ignore[arg-type]
-    except TypeError:
-        fail("dataset", where, "a map-style torch Dataset with __len__", type(dataset).__name__)
-    if n == 0:
+    for key, param in ((input_key, "input_key"), (label_key, "label_key")):
+        if key is not None and not isinstance(key, str):
+            fail(param, where, "the name of a key of the dataset's dict items", key)
+    loader = dataset if isinstance(dataset, torch.utils.data.DataLoader) else None
+    source = loader.dataset if loader is not None else dataset
+    if loader is not None and isinstance(loader.sampler, torch.utils.data.RandomSampler):
+        fail(
+            "dataset",
+            where,
+            "a DataLoader that keeps the dataset's order (sample ids follow it)",
+            None,
+            got="a DataLoader with shuffle=True",
+            fix="pass DataLoader(..., shuffle=False) or the dataset itself.",
+        )
+    batched = loader is not None and loader.batch_size is not None
+    if loader is not None:
+        items: Any = iter(loader)
+    elif isinstance(dataset, torch.utils.data.IterableDataset):
+        items = iter(dataset)
+    elif isinstance(dataset, torch.utils.data.Dataset) or hasattr(dataset, "__getitem__"):
+        try:
+            n = len(dataset)  # type: ignore[arg-type]
+        except TypeError:
+            fail(
+                "dataset", where, "a torch Dataset with __len__, an IterableDataset or a DataLoader", dataset
+            )
+        items = (dataset[i] for i in range(n))
+    else:
+        fail("dataset", where, "a torch Dataset or DataLoader", type(dataset).__name__)
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    keys: tuple[str | None, str | None] = (None, None)
+    for i, item in enumerate(items):
+        what = f"batch {i}" if batched else f"item {i}"
+        x, y, keys = _input_and_label(item, what, input_key, label_key)
+        xt = _input_tensor(x, what, where)
+        yt = _label_tensor(y, what, where, batched)
+        if batched and (xt.ndim == 0 or xt.shape[0] != yt.shape[0]):
+            fail(
+                "dataset",
+                where,
+                "batches whose inputs and labels have the same length",
+                None,
+                got=f"{what}: inputs of shape {tuple(xt.shape)}, {yt.shape[0]} labels",
+            )
+        if xs and (xt.shape[1:] if batched else xt.shape) != (xs[0].shape[1:] if batched else xs[0].shape):
+            first = tuple(xs[0].shape[1:] if batched else xs[0].shape)
+            fail(
+                "dataset",
+                where,
+                f"inputs of one shape ({first}, as the first {'batch' if batched else 'item'})",
+                None,
+                got=f"{what} of shape {tuple(xt.shape[1:] if batched else xt.shape)}",
+                fix="resize or pad the inputs to one shape in the dataset's transform.",
+            )
+        xs.append(xt)
+        ys.append(yt)
+    if not xs:
         data_fail("dataset", where, "at least one item", "an empty dataset")
-    xs, ys = [], []
-    for i in range(n):
-        item = dataset[i]
-        if not isinstance(item, tuple | list) or len(item) < 2:
-            fail("dataset", where, "items that are (input, label) pairs", None, got=f"item {i}: {type(item)}")
-        xs.append(torch.as_tensor(item[0], dtype=torch.float32))
-        ys.append(int(item[1]))
+    x_all = torch.cat(xs) if batched else torch.stack(xs)
+    y_all = torch.cat(ys) if batched else torch.stack(ys)
+    if class_names is None:
+        found = getattr(source, "classes", None)
+        if isinstance(found, list | tuple) and found and all(isinstance(c, str) for c in found):
+            class_names = found
     return Dataset(
-        torch.stack(xs),
-        torch.tensor(ys),
+        x_all,
+        y_all,
         class_names=class_names,
         groups=groups,
         name=name,
-        source={"source": "torch", "type": type(dataset).__name__},
+        source={"source": "torch", "type": type(source).__name__, "input_key": keys[0], "label_key": keys[1]},
     )
+
+
+def _input_and_label(
+    item: Any, what: str, input_key: str | None, label_key: str | None
+) -> tuple[Any, Any, tuple[str | None, str | None]]:
+    """Split one item (or batch) into its input and label: a tuple/list or a dict."""
+    where = "from_torch"
+    if isinstance(item, Mapping):
+        keys = list(item.keys())
+        chosen = []
+        for given, defaults, param in (
+            (input_key, INPUT_KEYS, "input_key"),
+            (label_key, LABEL_KEYS, "label_key"),
+        ):
+            if given is not None:
+                if given not in item:
+                    fail(
+                        param,
+                        where,
+                        f"a key of the dataset's dict items ({keys})",
+                        given,
+                        "pass one of them.",
+                    )
+                chosen.append(given)
+                continue
+            present = [k for k in defaults if k in item]
+            if not present:
+                kind = "an input" if param == "input_key" else "a label"
+                fail(
+                    "dataset",
+                    where,
+                    f"dict items with {kind} under one of the keys {list(defaults)}",
+                    None,
+                    got=f"{what} with keys {keys}",
+                    fix=f"name the {kind.split()[1]} with {param}='...' (one of {keys}).",
+                )
+            chosen.append(present[0])
+        return item[chosen[0]], item[chosen[1]], (chosen[0], chosen[1])
+    if isinstance(item, tuple | list) and len(item) >= 2:
+        if input_key is not None or label_key is not None:
+            fail(
+                "input_key" if input_key is not None else "label_key",
+                where,
+                "used only with dict items",
+                input_key if input_key is not None else label_key,
+                got=f"{input_key or label_key!r} with {what} a {type(item).__name__} of {len(item)} fields",
+                fix="drop input_key/label_key: tuple items are read as (input, label, ...).",
+            )
+        return item[0], item[1], (None, None)
+    shown = f"a {type(item).__name__} of length {len(item)}" if isinstance(item, tuple | list) else None
+    fail(
+        "dataset",
+        where,
+        "items that are (input, label[, ...]) tuples or dicts with an input and a label",
+        None,
+        got=f"{what}: {shown or type(item).__name__}",
+        fix="wrap the dataset so that __getitem__ returns (input, label), e.g. a TensorDataset(x, y).",
+    )
+
+
+def _input_tensor(x: Any, what: str, where: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu()
+    else:
+        if type(x).__module__.startswith("PIL."):
+            fail(
+                "dataset",
+                where,
+                "inputs that are arrays or tensors",
+                None,
+                got=f"{what} holding a PIL image",
+                fix="convert images to tensors in the dataset's transform (e.g. torchvision ToTensor, or "
+                "dataset.with_format('torch') for Hugging Face datasets), or use load_image_folder.",
+            )
+        arr = np.asarray(x) if not isinstance(x, str | bytes) else np.asarray(None)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            fail(
+                "dataset",
+                where,
+                "numeric inputs (arrays or tensors)",
+                None,
+                got=f"{what} with an input of type {type(x).__name__}",
+                fix="convert inputs to tensors in the dataset's transform.",
+            )
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex():
+        fail("dataset", where, "real-valued inputs", None, got=f"{what} with dtype {t.dtype}")
+    return t.to(torch.float32)
+
+
+def _label_tensor(y: Any, what: str, where: str, batched: bool) -> torch.Tensor:
+    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    ok = arr.dtype != object and (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    )
+    if ok and np.issubdtype(arr.dtype, np.floating):
+        ok = bool(np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)))
+    shape_ok = arr.ndim == 1 if batched else arr.size == 1
+    if not ok or not shape_ok:
+        expected = (
+            "a 1-D tensor of integer labels per batch" if batched else "one integer class label per item"
+        )
+        fail(
+            "dataset",
+            where,
+            f"items with {expected}",
+            None,
+            got=f"{what} with a label of type {type(y).__name__}, shape {arr.shape}, dtype {arr.dtype}",
+            fix="return class indices 0..K-1 (not one-hot vectors or strings) and pass class_names=.",
+        )
+    return torch.from_numpy(arr.astype(np.int64).reshape(-1 if batched else ()))
 
 
 _REGISTRY: dict[str, Callable[..., Dataset]] = {
