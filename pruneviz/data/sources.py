@@ -17,6 +17,7 @@ import torch
 from pruneviz._optional import require
 from pruneviz._validation import check_choice, check_columns, check_fraction, check_int, data_fail, fail
 from pruneviz.data.dataset import SUBSETS, Dataset, stratified_parts
+from pruneviz.data.images import load_cifar10, load_image_folder
 from pruneviz.exceptions import DataError
 
 # Class names of the MNIST-format datasets (Fashion-MNIST: Xiao et al. 2017; KMNIST: Clanuwat et al. 2018).
@@ -836,6 +837,8 @@ _REGISTRY: dict[str, Callable[..., Dataset]] = {
     "fashion-mnist": lambda **kw: load_mnist_format(kind="fashion-mnist", **kw),
     "kmnist": lambda **kw: load_mnist_format(kind="kmnist", **kw),
     "csv": load_csv,
+    "image_folder": load_image_folder,
+    "cifar10": load_cifar10,
 }
 
 
@@ -845,8 +848,13 @@ def dataset_names() -> list[str]:
 
 
 def load_dataset(name: str, /, **options: Any) -> Dataset:
-    """Load a built-in dataset by name: ``digits`` (default), ``mnist1d``, ``mnist``/``fashion-mnist``/
-    ``kmnist`` (``root=`` folder of IDX files) or ``csv`` (``path=``, ``target=``, ``groups=``).
+    """Load a dataset by source name, passing ``options`` on to its loader.
+
+    ``digits`` (default), ``mnist1d``, ``mnist``/``fashion-mnist``/``kmnist`` (``root=`` folder of IDX
+    files, :func:`load_mnist_format`), ``csv`` (``path=``, ``target=``, ``groups=`` and every option of
+    :func:`load_csv`, ``name=`` included), ``image_folder`` (``root=``, ``size=``, ``groups=``:
+    :func:`load_image_folder`) and ``cifar10`` (``root=`` folder of the python batches,
+    :func:`load_cifar10`).
 
     >>> load_dataset("digits").info.name
     'digits'
