@@ -109,8 +109,15 @@ def test_split_is_deterministic_disjoint_complete_and_stratified(digits):
 def test_split_partitions_any_dataset(n, k, val, test, seed):
     ds = Dataset(np.random.default_rng(0).normal(size=(n, 2)), np.arange(n) % k)
     per_class = np.bincount(np.arange(n) % k)
-    empty_test = sum(round(test * m) for m in per_class) == 0
-    empty_val = val > 0 and sum(round(val * m) for m in per_class) == 0
+
+    def held_out(m):  # round(fraction * m) each, lowered (test first) so that one training sample stays
+        kv, kt = round(val * m), round(test * m)
+        kt -= min(kt, max(0, kv + kt - (m - 1)))
+        kv -= min(kv, max(0, kv + kt - (m - 1)))
+        return kv, kt
+
+    empty_test = sum(held_out(m)[1] for m in per_class) == 0
+    empty_val = val > 0 and sum(held_out(m)[0] for m in per_class) == 0
     if empty_test or empty_val:  # a part asked for would be empty: refused
         with pytest.raises(DataError, match="part is not empty"):
             ds.split(seed=seed, val_fraction=val, test_fraction=test)
@@ -119,9 +126,10 @@ def test_split_partitions_any_dataset(n, k, val, test, seed):
     ids = np.concatenate([p.sample_id for p in parts])
     assert len(ids) == n and len(np.unique(ids)) == n
     for c in range(k):
-        members = int((ds.y == c).sum())
-        assert int((parts.test.y == c).sum()) == round(test * members)
-        assert int((parts.val.y == c).sum()) == round(val * members)
+        kv, kt = held_out(int((ds.y == c).sum()))
+        assert int((parts.test.y == c).sum()) == kt
+        assert int((parts.val.y == c).sum()) == kv
+        assert int((parts.train.y == c).sum()) >= 1
 
 
 def test_prescribed_test_subset_is_honoured():
@@ -210,7 +218,7 @@ def test_mnist_format_folder(tmp_path):
 def test_missing_idx_file_is_named(tmp_path):
     with pytest.raises(DataError, match=r"'path' parameter of read_idx must be an existing IDX file"):
         read_idx(tmp_path / "nope")
-    with pytest.raises(DataError, match=r"'train-images-idx3-ubyte'.*no such file"):
+    with pytest.raises(DataError, match=r"at least one pair.*'train-images-idx3-ubyte'.*no such file"):
         load_mnist_format(tmp_path)
 
 
@@ -218,17 +226,67 @@ def test_truncated_idx_file_is_detected(tmp_path):
     write_idx(tmp_path / "img", np.zeros((10, 4, 4)))
     blob = (tmp_path / "img").read_bytes()
     (tmp_path / "cut").write_bytes(blob[:-7])
-    with pytest.raises(DataError, match=r"truncated or padded.*shape \(10, 4, 4\)"):
+    with pytest.raises(
+        DataError,
+        match=r"'path' parameter of read_idx.*'.*cut', truncated: its header declares shape \(10, 4, 4\) "
+        r"of uint8, expected 176 bytes, actual 169 bytes.*Fix:",
+    ):
         read_idx(tmp_path / "cut")
+    (tmp_path / "long").write_bytes(blob + b"\0")
+    with pytest.raises(DataError, match=r"padded.*expected 176 bytes, actual 177 bytes"):
+        read_idx(tmp_path / "long")
     (tmp_path / "head").write_bytes(blob[:6])
-    with pytest.raises(DataError, match="truncated inside its header"):
+    with pytest.raises(DataError, match=r"truncated inside its header.*need 16 header bytes.*holds 6 bytes"):
         read_idx(tmp_path / "head")
     (tmp_path / "gz").write_bytes(gzip.compress(blob)[:-9])
     with pytest.raises(DataError, match="damaged or truncated gzip"):
         read_idx(tmp_path / "gz")
     (tmp_path / "junk").write_bytes(b"PK\x03\x04rest")
-    with pytest.raises(DataError, match="not in IDX format"):
+    with pytest.raises(DataError, match="not in IDX format.*bad magic number 504b0304"):
         read_idx(tmp_path / "junk")
+
+
+def test_empty_idx_file_says_empty(tmp_path):
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"")
+    with pytest.raises(DataError, match=r"'.*train-labels-idx1-ubyte': the file is empty \(0 bytes\)"):
+        read_idx(tmp_path / "train-labels-idx1-ubyte")
+    (tmp_path / "e.gz").write_bytes(gzip.compress(b""))
+    with pytest.raises(DataError, match="the file is empty"):
+        read_idx(tmp_path / "e.gz")
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((3, 2, 2)))
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte': the file is empty"):
+        load_mnist_format(tmp_path)
+
+
+@pytest.mark.parametrize("present", ["train", "test"])
+def test_mnist_format_folder_with_one_pair(tmp_path, present):
+    stem = "train" if present == "train" else "t10k"
+    images = np.random.default_rng(2).integers(0, 256, size=(40, 5, 5))
+    write_idx(tmp_path / f"{stem}-images-idx3-ubyte.gz", images, compress=True)
+    write_idx(tmp_path / f"{stem}-labels-idx1-ubyte", np.arange(40) % 10)
+    ds = load_mnist_format(tmp_path, kind="kmnist")
+    assert len(ds) == 40 and set(ds.subset) == {present}
+    assert ds.info.source["subsets"] == [present]
+    np.testing.assert_allclose(ds.x[:, 0].numpy(), images / 255.0, rtol=1e-6)
+    if present == "train":  # no prescribed test set: split carves one out of the training files
+        parts = ds.split(seed=0, val_fraction=0.2, test_fraction=0.2)
+        assert len(parts.test) > 0 and len(parts.val) > 0
+
+
+def test_mnist_format_pair_with_a_missing_half_names_the_file(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((4, 2, 2)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(4))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((4, 2, 2)))
+    with pytest.raises(
+        DataError,
+        match=r"both files of the test pair.*'t10k-images-idx3-ubyte' but no 't10k-labels-idx1-ubyte'.*"
+        r"Fix: add 't10k-labels-idx1-ubyte'",
+    ):
+        load_mnist_format(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte").unlink()
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(4))
+    with pytest.raises(DataError, match=r"'t10k-labels-idx1-ubyte' but no 't10k-images-idx3-ubyte'"):
+        load_mnist_format(tmp_path)
 
 
 # -- tables -------------------------------------------------------------------------------------
@@ -251,7 +309,7 @@ def test_frame_source(table):
     assert ds.info.class_names == ("no", "yes") and ds.info.feature_names == ("age", "income")
     np.testing.assert_array_equal(ds.sample_id, np.arange(100, 150))
     assert ds.groups["sex"].tolist() == table["sex"].tolist()
-    np.testing.assert_allclose(ds.x.mean(0).numpy(), 0, atol=1e-5)
+    np.testing.assert_allclose(ds.x[ds.subset == "train"].mean(0).numpy(), 0, atol=1e-5)
 
 
 def test_csv_source_and_its_errors(tmp_path, table):
@@ -266,8 +324,8 @@ def test_csv_source_and_its_errors(tmp_path, table):
         load_csv(path, target="label")
     with pytest.raises(ValidationError, match=r"'groups' parameter.*Got 'race'"):
         load_csv(path, target="outcome", groups=["race"])
-    with pytest.raises(ValidationError, match=r"numeric columns only.*'sex'.*get_dummies"):
-        load_csv(path, target="outcome")
+    encoded = load_csv(path, target="outcome")  # sex is now a feature, one-hot encoded
+    assert encoded.info.feature_names == ("age", "income", "sex=f", "sex=m", "pid")
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(DataError, match="empty file"):
         load_csv(tmp_path / "empty.csv", target="outcome")
@@ -277,8 +335,8 @@ def test_csv_source_and_its_errors(tmp_path, table):
 
 def test_frame_with_missing_features_is_refused(table):
     table.loc[7, "age"] = np.nan
-    with pytest.raises(DataError, match="first at row 7.*dropna"):
-        load_frame(table, target="outcome", groups=["sex"])
+    with pytest.raises(DataError, match=r"1 missing value\(s\): 'age' 1 \(first at row 7\).*dropna"):
+        load_frame(table, target="outcome", groups=["sex"], impute=None)
 
 
 def test_torch_dataset_pass_through():

@@ -1,6 +1,7 @@
 """Datasets: samples, labels, stable ids, group columns and deterministic splits. All sources are offline."""
 
 from pruneviz.data.dataset import Dataset, DatasetInfo, DataSplits
+from pruneviz.data.images import load_cifar10, load_image_folder
 from pruneviz.data.inputs import Inputs
 from pruneviz.data.sources import (
     dataset_names,
@@ -22,11 +23,13 @@ __all__ = [
     "Inputs",
     "dataset_names",
     "from_torch",
+    "load_cifar10",
     "load_csv",
     "load_dataset",
     "load_digits",
     "load_frame",
     "load_idx",
+    "load_image_folder",
     "load_mnist1d",
     "load_mnist_format",
     "read_idx",

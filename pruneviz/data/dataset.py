@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pruneviz._validation import check_fraction, check_int, data_fail, fail
+from pruneviz._validation import check_columns, check_fraction, check_int, data_fail, fail
 from pruneviz.data.inputs import Inputs
 
 MODALITIES = ("image", "sequence", "tabular", "text")
@@ -222,18 +222,31 @@ class Dataset:
         part.info = self.info
         return part
 
-    def split(self, *, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2) -> DataSplits:
-        """Split into train / val / test, stratified by class, deterministic in ``seed``.
+    def split(
+        self,
+        *,
+        seed: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        stratify: Sequence[str] = (),
+    ) -> DataSplits:
+        """Split into train / val / test, stratified by class (× ``stratify`` groups), seeded.
 
         If the source prescribes a test set (``subset``), that set is the test part and ``val_fraction``
         of the prescribed training samples form the validation part; ``test_fraction`` is then unused.
-        A prescribed validation set (a dataset loaded back from a zoo) is kept as it is, too.
-        Within each class, ``round(fraction * n_class)`` samples go to each held-out part.
+        A prescribed validation set (a dataset loaded back from a zoo) is kept as it is, too; a subset
+        that prescribes only training samples gets both held-out parts carved from them.
+        Within each stratum — a class, or with ``stratify=["sex", ...]`` a class × group-value cell —
+        ``round(fraction * n_stratum)`` samples go to each held-out part, except that a stratum never
+        gives away its last training sample (the rare combinations stay represented in training).
         """
         where = "Dataset.split"
         seed = check_int(seed, "seed", where, minimum=0)
         val_fraction = check_fraction(val_fraction, "val_fraction", where)
         test_fraction = check_fraction(test_fraction, "test_fraction", where)
+        if isinstance(stratify, str):
+            stratify = [stratify]
+        check_columns(list(stratify), self.groups.columns, "stratify", where)
         if self.subset is None and val_fraction + test_fraction >= 1:
             fail(
                 "val_fraction",
@@ -241,28 +254,28 @@ class Dataset:
                 f"less than 1 - test_fraction ({1 - test_fraction:g}) so that training samples remain",
                 val_fraction,
             )
-        rng = np.random.default_rng(seed)
         labels = self.y.numpy()
+        if stratify:
+            cells = self.groups[list(stratify)].astype(str)
+            cells.insert(0, "\0label", labels)
+            strata = cells.groupby(list(cells.columns), sort=True).ngroup().to_numpy()
+            num_strata = int(strata.max()) + 1
+        else:
+            strata, num_strata = labels, self.num_classes
         part = np.full(len(self), "train", dtype=object)
         if self.subset is not None and bool((self.subset == "val").any()):
             part[:] = self.subset
             pool = np.arange(0)
             fractions = {}
-        elif self.subset is not None:
+        elif self.subset is not None and bool((self.subset == "test").any()):
             part[self.subset == "test"] = "test"
             pool = np.flatnonzero(self.subset != "test")
             fractions = {"val": val_fraction}
         else:
             pool = np.arange(len(self))
             fractions = {"val": val_fraction, "test": test_fraction}
-        for c in range(self.num_classes):
-            members = pool[labels[pool] == c]
-            members = members[rng.permutation(members.size)]
-            start = 0
-            for name, frac in fractions.items():
-                k = round(frac * members.size)
-                part[members[start : start + k]] = name
-                start += k
+        held_out = stratified_parts(strata[pool], num_strata, fractions, np.random.default_rng(seed))
+        part[pool] = held_out
         parts = {name: self.take(np.flatnonzero(part == name)) for name in SUBSETS}
         for name in SUBSETS:
             if len(parts[name].y) == 0 and (name == "train" or fractions.get(name, 0) > 0):
@@ -297,6 +310,32 @@ class Dataset:
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             yield self.x[idx], self.y[idx]
+
+
+def stratified_parts(
+    strata: np.ndarray, num_strata: int, fractions: Mapping[str, float], rng: np.random.Generator
+) -> np.ndarray:
+    """Assign each sample to ``"train"`` or a held-out part, stratum by stratum.
+
+    ``strata`` holds a stratum code in ``[0, num_strata)`` per sample. Within each stratum (in code order,
+    members in a random order from ``rng``) the next ``round(fraction * n)`` samples go to each part of
+    ``fractions`` in turn, the rest to ``"train"``; a stratum with members keeps at least one training
+    sample (the held-out counts are lowered, last part first). Returns an object array of part names.
+    """
+    out = np.full(strata.shape[0], "train", dtype=object)
+    for c in range(num_strata):
+        members = np.flatnonzero(strata == c)
+        members = members[rng.permutation(members.size)]
+        counts = {name: round(frac * members.size) for name, frac in fractions.items()}
+        for name in reversed(list(counts)):
+            excess = sum(counts.values()) - (members.size - 1)
+            if members.size and excess > 0:
+                counts[name] -= min(excess, counts[name])
+        start = 0
+        for name, k in counts.items():
+            out[members[start : start + k]] = name
+            start += k
+    return out
 
 
 def _as_inputs(x: Any, modality: str | None, where: str) -> torch.Tensor | Inputs:
