@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pruneviz.data import Dataset
+from pruneviz.data import Dataset, load_csv, load_image_folder
 from pruneviz.study import StudySettings, analyse_zoo
 from pruneviz.testing.models import TabularNet, TinyEncoder, VisionResNet, token_dataset
 from pruneviz.train import TrainConfig, fit
@@ -105,12 +105,16 @@ def image_folder(
             base = np.array(colours.get(name, (128, 128, 128)), dtype=float)[None, None, :]
             img = base + stripes[..., None] + rng.normal(0, 25, (32, 32, 3))
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB").save(folder / f"{i:03d}.png")
+    files = sorted(str(p.relative_to(root)) for p in root.glob("*/*.png"))
+    cameras = np.where(rng.random(len(files)) < 0.3, "phone", "dslr")
+    pd.DataFrame({"file": files, "camera": cameras}).to_csv(root / "metadata.csv", index=False)
     return root
 
 
-def image_study(root: Path, folder: Path, *, load) -> Zoo:
-    """A torchvision-style ResNet on a CIFAR-shaped image folder (``load`` reads the folder)."""
-    data = load(folder)
+def image_study(root: Path) -> Zoo:
+    """A torchvision-style ResNet on a CIFAR-shaped image folder with camera metadata."""
+    folder = image_folder(root / "images")
+    data = load_image_folder(folder, groups=folder / "metadata.csv", name="pets")
     options = {"num_classes": data.num_classes, "widths": [8, 16]}
     return _import_and_study(
         Zoo.create(root / "image"),
@@ -122,8 +126,11 @@ def image_study(root: Path, folder: Path, *, load) -> Zoo:
     )
 
 
-def tabular_study(root: Path, data: Dataset) -> Zoo:
-    """A batch-normalised MLP returning a dict, on a CSV with categoricals and missing values."""
+def tabular_study(root: Path) -> Zoo:
+    """A batch-normalised MLP returning a dict, on a CSV with categoricals, missing values and two
+    sensitive columns."""
+    path = write_tabular_csv(root / "loans.csv")
+    data = load_csv(path, target="approved", groups=["sex", "region"])
     options = {"features": int(data.info.input_shape[0]), "num_classes": data.num_classes}
     return _import_and_study(
         Zoo.create(root / "tabular"),
@@ -135,4 +142,4 @@ def tabular_study(root: Path, data: Dataset) -> Zoo:
     )
 
 
-STUDIES = {"text": text_study}
+STUDIES = {"text": text_study, "tabular": tabular_study, "image": image_study}

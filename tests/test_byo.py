@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from pruneviz.cli import main
 from pruneviz.views import TABS, StudyState
 from pruneviz.views.panels import draw
-from pruneviz.views.report import write_audit_report
 from pruneviz.zoo import Zoo
 
 pytestmark = pytest.mark.slow
@@ -38,8 +38,12 @@ def _check_study(zoo: Zoo, modality: str, tmp_path) -> None:
     assert reader.counts["computed"] == 0 and reader.counts["hits"] > 0, (
         "the views read what the study cached"
     )
-    report = write_audit_report(reader, tmp_path / "audit.html", method="lamp", sparsity=0.8)
-    text = report.read_text()
+    out = tmp_path / "audit.html"
+    assert (
+        main(["audit", "--zoo", str(zoo.path), "--out", str(out), "--method", "lamp", "--sparsity", "0.8"])
+        == 0
+    )
+    text = out.read_text()
     assert "pruneviz audit" in text and "vegaEmbed" in text
     for title in said:
         assert f"{title} does not apply to {modality} data" in text
@@ -50,3 +54,22 @@ def test_text_study_end_to_end(byo_zoo, tmp_path):
     data = text_zoo.dataset(text_zoo.runs().dataset.iloc[0])
     assert data.info.modality == "text" and data.x["input_ids"].dtype.is_floating_point is False
     _check_study(text_zoo, "text", tmp_path)
+
+
+def test_tabular_study_end_to_end(byo_zoo, tmp_path):
+    zoo = byo_zoo("tabular")
+    data = zoo.dataset(zoo.runs().dataset.iloc[0])
+    assert data.info.modality == "tabular"
+    assert {"sex", "region"} <= set(data.groups.columns)
+    assert any("=" in f for f in data.info.feature_names), "categorical columns one-hot encoded"
+    attacks = zoo.outputs(zoo.runs().run.iloc[0]).split.unique()
+    assert any(s.endswith("-featurerange") for s in attacks), "tabular attacks kept within feature ranges"
+    _check_study(zoo, "tabular", tmp_path)
+
+
+def test_image_study_end_to_end(byo_zoo, tmp_path):
+    zoo = byo_zoo("image")
+    data = zoo.dataset(zoo.runs().dataset.iloc[0])
+    assert data.info.modality == "image" and data.info.input_shape == (3, 32, 32)
+    assert "camera" in data.groups.columns, "groups from the metadata the user gave"
+    _check_study(zoo, "image", tmp_path)
