@@ -298,3 +298,48 @@ def test_an_import_without_evaluation_stores_no_outputs_but_the_columns(tmp_path
     assert zoo.outputs(run).empty and "logit_2" in zoo.outputs(run).columns
     assert set(zoo.run(run).metrics) == {"params"}
     assert zoo.run(run).timing.keys() == {"latency_b1"}  # trained elsewhere: no training time
+
+
+@pytest.mark.parametrize(
+    "factory, methods",
+    [
+        # depthwise convolutions, squeeze-and-excite: mask methods, data-driven ones and real channel removal
+        ("pruneviz.testing.models:MobileNetLike", ["lamp", "wanda", "sparsegpt", "channel_l1"]),
+        # nn.MultiheadAttention's in_proj_weight and out_proj pruned like any weight, calibrated per block
+        ("pruneviz.testing.models:VisionTransformerLike", ["lamp", "wanda", "sparsegpt", "snip"]),
+    ],
+)
+def test_torchvision_style_mobilenet_and_vit_import_and_prune_with_every_kind_of_method(
+    tmp_path, factory, methods
+):
+    from pruneviz.models import build_factory
+    from pruneviz.prune.weights import prunable_weights
+    from pruneviz.study import run_cka, run_spectrum
+
+    data = Dataset(
+        np.clip(images(n=90, k=3).x.numpy().repeat(2, 2).repeat(2, 3) * 0.2 + 0.5, 0, 1),
+        np.arange(90) % 3,
+        name="img32",
+    )
+    options = {"num_classes": 3}
+    model = build_factory(factory, options, seed=0)
+    fit(model, data.split(seed=0).train, config=ONE_EPOCH, seed=0, progress=False)
+    zoo = Zoo.create(tmp_path / "zoo")
+    run = zoo.add_model(model, data, factory=factory, options=options)
+    table = prune_population(zoo, methods=methods, sparsities=[0.5], finetune=ONE_EPOCH, progress=False)
+    assert sorted(table["method"]) == sorted(methods)
+    for child in table["run"]:
+        rec = zoo.run(child)
+        pruned = zoo.load_model(child)
+        if rec.method == "channel_l1":
+            assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+            continue
+        weights = prunable_weights(pruned)
+        zeros = sum(int((w.weight == 0).sum()) for w in weights.values())
+        assert abs(zeros / sum(w.weight.numel() for w in weights.values()) - 0.5) < 0.02, rec.method
+        if "VisionTransformer" in factory:
+            assert any(k.endswith("in_proj_weight") for k in zoo.masks(child)), "attention projections pruned"
+        assert len(zoo.outputs(child, subset="test")) == len(zoo.splits(rec.dataset).test)
+    child = table[table.method == "lamp"].run.iloc[0]
+    assert run_cka(zoo, run, child, samples=32)["value"].notna().all()
+    assert not run_spectrum(zoo, child).empty

@@ -79,6 +79,116 @@ class VisionResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class _InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int = 4) -> None:
+        super().__init__()
+        hidden = cin * expand
+        self.block = nn.Sequential(
+            nn.Conv2d(cin, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.Hardswish(),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),  # depthwise
+            nn.BatchNorm2d(hidden),
+            nn.Hardswish(),
+            _SqueezeExcite(hidden),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return x + out if self.residual else out
+
+
+class _SqueezeExcite(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(channels, channels // 4, 1), nn.Conv2d(channels // 4, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = F.hardsigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+        return x * scale
+
+
+class MobileNetLike(nn.Module):
+    """torchvision's MobileNetV3 building blocks (inverted residuals with depthwise convolutions,
+    squeeze-and-excite, hard-swish) in a small network named as torchvision names it (``features``,
+    ``classifier``); weights drawn from ``seed``.
+
+    >>> MobileNetLike(num_classes=3)(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(self, *, in_channels: int = 3, num_classes: int = 10, width: int = 8, seed: int = 0) -> None:
+        super().__init__()
+        with seeded(seed):
+            self.features = nn.Sequential(
+                nn.Sequential(
+                    nn.Conv2d(in_channels, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.Hardswish()
+                ),
+                _InvertedResidual(width, width, 1),
+                _InvertedResidual(width, 2 * width, 2),
+                _InvertedResidual(2 * width, 2 * width, 1),
+            )
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Sequential(
+                nn.Linear(2 * width, 32), nn.Hardswish(), nn.Linear(32, num_classes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class _EncoderBlock(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim)
+        self.self_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln_1(x)
+        x = x + self.self_attention(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class VisionTransformerLike(nn.Module):
+    """torchvision's ``VisionTransformer`` layout: a patch-embedding convolution ``conv_proj``, a class
+    token, learned positions, encoder blocks with ``nn.MultiheadAttention`` and a ``heads`` head; small.
+
+    >>> VisionTransformerLike(num_classes=3)(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 32,
+        patch_size: int = 8,
+        in_channels: int = 3,
+        dim: int = 32,
+        heads: int = 2,
+        layers: int = 2,
+        num_classes: int = 10,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        with seeded(seed):
+            self.conv_proj = nn.Conv2d(in_channels, dim, patch_size, patch_size)
+            self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
+            self.pos_embedding = nn.Parameter(torch.randn(1, (image_size // patch_size) ** 2 + 1, dim) * 0.02)
+            self.encoder = nn.Sequential(*(_EncoderBlock(dim, heads) for _ in range(layers)))
+            self.ln = nn.LayerNorm(dim)
+            self.heads = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_token.expand(len(x), -1, -1), x], 1) + self.pos_embedding
+        return self.heads(self.ln(self.encoder(x))[:, 0])
+
+
 class TabularNet(nn.Module):
     """A tabular classifier as people write one: Linear → BatchNorm → ReLU → Dropout blocks and a head
     named ``head``; returns a dict with ``"logits"`` (as some training frameworks expect).
