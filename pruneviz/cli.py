@@ -275,8 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     audit = sub.add_parser("audit", help="write a standalone HTML audit report of a zoo")
     audit.add_argument("--zoo", type=Path, required=True, help="zoo folder")
-    audit.add_argument("--out", type=Path, required=True, help="report file (.html)")
-    audit.add_argument("--group", default=None, help="group attribute (default: the last group column)")
+    audit.add_argument(
+        "--out", type=Path, required=True, help="report file (.html, or .pdf printed by Chromium)"
+    )
+    audit.add_argument(
+        "--group", default=None, help="group attribute (default: the dataset's first declared group column)"
+    )
     audit.add_argument("--method", default=None, help="pruning method of the figures")
     audit.add_argument("--sparsity", type=float, default=None, help="target sparsity of the figures")
     audit.set_defaults(func=_audit)

@@ -313,3 +313,54 @@ def test_a_study_of_your_own_model_and_data_renders_every_tab(browser, byo_zoo, 
 
 #: the figures of each modality's study that say why they do not apply instead of drawing
 NOT_DRAWN = {"text": {"Corruptions", "Attacks"}, "tabular": {"Corruptions"}, "image": set()}
+
+
+def _overlapping_labels(page) -> dict:
+    """``{"axes": n, "bad": [...]}``: the page's SVG axis-label groups, and the labels whose boxes overlap
+    another label of the same axis."""
+    return page.evaluate(
+        """() => {
+        const bad = [];
+        for (const axis of document.querySelectorAll('g.role-axis-label')) {
+            const boxes = [...axis.querySelectorAll('text')]
+                .filter(t => t.textContent.trim() && getComputedStyle(t).opacity !== '0')
+                .map(t => [t.textContent, t.getBoundingClientRect()]);
+            for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+                const [a, r] = boxes[i], [b, s] = boxes[j];
+                const w = Math.min(r.right, s.right) - Math.max(r.left, s.left);
+                const h = Math.min(r.bottom, s.bottom) - Math.max(r.top, s.top);
+                if (w > 1 && h > 1) bad.push(a + ' / ' + b);
+            }
+        }
+        return {axes: document.querySelectorAll('g.role-axis-label').length, bad: bad};
+    }"""
+    )
+
+
+def test_the_tabular_audit_report_has_every_section_no_overlapping_labels_and_prints(
+    browser, byo_zoo, tmp_path
+):
+    from pypdf import PdfReader
+
+    from pruneviz.views.report import write_audit_report
+
+    zoo = byo_zoo("tabular")
+    report = write_audit_report(zoo, tmp_path / "audit.html", method="lamp", sparsity=0.8)
+    page, errors = _page(browser)
+    page.goto(report.as_uri())
+    assert _charts_in(page, 3, timeout=60) >= 3  # subgroups, exemplars as a list, attacks
+    page.screenshot(path=str(ARTIFACTS / "audit-tabular.png"), full_page=True)
+    sections = ["summary", "decision-1", "figures", "settings"]
+    for section in sections:
+        assert page.locator(f"#{section}").count() == 1, section
+    assert page.locator("#exemplar-rows, #figures").count() >= 1
+    assert page.get_by_text("does not apply to tabular data").count() == 1  # corruptions
+    labels = _overlapping_labels(page)
+    assert labels["axes"] >= 4 and not labels["bad"], labels
+    assert not errors, errors[:5]
+    page.close()
+
+    pdf = write_audit_report(zoo, tmp_path / "audit.pdf", method="lamp", sparsity=0.8)
+    text = " ".join(p.extract_text() for p in PdfReader(pdf).pages)
+    for heading in ("Summary", "lamp (unstructured) at sparsity 0.8", "Figures", "Settings and seeds"):
+        assert heading in text, heading

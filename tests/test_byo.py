@@ -73,3 +73,43 @@ def test_image_study_end_to_end(byo_zoo, tmp_path):
     assert data.info.modality == "image" and data.info.input_shape == (3, 32, 32)
     assert "camera" in data.groups.columns, "groups from the metadata the user gave"
     _check_study(zoo, "image", tmp_path)
+
+
+def test_the_tabular_audit_states_each_decisions_numbers_in_words(byo_zoo):
+    import numpy as np
+
+    from pruneviz.study.populations import settings_digest
+    from pruneviz.views.report import audit_context, render_audit
+
+    zoo = Zoo(byo_zoo("tabular").path, read_only=True)
+    state = StudyState(zoo, method="lamp", sparsity=0.8)
+    assert state.group == "sex", "the default group is the first declared sensitive column"
+    ctx = audit_context(state)
+    frame = state.frame("subgroups")
+    assert len(ctx["decisions"]) == frame.groupby(["method", "sparsity_target", "settings"]).ngroups == 5
+    assert sum("imp" in d["title"] for d in ctx["decisions"]) == 1, "IMP is a decision of its own"
+    for decision in ctx["decisions"]:
+        method, _, rest = decision["title"].partition(" (")
+        sparsity = float(rest.rsplit(" ", 1)[1])
+        part = frame[(frame.method == method) & np.isclose(frame.sparsity_target, sparsity)]
+        imp = "imp" in decision["title"]
+        settings = sorted(part.settings.unique())
+        if len(settings) > 1:  # one-shot and IMP magnitude at 0.8: tell them apart by their runs' schedules
+            digests = {
+                d: zoo.run(r).schedule.get("schedule", "one_shot")
+                for r in zoo.runs(kind="pruned").run
+                for d in [settings_digest(zoo.run(r).schedule)]
+            }
+            part = part[part.settings.map(digests).eq("imp" if imp else "one_shot")]
+        overall = part[(part.group == "(all)") & (part.metric == "accuracy")].set_index("statistic").value
+        assert decision["dense"] == f"{100 * overall['dense']:.1f} %"
+        assert decision["pruned"] == f"{100 * overall['pruned']:.1f} %"
+        psi = part[(part.statistic == "psi") & (part.group != "(all)") & ~part.small.astype(bool)]
+        if not psi.empty:
+            worst = psi.loc[psi.value.idxmax(), "group"]
+            assert any(s.startswith(f"sex = {worst} loses most accuracy") for s in decision["findings"])
+        rows = decision["tables"][0]["rows"]
+        assert sorted(r["cells"][0] for r in rows) == sorted(set(part.group) - {"(all)"})
+    page = render_audit(state)
+    assert page.count("<section") == len(ctx["decisions"]) + 2 and "Settings and seeds" in page
+    assert "Corruptions does not apply to tabular data" in page

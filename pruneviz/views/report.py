@@ -1,29 +1,40 @@
-"""The audit report: one standalone HTML page (scripts inline, opens without a server or network) on
-who pays for compression — compression-identified exemplars, subgroup impact with intervals and its
-permutation null, and robustness to corruptions and attacks — for every method and sparsity of a zoo.
+"""The audit report: one standalone page (scripts inline, opens without a server or network; printable
+to PDF) on who pays for compression, built from a Jinja2 template (``views/templates/audit.html.j2``).
+
+The page leads with a summary table (one row per pruning decision: method × target sparsity), then one
+section per decision — what was pruned, the overall cost, plain-language findings generated from the
+numbers, and per-group tables with intervals and permutation p-values for every metric the study
+computed — then the figures of the decision in focus (subgroup impact, exemplars, corruptions, attacks and
+every registered analysis that asks to be reported; where one does not apply to the data, a sentence says
+why), the exemplars as rows for tabular and text data, and the settings and seeds that produced it all.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import html
+import functools
 import json
 import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pruneviz._io import write_atomic
+from pruneviz._validation import fail
 from pruneviz._version import __version__
-from pruneviz.exceptions import NotApplicableError
-from pruneviz.views.state import StudyState
+from pruneviz.exceptions import MissingDependencyError, NotApplicableError
+from pruneviz.views.state import StudyState, sample_texts
 from pruneviz.zoo.store import Zoo
 
-
-def _table(frame: pd.DataFrame, caption: str) -> str:
-    body = frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0, classes="t")
-    return f"<h3>{html.escape(caption)}</h3>{body}"
+#: statistics of a metric per group, in the order the tables show them
+_PER_GROUP = ("dense", "pruned", "delta", "psi")
 
 
 def audit_tables(state: StudyState) -> dict[str, pd.DataFrame]:
@@ -44,8 +55,8 @@ def audit_tables(state: StudyState) -> dict[str, pd.DataFrame]:
 
 
 def registered_sections(state: StudyState) -> list[tuple[str, Any]]:
-    """(title, chart) of every registered analysis whose :class:`~pruneviz.study.Show` asks to be in
-    the report, drawn for the pruned run in focus."""
+    """(title, chart or the sentence saying why it does not apply) of every registered analysis whose
+    :class:`~pruneviz.study.Show` asks to be in the report, drawn for the pruned run in focus."""
     from pruneviz.study import analyses
 
     return [
@@ -55,7 +66,7 @@ def registered_sections(state: StudyState) -> list[tuple[str, Any]]:
     ]
 
 
-def _or_note(draw: Any) -> Any:
+def _or_note(draw: Callable[[], Any]) -> Any:
     """The chart ``draw()`` makes, or the sentence saying why the analysis does not apply here."""
     try:
         return draw()
@@ -63,69 +74,333 @@ def _or_note(draw: Any) -> Any:
         return str(exc)
 
 
-def write_audit_report(
-    zoo: Zoo | str | os.PathLike[str], out: str | os.PathLike[str], **choices: Any
-) -> Path:
-    """Write the audit report of ``zoo`` to ``out`` (HTML) atomically and return its path.
+# -- numbers into words ------------------------------------------------------------------------------
+def _pct(v: float) -> str:
+    return "undefined" if v is None or not np.isfinite(v) else f"{100 * v:.1f} %"
 
-    ``choices`` set the :class:`StudyState` (e.g. ``group="ink"``, ``method="lamp"``, ``sparsity=0.9``):
-    the tables cover every method and sparsity, the figures the pruned run in focus.
-    """
+
+def _pts(v: float) -> str:
+    """A difference of rates in percentage points, signed."""
+    return "undefined" if v is None or not np.isfinite(v) else f"{100 * v:+.1f} pts"
+
+
+def _num(v: float) -> str:
+    return "undefined" if v is None or not np.isfinite(v) else f"{v:.3g}"
+
+
+def _interval(row: Mapping[str, Any], fmt: Callable[[float], str] = _pts) -> str:
+    lo, hi = row.get("ci_low"), row.get("ci_high")
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return fmt(row["value"])
+    return f"{fmt(row['value'])} ({fmt(lo)} to {fmt(hi)})"
+
+
+def _p(v: Any) -> str:
+    return "" if v is None or pd.isna(v) else f"{float(v):.3g}"
+
+
+def _decision_title(method: str, structure: str, sparsity: float, schedules: list[str]) -> str:
+    how = ", ".join([structure, *(s.replace("_", "-") for s in schedules if s != "one_shot")])
+    return f"{method} ({how}) at sparsity {sparsity:g}"
+
+
+def _metric_table(frame: pd.DataFrame, metric: str, attribute: str) -> dict[str, Any]:
+    """One metric's per-group table: n, dense, pruned, Δ and ψ with intervals, p-values."""
+    part = frame[frame["metric"] == metric]
+    rows = []
+    for group, g in part[part["group"] != "(all)"].groupby("group", sort=True, observed=True):
+        stats = {r["statistic"]: r for r in g.to_dict("records")}
+        if not stats:
+            continue
+        any_row = next(iter(stats.values()))
+        psi = stats.get("psi", {})
+        rows.append(
+            {
+                "small": bool(any_row.get("small")),
+                "cells": [
+                    str(group),
+                    int(any_row["n"]) if pd.notna(any_row.get("n")) else "",
+                    _interval(stats["dense"], _pct) if "dense" in stats else "",
+                    _interval(stats["pruned"], _pct) if "pruned" in stats else "",
+                    _interval(stats["delta"]) if "delta" in stats else "",
+                    _interval(psi) if psi else "",
+                    _p(psi.get("p_adjusted")),
+                    "small group" if any_row.get("small") else "",
+                ],
+            }
+        )
+    return {
+        "caption": f"{metric.replace('_', ' ')} by {attribute} (95 % bootstrap intervals; "
+        "Δ = dense − pruned, ψ = Δ − overall Δ, p: permutation test, Holm-adjusted)",
+        "columns": [attribute, "n", "dense", "pruned", "Δ", "ψ", "p (adj.)", ""],
+        "rows": rows,
+    }
+
+
+def _findings(frame: pd.DataFrame, metric: str, attribute: str) -> list[str]:
+    """Plain-language sentences from one decision's numbers for one metric."""
+    part = frame[frame["metric"] == metric]
+    name = metric.replace("_", " ")
+    out = []
+    overall = {r["statistic"]: r for r in part[part["group"] == "(all)"].to_dict("records")}
+    if "dense" in overall and "pruned" in overall:
+        d, p = overall["dense"]["value"], overall["pruned"]["value"]
+        out.append(f"Overall {name}: {_pct(d)} dense → {_pct(p)} pruned (a change of {_pts(p - d)}).")
+    groups = part[(part["group"] != "(all)") & (part["statistic"] == "psi")]
+    big = groups[~groups["small"].astype(bool)]
+    if not big.empty and big["value"].notna().any():
+        worst = big.loc[big["value"].idxmax()].to_dict()
+        delta = part[(part["group"] == worst["group"]) & (part["statistic"] == "delta")]
+        lost = _interval(delta.iloc[0].to_dict()) if not delta.empty else _pts(np.nan)
+        verdict = (
+            "unlikely to be noise (permutation test)"
+            if bool(worst.get("significant") is True)
+            else "within what random groups of this size show (permutation test)"
+        )
+        out.append(
+            f"{attribute} = {worst['group']} loses most {name}: Δ (dense − pruned) = {lost}, "
+            f"{_pts(worst['value'])} beyond the overall loss; {verdict}, "
+            f"adjusted p = {_p(worst.get('p_adjusted'))}."
+        )
+    disparity = part[(part["group"] == "(all)") & (part["statistic"] == "disparity")]
+    if not disparity.empty:
+        row = disparity.iloc[0].to_dict()
+        out.append(
+            f"Disparity Ψ in {name} Δ across {attribute} groups (largest minus smallest loss, small groups "
+            f"left out): {_interval(row)}, p = {_p(row.get('p_value'))}."
+        )
+    small = sorted({str(g) for g in part.loc[part["small"].astype(bool), "group"]} - {"(all)"})
+    if small:
+        out.append(
+            f"Too few test samples to judge {', '.join(small)} (flagged, left out of Ψ): read their rows "
+            "with care."
+        )
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _vega_bundle() -> str:
+    """The Vega, Vega-Lite and vega-embed scripts Altair inlines, so the page draws offline."""
+    import altair as alt
+
+    doc = alt.Chart(pd.DataFrame({"x": [0]})).mark_point().encode(x="x").to_html(inline=True)
+    head = doc[: doc.rindex("</head>")]  # the bundle itself mentions "</head>" in strings
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", head, flags=re.S)
+    return "\n".join(scripts).replace("</script", "<\\/script")
+
+
+def _spec(chart: Any) -> str:
+    return json.dumps(chart.to_dict()).replace("</", "<\\/")
+
+
+def audit_context(state: StudyState) -> dict[str, Any]:
+    """Everything the audit template shows, as plain values (tested without a browser)."""
     from pruneviz import charts as C
-    from pruneviz.views import _gallery
+    from pruneviz.views import DRAWN, _gallery
 
-    zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
-    state = StudyState(zoo, **choices)
     state._check()
-    tables = audit_tables(state)
+    zoo = state.zoo
+    data = state.data()
+    impact = state.frame("subgroups")
+    summary = state.frame("exemplar_summary")
+    attribute = str(state.group)
+    runs = state.runs
+    decisions = []
+    from pruneviz.study.populations import settings_digest
+
+    records = {r: zoo.run(r) for r in runs.loc[runs["kind"] != "dense", "run"]}
+    digests = {r: settings_digest(rec.schedule) for r, rec in records.items()}
+    keys = ["method", "structure", "sparsity_target", "settings"]
+    for (method, structure, sparsity, digest), frame in impact.groupby(keys, sort=True):
+        metrics = list(dict.fromkeys(frame["metric"]))
+        main_metric = "accuracy" if "accuracy" in metrics else metrics[0]
+        overall = {
+            r["statistic"]: r
+            for r in frame[(frame["group"] == "(all)") & (frame["metric"] == main_metric)].to_dict("records")
+        }
+        disparity = overall.get("disparity", {})
+        ex = summary[
+            (summary["method"] == method)
+            & np.isclose(summary["sparsity_target"].astype(float), float(sparsity))
+            & (summary["settings"] == digest)
+            & (summary["attribute"] == "(all)")
+            & (summary["metric"] == "n_exemplars")
+        ]
+        children = runs[runs["run"].map(digests) == digest]
+        children = children[
+            (children["method"] == method) & np.isclose(children["sparsity_target"], sparsity)
+        ]
+        schedules = sorted({str(records[r].schedule.get("schedule", "one_shot")) for r in children["run"]})
+        achieved = children["sparsity"].mean() if not children.empty else np.nan
+        d = overall.get("dense", {}).get("value", np.nan)
+        p = overall.get("pruned", {}).get("value", np.nan)
+        decisions.append(
+            {
+                "title": _decision_title(method, structure, float(sparsity), schedules),
+                "what": (
+                    f"{len(children)} pruned {'model' if len(children) == 1 else 'models'} by {method} "
+                    f"({structure}, {', '.join(schedules)}), target sparsity {float(sparsity):g}, achieved "
+                    f"{_num(achieved)}; each compared with its dense parent on the test split."
+                ),
+                "dense": _pct(d),
+                "pruned": _pct(p),
+                "change": _pts(p - d),
+                "disparity": _interval(disparity) if disparity else "",
+                "disparity_p": _p(disparity.get("p_value")) if disparity else "",
+                "exemplars": int(ex["value"].sum()) if not ex.empty else "",
+                "findings": [s for m in metrics for s in _findings(frame, m, attribute)],
+                "tables": [_metric_table(frame, m, attribute) for m in metrics],
+            }
+        )
+    small = sorted({str(g) for g in impact.loc[impact["small"].astype(bool), "group"]} - {"(all)"})
+    caveats = (
+        f"Small groups (fewer test samples than the study's threshold): {', '.join(small)}. Their rows are "
+        "shown in grey and left out of Ψ."
+        if small
+        else ""
+    )
     scores = state.exemplars()
-    figures: list[Any] = [
-        C.subgroup_chart(state.subgroups()),
-        _or_note(lambda: _gallery(scores, state)),
-        _or_note(lambda: C.corruption_chart(state.corruptions())),
-        _or_note(lambda: C.attack_chart(state.attacks())),
+    figures: list[tuple[str, Any]] = [
+        ("Subgroup impact", C.subgroup_chart(state.subgroups())),
+        ("Exemplars", _or_note(lambda: _gallery(scores, state))),
+        ("Corruptions", _or_note(lambda: C.corruption_chart(state.corruptions()))),
+        ("Attacks", _or_note(lambda: C.attack_chart(state.attacks()))),
+        *registered_sections(state),
     ]
-    sections = registered_sections(state)
-    figures += [chart for _, chart in sections]
+    exemplar_rows = []
+    if data.info.modality not in DRAWN and not scores.empty:
+        top = scores.sort_values("rank").head(10)
+        index = pd.Index(data.sample_id).get_indexer(top["sample_id"])
+        names = list(data.info.class_names)
+        texts = sample_texts(data, index)
+        for r, text in zip(top.to_dict("records"), texts, strict=True):
+            exemplar_rows.append(
+                {
+                    "rank": int(r["rank"]),
+                    "sample_id": int(r["sample_id"]),
+                    "label": names[int(r["label"])],
+                    "dense": names[int(r["dense_modal"])],
+                    "pruned": names[int(r["pruned_modal"])],
+                    "text": text,
+                }
+            )
+    dense = runs[runs["kind"] == "dense"]
     conf = {
         "zoo": str(zoo.path),
         "pruneviz": __version__,
-        "written": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **{k: getattr(state, k) for k in ("dataset", "parent", "method", "sparsity", "group")},
+        "study_settings": json.loads(state.settings.to_json()),
+        "dense_runs": {r: int(s) for r, s in zip(dense["run"], dense["seed"], strict=True)},
     }
-    head = (
-        f"<h1>pruneviz audit: {html.escape(zoo.path.name)}</h1>"
-        f"<p>{len(state.runs)} runs of {html.escape(str(state.dataset))}. Figures: dense parent "
-        f"{html.escape(str(state.parent))} against {html.escape(str(state.method))} at sparsity "
-        f"{state.sparsity}; subgroup attribute {html.escape(str(state.group))}.</p>"
-        + _table(
-            tables["disparity"],
-            f"Disparity Ψ across '{state.group}' groups (bootstrap interval, permutation p)",
-        )
-        + _table(tables["exemplars"], "Compression-identified exemplars (modal definition)")
+    return {
+        "zoo_name": zoo.path.name,
+        "runs": len(runs),
+        "dataset": str(state.dataset),
+        "modality": data.info.modality,
+        "n_dense": len(dense),
+        "attribute": attribute,
+        "attribute_kind": "the class label" if attribute == "class" else "",
+        "method": str(state.method),
+        "sparsity": state.sparsity,
+        "written": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "version": __version__,
+        "decisions": decisions,
+        "caveats": caveats,
+        "figures": [
+            {
+                "title": t,
+                "note": f if isinstance(f, str) else None,
+                "spec": None if isinstance(f, str) else _spec(f),
+            }
+            for t, f in figures
+        ],
+        "exemplar_rows": exemplar_rows,
+        "seeds": ", ".join(f"{r} (seed {s})" for r, s in conf["dense_runs"].items()),
+        "study_mode": state.settings.mode,
+        "configuration": json.dumps(conf, indent=2, default=str),
+    }
+
+
+def render_audit(state: StudyState) -> str:
+    """The audit page of ``state`` as HTML text."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("pruneviz.views", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    doc = figures[0].to_html(inline=True)  # carries the Vega libraries inline: opens offline
-    titles = {4 + i: title for i, (title, _) in enumerate(sections)}  # after the four figures above
-    extra = "".join(
-        (f"<h3>{html.escape(titles[i])}</h3>" if i in titles else "")
-        + (
-            f'<p class="na">{html.escape(fig)}</p>'
-            if isinstance(fig, str)
-            else f'<div id="fig{i}"></div><script>vegaEmbed("#fig{i}", {json.dumps(fig.to_dict())})'
-            f".catch(console.error);</script>"
-        )
-        for i, fig in enumerate(figures[1:], start=1)
-    )
-    style = (
-        "<style>body{font-family:sans-serif;margin:2em} table.t td,table.t th{padding:2px 8px} "
-        "p.na{color:#555;font-style:italic}</style>"
-    )
-    settings = html.escape(json.dumps(conf, indent=2, default=str))
-    foot = f"<details><summary>configuration</summary><pre>{settings}</pre></details>"
-    # the page's own <body> follows its </head>; the inline libraries mention "<body>" in strings too
-    start = doc.index("<body>", doc.rindex("</head>")) + len("<body>")
-    end = doc.rindex("</body>")
-    doc = doc[:start] + style + head + doc[start:end] + extra + foot + doc[end:]
+    return env.get_template("audit.html.j2").render(**audit_context(state), vega_bundle=_vega_bundle())
+
+
+def write_audit_report(
+    zoo: Zoo | str | os.PathLike[str], out: str | os.PathLike[str], **choices: Any
+) -> Path:
+    """Write the audit report of ``zoo`` to ``out`` atomically and return its path: HTML, or a PDF when
+    ``out`` ends in ``.pdf`` (printed by headless Chromium, see :func:`print_pdf`).
+
+    ``choices`` set the :class:`StudyState` (e.g. ``group="sex"``, ``method="lamp"``, ``sparsity=0.9``):
+    the tables cover every method and sparsity, the figures the pruned run in focus.
+    """
+    zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
+    state = StudyState(zoo, **choices)
+    page = render_audit(state)
     path = Path(out)
-    write_atomic(path, lambda tmp: Path(tmp).write_text(doc, encoding="utf-8"))
+    if path.suffix.lower() == ".pdf":
+        with tempfile.TemporaryDirectory(prefix="pruneviz-audit-") as tmp:
+            html_path = Path(tmp) / "audit.html"
+            html_path.write_text(page, encoding="utf-8")
+            return print_pdf(html_path, path)
+    write_atomic(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    return path
+
+
+def chromium_binary() -> str | None:
+    """Debian's ``chromium`` (or Chrome) on the PATH, if any."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def print_pdf(html: str | os.PathLike[str], out: str | os.PathLike[str], *, timeout: float = 120.0) -> Path:
+    """Print the page ``html`` to the PDF ``out`` with headless Chromium (its figures drawn first);
+    atomic. Needs a ``chromium`` binary (Debian: ``apt-get install chromium``)."""
+    binary = chromium_binary()
+    if binary is None:
+        raise MissingDependencyError(
+            "Printing the audit report to PDF needs Chromium. Fix: install it (Debian: "
+            "`apt-get install chromium`), or write the report as .html and print it from a browser."
+        )
+    source = Path(html).resolve()
+    path = Path(out)
+
+    def run(tmp: Path) -> None:
+        args = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-pdf-header-footer",
+            "--virtual-time-budget=20000",
+            "--run-all-compositor-stages-before-draw",
+            f"--print-to-pdf={tmp}",
+            source.as_uri(),
+        ]
+        done = subprocess.run(args, capture_output=True, timeout=timeout, check=False)
+        if done.returncode != 0 or not Path(tmp).exists() or Path(tmp).stat().st_size == 0:
+            fail(
+                "out",
+                "print_pdf",
+                "a PDF printed by Chromium",
+                str(path),
+                got=f"exit code {done.returncode}: {done.stderr.decode(errors='replace')[-300:]}",
+                fix="write the report as .html and print it from a browser.",
+            )
+
+    write_atomic(path, run)
     return path

@@ -88,7 +88,8 @@ class StudyState(param.Parameterized):
             self.sparsities = list(sparsities)
             self.method = methods[0] if methods else None
             self.sparsity = sparsities[len(sparsities) // 2] if sparsities else None
-            self.group = groups[-1] if groups else None
+            # the first group column the dataset declares (its first sensitive attribute), else the class
+            self.group = groups[1] if len(groups) > 1 else (groups[0] if groups else None)
         splits = ["clean"]
         if self.parent is not None:
             table = self.zoo.splits_of(self.parent)
