@@ -17,6 +17,7 @@ import torch
 from pruneviz._optional import require
 from pruneviz._validation import check_choice, check_columns, check_fraction, check_int, data_fail, fail
 from pruneviz.data.dataset import SUBSETS, Dataset, stratified_parts
+from pruneviz.data.german_credit import load_german_credit
 from pruneviz.data.images import load_cifar10, load_image_folder
 from pruneviz.exceptions import DataError
 
@@ -839,6 +840,7 @@ _REGISTRY: dict[str, Callable[..., Dataset]] = {
     "csv": load_csv,
     "image_folder": load_image_folder,
     "cifar10": load_cifar10,
+    "german-credit": load_german_credit,
 }
 
 
@@ -853,8 +855,10 @@ def load_dataset(name: str, /, **options: Any) -> Dataset:
     ``digits`` (default), ``mnist1d``, ``mnist``/``fashion-mnist``/``kmnist`` (``root=`` folder of IDX
     files, :func:`load_mnist_format`), ``csv`` (``path=``, ``target=``, ``groups=`` and every option of
     :func:`load_csv`, ``name=`` included), ``image_folder`` (``root=``, ``size=``, ``groups=``:
-    :func:`load_image_folder`) and ``cifar10`` (``root=`` folder of the python batches,
-    :func:`load_cifar10`).
+    :func:`load_image_folder`), ``cifar10`` (``root=`` folder of the python batches,
+    :func:`load_cifar10`) and ``german-credit`` (the real tabular dataset pruneviz ships, with the sensitive
+    attributes sex, age group and foreign worker as groups; ``path=``, ``seed=`` and the split fractions:
+    :func:`~pruneviz.data.load_german_credit`).
 
     >>> load_dataset("digits").info.name
     'digits'
