@@ -46,20 +46,26 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app_url(study_zoo):
+    server, url = _serve(study_zoo.path)
+    yield url
+    server.stop()
+
+
+def _serve(path):
+    """The app serving the zoo at ``path`` on a free local port, once it answers: ``(server, url)``."""
     from pruneviz.app import serve
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = serve(study_zoo.path, port=port, threaded=True)
+    server = serve(path, port=port, threaded=True)
     deadline = time.time() + 30
     while time.time() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 break
         time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}/"
-    server.stop()
+    return server, f"http://127.0.0.1:{port}/"
 
 
 def _page(browser):
@@ -267,24 +273,14 @@ def test_a_view_draws_in_a_page_without_a_server(browser, study_zoo, tmp_path):
 def test_a_study_of_your_own_model_and_data_renders_every_tab(browser, byo_zoo, modality, tmp_path):
     """A user's own model and data (tests/byo_studies.py): every tab draws its figures or says in place
     why an analysis does not apply, with no console error; so does the audit report."""
-    from pruneviz.app import serve
     from pruneviz.views import TABS
     from pruneviz.views.report import write_audit_report
 
     zoo = byo_zoo(modality)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = serve(zoo.path, port=port, threaded=True)
+    server, url = _serve(zoo.path)
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
         page, errors = _page(browser)
-        page.goto(f"http://127.0.0.1:{port}/")
+        page.goto(url)
         for name, view in TABS:
             page.get_by_text(name, exact=True).first.click(timeout=60_000)
             skipped = [f for f in view.figures if f.frame == "selected_exemplar"]

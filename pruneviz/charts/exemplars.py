@@ -71,19 +71,7 @@ def exemplar_gallery(
     """
     where = "exemplar_gallery"
     check_frame(pixels, "pixels", where, "a pixel frame of the dataset", ["sample_id", "row", "col", "value"])
-    check_frame(
-        scores,
-        "scores",
-        where,
-        "run_exemplars",
-        ["sample_id", "label", "dense_modal", "pruned_modal", "rank"],
-    )
-    one_comparison(
-        scores, "scores", where, ("dataset", "arch", "method", "structure", "sparsity_target", "settings")
-    )
-    top = check_int(top, "top", where, minimum=1)
-    if selected is not None:
-        selected = check_int(selected, "selected", where)
+    top, selected = _check_scores(scores, top, selected, where)
     columns = check_int(columns, "columns", where, minimum=1)
     max_points = check_max_points(max_points, where)
     unknown = sorted(set(pixels["sample_id"]) - set(scores["sample_id"]))
@@ -212,6 +200,22 @@ def exemplar_gallery(
     return finish(chart, where, options, rows=len(cells), source_rows=len(pixels))
 
 
+def _check_scores(scores: pd.DataFrame, top: int, selected: int | None, where: str) -> tuple[int, int | None]:
+    """Check the exemplar scores of one comparison and the ``top`` / ``selected`` options."""
+    check_frame(
+        scores,
+        "scores",
+        where,
+        "run_exemplars",
+        ["sample_id", "label", "dense_modal", "pruned_modal", "rank"],
+    )
+    one_comparison(
+        scores, "scores", where, ("dataset", "arch", "method", "structure", "sparsity_target", "settings")
+    )
+    top = check_int(top, "top", where, minimum=1)
+    return top, (None if selected is None else check_int(selected, "selected", where))
+
+
 def _grid(frame: pd.DataFrame, how: str) -> pd.DataFrame:
     """One value per (sample, row, col): channels averaged (images) or summed (attributions)."""
     out = frame.groupby(["sample_id", "row", "col"], sort=False)["value"].agg(how).reset_index()
@@ -269,19 +273,7 @@ def exemplar_list(
     """
     where = "exemplar_list"
     check_frame(samples, "samples", where, "the samples as text", ["sample_id", "text"])
-    check_frame(
-        scores,
-        "scores",
-        where,
-        "run_exemplars",
-        ["sample_id", "label", "dense_modal", "pruned_modal", "rank"],
-    )
-    one_comparison(
-        scores, "scores", where, ("dataset", "arch", "method", "structure", "sparsity_target", "settings")
-    )
-    top = check_int(top, "top", where, minimum=1)
-    if selected is not None:
-        selected = check_int(selected, "selected", where)
+    top, selected = _check_scores(scores, top, selected, where)
     unknown = sorted(set(samples["sample_id"]) - set(scores["sample_id"]))
     if unknown:
         data_fail(
