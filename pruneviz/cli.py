@@ -189,13 +189,21 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pruneviz.sweeps import demo_spec_path, load_spec, run_sweep
+    import pandas as pd
+
+    from pruneviz.sweeps import demo_spec_paths, load_spec, run_sweep
     from pruneviz.zoo import Zoo
     from pruneviz.zoo.store import population_table
 
     start = time.perf_counter()
-    # the demo zoo is the sweep of the shipped spec, in this process as it always was
-    table = run_sweep(load_spec(demo_spec_path()), args.zoo, executor="inprocess", progress=not args.quiet)
+    # the demo zoo is the sweep of the shipped specs (digits; German Credit), in this process
+    table = pd.concat(
+        [
+            run_sweep(load_spec(path), args.zoo, executor="inprocess", progress=not args.quiet)
+            for path in demo_spec_paths()
+        ],
+        ignore_index=True,
+    )
     failed = table[table["status"] == "failed"]
     if len(failed):
         print(
@@ -209,16 +217,17 @@ def _demo(args: argparse.Namespace) -> int:
             runs[runs.kind == "dense"][["run", "arch", "dataset", "seed", "params", "test_accuracy"]]
         )
     )
-    table = population_table(runs)
-    wide = table.pivot_table(
-        index=["method", "structure"], columns="sparsity_target", values="mean", sort=False
-    )
-    wide.columns = [f"s={c:g}" for c in wide.columns]
-    print(
-        f"\nTest accuracy, mean over {runs.seed.nunique()} seeds "
-        f"({len(runs)} runs; `pruneviz zoo ls` lists each):"
-    )
-    print(format_table(wide.reset_index()))
+    for dataset, part in runs.groupby("dataset", sort=True):
+        table = population_table(part)
+        wide = table.pivot_table(
+            index=["method", "structure"], columns="sparsity_target", values="mean", sort=False
+        )
+        wide.columns = [f"s={c:g}" for c in wide.columns]
+        print(
+            f"\n{dataset}: test accuracy, mean over {part.seed.nunique()} seeds "
+            f"({len(part)} runs; `pruneviz zoo ls` lists each):"
+        )
+        print(format_table(wide.reset_index()))
     print(f"\nDemo zoo at {zoo.path} ready in {time.perf_counter() - start:.1f} s.")
     if args.serve and sys.stdin.isatty():
         from pruneviz.app import serve

@@ -131,10 +131,14 @@ def test_demo_zoo_meets_the_bar_and_reopens_without_training(tmp_path, monkeypat
     from pruneviz.zoo.build import DEMO_METHODS, DEMO_SPARSITIES
 
     zoo = build_demo_zoo(tmp_path / "demo", progress=False)
-    dense = zoo.runs(kind="dense")
-    assert len(dense) == 3 and dense.dataset.str.startswith("digits").all() and (dense.arch == "cnn").all()
+    runs = zoo.runs()
+    fairness = runs[runs.dataset.str.startswith("german-credit")]
+    assert len(fairness[fairness.kind == "dense"]) == 3 and len(fairness) == 3 + 3 * 4 * 4
+    assert (fairness[fairness.kind == "dense"].test_accuracy >= 0.65).all()
+    dense = zoo.runs(kind="dense", arch="cnn")
+    assert len(dense) == 3 and dense.dataset.str.startswith("digits").all()
     assert (dense.test_accuracy >= 0.95).all(), dense.test_accuracy.tolist()
-    pruned = zoo.runs(kind="pruned")
+    pruned = runs[(runs.kind == "pruned") & runs.parent.isin(dense.run)]
     assert len(pruned) == 3 * len(DEMO_METHODS) * len(DEMO_SPARSITIES)
     assert set(pruned.method) == set(DEMO_METHODS) and set(pruned.parent) == set(dense.run)
     assert sorted(set(pruned.sparsity_target)) == list(DEMO_SPARSITIES)

@@ -357,6 +357,7 @@ def test_demo_command_runs_the_shipped_spec(tmp_path, inprocess_zoo, monkeypatch
         return spec
 
     monkeypatch.setattr(pruneviz.sweeps, "demo_spec_path", fake_path)
+    monkeypatch.setattr(pruneviz.sweeps, "demo_fairness_spec_path", fake_path)
     monkeypatch.setattr(sweep_runner, "compute_task", lambda *a, **k: pytest.fail("recomputed a stored run"))
     shutil.copytree(inprocess_zoo.path, tmp_path / "demo")
     assert main(["demo", "--zoo", str(tmp_path / "demo"), "--quiet"]) == 0

@@ -23,7 +23,9 @@ __all__ = [
     "SchedulerUnreachableError",
     "SweepSpec",
     "Task",
+    "demo_fairness_spec_path",
     "demo_spec_path",
+    "demo_spec_paths",
     "load_spec",
     "parse_spec",
     "plan_sweep",
@@ -39,3 +41,18 @@ def demo_spec_path() -> Path:
     'demo.toml'
     """
     return Path(str(resources.files("pruneviz.sweeps") / "demo.toml"))
+
+
+def demo_fairness_spec_path() -> Path:
+    """The path of the shipped spec of the demo zoo's fairness half (``demo_fairness.toml``: German
+    Credit, an MLP, four methods at four sparsities, every analysis precomputed).
+
+    >>> demo_fairness_spec_path().name
+    'demo_fairness.toml'
+    """
+    return Path(str(resources.files("pruneviz.sweeps") / "demo_fairness.toml"))
+
+
+def demo_spec_paths() -> tuple[Path, ...]:
+    """The specs ``pruneviz demo`` sweeps into one zoo, in order: digits, then the fairness half."""
+    return (demo_spec_path(), demo_fairness_spec_path())

@@ -134,7 +134,9 @@ DEMO_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 
 def build_demo_zoo(path: str | os.PathLike[str], *, progress: bool = True) -> Zoo:
     """Build (or resume) the embedded default zoo at ``path``: digits, CNN, 3 dense seeds, and for each
-    the methods ``DEMO_METHODS`` at ``DEMO_SPARSITIES``, briefly fine-tuned."""
+    the methods ``DEMO_METHODS`` at ``DEMO_SPARSITIES``, briefly fine-tuned; then its fairness half, the
+    sweep of ``demo_fairness.toml`` (German Credit, analyses included)."""
+    from pruneviz.sweeps import demo_fairness_spec_path, load_spec, run_sweep
     from pruneviz.zoo.populations import prune_population
 
     zoo = Zoo.create(path, exist_ok=True)
@@ -142,4 +144,5 @@ def build_demo_zoo(path: str | os.PathLike[str], *, progress: bool = True) -> Zo
         zoo, load_digits(), arch=DEMO_ARCH, seeds=DEMO_SEEDS, config=DEMO_TRAIN, progress=progress
     )
     prune_population(zoo, methods=DEMO_METHODS, sparsities=DEMO_SPARSITIES, progress=progress)
+    run_sweep(load_spec(demo_fairness_spec_path()), zoo.path, executor="inprocess", progress=progress)
     return zoo
