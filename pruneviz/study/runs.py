@@ -536,7 +536,8 @@ def run_attacks(
     accuracy of every run under every attack with the attack's settings beside it, plus the clean
     accuracy as the ``eps = 0`` row. ``attacks=None`` runs the :func:`default_attacks` of the data's
     modality; attacks with ``clamp=FEATURE_RANGE`` keep each feature within its range over the
-    training part. Tidy: run keys, ``split``, ``attack``, ``norm``, ``eps``,
+    training part, widened to the attacked samples' values where they lie outside it. Tidy: run keys,
+    ``split``, ``attack``, ``norm``, ``eps``,
     ``step_size``, ``steps``, ``random_start``, ``attack_seed``, ``metric="accuracy"``, ``value``,
     ``samples``."""
     where = "run_attacks"
@@ -562,7 +563,12 @@ def run_attacks(
             model = zoo.load_model(rid)
             splits = zoo.splits(zoo.run(rid).dataset)
             data = getattr(splits, subset)
-            bounds = feature_range(splits.train) if any(a.clamp == FEATURE_RANGE for a in todo) else None
+            bounds = None
+            if any(a.clamp == FEATURE_RANGE for a in todo):
+                # the training range, widened to the attacked samples' own values: a test sample may lie
+                # outside the training range (a larger debt), and the attack must accept it as it is
+                (train_lo, train_hi), (lo, hi) = feature_range(splits.train), feature_range(data)
+                bounds = (torch.minimum(train_lo, lo), torch.maximum(train_hi, hi))
             new = [
                 evaluate(
                     model,
