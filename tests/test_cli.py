@@ -11,8 +11,9 @@ import torch
 
 from pruneviz.cli import main
 from pruneviz.models import build_from_spec
+from pruneviz.sweeps import build_demo_zoo
 from pruneviz.train import TrainConfig, fit
-from pruneviz.zoo import Zoo, build_demo_zoo
+from pruneviz.zoo import Zoo
 
 CLI = [sys.executable, "-m", "pruneviz.cli"]
 

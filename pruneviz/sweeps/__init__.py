@@ -13,6 +13,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from pruneviz.sweeps.demo import build_demo_zoo
 from pruneviz.sweeps.executors import SchedulerUnreachableError
 from pruneviz.sweeps.plan import Task, plan_sweep
 from pruneviz.sweeps.runner import EXECUTORS, run_sweep, sweep_failures
@@ -23,6 +24,7 @@ __all__ = [
     "SchedulerUnreachableError",
     "SweepSpec",
     "Task",
+    "build_demo_zoo",
     "demo_fairness_spec_path",
     "demo_spec_path",
     "demo_spec_paths",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,7 +9,6 @@ import pandas as pd
 
 from pruneviz._validation import check_int, fail
 from pruneviz.data.dataset import Dataset
-from pruneviz.data.sources import load_digits
 from pruneviz.models.registry import ModelSpec, build_from_spec, count_parameters
 from pruneviz.prune.accounting import measure_latency
 from pruneviz.train import TrainConfig, evaluate, fit, timed
@@ -130,19 +128,3 @@ DEMO_SEEDS = 3
 DEMO_TRAIN = TrainConfig(epochs=30, batch_size=64, lr=3e-3)
 DEMO_METHODS = ("global_magnitude", "lamp", "random", "snip", "channel_l1")
 DEMO_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
-
-
-def build_demo_zoo(path: str | os.PathLike[str], *, progress: bool = True) -> Zoo:
-    """Build (or resume) the embedded default zoo at ``path``: digits, CNN, 3 dense seeds, and for each
-    the methods ``DEMO_METHODS`` at ``DEMO_SPARSITIES``, briefly fine-tuned; then its fairness half, the
-    sweep of ``demo_fairness.toml`` (German Credit, analyses included)."""
-    from pruneviz.sweeps import demo_fairness_spec_path, load_spec, run_sweep
-    from pruneviz.zoo.populations import prune_population
-
-    zoo = Zoo.create(path, exist_ok=True)
-    build_dense_population(
-        zoo, load_digits(), arch=DEMO_ARCH, seeds=DEMO_SEEDS, config=DEMO_TRAIN, progress=progress
-    )
-    prune_population(zoo, methods=DEMO_METHODS, sparsities=DEMO_SPARSITIES, progress=progress)
-    run_sweep(load_spec(demo_fairness_spec_path()), zoo.path, executor="inprocess", progress=progress)
-    return zoo
