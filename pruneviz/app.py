@@ -18,7 +18,7 @@ from pruneviz.exceptions import PrunevizError
 from pruneviz.zoo.store import Zoo
 
 LOCAL = ("127.0.0.1", "localhost", "::1")
-CONTROLS = ("dataset", "parent", "methods", "sparsities", "method", "sparsity", "group", "split")
+CONTROLS = ("dataset", "parent", "methods", "sparsities", "method", "sparsity", "group", "metric", "split")
 
 
 def build_app(zoo: Zoo | str | os.PathLike[str], *, title: str = "pruneviz") -> Any:

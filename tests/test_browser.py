@@ -344,11 +344,14 @@ def test_the_tabular_audit_report_has_every_section_no_overlapping_labels_and_pr
     report = write_audit_report(zoo, tmp_path / "audit.html", method="lamp", sparsity=0.8)
     page, errors = _page(browser)
     page.goto(report.as_uri())
-    assert _charts_in(page, 3, timeout=60) >= 3  # subgroups, exemplars as a list, attacks
+    assert _charts_in(page, 4, timeout=60) >= 4  # subgroups, gaps, exemplars as a list, attacks
     page.screenshot(path=str(ARTIFACTS / "audit-tabular.png"), full_page=True)
-    sections = ["summary", "decision-1", "figures", "settings"]
+    sections = ["summary", "decision-1", "intersections", "figures", "settings"]
     for section in sections:
         assert page.locator(f"#{section}").count() == 1, section
+    assert page.locator("table.gaps").count() >= 1  # the between-group gaps of every decision
+    assert page.get_by_text("FPR (class 1) by sex", exact=False).count() >= 1  # error-type rates
+    assert page.get_by_text("sex × region", exact=True).count() >= 1  # the intersection's section
     assert page.locator("#exemplar-rows, #figures").count() >= 1
     assert page.get_by_text("does not apply to tabular data").count() == 1  # corruptions
     labels = _overlapping_labels(page)
@@ -358,5 +361,12 @@ def test_the_tabular_audit_report_has_every_section_no_overlapping_labels_and_pr
 
     pdf = write_audit_report(zoo, tmp_path / "audit.pdf", method="lamp", sparsity=0.8)
     text = " ".join(p.extract_text() for p in PdfReader(pdf).pages)
-    for heading in ("Summary", "lamp (unstructured) at sparsity 0.8", "Figures", "Settings and seeds"):
+    for heading in (
+        "Summary",
+        "lamp (unstructured) at sparsity 0.8",
+        "Between-group gaps",
+        "Intersections",
+        "Figures",
+        "Settings and seeds",
+    ):
         assert heading in text, heading

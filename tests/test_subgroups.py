@@ -335,9 +335,9 @@ def test_bad_inputs_are_refused_with_clear_messages():
     ):
         disparate_impact(two_splits, two_splits.assign(run="p"), groups, group="site")
     with pytest.raises(
-        ValidationError, match=r"'metrics' parameter of group_metrics must be a non-empty list"
+        ValidationError, match=r"'metrics' parameter of group_metrics must be a metric name, a function"
     ):
-        group_metrics(dense, groups, group="site", metrics="accuracy")
+        group_metrics(dense, groups, group="site", metrics=[])
     with pytest.raises(ValidationError, match=r"'groups' parameter of group_metrics must be a DataFrame"):
         group_metrics(dense, groups.site.to_numpy(), group="site")
     with pytest.raises(

@@ -40,7 +40,7 @@ from pruneviz.charts.sharpness import (  # noqa: E402
     landscape_line_chart,
 )
 from pruneviz.charts.spectrum import spectrum_chart  # noqa: E402
-from pruneviz.charts.subgroups import subgroup_chart  # noqa: E402
+from pruneviz.charts.subgroups import fairness_gap_chart, subgroup_chart  # noqa: E402
 
 __all__ = [
     "MAX_ROWS",
@@ -52,6 +52,7 @@ __all__ = [
     "embedding_chart",
     "exemplar_gallery",
     "exemplar_list",
+    "fairness_gap_chart",
     "hessian_density_chart",
     "hessian_eigenvalue_chart",
     "interpolation_chart",

@@ -2,22 +2,68 @@
 
 from __future__ import annotations
 
+import math
+
 import altair as alt
 import pandas as pd
 
 from pruneviz._validation import check_choice, data_fail, fail
 from pruneviz.charts._base import check_frame, finish, label_order, model_labels, percent, title
 
-__all__ = ["subgroup_chart"]
+__all__ = ["fairness_gap_chart", "subgroup_chart"]
 
 ALL = "(all)"
 FINDINGS = ("significant", "not significant", "group", "small group")
 FINDING_COLOURS = ("#d62728", "#4c78a8", "#4c78a8", "#bbbbbb")
-PERCENT_METRICS = {"accuracy", "error_rate"}
+PERCENT_METRICS = {"accuracy", "error_rate", "selection_rate", "tpr", "fpr", "fnr", "tnr", "precision"}
+PERCENT_METRICS |= {"balanced_accuracy"}
+RATE_NAMES = {
+    "selection_rate": "selection rate",
+    "tpr": "TPR",
+    "fpr": "FPR",
+    "fnr": "FNR",
+    "tnr": "TNR",
+    "precision": "precision",
+    "balanced_accuracy": "balanced accuracy",
+}
+
+
+def _one_metric(impact: pd.DataFrame, metric: str | None, klass: str | None, where: str) -> pd.DataFrame:
+    """The rows of one metric (and class) of a subgroup frame; frames without those columns as they are."""
+    frame = impact.copy()
+    if "metric" not in frame.columns:
+        return frame
+    per_group = frame[frame["group"].astype(str) != ALL]
+    metrics = list(dict.fromkeys(per_group["metric"].astype(str)))
+    if metric is None:
+        metric = metrics[0] if metrics else str(frame["metric"].iloc[0])
+    elif metric not in metrics:
+        fail("metric", where, f"a metric of the frame with per-group rows ({metrics})", metric)
+    frame = frame[frame["metric"].astype(str) == metric]
+    if "class" in frame.columns:
+        classes = list(dict.fromkeys(frame["class"].fillna("").astype(str)))
+        if klass is None:
+            klass = "macro" if "macro" in classes else classes[0]
+        elif klass not in classes:
+            fail("klass", where, f"a class of the metric {metric!r} ({classes})", klass)
+        frame = frame[frame["class"].fillna("").astype(str) == klass]
+    return frame.reset_index(drop=True)
+
+
+def _why(frame: pd.DataFrame, group: str) -> str:
+    if "note" not in frame.columns:
+        return "the metric is undefined there."
+    notes = frame.loc[(frame["group"] == group) & (frame["note"].astype(str) != ""), "note"]
+    return (str(notes.iloc[0]) + ".") if len(notes) else "the metric is undefined there."
 
 
 def subgroup_chart(
-    impact: pd.DataFrame, *, statistic: str = "psi", highlight: object | None = None
+    impact: pd.DataFrame,
+    *,
+    statistic: str = "psi",
+    metric: str | None = None,
+    klass: str | None = None,
+    highlight: object | None = None,
 ) -> alt.FacetChart:
     """Per group, what pruning cost it: ``statistic="delta"`` shows Δ_g (the metric's change from dense
     to pruned) against the overall Δ (dashed); ``"psi"`` shows the excess gap ψ_g = Δ_g − Δ against 0,
@@ -25,7 +71,10 @@ def subgroup_chart(
     outputs would show; needs ``null_low``/``null_high``). Black lines are bootstrap intervals (``ci_low``,
     ``ci_high``); ``*`` marks a ψ_g significant after Holm's adjustment; small groups are pale. One panel per
     comparison (method × sparsity). ``highlight`` outlines one group (e.g. the group of the sample
-    picked in a linked view) and names it in the subtitle.
+    picked in a linked view) and names it in the subtitle. A frame of several metrics shows one:
+    ``metric`` (default: the first with per-group rows) and, for a one-vs-rest rate, ``klass`` (default:
+    class 1 of two, else the ``macro`` mean). Groups where the metric is undefined (a TPR without
+    positives) have no bar; the subtitle says so.
 
     Takes :func:`~pruneviz.analysis.run_subgroups` or :func:`~pruneviz.analysis.disparate_impact`
     (Hooker et al. 2020; Tran et al. 2022). For loss-like metrics (error rate, NLL, ECE, Brier) a
@@ -37,12 +86,14 @@ def subgroup_chart(
         impact, "impact", where, source, ["group", "statistic", "value", "ci_low", "ci_high", "n", "small"]
     )
     statistic = check_choice(statistic, "statistic", where, ("delta", "psi"))
-    frame = impact.copy()
+    frame = _one_metric(impact, metric, klass, where)
     frame["group"] = frame["group"].astype(str)
     frame["comparison"] = model_labels(frame) if "method" in frame.columns else "pruned vs dense"
     if "attribute" in frame.columns and frame["attribute"].nunique() > 1:
         frame["comparison"] = frame["comparison"] + " · " + frame["attribute"].astype(str)
     rows = frame[(frame["statistic"] == statistic) & (frame["group"] != ALL)].copy()
+    undefined = sorted(set(rows.loc[rows["value"].isna(), "group"]))
+    rows = rows[rows["value"].notna()]
     if rows.empty:
         data_fail(
             "impact",
@@ -84,9 +135,14 @@ def subgroup_chart(
     )
 
     metric = str(frame["metric"].iloc[0]) if "metric" in frame.columns else "metric"
+    klass = str(frame["class"].iloc[0]) if "class" in frame.columns else ""
     fmt = ".1%" if metric in PERCENT_METRICS else ".3g"
     unit = " (% points)" if metric in PERCENT_METRICS else ""
-    what = {"accuracy": "accuracy lost", "error_rate": "error rate change"}.get(metric, f"change in {metric}")
+    what = {"accuracy": "accuracy lost", "error_rate": "error rate change"}.get(
+        metric, f"{RATE_NAMES.get(metric, metric)} lost"
+    )
+    if klass:
+        what += " (macro mean over classes)" if klass == "macro" else f" (class {klass})"
     y_title = f"Δ_g, {what}{unit}" if statistic == "delta" else f"ψ_g, excess {what}{unit}"
     findings = (
         ["significant", "not significant", "small group"] if statistic == "psi" else ["group", "small group"]
@@ -94,14 +150,29 @@ def subgroup_chart(
     palette = dict(zip(FINDINGS, FINDING_COLOURS, strict=True))
     attribute = str(frame["attribute"].iloc[0]) if "attribute" in frame.columns else "group"
 
-    x = alt.X("group:N", sort=groups, title=f"Group ({attribute})", axis=alt.Axis(labelAngle=0))
+    longest = max((len(g) for g in groups), default=0)
+    slanted = longest * 7 > max(220, 28 * len(groups)) / max(len(groups), 1)  # labels wider than a band
+    x_axis = alt.Axis(labelAngle=-40 if slanted else 0, labelLimit=160, labelOverlap=False)
+    x = alt.X("group:N", sort=groups, title=f"Group ({attribute})", axis=x_axis)
     y_axis = alt.Axis(format=fmt, title=y_title)
+    # the axis spans the groups that are not small: a tiny group's wide interval is cut at the edge
+    big = data[data["finding"] != "small group"] if (data["finding"] != "small group").any() else data
+    ends = [big["ci_low"], big["ci_high"], big["value"], data["reference"]]
+    ends += [big["null_low"], big["null_high"]] if has_null else []
+    low, high = min(float(e.min()) for e in ends), max(float(e.max()) for e in ends)
+    if math.isfinite(low) and math.isfinite(high):
+        pad = 0.05 * (high - low) or 0.01
+        domain = [min(low - pad, 0.0), max(high + pad, 0.0)]
+        cut = bool(((data["ci_low"] < domain[0]) | (data["ci_high"] > domain[1])).any())
+        y_scale = alt.Scale(domain=domain, clamp=True, nice=False)
+    else:
+        cut, y_scale = False, alt.Scale()
     layers = []
     if has_null:
         layers.append(
             alt.Chart()
             .mark_bar(color="#999999", opacity=0.25, width={"band": 0.95})
-            .encode(x=x, y=alt.Y("null_low:Q", axis=y_axis), y2="null_high:Q")
+            .encode(x=x, y=alt.Y("null_low:Q", axis=y_axis, scale=y_scale), y2="null_high:Q")
         )
     tooltip = [
         c
@@ -116,14 +187,14 @@ def subgroup_chart(
             alt.Chart()
             .transform_filter(alt.datum.group == highlight)
             .mark_bar(width={"band": 0.95}, fill=None, stroke="black", strokeWidth=2, strokeDash=[3, 2])
-            .encode(x=x, y=alt.Y("ci_low:Q", axis=y_axis), y2="ci_high:Q")
+            .encode(x=x, y=alt.Y("ci_low:Q", axis=y_axis, scale=y_scale), y2="ci_high:Q")
         )
     layers += [
         alt.Chart()
         .mark_bar(width={"band": 0.6})
         .encode(
             x=x,
-            y=alt.Y("value:Q", axis=y_axis),
+            y=alt.Y("value:Q", axis=y_axis, scale=y_scale),
             color=alt.Color(
                 "finding:N",
                 title=None,
@@ -151,6 +222,11 @@ def subgroup_chart(
     ]
     if highlight is not None:
         notes.append(f"Dotted outline: group {highlight}, the picked sample's.")
+    if cut:
+        notes.append("Intervals of small groups that leave the axis are cut at its edge.")
+    if undefined:
+        shown_groups = ", ".join(undefined[:4]) + (" …" if len(undefined) > 4 else "")
+        notes.append(f"Undefined (no bar) for {shown_groups}: {_why(frame, undefined[0])}")
     disparity = frame[(frame["statistic"] == "disparity") & (frame["group"] == ALL)]
     if len(order) == 1 and len(disparity):
         d = disparity.iloc[0]
@@ -163,5 +239,80 @@ def subgroup_chart(
     ).properties(
         title=title(f"Who pays for pruning: {'ψ_g' if statistic == 'psi' else 'Δ_g'} by {attribute}", *notes)
     )
-    options = {"statistic": statistic, "highlight": highlight}
+    options = {"statistic": statistic, "metric": metric, "klass": klass, "highlight": highlight}
     return finish(chart, where, options, rows=len(data), source_rows=len(impact))
+
+
+GAP_NAMES = {
+    "demographic_parity_difference": "Demographic parity difference",
+    "demographic_parity_ratio": "Demographic parity ratio",
+    "equalized_odds_difference": "Equalized odds difference",
+    "equalized_odds_ratio": "Equalized odds ratio",
+    "equal_opportunity_difference": "Equal opportunity difference",
+}
+
+
+def fairness_gap_chart(impact: pd.DataFrame, *, klass: str | None = None) -> alt.FacetChart:
+    """The between-group gaps of :func:`~pruneviz.analysis.disparate_impact` (demographic parity,
+    equalized odds, equal opportunity), dense against pruned for each comparison, with bootstrap
+    intervals: one panel per gap. A difference of 0 (a ratio of 1) is parity; a filled point's gap is
+    larger than groups unrelated to the outputs produce (permutation p ≤ 0.05). ``klass`` picks the
+    class of a one-vs-rest gap (default: class 1 of two, else the ``macro`` mean)."""
+    where = "fairness_gap_chart"
+    source = "run_subgroups / disparate_impact with summary metrics"
+    check_frame(
+        impact, "impact", where, source, ["group", "metric", "statistic", "value", "ci_low", "ci_high"]
+    )
+    rows = impact[
+        impact["metric"].isin(list(GAP_NAMES)) & impact["statistic"].isin(["dense", "pruned"])
+    ].copy()
+    if rows.empty:
+        data_fail(
+            "impact",
+            where,
+            f"a frame with rows of the summaries {list(GAP_NAMES)}",
+            f"the metrics {sorted(set(impact['metric'].astype(str)))}",
+            "compute them: disparate_impact(..., metric=['tpr', 'equalized_odds_difference', ...]).",
+        )
+    if "class" in rows.columns:
+        classes = list(dict.fromkeys(rows["class"].fillna("").astype(str)))
+        chosen = klass if klass is not None else ("macro" if "macro" in classes else classes[0])
+        if chosen not in classes:
+            fail("klass", where, f"a class of the gaps ({classes})", klass)
+        rows = rows[rows["class"].fillna("").astype(str) == chosen]
+    rows["comparison"] = model_labels(rows) if "method" in rows.columns else "pruned vs dense"
+    rows["gap"] = rows["metric"].map(GAP_NAMES)
+    rows["population"] = rows["statistic"]
+    p = rows["p_value"] if "p_value" in rows.columns else pd.Series(float("nan"), index=rows.index)
+    rows["beyond chance"] = (p <= 0.05).map({True: "yes", False: "no"})
+    order = label_order(rows, "comparison") if "method" in rows.columns else ["pruned vs dense"]
+    data = rows[["comparison", "gap", "population", "value", "ci_low", "ci_high", "beyond chance"]]
+    data = data.reset_index(drop=True)
+    offset = alt.XOffset("population:N", sort=["dense", "pruned"])
+    x = alt.X("comparison:N", sort=order, title=None, axis=alt.Axis(labelAngle=-40, labelLimit=160))
+    colour = alt.Color(
+        "population:N", scale=alt.Scale(domain=["dense", "pruned"], range=["#4c78a8", "#f58518"])
+    )
+    base = alt.Chart().encode(x=x, xOffset=offset, color=colour)
+    panel = alt.layer(
+        base.mark_rule().encode(y=alt.Y("ci_low:Q", title="gap"), y2="ci_high:Q"),
+        base.mark_point(size=60, filled=True).encode(
+            y="value:Q",
+            shape=alt.Shape(
+                "beyond chance:N", scale=alt.Scale(domain=["yes", "no"], range=["circle", "diamond"])
+            ),
+            tooltip=["comparison", "population", "value", "ci_low", "ci_high", "beyond chance"],
+        ),
+    ).properties(width=max(160, 36 * len(order)), height=200)
+    chart = (
+        panel.facet(facet=alt.Facet("gap:N", title=None), columns=min(2, data["gap"].nunique()), data=data)
+        .resolve_scale(y="independent")
+        .properties(
+            title=title(
+                "Between-group gaps, dense against pruned",
+                "0 (a ratio of 1) is parity; lines are bootstrap intervals; a circle's gap is beyond what "
+                "random groups produce (permutation p ≤ 0.05).",
+            )
+        )
+    )
+    return finish(chart, where, {"klass": klass}, rows=len(data), source_rows=len(impact))

@@ -16,7 +16,7 @@ from pruneviz.study import runs as R
 from pruneviz.study.attribution import run_attributions, run_exemplar_maps
 from pruneviz.study.exemplars import run_exemplar_summary, run_exemplars
 from pruneviz.study.registry import Analysis, Setting, StudySettings, Target, register
-from pruneviz.study.subgroups import run_subgroups
+from pruneviz.study.subgroups import AUDIT_METRICS, run_subgroups
 
 RUN_KEYS = V.RUN_KEYS
 COMPARISON = V.COMPARISON_KEYS[:6]  # without the population sizes
@@ -163,6 +163,16 @@ register(
         function=run_subgroups,
         settings={
             "splits": Setting(("clean",), doc="evaluation splits compared", plan=True),
+            "metric": Setting(
+                AUDIT_METRICS,
+                doc="metrics compared per group, and between-group summaries (names of disparate_impact)",
+            ),
+            "intersections": Setting(
+                None,
+                doc="intersections of group columns audited besides each column: lists of column names; "
+                "None for every pair of the dataset's declared group columns (the class aside)",
+                plan=True,
+            ),
             "bootstrap": Setting(1000, 200, "paired bootstrap resamples"),
             "permutations": Setting(1000, 200, "group-label shuffles of the permutation null"),
         },
@@ -176,8 +186,10 @@ register(
             "group",
             "statistic",
             "metric",
+            "class",
         ),
-        doc="Per-group Δ, ψ and Ψ with bootstrap intervals and permutation p-values.",
+        doc="Per-group Δ, ψ and Ψ of accuracy and error-type rates with bootstrap intervals and permutation "
+        "p-values; demographic-parity and equalized-odds gaps, dense against pruned.",
         over=("split", "group"),
     )
 )

@@ -17,12 +17,15 @@ not grow with the number of runs.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pruneviz._seed import torch_threads
@@ -292,6 +295,42 @@ def group_columns(data: object) -> list[str]:
     return ["class", *data.groups.columns.drop("class", errors="ignore")]  # type: ignore[attr-defined]
 
 
+MAX_PAIRED_COLUMNS = 4  # default intersections pair the first four declared group columns (six pairs)
+MIN_CELL = 30  # an intersection is audited when one of its cells in the test part has this many samples
+
+
+def audited_groups(
+    data: object, intersections: Sequence[Sequence[str]] | None
+) -> list[str | tuple[str, ...]]:
+    """The groups a subgroup analysis covers: each group column (:func:`group_columns`), then the
+    ``intersections`` of columns (``None``: every pair of the first four declared columns, the class
+    aside), each kept only when one of its cells holds ``MIN_CELL`` test samples or more (an
+    intersection of rare cells has nothing to compare)."""
+    columns = group_columns(data)
+    declared = [c for c in columns if c != "class"][:MAX_PAIRED_COLUMNS]
+    crossed = (
+        list(itertools.combinations(declared, 2))
+        if intersections is None
+        else [tuple(i) for i in intersections]
+    )
+    groups = data.groups  # type: ignore[attr-defined]
+    test = groups[np.asarray(data.subset) == "test"] if data.subset is not None else groups  # type: ignore[attr-defined]
+    out: list[str | tuple[str, ...]] = list(columns)
+    for cross in crossed:
+        unknown = [c for c in cross if c not in groups.columns]
+        if unknown or len(cross) < 2:
+            fail(
+                "intersections",
+                "the subgroups study settings",
+                f"lists of two or more of the dataset's group columns ({columns})",
+                list(cross),
+                "name declared group columns, e.g. [['sex', 'age_group']].",
+            )
+        if test.groupby(list(cross), observed=True).size().max() >= MIN_CELL:
+            out.append(tuple(cross))
+    return out
+
+
 def comparison_id(comp: object) -> str:
     c = comp
     return f"{c.arch}/{c.method}/{c.structure}/{c.sparsity:g}/{c.settings}"  # type: ignore[attr-defined]
@@ -315,12 +354,17 @@ def targets(
         return []
     comps = comparisons(zoo, dense=list(dense), where="analyse_zoo")
     splits = settings.value(entry, "splits") if "splits" in entry.settings else ("clean",)
-    groups = group_columns(zoo.dataset(dataset)) if "group" in entry.over else [None]
+    if "group" in entry.over:
+        crossed = settings.value(entry, "intersections") if "intersections" in entry.settings else []
+        groups: list[Any] = audited_groups(zoo.dataset(dataset), crossed)
+    else:
+        groups = [None]
     out = []
     for group in groups:
         for split in splits:
             for comp in comps:
-                parts = [dataset, *([group] if group else []), split, comparison_id(comp)]
+                label = " × ".join(group) if isinstance(group, tuple) else group
+                parts = [dataset, *([label] if label else []), split, comparison_id(comp)]
                 out.append(("/".join(parts), Target(comp.pruned, dense=comp.dense, split=split, group=group)))
     return out
 

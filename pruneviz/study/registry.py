@@ -90,13 +90,14 @@ class Show:
 class Target:
     """What one computation of an analysis covers, by scope: ``runs`` (one run; a dense parent and its
     child; a parent and all its children; the pruned runs of a comparison; a batch of runs), the
-    ``dense`` population of a comparison, the evaluation ``split`` and the ``group`` column of a
-    comparison, and ``extra`` keywords a planner adds (e.g. the corruptions of a batch)."""
+    ``dense`` population of a comparison, the evaluation ``split`` and the ``group`` column (or a tuple
+    of columns, their intersection) of a comparison, and ``extra`` keywords a planner adds (e.g. the
+    corruptions of a batch)."""
 
     runs: tuple[str, ...]
     dense: tuple[str, ...] = ()
     split: str | None = None
-    group: str | None = None
+    group: str | tuple[str, ...] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 

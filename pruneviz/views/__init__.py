@@ -112,18 +112,32 @@ def _shown_group(frame: pd.DataFrame, state: StudyState) -> str | None:
     return group if group is not None and group in set(frame["group"].astype(str)) else None
 
 
+def _shown_metric(frame: pd.DataFrame, state: StudyState) -> str | None:
+    return state.metric if state.metric in set(frame["metric"].astype(str)) else None
+
+
 class SubgroupsView(AnalysisView):
     tab = "Subgroups"
     heading = "Who pays for compression"
     intro = (
-        "Excess accuracy loss ψ per group with bootstrap intervals; the band is what random groups produce."
+        "Excess loss ψ of the chosen metric per group (a column, or an intersection of two) with bootstrap "
+        "intervals; the band is what random groups produce. Below: the demographic-parity and "
+        "equalized-odds gaps between groups, dense against pruned."
     )
     figures = (
         Figure(
             "Subgroup impact",
             "subgroups",
-            lambda f, s: C.subgroup_chart(f, highlight=_shown_group(f, s)),
-            ("group", "methods", "sparsities", "split", "sample_id"),
+            lambda f, s: C.subgroup_chart(f, metric=_shown_metric(f, s), highlight=_shown_group(f, s)),
+            ("group", "metric", "methods", "sparsities", "split", "sample_id"),
+        ),
+        Figure(
+            "Between-group gaps",
+            "subgroup_gaps",
+            lambda f, s: C.fairness_gap_chart(f),
+            ("group", "methods", "sparsities", "split"),
+            empty="the study computed no between-group gaps (add e.g. equalized_odds_difference to the "
+            "subgroups metrics of its settings).",
         ),
     )
 

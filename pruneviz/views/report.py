@@ -19,7 +19,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import pandas as pd
 from pruneviz._io import write_atomic
 from pruneviz._validation import fail
 from pruneviz._version import __version__
-from pruneviz.exceptions import MissingDependencyError, NotApplicableError
+from pruneviz.exceptions import DataError, MissingDependencyError, NotApplicableError
 from pruneviz.views.state import StudyState, sample_texts
 from pruneviz.zoo.store import Zoo
 
@@ -64,6 +64,20 @@ def registered_sections(state: StudyState) -> list[tuple[str, Any]]:
         for a in analyses()
         if a.show is not None and a.show.report
     ]
+
+
+def _metric_of(frame: pd.DataFrame, metric: str | None) -> str | None:
+    return metric if metric in set(frame["metric"].astype(str)) else None
+
+
+def _or_gaps(draw: Callable[[], Any]) -> Any:
+    """The gap chart, or a sentence when the study computed no between-group gaps."""
+    try:
+        return draw()
+    except NotApplicableError as exc:
+        return str(exc)
+    except DataError:
+        return "The study computed no between-group gaps (add e.g. equalized_odds_difference to its metrics)."
 
 
 def _or_note(draw: Callable[[], Any]) -> Any:
@@ -104,9 +118,59 @@ def _decision_title(method: str, structure: str, sparsity: float, schedules: lis
     return f"{method} ({how}) at sparsity {sparsity:g}"
 
 
-def _metric_table(frame: pd.DataFrame, metric: str, attribute: str) -> dict[str, Any]:
-    """One metric's per-group table: n, dense, pruned, Δ and ψ with intervals, p-values."""
-    part = frame[frame["metric"] == metric]
+_RATE_LABELS = {
+    "accuracy": "accuracy",
+    "error_rate": "error rate",
+    "selection_rate": "selection rate",
+    "tpr": "TPR",
+    "fpr": "FPR",
+    "fnr": "FNR",
+    "tnr": "TNR",
+    "precision": "precision",
+    "balanced_accuracy": "balanced accuracy",
+}
+_FRACTIONS = set(_RATE_LABELS)
+_GAPS = {
+    "demographic_parity_difference": (
+        "selection-rate gap (demographic parity difference)",
+        ("selection_rate",),
+    ),
+    "demographic_parity_ratio": ("selection-rate ratio (demographic parity ratio)", ("selection_rate",)),
+    "equalized_odds_difference": ("equalized-odds gap (the larger of the TPR and FPR gaps)", ("tpr", "fpr")),
+    "equalized_odds_ratio": ("equalized-odds ratio (the smaller of the TPR and FPR ratios)", ("tpr", "fpr")),
+    "equal_opportunity_difference": ("TPR gap (equal opportunity difference)", ("tpr",)),
+}
+
+
+def _label(metric: str, klass: str) -> str:
+    name = _RATE_LABELS.get(metric, metric.replace("_", " "))
+    if klass == "macro":
+        return f"{name} (macro mean over classes)"
+    return f"{name} (class {klass})" if klass else name
+
+
+def _parts(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (metric, class) pairs of a subgroup frame with per-group rows, in frame order."""
+    rows = frame[frame["group"] != "(all)"]
+    klass = (
+        rows["class"].fillna("").astype(str) if "class" in rows.columns else pd.Series("", index=rows.index)
+    )
+    return list(dict.fromkeys(zip(rows["metric"].astype(str), klass, strict=True)))
+
+
+def _part(frame: pd.DataFrame, metric: str, klass: str) -> pd.DataFrame:
+    keep = frame["metric"] == metric
+    if "class" in frame.columns:
+        keep &= frame["class"].fillna("").astype(str) == klass
+    return frame[keep]
+
+
+def _metric_table(frame: pd.DataFrame, metric: str, klass: str, attribute: str) -> dict[str, Any]:
+    """One metric's per-group table: n, dense, pruned, Δ and ψ with intervals, p-values, and why a value
+    is undefined."""
+    part = _part(frame, metric, klass)
+    value_fmt = _pct if metric in _FRACTIONS else _num
+    diff_fmt = _pts if metric in _FRACTIONS else _num
     rows = []
     for group, g in part[part["group"] != "(all)"].groupby("group", sort=True, observed=True):
         stats = {r["statistic"]: r for r in g.to_dict("records")}
@@ -114,44 +178,124 @@ def _metric_table(frame: pd.DataFrame, metric: str, attribute: str) -> dict[str,
             continue
         any_row = next(iter(stats.values()))
         psi = stats.get("psi", {})
+        notes = sorted({str(r.get("note") or "") for r in stats.values()} - {""})
+        remark = "small group" if any_row.get("small") else ""
         rows.append(
             {
                 "small": bool(any_row.get("small")),
                 "cells": [
                     str(group),
                     int(any_row["n"]) if pd.notna(any_row.get("n")) else "",
-                    _interval(stats["dense"], _pct) if "dense" in stats else "",
-                    _interval(stats["pruned"], _pct) if "pruned" in stats else "",
-                    _interval(stats["delta"]) if "delta" in stats else "",
-                    _interval(psi) if psi else "",
+                    _interval(stats["dense"], value_fmt) if "dense" in stats else "",
+                    _interval(stats["pruned"], value_fmt) if "pruned" in stats else "",
+                    _interval(stats["delta"], diff_fmt) if "delta" in stats else "",
+                    _interval(psi, diff_fmt) if psi else "",
                     _p(psi.get("p_adjusted")),
-                    "small group" if any_row.get("small") else "",
+                    "; ".join([x for x in (remark, *notes) if x]),
                 ],
             }
         )
     return {
-        "caption": f"{metric.replace('_', ' ')} by {attribute} (95 % bootstrap intervals; "
+        "caption": f"{_label(metric, klass)} by {attribute} (95 % bootstrap intervals; "
         "Δ = dense − pruned, ψ = Δ − overall Δ, p: permutation test, Holm-adjusted)",
         "columns": [attribute, "n", "dense", "pruned", "Δ", "ψ", "p (adj.)", ""],
         "rows": rows,
     }
 
 
-def _findings(frame: pd.DataFrame, metric: str, attribute: str) -> list[str]:
+def _gap_table(frame: pd.DataFrame) -> dict[str, Any] | None:
+    """The between-group gaps of one decision: dense, pruned and the change, with intervals and p."""
+    gaps = frame[frame["metric"].isin(list(_GAPS)) & (frame["group"] == "(all)")]
+    if gaps.empty:
+        return None
+    rows = []
+    for (metric, klass), g in gaps.groupby(["metric", gaps["class"].fillna("").astype(str)], sort=False):
+        stats = {r["statistic"]: r for r in g.to_dict("records")}
+        rows.append(
+            {
+                "small": False,
+                "cells": [
+                    _GAPS[metric][0] + (f", class {klass}" if klass not in ("", "1") else ""),
+                    _interval(stats["dense"], _num),
+                    _p(stats["dense"].get("p_value")),
+                    _interval(stats["pruned"], _num),
+                    _p(stats["pruned"].get("p_value")),
+                    _interval(stats["delta"], _num),
+                ],
+            }
+        )
+    return {
+        "caption": "Between-group gaps over the groups that are not small (fairlearn's definitions; 95 % "
+        "bootstrap intervals; p: permutation test against groups unrelated to the outputs; change = dense − "
+        "pruned, above 0 when pruning narrowed the gap)",
+        "columns": ["gap", "dense", "p", "pruned", "p", "change"],
+        "rows": rows,
+    }
+
+
+def _extremes(frame: pd.DataFrame, metric: str, klass: str, statistic: str) -> tuple[str, str, float] | None:
+    """The groups (not small) with the highest and lowest value of a rate, and the gap between them."""
+    part = _part(frame, metric, klass)
+    rows = part[(part["group"] != "(all)") & (part["statistic"] == statistic) & ~part["small"].astype(bool)]
+    rows = rows[rows["value"].notna()]
+    if len(rows) < 2:
+        return None
+    hi, lo = rows.loc[rows["value"].idxmax()], rows.loc[rows["value"].idxmin()]
+    return str(hi["group"]), str(lo["group"]), float(hi["value"] - lo["value"])
+
+
+def _gap_findings(frame: pd.DataFrame, attribute: str) -> list[str]:
+    """Sentences on the between-group gaps: which groups, dense → pruned, with the interval and p."""
+    out = []
+    gaps = frame[frame["metric"].isin(list(_GAPS)) & (frame["group"] == "(all)")]
+    for (metric, klass), g in gaps.groupby(["metric", gaps["class"].fillna("").astype(str)], sort=False):
+        stats = {r["statistic"]: r for r in g.to_dict("records")}
+        if not {"dense", "pruned"} <= set(stats):
+            continue
+        name, rates = _GAPS[metric]
+        d, p = stats["dense"], stats["pruned"]
+        which = []
+        for rate in rates:
+            hi_lo = _extremes(frame, rate, klass if klass != "macro" else "macro", "pruned")
+            dense_gap = _extremes(frame, rate, klass, "dense")
+            if hi_lo is not None and dense_gap is not None and klass != "macro":
+                which.append(
+                    f"{_RATE_LABELS[rate]} gap between {attribute} = {hi_lo[0]} and {hi_lo[1]}: "
+                    f"{dense_gap[2]:.2f} → {hi_lo[2]:.2f}"
+                )
+        verdict = (
+            "beyond what groups unrelated to the outputs show"
+            if pd.notna(p.get("p_value")) and float(p["p_value"]) <= 0.05
+            else "within what groups unrelated to the outputs show"
+        )
+        cls = f" for class {klass}" if klass not in ("", "1") else ""
+        out.append(
+            f"The {name}{cls} across {attribute}: {_num(d['value'])} dense → {_num(p['value'])} pruned "
+            f"(95 % CI of the pruned gap {_num(p['ci_low'])} to {_num(p['ci_high'])}; "
+            f"p = {_p(p.get('p_value'))}, {verdict})" + (f"; {'; '.join(which)}." if which else ".")
+        )
+    return out
+
+
+def _findings(frame: pd.DataFrame, metric: str, klass: str, attribute: str) -> list[str]:
     """Plain-language sentences from one decision's numbers for one metric."""
-    part = frame[frame["metric"] == metric]
-    name = metric.replace("_", " ")
+    part = _part(frame, metric, klass)
+    name = _label(metric, klass)
+    fraction = metric in _FRACTIONS
+    value_fmt, diff_fmt = (_pct, _pts) if fraction else (_num, _num)
     out = []
     overall = {r["statistic"]: r for r in part[part["group"] == "(all)"].to_dict("records")}
     if "dense" in overall and "pruned" in overall:
         d, p = overall["dense"]["value"], overall["pruned"]["value"]
-        out.append(f"Overall {name}: {_pct(d)} dense → {_pct(p)} pruned (a change of {_pts(p - d)}).")
+        out.append(
+            f"Overall {name}: {value_fmt(d)} dense → {value_fmt(p)} pruned (a change of {diff_fmt(p - d)})."
+        )
     groups = part[(part["group"] != "(all)") & (part["statistic"] == "psi")]
     big = groups[~groups["small"].astype(bool)]
     if not big.empty and big["value"].notna().any():
         worst = big.loc[big["value"].idxmax()].to_dict()
         delta = part[(part["group"] == worst["group"]) & (part["statistic"] == "delta")]
-        lost = _interval(delta.iloc[0].to_dict()) if not delta.empty else _pts(np.nan)
+        lost = _interval(delta.iloc[0].to_dict(), diff_fmt) if not delta.empty else diff_fmt(np.nan)
         verdict = (
             "unlikely to be noise (permutation test)"
             if bool(worst.get("significant") is True)
@@ -159,22 +303,45 @@ def _findings(frame: pd.DataFrame, metric: str, attribute: str) -> list[str]:
         )
         out.append(
             f"{attribute} = {worst['group']} loses most {name}: Δ (dense − pruned) = {lost}, "
-            f"{_pts(worst['value'])} beyond the overall loss; {verdict}, "
+            f"{diff_fmt(worst['value'])} beyond the overall loss; {verdict}, "
             f"adjusted p = {_p(worst.get('p_adjusted'))}."
         )
+    undefined = groups[groups["value"].isna()]
+    for row in undefined.to_dict("records"):
+        out.append(f"{attribute} = {row['group']}: {row.get('note') or name + ' is undefined'}.")
     disparity = part[(part["group"] == "(all)") & (part["statistic"] == "disparity")]
     if not disparity.empty:
         row = disparity.iloc[0].to_dict()
         out.append(
             f"Disparity Ψ in {name} Δ across {attribute} groups (largest minus smallest loss, small groups "
-            f"left out): {_interval(row)}, p = {_p(row.get('p_value'))}."
+            f"left out): {_interval(row, diff_fmt)}, p = {_p(row.get('p_value'))}."
         )
     small = sorted({str(g) for g in part.loc[part["small"].astype(bool), "group"]} - {"(all)"})
     if small:
         out.append(
-            f"Too few test samples to judge {', '.join(small)} (flagged, left out of Ψ): read their rows "
-            "with care."
+            f"Too few test samples to judge {', '.join(small)} (flagged, left out of Ψ and the gaps): read "
+            "their rows with care."
         )
+    return out
+
+
+def _intersections(state: StudyState) -> list[dict[str, Any]]:
+    """Per-cell tables of the intersections the study audited, for the decision in focus."""
+    out = []
+    for group in state.param.group.objects:
+        if group == state.group or " × " not in str(group) or group in state.data().groups.columns:
+            continue
+        frame = state.snapshot(group=group).frame("subgroups")
+        focus = frame[
+            (frame["method"] == state.method)
+            & np.isclose(frame["sparsity_target"].astype(float), float(state.sparsity))
+        ]
+        tables = [
+            _metric_table(focus, m, k, str(group))
+            for m, k in _parts(focus)
+            if m in ("accuracy", "tpr", "fpr", "selection_rate") and k in ("", "1", "macro")
+        ]
+        out.append({"attribute": str(group), "tables": tables, "findings": _gap_findings(focus, str(group))})
     return out
 
 
@@ -212,7 +379,8 @@ def audit_context(state: StudyState) -> dict[str, Any]:
     digests = {r: settings_digest(rec.schedule) for r, rec in records.items()}
     keys = ["method", "structure", "sparsity_target", "settings"]
     for (method, structure, sparsity, digest), frame in impact.groupby(keys, sort=True):
-        metrics = list(dict.fromkeys(frame["metric"]))
+        parts = _parts(frame)
+        metrics = [m for m, _ in parts]
         main_metric = "accuracy" if "accuracy" in metrics else metrics[0]
         overall = {
             r["statistic"]: r
@@ -248,8 +416,12 @@ def audit_context(state: StudyState) -> dict[str, Any]:
                 "disparity": _interval(disparity) if disparity else "",
                 "disparity_p": _p(disparity.get("p_value")) if disparity else "",
                 "exemplars": int(ex["value"].sum()) if not ex.empty else "",
-                "findings": [s for m in metrics for s in _findings(frame, m, attribute)],
-                "tables": [_metric_table(frame, m, attribute) for m in metrics],
+                "findings": [
+                    *(s for m, k in parts for s in _findings(frame, m, k, attribute)),
+                    *_gap_findings(frame, attribute),
+                ],
+                "tables": [_metric_table(frame, m, k, attribute) for m, k in parts],
+                "gaps": _gap_table(frame),
             }
         )
     small = sorted({str(g) for g in impact.loc[impact["small"].astype(bool), "group"]} - {"(all)"})
@@ -260,8 +432,10 @@ def audit_context(state: StudyState) -> dict[str, Any]:
         else ""
     )
     scores = state.exemplars()
+    impact_focus = state.subgroups()
     figures: list[tuple[str, Any]] = [
-        ("Subgroup impact", C.subgroup_chart(state.subgroups())),
+        ("Subgroup impact", C.subgroup_chart(impact_focus, metric=_metric_of(impact_focus, state.metric))),
+        ("Between-group gaps", _or_gaps(lambda: C.fairness_gap_chart(state.subgroup_gaps()))),
         ("Exemplars", _or_note(lambda: _gallery(scores, state))),
         ("Corruptions", _or_note(lambda: C.corruption_chart(state.corruptions()))),
         ("Attacks", _or_note(lambda: C.attack_chart(state.attacks()))),
@@ -315,6 +489,7 @@ def audit_context(state: StudyState) -> dict[str, Any]:
             for t, f in figures
         ],
         "exemplar_rows": exemplar_rows,
+        "intersections": _intersections(state),
         "seeds": ", ".join(f"{r} (seed {s})" for r, s in conf["dense_runs"].items()),
         "study_mode": state.settings.mode,
         "configuration": json.dumps(conf, indent=2, default=str),
@@ -336,16 +511,22 @@ def render_audit(state: StudyState) -> str:
 
 
 def write_audit_report(
-    zoo: Zoo | str | os.PathLike[str], out: str | os.PathLike[str], **choices: Any
+    zoo: Zoo | str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    metrics: Sequence[Any] | None = None,
+    **choices: Any,
 ) -> Path:
     """Write the audit report of ``zoo`` to ``out`` atomically and return its path: HTML, or a PDF when
     ``out`` ends in ``.pdf`` (printed by headless Chromium, see :func:`print_pdf`).
 
     ``choices`` set the :class:`StudyState` (e.g. ``group="sex"``, ``method="lamp"``, ``sparsity=0.9``):
-    the tables cover every method and sparsity, the figures the pruned run in focus.
+    the tables cover every method and sparsity, the figures the pruned run in focus. ``metrics``
+    replaces the study's subgroup metrics (names of :func:`~pruneviz.analysis.disparate_impact`, or
+    functions ``metric(y_true, y_pred, y_prob) -> float`` of your own), computed and cached as needed.
     """
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
-    state = StudyState(zoo, **choices)
+    state = StudyState(zoo, audit_metrics=metrics, **choices)
     page = render_audit(state)
     path = Path(out)
     if path.suffix.lower() == ".pdf":

@@ -13,6 +13,7 @@ which the views show in the page instead of a traceback.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -47,12 +48,17 @@ class StudyState(param.Parameterized):
     sparsities = param.ListSelector(default=[], objects=[], doc="Target sparsities shown.")
     method = param.Selector(objects=[], doc="The pruning method of the pruned run in focus.")
     sparsity = param.Selector(objects=[], doc="The target sparsity of the pruned run in focus.")
-    group = param.Selector(objects=[], doc="The group attribute of the subgroup audit.")
+    group = param.Selector(
+        objects=[], doc="The group attribute of the subgroup audit: a column, or an intersection 'a × b'."
+    )
+    metric = param.Selector(objects=[], doc="The metric the subgroup audit shows per group.")
     split = param.Selector(default="clean", objects=["clean"], doc="The evaluation split.")
     sample_id = param.Integer(default=None, allow_None=True, doc="The selected sample (linked views).")
 
-    def __init__(self, zoo: Zoo, **params: Any) -> None:
+    def __init__(self, zoo: Zoo, *, audit_metrics: Sequence[Any] | None = None, **params: Any) -> None:
         self.zoo = zoo
+        #: the subgroup audit's metrics when not the study's (e.g. with a function of your own)
+        self.audit_metrics = list(audit_metrics) if audit_metrics is not None else None
         self._runs = zoo.runs()
         self._datasets: dict[str, Any] = {}
         self._settings: Any = None
@@ -78,10 +84,21 @@ class StudyState(param.Parameterized):
         self.param.sparsities.objects = sparsities
         self.param.method.objects = methods
         self.param.sparsity.objects = sparsities
-        groups = []
+        groups, metrics = [], []
         if self.dataset is not None:
-            groups = ["class", *[c for c in self.data().groups.columns if c != "class"]]
+            from pruneviz.analysis.subgroups import SUMMARY_METRICS, attribute_name, metric_name
+            from pruneviz.study import analysis
+            from pruneviz.study.plan import audited_groups
+
+            entry = analysis("subgroups")
+            crossed = self.settings.value(entry, "intersections")
+            groups = [attribute_name(g) for g in audited_groups(self.data(), crossed)]
+            chosen = (
+                self.audit_metrics if self.audit_metrics is not None else self.settings.value(entry, "metric")
+            )
+            metrics = [metric_name(m) for m in chosen if callable(m) or m not in SUMMARY_METRICS]
         self.param.group.objects = groups
+        self.param.metric.objects = metrics
         with param.parameterized.discard_events(self):
             self.parent = dense[0] if dense else None
             self.methods = list(methods)
@@ -90,6 +107,7 @@ class StudyState(param.Parameterized):
             self.sparsity = sparsities[len(sparsities) // 2] if sparsities else None
             # the first group column the dataset declares (its first sensitive attribute), else the class
             self.group = groups[1] if len(groups) > 1 else (groups[0] if groups else None)
+            self.metric = metrics[0] if metrics else None
         splits = ["clean"]
         if self.parent is not None:
             table = self.zoo.splits_of(self.parent)
@@ -107,6 +125,7 @@ class StudyState(param.Parameterized):
         "method",
         "sparsity",
         "group",
+        "metric",
         "split",
         "sample_id",
     )
@@ -119,6 +138,7 @@ class StudyState(param.Parameterized):
         clone._runs = self._runs
         clone._datasets = self._datasets
         clone._settings = self._settings
+        clone.audit_metrics = self.audit_metrics
         clone.fingerprint = self.fingerprint
         param.Parameterized.__init__(clone)
         for name in self.CHOICES:
@@ -237,9 +257,12 @@ class StudyState(param.Parameterized):
         if not entry.applies_to(modality):
             raise NotApplicableError(entry.not_applicable(modality))
         params = {**self.settings.params(entry), **changes}
+        if name == "subgroups" and self.audit_metrics is not None and "metric" not in changes:
+            params["metric"] = self.audit_metrics
         parent = self.parent
         if entry.scope == "comparison":
-            frame = entry.call(self.zoo, Target((), self._dense_population(), self.split, self.group), params)
+            target = Target((), self._dense_population(), self.split, self.group_columns)
+            frame = entry.call(self.zoo, target, params)
             keep = frame["method"].isin(self.methods) & frame["sparsity_target"].isin(self.sparsities)
             return frame[keep].reset_index(drop=True)
         child = self.child
@@ -297,6 +320,14 @@ class StudyState(param.Parameterized):
     def subgroups(self) -> pd.DataFrame:
         """Disparate impact on the chosen group attribute, for the chosen methods and sparsities."""
         return self.frame("subgroups")
+
+    def subgroup_gaps(self) -> pd.DataFrame:
+        """The between-group summaries (demographic parity, equalized odds, ...) of :meth:`subgroups`;
+        empty when the study computed none."""
+        from pruneviz.analysis.subgroups import SUMMARY_METRICS
+
+        table = self.subgroups()
+        return table[table["metric"].isin(SUMMARY_METRICS)].reset_index(drop=True)
 
     def _focus(self, table: pd.DataFrame) -> pd.DataFrame:
         keep = (table["method"] == self.method) & np.isclose(
@@ -358,15 +389,26 @@ class StudyState(param.Parameterized):
             frame[f"group_{name}"] = value
         return frame
 
+    @property
+    def group_columns(self) -> str | tuple[str, ...] | None:
+        """The chosen group attribute as the subgroup analysis takes it: a column, or the tuple of
+        columns of an intersection."""
+        if self.group is None or self.group in self.data().groups.columns:
+            return self.group
+        return tuple(self.group.split(" × "))
+
     def selected_group(self) -> str | None:
-        """The picked sample's value of the chosen group attribute (``None`` when nothing is picked)."""
+        """The picked sample's value of the chosen group attribute (``None`` when nothing is picked);
+        for an intersection, its cell (``"a × b"``)."""
         if self.sample_id is None or self.group is None:
             return None
         data = self.data()
         where = pd.Index(data.sample_id).get_indexer([self.sample_id])[0]
         if where < 0:
             return None
-        return str(data.groups[self.group].iloc[where])
+        columns = self.group_columns
+        names = [columns] if isinstance(columns, str) else list(columns or ())
+        return " × ".join(str(data.groups[c].iloc[where]) for c in names)
 
     def selected_exemplar(self) -> pd.DataFrame:
         """The picked sample's exemplar scores in the comparison in focus (empty when nothing is
