@@ -288,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True, help="report file (.html, or .pdf printed by Chromium)"
     )
     audit.add_argument(
-        "--group", default=None, help="group attribute (default: the dataset's first declared group column)"
+        "--group",
+        default=None,
+        help='group attribute, or an intersection "a × b" (default: the dataset\'s first declared group column)',
     )
     audit.add_argument("--method", default=None, help="pruning method of the figures")
     audit.add_argument("--sparsity", type=float, default=None, help="target sparsity of the figures")

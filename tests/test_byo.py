@@ -104,12 +104,19 @@ def test_the_tabular_audit_states_each_decisions_numbers_in_words(byo_zoo):
         overall = part[(part.group == "(all)") & (part.metric == "accuracy")].set_index("statistic").value
         assert decision["dense"] == f"{100 * overall['dense']:.1f} %"
         assert decision["pruned"] == f"{100 * overall['pruned']:.1f} %"
-        psi = part[(part.statistic == "psi") & (part.group != "(all)") & ~part.small.astype(bool)]
+        psi = part[
+            (part.metric == "accuracy")
+            & (part.statistic == "psi")
+            & (part.group != "(all)")
+            & ~part.small.astype(bool)
+        ]
         if not psi.empty:
             worst = psi.loc[psi.value.idxmax(), "group"]
             assert any(s.startswith(f"sex = {worst} loses most accuracy") for s in decision["findings"])
         rows = decision["tables"][0]["rows"]
         assert sorted(r["cells"][0] for r in rows) == sorted(set(part.group) - {"(all)"})
     page = render_audit(state)
-    assert page.count("<section") == len(ctx["decisions"]) + 2 and "Settings and seeds" in page
+    # the decisions, then the intersections (sex × region), the figures and the settings
+    assert page.count("<section") == len(ctx["decisions"]) + 3 and "Settings and seeds" in page
+    assert [x["attribute"] for x in ctx["intersections"]] == ["sex × region"]
     assert "Corruptions does not apply to tabular data" in page

@@ -288,25 +288,25 @@ def fairness_gap_chart(impact: pd.DataFrame, *, klass: str | None = None) -> alt
     order = label_order(rows, "comparison") if "method" in rows.columns else ["pruned vs dense"]
     data = rows[["comparison", "gap", "population", "value", "ci_low", "ci_high", "beyond chance"]]
     data = data.reset_index(drop=True)
-    offset = alt.XOffset("population:N", sort=["dense", "pruned"])
-    x = alt.X("comparison:N", sort=order, title=None, axis=alt.Axis(labelAngle=-40, labelLimit=160))
+    offset = alt.YOffset("population:N", sort=["dense", "pruned"])
+    y = alt.Y("comparison:N", sort=order, title=None, axis=alt.Axis(labelLimit=200))
     colour = alt.Color(
         "population:N", scale=alt.Scale(domain=["dense", "pruned"], range=["#4c78a8", "#f58518"])
     )
-    base = alt.Chart().encode(x=x, xOffset=offset, color=colour)
+    base = alt.Chart().encode(y=y, yOffset=offset, color=colour)
     panel = alt.layer(
-        base.mark_rule().encode(y=alt.Y("ci_low:Q", title="gap"), y2="ci_high:Q"),
+        base.mark_rule().encode(x=alt.X("ci_low:Q", title="gap"), x2="ci_high:Q"),
         base.mark_point(size=60, filled=True).encode(
-            y="value:Q",
+            x="value:Q",
             shape=alt.Shape(
                 "beyond chance:N", scale=alt.Scale(domain=["yes", "no"], range=["circle", "diamond"])
             ),
             tooltip=["comparison", "population", "value", "ci_low", "ci_high", "beyond chance"],
         ),
-    ).properties(width=max(160, 36 * len(order)), height=200)
+    ).properties(width=260, height=max(60, 26 * len(order)))
     chart = (
         panel.facet(facet=alt.Facet("gap:N", title=None), columns=min(2, data["gap"].nunique()), data=data)
-        .resolve_scale(y="independent")
+        .resolve_scale(x="independent")
         .properties(
             title=title(
                 "Between-group gaps, dense against pruned",
