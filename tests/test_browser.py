@@ -370,3 +370,34 @@ def test_the_tabular_audit_report_has_every_section_no_overlapping_labels_and_pr
         "Settings and seeds",
     ):
         assert heading in text, heading
+
+
+def test_the_auditor_picks_an_intersection_and_an_error_rate_in_the_app(browser, byo_zoo):
+    zoo = byo_zoo("tabular")
+    server, url = _serve(zoo.path)
+    try:
+        page, errors = _page(browser)
+        page.goto(url)
+        page.get_by_text("Subgroups", exact=True).first.click(timeout=60_000)
+        _charts_in(page, 2)
+
+        def select_with(option: str):
+            return next(
+                s for s in page.locator("select").all() if option in s.locator("option").all_inner_texts()
+            )
+
+        select_with("sex × region").select_option(label="sex × region")
+        select_with("fpr").select_option(label="fpr")
+        chart = page.locator(".vega-embed >> visible=true").first
+        deadline = time.time() + 120
+        text = ""
+        while time.time() < deadline and not ("sex × region" in text and "FPR" in text):
+            time.sleep(0.5)
+            text = chart.inner_text()
+        assert "by sex × region" in text and "FPR lost" in text, text[:300]
+        assert "female × north" in text  # a cell of the intersection on the x axis
+        page.screenshot(path=str(ARTIFACTS / "byo-tabular-intersection.png"), full_page=True)
+        assert not errors, errors[:5]
+        page.close()
+    finally:
+        server.stop()
