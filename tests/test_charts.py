@@ -630,3 +630,26 @@ def test_exemplar_list_shows_text_samples_in_rank_order(zoo):
     assert charts.chart_data(charts.exemplar_list(long, scores)).text.str.len().max() == 140
     with pytest.raises(ValidationError, match="samples"):
         charts.exemplar_list(samples.assign(sample_id=-1), scores)
+
+
+def test_pruneviz_charts_compose_and_take_their_look_from_a_registered_theme():
+    import altair as alt
+
+    from pruneviz.charts import reliability_chart
+    from pruneviz.charts._theme import theme
+
+    bins = pd.DataFrame({"bin": [0, 1], "count": [3, 5], "confidence": [0.3, 0.8], "accuracy": [0.2, 0.9]})
+    a, b = reliability_chart(bins), reliability_chart(bins.assign(accuracy=[0.1, 0.7]))
+    assert alt.theme.active == "pruneviz" and "pruneviz" in alt.theme.names()
+    assert "config" not in a.to_dict(validate=False) or a.to_dict()["config"] == theme()  # from the theme only
+    for composed, key in ((a | b, "hconcat"), (a & b, "vconcat"), ((a | b) & a, "vconcat")):
+        spec = composed.to_dict()  # validates against the Vega-Lite schema
+        assert key in spec and spec["config"]["font"] == theme()["font"]
+        meta = spec["usermeta"]["pruneviz"]
+        assert meta["chart"] == "composition" and {p["chart"] for p in meta["parts"]} == {"reliability_chart"}
+        assert all("usermeta" not in part for part in spec[key])
+    layered = (a + b).to_dict()
+    assert len(layered["layer"]) == 2 and len(layered["usermeta"]["pruneviz"]["parts"]) == 2
+    assert a.to_dict()["usermeta"]["pruneviz"]["chart"] == "reliability_chart"  # the parts are untouched
+    with alt.theme.enable("default"):  # another theme: the charts follow it
+        assert a.to_dict().get("config", {}).get("font") != theme()["font"]

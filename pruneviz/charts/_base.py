@@ -246,7 +246,8 @@ def title(text: str, *notes: str | None) -> alt.Title:
 
 
 def finish(chart: Any, where: str, options: Mapping[str, Any], *, rows: int, source_rows: int) -> Any:
-    """Theme ``chart`` and record in its ``usermeta`` what made it (exported with the chart)."""
+    """Theme ``chart`` and record in its ``usermeta`` what made it (exported with the chart); the chart
+    composes with ``|``, ``&`` and ``+`` (see :func:`composable`)."""
     chart = apply_theme(chart)
     chart.usermeta = {
         "pruneviz": {
@@ -256,7 +257,47 @@ def finish(chart: Any, where: str, options: Mapping[str, Any], *, rows: int, sou
             "source_rows": int(source_rows),
         }
     }
+    return composable(chart)
+
+
+# -- composing charts ----------------------------------------------------------------------------------
+# Vega-Lite allows ``usermeta`` at the top level only: the parts of a composition give theirs up, and the
+# composition records them as its ``parts``.
+_COMPOSABLE: dict[type, type] = {}
+
+
+def composable(chart: Any) -> Any:
+    """``chart`` as an instance of a subclass of its Altair class whose ``|``, ``&`` and ``+`` move the
+    parts' ``usermeta`` to the composition (``{"pruneviz": {"chart": "composition", "parts": [...]}}``)."""
+    base = type(chart)
+    if base in _COMPOSABLE.values():
+        return chart
+    if base not in _COMPOSABLE:
+        name = f"Composable{base.__name__}"
+        _COMPOSABLE[base] = globals()[name] = type(name, (base,), {
+            "__or__": lambda self, other: _compose(alt.hconcat, self, other),
+            "__and__": lambda self, other: _compose(alt.vconcat, self, other),
+            "__add__": lambda self, other: _compose(alt.layer, self, other),
+            "__module__": __name__,
+            "__qualname__": name,
+        })  # fmt: skip
+    object.__setattr__(chart, "__class__", _COMPOSABLE[base])  # Altair's __setattr__ stores schema keys
     return chart
+
+
+def _compose(how: Any, *charts: Any) -> Any:
+    parts, metas = [], []
+    for chart in charts:
+        meta = getattr(chart, "usermeta", alt.Undefined)
+        if meta is not alt.Undefined:
+            chart = chart.copy(deep=False)
+            chart.usermeta = alt.Undefined
+            meta = meta.get("pruneviz", meta) if isinstance(meta, dict) else meta
+            metas.extend(meta.get("parts", [meta]) if isinstance(meta, dict) else [meta])
+        parts.append(chart)
+    out = how(*parts)
+    out.usermeta = {"pruneviz": {"chart": "composition", "parts": metas}}
+    return composable(out)
 
 
 def _plain(value: Any) -> Any:

@@ -1,9 +1,11 @@
 """The one look of every pruneviz chart: fonts, sizes, and colours that mean the same thing everywhere.
 
 Dense models are always the same dark grey; every pruning method has a fixed colour (a method unknown to
-pruneviz gets one chosen from its name, so it too keeps its colour from chart to chart). The theme is
-applied to each chart as its ``config`` (no global Altair state is changed); :func:`theme` returns it
-for charts of your own (``chart.configure(**theme())``).
+pruneviz gets one chosen from its name, so it too keeps its colour from chart to chart). The theme is an
+Altair theme named ``"pruneviz"``, registered and enabled when :mod:`pruneviz.charts` is imported
+(``alt.theme.enable("default")`` turns it off, ``alt.theme.enable("pruneviz")`` on again). Charts carry
+no configuration of their own, so they compose: ``a | b``, ``a & b`` and ``a + b`` work, and a chart of
+your own gets the same look. :func:`theme` returns the configuration.
 """
 
 from __future__ import annotations
@@ -93,6 +95,15 @@ def theme() -> dict[str, Any]:
     }
 
 
+THEME_NAME = "pruneviz"
+
+
+@alt.theme.register(THEME_NAME, enable=True)
+def _registered() -> alt.theme.ThemeConfig:
+    return {"config": theme()}  # type: ignore[typeddict-item]
+
+
 def apply_theme(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
-    """Return ``chart`` with the pruneviz theme as its configuration."""
-    return chart.configure(**theme())
+    """Return ``chart`` unchanged: the look comes from the registered ``"pruneviz"`` theme at rendering
+    (a configuration baked into the chart would stop it from composing with ``|``, ``&`` and ``+``)."""
+    return chart
