@@ -7,7 +7,7 @@ DEMO_ZOO ?= build/demo-zoo
 PYTEST_ARGS ?=
 LINT_PATHS := pruneviz tests $(wildcard benchmarks/*.py)
 
-.PHONY: demo test test-fast lint install install-dev bench-quick clean
+.PHONY: demo lab test test-fast lint install install-dev bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ install-dev: $(VENV)/.installed-dev
 
 demo: $(VENV)/.installed
 	$(BIN)/pruneviz demo --zoo $(DEMO_ZOO) --serve
+
+# JupyterLab on the notebooks, on this machine only (127.0.0.1); the views render inline in it
+lab: $(VENV)/.installed
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # every tier, in a shuffled order (pytest-randomly prints the seed; -p no:randomly keeps file order)
 test: lint

@@ -229,6 +229,10 @@ def _demo(args: argparse.Namespace) -> int:
         )
         print(format_table(wide.reset_index()))
     print(f"\nDemo zoo at {zoo.path} ready in {time.perf_counter() - start:.1f} s.")
+    print(
+        "The notebooks (notebooks/) tell its stories in JupyterLab: `make lab`; with "
+        f"PRUNEVIZ_NOTEBOOK_ZOO={zoo.path} they reuse this zoo."
+    )
     if args.serve and sys.stdin.isatty():
         from pruneviz.app import serve
 
@@ -290,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--group",
         default=None,
-        help='group attribute, or an intersection "a × b" (default: the dataset\'s first declared group column)',
+        help='group attribute, or an intersection "a × b" (default: the first declared group column)',
     )
     audit.add_argument("--method", default=None, help="pruning method of the figures")
     audit.add_argument("--sparsity", type=float, default=None, help="target sparsity of the figures")

@@ -1,4 +1,4 @@
-"""The served app and the audit report in headless Chromium (Debian's, driven by Playwright).
+"""The served app, JupyterLab and the audit report in headless Chromium (Debian's, driven by Playwright).
 
 Chromium is installed with apt when it is missing and the tests run as root (as in CI); elsewhere they
 are skipped with the command that installs it. Screenshots of every tab go to build/browser-artifacts/.
@@ -6,10 +6,13 @@ are skipped with the command that installs it. Screenshots of every tab go to bu
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -401,3 +404,86 @@ def test_the_auditor_picks_an_intersection_and_an_error_rate_in_the_app(browser,
         page.close()
     finally:
         server.stop()
+
+
+def _jupyter_lab(root: Path, env_dir: Path):
+    """JupyterLab serving ``root`` on a free loopback port with a token, its config and data isolated in
+    ``env_dir``: ``(process, url of the lab)``."""
+    jupyter = Path(sys.executable).parent / "jupyter"
+    if not jupyter.exists() or importlib.util.find_spec("jupyterlab") is None:
+        pytest.skip("JupyterLab is not installed (it is in requirements/lock.txt)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(env_dir / "config"),
+        "JUPYTER_RUNTIME_DIR": str(env_dir / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(env_dir / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(env_dir / "workspaces"),
+    }
+    args = [
+        str(jupyter), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
+        *(["--allow-root"] if os.geteuid() == 0 else []),  # CI runs as root
+    ]  # fmt: skip
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return process, f"http://127.0.0.1:{port}/lab/tree/views.ipynb?token={token}"
+        time.sleep(0.3)
+    process.kill()
+    pytest.fail("JupyterLab did not start in 60 s")
+
+
+def test_the_views_render_and_react_inside_jupyterlab(browser, study_zoo, tmp_path):
+    """The Jupyter-centred path: a notebook in JupyterLab shows a view inline; changing a choice in
+    its widget redraws the charts; no console error."""
+    import nbformat
+
+    source = (
+        "import panel as pn\n"
+        "from pruneviz.views import GeometryView, StudyState\n"
+        "from pruneviz.zoo import Zoo\n"
+        'pn.extension("vega", inline=True)\n'  # no CDN: JupyterLab offline
+
+        f"state = StudyState(Zoo({str(study_zoo.path)!r}), method='lamp', sparsity=0.9)\n"
+        "pn.Column(pn.widgets.Select.from_param(state.param.sparsity), GeometryView(state))"
+    )
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    root = tmp_path / "lab"
+    root.mkdir()
+    nbformat.write(notebook, root / "views.ipynb")
+    process, url = _jupyter_lab(root, tmp_path / "jupyter")
+    try:
+        page, errors = _page(browser)
+        page.goto(url)
+        # the kernel is up (the status bar says so in a span kept for screen readers)
+        page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=120_000)
+        page.locator(".jp-Notebook .jp-Cell").first.click()
+        page.keyboard.press("Shift+Enter")
+        assert _charts_in(page, 3, timeout=180) >= 3, errors[:5]
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-view.png"), full_page=True)
+        chart = page.locator(".vega-embed >> visible=true").first
+        before = chart.inner_text()
+        assert "lamp 90%" in before
+        select = next(
+            s for s in page.locator("select").all() if _numeric(s.locator("option").all_inner_texts())
+        )
+        select.select_option(label=next(o for o in select.locator("option").all_inner_texts() if o != "0.9"))
+        deadline = time.time() + 120
+        after = before
+        while time.time() < deadline and after == before:
+            time.sleep(0.5)
+            after = chart.inner_text()
+        assert after != before and "lamp 50%" in after
+        assert not page.get_by_text("Traceback").count()
+        assert not errors, errors[:5]
+        page.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

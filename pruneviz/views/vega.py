@@ -10,7 +10,8 @@ specification compiled to Vega (with vl-convert, when it is installed), so the p
 Vega-Lite either: that was a fifth of the browser's work on every change. Point selections the
 specification declares come back to Python in :attr:`VegaChart.selections`.
 
-The page needs Vega, Vega-Lite and vega-embed loaded: ``pn.extension("vega")`` (the app does this).
+The page needs Vega, Vega-Lite and vega-embed loaded: ``pn.extension("vega")`` (the app does this; in
+JupyterLab ``pn.extension("vega", inline=True)`` loads them from this machine instead of a CDN).
 """
 
 from __future__ import annotations
