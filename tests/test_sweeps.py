@@ -267,10 +267,9 @@ def test_a_zoo_locked_by_another_writer_is_refused_at_once(tmp_path, tiny_spec):
         [
             sys.executable,
             "-c",
-            "import fcntl, sys, time\n"
-            f"f = open({str(path / '.sweep.lock')!r}, 'a+')\n"
-            "fcntl.flock(f, fcntl.LOCK_EX)\nf.write('sweep pid 4242 on elsewhere'); f.flush()\n"
-            "print('ready', flush=True)\ntime.sleep(60)\n",
+            "import time\nfrom pathlib import Path\nfrom pruneviz._lock import exclusive\n"
+            f"with exclusive(Path({str(path / '.sweep.lock')!r}), role='sweep'):\n"
+            "    print('ready', flush=True)\n    time.sleep(60)\n",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -278,7 +277,7 @@ def test_a_zoo_locked_by_another_writer_is_refused_at_once(tmp_path, tiny_spec):
     try:
         assert holder.stdout.readline().strip() == "ready"
         start = time.perf_counter()
-        with pytest.raises(ZooError, match=r"is locked by another writer \(sweep pid 4242 on elsewhere\)"):
+        with pytest.raises(ZooError, match=rf"is locked by another writer \(sweep pid {holder.pid} on "):
             run_sweep(tiny_spec, path, executor="inprocess", progress=False)
         assert time.perf_counter() - start < 5
         assert Zoo(path).run_ids() == []
@@ -555,7 +554,7 @@ def snapshot(path) -> dict[str, tuple[int, int]]:
     return {
         str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns)
         for p in path.rglob("*")
-        if p.is_file() and p.name != ".sweep.lock"
+        if p.is_file() and not p.name.startswith(".sweep.lock")
     }
 
 

@@ -19,7 +19,6 @@ import contextlib
 import datetime as _dt
 import json
 import os
-import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -133,35 +132,16 @@ def run_sweep(
 @contextlib.contextmanager
 def _sweep_lock(path: Path) -> Iterator[None]:
     """Hold the zoo's sweep lock for the whole sweep; fail at once, naming the holder, if it is taken."""
-    import fcntl
+    from pruneviz._lock import LockTaken, exclusive
 
-    lock = path / LOCK_FILE
-    fh = open(lock, "a+")  # noqa: SIM115 - held for the whole block
     try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise ZooError(
-                f"The zoo {str(path)!r} is locked by another writer ({holder}). Fix: wait for that sweep "
-                "to finish (or stop it); a rerun afterwards resumes where it stopped."
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(
-            f"sweep pid {os.getpid()} on {socket.gethostname()} since "
-            f"{_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')}"
-        )
-        fh.flush()
-        try:
+        with exclusive(path / LOCK_FILE, wait=False, role="sweep"):
             yield
-        finally:
-            fh.seek(0)
-            fh.truncate()
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-    finally:
-        fh.close()
+    except LockTaken as taken:
+        raise ZooError(
+            f"The zoo {str(path)!r} is locked by another writer ({taken.holder}). Fix: wait for that sweep "
+            "to finish (or stop it); a rerun afterwards resumes where it stopped."
+        ) from None
 
 
 def sweep_failures(zoo: str | os.PathLike[str]) -> pd.DataFrame:
