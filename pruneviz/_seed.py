@@ -55,7 +55,8 @@ def seeded(seed: int) -> Iterator[torch.Generator]:
 
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` torch threads inside the block (``None``: leave the setting), then restore the number.
+    """Use ``n`` torch threads inside the block (``None``: leave the setting), and at most ``n`` threads
+    in the BLAS and OpenMP pools NumPy and SciPy use (``threadpoolctl``), then restore both.
 
     Sweep tasks and analysis items run with one thread, so that every executor computes the same
     numbers (two threads sum in another order) and workers do not oversubscribe the cores.
@@ -64,9 +65,12 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
         return
     n = check_int(n, "n", "torch_threads", minimum=1)
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
-        yield
+        with threadpool_limits(limits=n):
+            yield
     finally:
         torch.set_num_threads(before)

@@ -449,7 +449,6 @@ def test_the_views_render_and_react_inside_jupyterlab(browser, study_zoo, tmp_pa
         "from pruneviz.views import GeometryView, StudyState\n"
         "from pruneviz.zoo import Zoo\n"
         'pn.extension("vega", inline=True)\n'  # no CDN: JupyterLab offline
-
         f"state = StudyState(Zoo({str(study_zoo.path)!r}), method='lamp', sparsity=0.9)\n"
         "pn.Column(pn.widgets.Select.from_param(state.param.sparsity), GeometryView(state))"
     )

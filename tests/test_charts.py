@@ -641,7 +641,9 @@ def test_pruneviz_charts_compose_and_take_their_look_from_a_registered_theme():
     bins = pd.DataFrame({"bin": [0, 1], "count": [3, 5], "confidence": [0.3, 0.8], "accuracy": [0.2, 0.9]})
     a, b = reliability_chart(bins), reliability_chart(bins.assign(accuracy=[0.1, 0.7]))
     assert alt.theme.active == "pruneviz" and "pruneviz" in alt.theme.names()
-    assert "config" not in a.to_dict(validate=False) or a.to_dict()["config"] == theme()  # from the theme only
+    assert (
+        "config" not in a.to_dict(validate=False) or a.to_dict()["config"] == theme()
+    )  # from the theme only
     for composed, key in ((a | b, "hconcat"), (a & b, "vconcat"), ((a | b) & a, "vconcat")):
         spec = composed.to_dict()  # validates against the Vega-Lite schema
         assert key in spec and spec["config"]["font"] == theme()["font"]

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -786,3 +787,10 @@ def test_example_input_errors(tmp_path):
         ValidationError, match=r"'input_shape' parameter of sparsify must be one sample's shape"
     ):
         sparsify(model, input_shape=(4, 0), cache_dir=tmp_path)
+
+
+def test_the_default_cache_is_in_the_platforms_cache_folder(monkeypatch):
+    from platformdirs import user_cache_dir
+
+    monkeypatch.delenv("PRUNEVIZ_CACHE_DIR", raising=False)
+    assert cache_path().parent == Path(user_cache_dir("pruneviz")) / "kernels"

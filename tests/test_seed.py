@@ -102,3 +102,19 @@ def test_torch_threads_sets_and_restores_the_number_of_threads():
         assert torch.get_num_threads() == before
     with pytest.raises(ValidationError, match=r"'n' parameter of torch_threads"), torch_threads(0):
         pass
+
+
+def test_torch_threads_limits_the_blas_pools_too_and_restores_them():
+    from threadpoolctl import threadpool_info
+
+    from pruneviz._seed import torch_threads
+
+    def pools() -> dict[str, int]:
+        return {p["filepath"]: p["num_threads"] for p in threadpool_info()}
+
+    before = pools()
+    if not before or max(before.values()) < 2:
+        pytest.skip("no BLAS or OpenMP pool with more than one thread to limit here")
+    with torch_threads(1):
+        assert all(n == 1 for n in pools().values()), pools()
+    assert pools() == before

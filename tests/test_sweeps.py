@@ -4,6 +4,7 @@ locks, and a driver or a Dask worker killed with SIGKILL."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -228,8 +229,9 @@ def _flaky(fail_run: str, times: int):
 
 
 def test_failed_tasks_are_retried_then_recorded_without_stopping_the_rest(
-    tmp_path, tiny_spec, inprocess_zoo, monkeypatch, capsys
+    tmp_path, tiny_spec, inprocess_zoo, monkeypatch, caplog
 ):
+    caplog.set_level(logging.INFO, logger="pruneviz")  # the sweep's progress lines
     path = tmp_path / "zoo"
     parent = sorted(r for r in stable(inprocess_zoo).run if "~" not in r)[0]
     # fails once: the retry stores it
@@ -238,7 +240,7 @@ def test_failed_tasks_are_retried_then_recorded_without_stopping_the_rest(
     table = run_sweep(parse_spec(TINY.replace("seeds = 2", "seeds = [0]")), path, executor="inprocess")
     assert seen == {parent: 2}
     assert table.set_index("run").loc[parent, "attempts"] == 2 and (table.status == "stored").all()
-    assert "sweep: 2 done, 0 running, 0 failed, 0 remaining" in capsys.readouterr().err
+    assert "sweep: 2 done, 0 running, 0 failed, 0 remaining" in caplog.text
 
     # fails every time: recorded with its error after 1 + retries attempts, its child with it, the rest stored
     path = tmp_path / "zoo2"
@@ -605,14 +607,15 @@ def _results(monkeypatch) -> list:
 
 
 def test_sweep_analyses_in_process_equal_the_driver_side_study_and_a_rerun_writes_nothing(
-    tmp_path, two_zoo, analysed_in_driver, monkeypatch, capsys
+    tmp_path, two_zoo, analysed_in_driver, monkeypatch, caplog
 ):
+    caplog.set_level(logging.INFO, logger="pruneviz")  # the sweep's progress lines
     zoo = copy_zoo(two_zoo, tmp_path / "zoo")
     seen = _results(monkeypatch)
     table = run_sweep(parse_spec(WITH_ANALYSES), zoo.path, executor="inprocess")
     assert (table.status == "skipped").all()
     assert_same_entries(zoo.path, analysed_in_driver)
-    assert "analyses: geometry: 6 done, 0 running, 0 failed, 0 remaining" in capsys.readouterr().err
+    assert "analyses: geometry: 6 done, 0 running, 0 failed, 0 remaining" in caplog.text
     assert {r.step for r in seen} == set(ANALYSES) and all(not r.writes.empty for r in seen)
     # every item ran in a read-only zoo: the writes came back to the driver, which stored them
     assert sum(len(r.writes.entries) for r in seen) >= len(cache_entries(zoo.path))
@@ -634,23 +637,25 @@ def test_sweep_analyses_on_a_dask_cluster_equal_the_driver_side_study(
 
 
 def test_workers_that_cannot_read_the_zoo_leave_its_analyses_to_the_driver(
-    tmp_path, two_zoo, analysed_in_driver, dask_client, monkeypatch, capsys
+    tmp_path, two_zoo, analysed_in_driver, dask_client, monkeypatch, caplog
 ):
+    caplog.set_level(logging.INFO, logger="pruneviz")  # the sweep's progress lines
     from pruneviz.sweeps import runner
 
     zoo = copy_zoo(two_zoo, tmp_path / "zoo")
     assert runner._workers_see(zoo, runner.DaskExecutor(dask_client))  # loopback workers share this disk
     monkeypatch.setattr(runner, "_workers_see", lambda zoo, ex: False)  # as on a cluster without it
     run_sweep(parse_spec(WITH_ANALYSES), zoo.path, client=dask_client)
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "workers cannot read the zoo" in err and "its analyses run here, in this process" in err
     assert sweep_failures(zoo.path).empty
     assert_same_entries(zoo.path, analysed_in_driver)
 
 
 def test_a_failing_analysis_item_is_retried_then_recorded_while_the_others_complete(
-    tmp_path, two_zoo, monkeypatch, capsys
+    tmp_path, two_zoo, monkeypatch, caplog
 ):
+    caplog.set_level(logging.INFO, logger="pruneviz")  # the sweep's progress lines
     from pruneviz.study import plan as study
 
     zoo = copy_zoo(two_zoo, tmp_path / "zoo")
@@ -668,7 +673,7 @@ def test_a_failing_analysis_item_is_retried_then_recorded_while_the_others_compl
     spec = parse_spec(TWO + '\n[analyses]\nsteps = ["spectrum"]\n')
     fails = 99
     run_sweep(spec, zoo.path, executor="inprocess", retries=1)
-    assert "analyses: spectrum: 5 done, 0 running, 1 failed, 0 remaining" in capsys.readouterr().err
+    assert "analyses: spectrum: 5 done, 0 running, 1 failed, 0 remaining" in caplog.text
     failures = sweep_failures(zoo.path).set_index("run")
     name = f"analysis:spectrum:{victim}"
     assert list(failures.index) == [name] and failures.loc[name, "attempts"] == 2

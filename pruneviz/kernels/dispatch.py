@@ -23,7 +23,8 @@ For a weight ``W (out, in)`` (zeros are pruned weights), a dtype, a device and a
    measure again.
 
 The cache directory is ``cache_dir`` if given, else ``$PRUNEVIZ_CACHE_DIR/kernels`` if that variable is
-set, else ``~/.cache/pruneviz/kernels``.
+set, else ``kernels`` in the platform's cache folder for pruneviz (``platformdirs``: ``~/.cache/pruneviz`` on
+Linux).
 
 Example::
 
@@ -379,7 +380,9 @@ def cache_path(
     elif os.environ.get("PRUNEVIZ_CACHE_DIR"):
         root = Path(os.environ["PRUNEVIZ_CACHE_DIR"]) / "kernels"
     else:
-        root = Path.home() / ".cache" / "pruneviz" / "kernels"
+        from platformdirs import user_cache_dir
+
+        root = Path(user_cache_dir("pruneviz")) / "kernels"
     fp = json.dumps(machine_fingerprint(device), sort_keys=True)
     return root / f"crossovers-{hashlib.sha1(fp.encode()).hexdigest()[:12]}.json"
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pruneviz._log import progress as progress_line
 from pruneviz._seed import torch_threads
 from pruneviz._validation import check_choice, fail
 from pruneviz.exceptions import ZooError
@@ -114,9 +115,8 @@ def analyse_zoo(
                 {"dataset": dataset, "step": step, "items": items, "rows": rows, "seconds": seconds}
             )
             if progress:
-                print(
-                    f"  {dataset}: {step:<13} {items:>4} analyses, {rows:>7} rows, {seconds:6.1f} s",
-                    flush=True,
+                progress_line(
+                    f"  {dataset}: {step:<13} {items:>4} analyses, {rows:>7} rows, {seconds:6.1f} s"
                 )
     return pd.DataFrame(report, columns=["dataset", "step", "items", "rows", "seconds"])
 

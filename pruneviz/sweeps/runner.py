@@ -19,7 +19,6 @@ import contextlib
 import datetime as _dt
 import json
 import os
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pruneviz._io import write_json_atomic
+from pruneviz._log import progress as progress_line
 from pruneviz._validation import check_choice, check_int, fail
 from pruneviz.exceptions import ZooError
 from pruneviz.sweeps.executors import DaskExecutor, Executor, InProcessExecutor, LocalProcessExecutor
@@ -194,7 +194,7 @@ class _Progress:
         remaining = self.total - done - running - failed
         line = f"sweep: {done} done, {running} running, {failed} failed, {remaining} remaining"
         if line != self.last:
-            print(line, file=sys.stderr, flush=True)
+            progress_line(line)
             self.last = line
 
 
@@ -284,7 +284,7 @@ def _drive(spec: SweepSpec, zoo: Zoo, ex: Executor, *, retries: int, progress: b
     done, failed = counts()
     bar.show(done, 0, failed)
     if spec.analyses and failed and progress:
-        print(f"sweep: analyses not run, {failed} task(s) failed; rerun the sweep", file=sys.stderr)
+        progress_line(f"sweep: analyses not run, {failed} task(s) failed; rerun the sweep")
     if spec.analyses and not failed:
         _analyse(spec, zoo, ex, failures, retries=retries, progress=progress)
     rows = []
@@ -320,12 +320,10 @@ def _analyse(
     study.record_settings(zoo, settings)  # the zoo's views ask for exactly these results
     if ex.name == "dask" and not _workers_see(zoo, ex):
         if progress:
-            print(
+            progress_line(
                 f"sweep: the cluster's workers cannot read the zoo at {str(zoo.path.resolve())!r} (no "
                 "shared filesystem), so its analyses run here, in this process. To run them on the "
-                "cluster, put the zoo on a filesystem the workers share, at the same path.",
-                file=sys.stderr,
-                flush=True,
+                "cluster, put the zoo on a filesystem the workers share, at the same path."
             )
         ex = InProcessExecutor()
     token = uuid.uuid4().hex[:8]  # keys of this sweep's submissions, distinct from any earlier sweep's
@@ -377,11 +375,9 @@ def _analyse_step(
     def show() -> None:
         if progress and by_id:
             done, failed, running = count["done"], count["failed"], len(in_flight)
-            print(
+            progress_line(
                 f"analyses: {step}: {done} done, {running} running, {failed} failed, "
-                f"{len(by_id) - done - failed - running} remaining",
-                file=sys.stderr,
-                flush=True,
+                f"{len(by_id) - done - failed - running} remaining"
             )
 
     for ident in by_id:
