@@ -486,3 +486,31 @@ def test_the_views_render_and_react_inside_jupyterlab(browser, study_zoo, tmp_pa
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_chart_of_200k_points_renders_through_vegafusion(browser, tmp_path):
+    """A chart of more rows than Altair inlines is compiled by VegaFusion and drawn on a canvas, offline."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_charts import big_embedding
+
+    from pruneviz.charts import embedding_chart, save_chart
+
+    frame = big_embedding()
+    page_file = save_chart(embedding_chart(frame, max_points=len(frame)), tmp_path / "big.html")
+    page, errors = _page(browser)
+    page.goto(page_file.as_uri())
+    assert _charts_in(page, 1, timeout=120) >= 1
+    drawn = page.evaluate(
+        """() => {
+        const c = document.querySelector('.vega-embed canvas');
+        if (!c) return 0;
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let ink = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && (d[i] < 200 || d[i + 1] < 200)) ink++;
+        return ink;
+    }"""
+    )
+    assert drawn > 10_000, drawn  # the points are there, not an empty frame
+    page.screenshot(path=str(ARTIFACTS / "vegafusion-200k.png"))
+    assert not errors, errors[:5]
+    page.close()

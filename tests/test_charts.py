@@ -655,3 +655,56 @@ def test_pruneviz_charts_compose_and_take_their_look_from_a_registered_theme():
     assert a.to_dict()["usermeta"]["pruneviz"]["chart"] == "reliability_chart"  # the parts are untouched
     with alt.theme.enable("default"):  # another theme: the charts follow it
         assert a.to_dict().get("config", {}).get("font") != theme()["font"]
+
+
+def big_embedding(n: int = 100_000) -> pd.DataFrame:
+    """Two models' aligned features of ``n`` samples each (200k points)."""
+    rng = np.random.default_rng(0)
+    models = [("d", None, 0.0), ("p", "lamp", 0.9)]
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "run": run,
+                    "sample_id": np.arange(n),
+                    "label": rng.integers(0, 10, n),
+                    "x": rng.normal(size=n),
+                    "y": rng.normal(size=n),
+                    "method": method,
+                    "sparsity_target": sparsity,
+                }
+            )
+            for run, method, sparsity in models
+        ],
+        ignore_index=True,
+    )
+
+
+def test_a_chart_of_more_rows_than_altair_inlines_goes_through_vegafusion(tmp_path):
+    import json
+
+    import altair as alt
+
+    from pruneviz.charts import chart_spec, embedding_chart, save_chart
+
+    frame = big_embedding()
+    chart = embedding_chart(frame, max_points=len(frame))  # every point: no sampling
+    with pytest.raises(alt.MaxRowsError):
+        chart.to_dict()
+    spec = chart_spec(chart)
+    assert "/schema/vega/" in spec["$schema"]  # compiled Vega, its transforms evaluated in Python
+    rows = {d["name"]: len(d.get("values", [])) for d in spec["data"]}
+    assert max(rows.values()) == len(frame)
+    assert alt.data_transformers.active == "default"  # the global transformer is back
+    # transforms evaluated in Python shrink the data: 200k points binned into at most 40 × 40 cells
+    binned = (
+        alt.Chart(frame)
+        .mark_rect()
+        .encode(alt.X("x:Q").bin(maxbins=40), alt.Y("y:Q").bin(maxbins=40), color="count()")
+    )
+    cells = max(len(d.get("values", [])) for d in chart_spec(binned)["data"])
+    assert 0 < cells <= 41 * 41
+    small = embedding_chart(frame.head(200))
+    assert "vega-lite" in chart_spec(small)["$schema"]
+    saved = json.loads(save_chart(chart, tmp_path / "big.json").read_text())
+    assert "/schema/vega/" in saved["$schema"]

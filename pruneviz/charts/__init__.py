@@ -18,7 +18,7 @@ require("altair", "pruneviz.charts")
 from pruneviz.charts._base import MAX_ROWS, SAMPLE_SELECTION, sample_selection  # noqa: E402
 from pruneviz.charts._theme import method_colour, theme  # noqa: E402
 from pruneviz.charts.exemplars import exemplar_gallery, exemplar_list  # noqa: E402
-from pruneviz.charts.export import chart_data, save_chart  # noqa: E402
+from pruneviz.charts.export import chart_data, chart_spec, save_chart  # noqa: E402
 from pruneviz.charts.geometry import (  # noqa: E402
     cka_chart,
     embedding_chart,
@@ -47,6 +47,7 @@ __all__ = [
     "SAMPLE_SELECTION",
     "attack_chart",
     "chart_data",
+    "chart_spec",
     "cka_chart",
     "corruption_chart",
     "embedding_chart",

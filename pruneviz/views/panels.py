@@ -36,6 +36,7 @@ from panel.io.document import hold
 
 from pruneviz._version import __version__
 from pruneviz.charts import SAMPLE_SELECTION
+from pruneviz.charts.export import chart_html, chart_spec
 from pruneviz.exceptions import PrunevizError
 from pruneviz.views.state import StudyState
 from pruneviz.views.vega import VegaChart, page_text
@@ -97,7 +98,7 @@ def csv_bytes(frame: pd.DataFrame, conf: dict[str, Any]) -> io.StringIO:
 
 def html_bytes(chart: Any, conf: dict[str, Any]) -> io.StringIO:
     """A standalone HTML page of the chart (scripts inline, opens offline) with its configuration."""
-    html = chart.to_html(inline=True)
+    html = chart_html(chart)
     note = (
         "<details><summary>configuration</summary><pre>"
         + json.dumps(conf, indent=2, sort_keys=True, default=str)
@@ -121,7 +122,7 @@ def draw(state: StudyState, figure: Figure) -> Drawn:
         chart = figure.chart(frame, state)
         # charts are validated against the Vega-Lite schema by the test suite; in the page the
         # validation would cost more than everything else together
-        spec = chart.to_dict(validate=False)
+        spec = chart_spec(chart, validate=False)  # Vega from VegaFusion for a chart of many rows
         text = page_text(spec)
     except PrunevizError as exc:
         return Drawn(message=str(exc))

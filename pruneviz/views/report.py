@@ -357,7 +357,9 @@ def _vega_bundle() -> str:
 
 
 def _spec(chart: Any) -> str:
-    return json.dumps(chart.to_dict()).replace("</", "<\\/")
+    from pruneviz.charts.export import chart_spec
+
+    return json.dumps(chart_spec(chart)).replace("</", "<\\/")
 
 
 def audit_context(state: StudyState) -> dict[str, Any]:

@@ -60,9 +60,10 @@ def page_text(spec: dict[str, Any], *, stretch: bool = True, compile: bool = Tru
             got=type(spec).__name__,
             fix="pass chart.to_dict() of an Altair chart.",
         )
-    if stretch and isinstance(spec.get("width"), int | float):
+    already_vega = "/schema/vega/" in str(spec.get("$schema", ""))  # a large chart, compiled by VegaFusion
+    if stretch and not already_vega and isinstance(spec.get("width"), int | float):
         spec = {**spec, "width": "container"}
-    vega = _compiled(spec) if compile else None
+    vega = _compiled(spec) if compile and not already_vega else None
     if vega is not None:
         vega["usermeta"] = {**vega.get("usermeta", {}), "pruneviz_selections": selection_names(spec)}
         spec = vega
