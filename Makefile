@@ -7,7 +7,7 @@ DEMO_ZOO ?= build/demo-zoo
 PYTEST_ARGS ?=
 LINT_PATHS := pruneviz tests $(wildcard benchmarks/*.py)
 
-.PHONY: demo lab test test-fast lint install install-dev bench-quick clean
+.PHONY: demo lab docs test test-fast lint install install-dev bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ demo: $(VENV)/.installed
 # JupyterLab on the notebooks, on this machine only (127.0.0.1); the views render inline in it
 lab: $(VENV)/.installed
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# the notebooks executed in small mode and rendered with their outputs to build/notebooks/*.html
+docs: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -p no:randomly -m notebook tests/test_notebooks.py
+	@echo "notebooks rendered to build/notebooks/"
 
 # every tier, in a shuffled order (pytest-randomly prints the seed; -p no:randomly keeps file order)
 test: lint

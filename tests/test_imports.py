@@ -113,3 +113,22 @@ def test_layering_checker_catches_a_violation(tmp_path):
     bad.write_text("from pruneviz.zoo import Zoo\n")
     names = imported_names(bad)
     assert layer_of(names[0]) == "zoo" and "zoo" not in LAYERS["models"]
+
+
+def test_the_conda_environment_installs_the_lock():
+    """environment.yml and the Makefile install the same pins: the conda file takes Python from
+    pyproject's floor and every pin from requirements/ (none of its own), and names the no-deps lock."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "environment.yml").read_text()
+    requires = tomllib.loads((root / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert f"python={requires.lstrip('>=').split(',')[0]}" in text
+    assert "- -r requirements/lock-dev.txt" in text and "- -e ." in text
+    assert "pip install --no-deps -r requirements/lock-nodeps.txt" in text
+    pins = [line for line in text.splitlines() if "==" in line and not line.lstrip().startswith("#")]
+    assert pins == [], pins  # a pin here could disagree with the lock
+    makefile = (root / "Makefile").read_text()
+    assert "-r requirements/lock-dev.txt" in makefile and "--no-deps -r requirements/lock-nodeps.txt" in makefile
+    lock = (root / "requirements" / "lock.txt").read_text()
+    assert "jupyterlab==" in lock  # JupyterLab is part of the product

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+DOCS = Path(__file__).resolve().parents[1] / "build" / "notebooks"  # the executed notebooks as HTML
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 STORIES = {"quickstart", "geometry", "exemplars", "sharpness", "spectrum", "robustness", "fairness_audit"}
 PUBLIC = {
@@ -96,3 +97,11 @@ def test_runs_in_small_mode(path, tmp_path, monkeypatch):
     last = [o for o in code[-1].outputs if o.output_type in ("execute_result", "display_data", "stream")]
     assert last, f"{path.name}: the last cell shows nothing"
     assert (tmp_path / "zoo" / "zoo.sqlite").exists()  # the zoo went where it was told
+    # the executed notebook, outputs and all, is the documentation page `make docs` leaves in build/
+    from nbconvert import HTMLExporter
+
+    page, _ = HTMLExporter().from_notebook_node(notebook)
+    DOCS.mkdir(parents=True, exist_ok=True)
+    (DOCS / f"{path.stem}.html").write_text(page, encoding="utf-8")
+    title = notebook.cells[0].source.splitlines()[0].lstrip("# ").strip()
+    assert title.split(":")[0] in page and "jp-OutputArea" in page
