@@ -129,6 +129,8 @@ def test_the_conda_environment_installs_the_lock():
     pins = [line for line in text.splitlines() if "==" in line and not line.lstrip().startswith("#")]
     assert pins == [], pins  # a pin here could disagree with the lock
     makefile = (root / "Makefile").read_text()
-    assert "-r requirements/lock-dev.txt" in makefile and "--no-deps -r requirements/lock-nodeps.txt" in makefile
+    assert (
+        "-r requirements/lock-dev.txt" in makefile and "--no-deps -r requirements/lock-nodeps.txt" in makefile
+    )
     lock = (root / "requirements" / "lock.txt").read_text()
     assert "jupyterlab==" in lock  # JupyterLab is part of the product
