@@ -38,3 +38,14 @@ def progress(message: str) -> None:
         if LOGGER.level == logging.NOTSET:
             LOGGER.setLevel(logging.INFO)
     LOGGER.info(message)
+
+
+def bar(items: Any, *, show: bool, desc: str, total: int | None = None) -> Any:
+    """``items`` wrapped in a ``tqdm.auto`` progress bar (a widget in Jupyter, text elsewhere) when
+    ``show``; else ``items`` as they are. Every loop that can take more than a few seconds offers it
+    as ``progress=``."""
+    if not show:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, total=total, leave=False)

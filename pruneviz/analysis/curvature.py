@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pruneviz._log import bar
 from pruneviz._scope import eval_mode
 from pruneviz._validation import check_int, fail
 from pruneviz.data.dataset import Dataset
@@ -303,13 +304,15 @@ def lanczos(
     seed: int = 0,
     start: torch.Tensor | None = None,
     reorthogonalize: bool = True,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
     """``iterations`` steps of Lanczos on ``op`` from a random (or given) start vector.
 
     Returns ``(alpha, beta, Q)``: the tridiagonal's diagonal (length m) and off-diagonal (length m, the
     last entry the residual norm β_m), and the Lanczos basis ``(dim, m)`` if ``reorthogonalize`` (full
     reorthogonalisation, memory ``m · dim``) else ``None`` (three vectors, bounded memory). Stops early
-    on an invariant subspace.
+    on an invariant subspace. ``progress`` shows a bar over the iterations (one Hessian-vector product
+    each).
     """
     gen = torch.Generator().manual_seed(seed)
     q = _random_vector(op.dim, gen, torch.float64) if start is None else start.to(torch.float64).clone()
@@ -318,7 +321,7 @@ def lanczos(
     q_prev = torch.zeros_like(q)
     beta_prev = 0.0
     alphas, betas = [], []
-    for _ in range(min(iterations, op.dim)):
+    for _ in bar(range(min(iterations, op.dim)), show=progress, desc="Lanczos (Hessian-vector products)"):
         w = op.matvec(q.to(op.dtype)).to(torch.float64)
         a = float(w @ q)
         w = w - a * q - beta_prev * q_prev
@@ -345,7 +348,13 @@ def _tridiagonal_eigh(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray
 
 
 def hessian_eigenvalues(
-    op: HessianOperator, *, k: int = 1, iterations: int | None = None, seed: int = 0, which: str = "largest"
+    op: HessianOperator,
+    *,
+    k: int = 1,
+    iterations: int | None = None,
+    seed: int = 0,
+    which: str = "largest",
+    progress: bool = False,
 ) -> pd.DataFrame:
     """The ``k`` largest (``which="largest"``) or largest-magnitude (``"magnitude"``) Hessian
     eigenvalues by Lanczos with full reorthogonalisation (Lanczos 1950; Golub & Van Loan §10.1).
@@ -353,7 +362,7 @@ def hessian_eigenvalues(
     ``iterations`` (the number of Hessian-vector products) defaults to ``max(10, 4k)``. Each eigenvalue
     comes with its Lanczos residual ``||H y - θ y|| = β_m |e_mᵀ s|``, a computable error bound
     (``|θ - λ| <= residual`` for some eigenvalue λ). Tidy frame: ``rank``, ``eigenvalue``,
-    ``residual``, ``hvps``, ``dim``.
+    ``residual``, ``hvps``, ``dim``. ``progress`` shows a bar over the Hessian-vector products.
     """
     where = "hessian_eigenvalues"
     k = check_int(k, "k", where, minimum=1)
@@ -371,7 +380,7 @@ def hessian_eigenvalues(
     if which not in ("largest", "magnitude"):
         fail("which", where, "'largest' or 'magnitude'", which)
     before = op.hvps
-    alphas, betas, _ = lanczos(op, iterations, seed=seed)
+    alphas, betas, _ = lanczos(op, iterations, seed=seed, progress=progress)
     theta, s = _tridiagonal_eigh(alphas, betas)
     order = np.argsort(-theta) if which == "largest" else np.argsort(-np.abs(theta))
     order = order[:k]
@@ -428,6 +437,7 @@ def hessian_density(
     grid: int = 400,
     sigma: float | None = None,
     seed: int = 0,
+    progress: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Spectral density by stochastic Lanczos quadrature (Ghorbani, Krishnan & Xiao 2019; Lin, Saad &
     Yang 2016), with bounded memory (no stored Lanczos basis: three vectors per run).
@@ -437,12 +447,13 @@ def hessian_density(
     |v|²`` with polynomials ``p`` of degree < 2·iterations. Returns ``(nodes, density)``: ``nodes`` has
     ``vector``, ``node``, ``weight``; ``density`` the average of the rules smoothed with a Gaussian of
     width ``sigma`` (default 1 % of the spectral range) on ``grid`` points (``eigenvalue``, ``density``).
+    ``progress`` shows a bar over the start vectors.
     """
     where = "hessian_density"
     vectors = check_int(vectors, "vectors", where, minimum=1)
     iterations = check_int(iterations, "iterations", where, minimum=2)
     rows = []
-    for v in range(vectors):
+    for v in bar(range(vectors), show=progress, desc="stochastic Lanczos quadrature"):
         alphas, betas, _ = lanczos(op, iterations, seed=seed + 1000 * v, reorthogonalize=False)
         theta, s = _tridiagonal_eigh(alphas, betas)
         weights = s[0, :] ** 2

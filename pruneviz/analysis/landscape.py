@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from pruneviz._log import bar
 from pruneviz._validation import check_int, check_positive_float, fail
 from pruneviz.analysis.perturb import gaussian_direction, loss_and_accuracy, perturbed, set_point
 from pruneviz.data.dataset import Dataset
@@ -44,16 +45,18 @@ def landscape_1d(
     normalization: str = "filter",
     seed: int = 0,
     batch_size: int = 512,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Loss and accuracy along one filter-normalised Gaussian direction (Li et al. 2018), on a centred,
     symmetric grid of ``steps`` points in ``[-radius, radius]``. Frame: ``alpha``, ``loss``, ``loss_se``,
-    ``accuracy``, ``accuracy_se`` plus the settings (``direction_seed``, ``normalization``, ``samples``)."""
+    ``accuracy``, ``accuracy_se`` plus the settings (``direction_seed``, ``normalization``, ``samples``).
+    ``progress`` shows a bar over the grid points."""
     grid = centred_grid(steps, radius, where="landscape_1d")
     direction = gaussian_direction(model, masks=masks, normalization=normalization, seed=seed)
     rows = []
     with perturbed(model) as m:
         base = {n: p.detach().clone() for n, p in m.named_parameters()}
-        for a in grid:
+        for a in bar(grid, show=progress, desc="landscape 1-D"):
             set_point(m, base, [(direction, float(a))])
             rows.append({"alpha": float(a), **loss_and_accuracy(m, data, batch_size=batch_size)})
     return pd.DataFrame(rows).assign(direction_seed=seed, normalization=normalization, samples=len(data))
@@ -69,22 +72,24 @@ def landscape_2d(
     normalization: str = "filter",
     seed: int = 0,
     batch_size: int = 512,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Loss and accuracy on a ``steps × steps`` centred grid spanned by two independent filter-normalised
     Gaussian directions (seeds ``seed`` and ``seed + 1``). Frame: ``alpha``, ``beta``, ``loss``,
-    ``loss_se``, ``accuracy``, ``accuracy_se`` plus the settings."""
+    ``loss_se``, ``accuracy``, ``accuracy_se`` plus the settings. ``progress`` shows a bar over the
+    grid points."""
     grid = centred_grid(steps, radius, where="landscape_2d")
     d1 = gaussian_direction(model, masks=masks, normalization=normalization, seed=seed)
     d2 = gaussian_direction(model, masks=masks, normalization=normalization, seed=seed + 1)
     rows = []
     with perturbed(model) as m:
         base = {n: p.detach().clone() for n, p in m.named_parameters()}
-        for a in grid:
-            for b in grid:
-                set_point(m, base, [(d1, float(a)), (d2, float(b))])
-                rows.append(
-                    {"alpha": float(a), "beta": float(b), **loss_and_accuracy(m, data, batch_size=batch_size)}
-                )
+        points = [(a, b) for a in grid for b in grid]
+        for a, b in bar(points, show=progress, desc="landscape 2-D"):
+            set_point(m, base, [(d1, float(a)), (d2, float(b))])
+            rows.append(
+                {"alpha": float(a), "beta": float(b), **loss_and_accuracy(m, data, batch_size=batch_size)}
+            )
     return pd.DataFrame(rows).assign(direction_seed=seed, normalization=normalization, samples=len(data))
 
 
@@ -96,11 +101,13 @@ def interpolation(
     steps: int = 21,
     extend: float = 0.0,
     batch_size: int = 512,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Loss and accuracy along the straight line ``θ(t) = (1 - t) θ_start + t θ_end`` for ``t`` in
     ``[-extend, 1 + extend]`` (Goodfellow et al. 2015), e.g. from a dense model to its pruned version.
     Parameters and floating-point buffers (BatchNorm statistics) are interpolated alike. Neither model
-    is changed (a copy is moved). Frame: ``t``, ``loss``, ``loss_se``, ``accuracy``, ``accuracy_se``."""
+    is changed (a copy is moved). Frame: ``t``, ``loss``, ``loss_se``, ``accuracy``, ``accuracy_se``.
+    ``progress`` shows a bar over the points of the line."""
     where = "interpolation"
     steps = check_int(steps, "steps", where, minimum=2)
     if not (isinstance(extend, int | float) and extend >= 0):
@@ -119,7 +126,7 @@ def interpolation(
     work = copy.deepcopy(start)
     rows = []
     with torch.no_grad():
-        for t in np.linspace(-extend, 1 + extend, steps):
+        for t in bar(np.linspace(-extend, 1 + extend, steps), show=progress, desc="interpolation"):
             mixed = {
                 k: (1 - t) * a_state[k] + t * b_state[k] if a_state[k].is_floating_point() else a_state[k]
                 for k in a_state

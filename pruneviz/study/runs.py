@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from pruneviz import _vocabulary as V
+from pruneviz._log import bar
 from pruneviz._validation import check_choice, check_int, data_fail, fail
 from pruneviz.analysis.activations import activations, check_layers, classifier_layer
 from pruneviz.analysis.attacks import FEATURE_RANGE, AttackSettings, attack, feature_range
@@ -530,6 +531,7 @@ def run_attacks(
     attacks: Sequence[AttackSettings] | None = None,
     subset: str = "test",
     batch_size: int = 256,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """White-box attacks on every run (default all): each run's adversarial outputs are stored in the zoo
     as extra splits named by the attack (``AttackSettings.split``), computed once; returns the robust
@@ -539,7 +541,7 @@ def run_attacks(
     training part, widened to the attacked samples' values where they lie outside it. Tidy: run keys,
     ``split``, ``attack``, ``norm``, ``eps``,
     ``step_size``, ``steps``, ``random_start``, ``attack_seed``, ``metric="accuracy"``, ``value``,
-    ``samples``."""
+    ``samples``. ``progress`` shows a bar over the runs."""
     where = "run_attacks"
     check_choice(subset, "subset", where, ("train", "val", "test"))
     ids = _run_list(zoo, runs, where)
@@ -556,7 +558,7 @@ def run_attacks(
     batch_size = check_int(batch_size, "batch_size", where, minimum=1)
     attacks = list({a.split: a for a in attacks}.values())  # the same settings twice are one attack
     frames = []
-    for rid in ids:
+    for rid in _progress(ids, progress, "attacks"):
         have = set(_stored_splits(zoo, rid, subset))
         todo = [a for a in attacks if a.split not in have]
         if todo:
@@ -745,12 +747,8 @@ def default_suite(channels: int) -> str:
     return "mnist_c" if channels == 1 else "cifar10_c"
 
 
-def _progress(items: Sequence[Any], show: bool, desc: str):
-    if not show:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, leave=False)
+def _progress(items: Sequence[Any], show: bool, desc: str) -> Any:
+    return bar(items, show=show, desc=desc)
 
 
 def run_corruption_errors(
