@@ -140,7 +140,8 @@ def _send_at_once() -> None:
     Each Bokeh message is several small frames. Without this, Nagle's algorithm holds every frame after
     the first until the browser acknowledges it, and browsers delay acknowledgements (40 ms on Linux):
     every figure a change redrew came 40 ms late. Replaces Panel's websocket handler in the route
-    table that servers made from now on use."""
+    table that servers made from now on use. The table is Bokeh's private ``per_app_patterns``: a test
+    (``tests/test_app.py``) pins it, so an upgrade that moves it fails loudly."""
     from bokeh.server.urls import per_app_patterns
 
     for i, (pattern, handler, *rest) in enumerate(per_app_patterns):

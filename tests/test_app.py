@@ -259,3 +259,25 @@ def test_a_chart_reports_every_pick_and_ignores_malformed_messages():
     for _ in range(2):  # the same pick twice is two picks
         chart._handle_msg({"selection": "sample", "points": [{"sample_id": 4}, "junk"]})
     assert seen == [("sample", [{"sample_id": 4}])] * 2 and chart.selections == {"sample": [{"sample_id": 4}]}
+
+
+def test_the_private_bokeh_route_the_app_replaces_is_still_there():
+    """The app's websocket handler (``TCP_NODELAY``) replaces Bokeh's entry for ``/ws`` in
+    ``bokeh.server.urls.per_app_patterns``, a private table: this fails loudly if an upgrade moves it,
+    instead of the app silently losing 40 ms per redraw."""
+    from bokeh.server.urls import per_app_patterns
+    from bokeh.server.views.ws import WSHandler
+
+    from pruneviz.app import _send_at_once
+
+    before = list(per_app_patterns)
+    try:
+        routes = {pattern: handler for pattern, handler, *_ in per_app_patterns}
+        assert r"/ws" in routes and issubclass(routes[r"/ws"], WSHandler)
+        _send_at_once()
+        _send_at_once()  # idempotent
+        handler = {pattern: h for pattern, h, *_ in per_app_patterns}[r"/ws"]
+        assert handler.sends_at_once and issubclass(handler, WSHandler)
+        assert not getattr(handler.__mro__[1], "sends_at_once", False)  # one wrapper, not two
+    finally:
+        per_app_patterns[:] = before
