@@ -11,7 +11,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pruneviz._validation import check_int, fail
 from pruneviz.exceptions import PrunevizError
@@ -35,7 +35,8 @@ def build_app(zoo: Zoo | str | os.PathLike[str], *, title: str = "pruneviz") -> 
     # nothing from outside this machine (the Fast templates pull a web font from Google)
     # no busy indicator: each figure shows its own while it is computed, and updating the template's
     # on every change cost more than redrawing a remembered figure
-    template = pn.template.BootstrapTemplate(title=title, sidebar_width=300, busy_indicator=None)
+    # typed loosely: Panel declares the template's areas optional and has no attribute for the state
+    template: Any = pn.template.BootstrapTemplate(title=title, sidebar_width=300, busy_indicator=None)
     try:
         # a page request never writes: what is not cached is computed into this object's memory
         zoo = Zoo(zoo.path if isinstance(zoo, Zoo) else zoo, read_only=True)
@@ -154,7 +155,7 @@ def _send_at_once() -> None:
                     self.set_nodelay(True)
                     return super().open(*args, **kwargs)
 
-            per_app_patterns[i] = (pattern, Handler, *rest)
+            per_app_patterns[i] = cast(Any, (pattern, Handler, *rest))
 
 
 def serve(

@@ -20,7 +20,7 @@ def sample_selection(selected: int | None = None) -> alt.Parameter:
     """The point selection on ``sample_id`` (named ``"sample"``) that links views of the same samples:
     click a sample to pick it out in every panel, shift-click to add, double-click to clear.
     ``selected`` starts it on that sample (a selection made in another view)."""
-    extra = {} if selected is None else {"value": [{"sample_id": int(selected)}]}
+    extra: dict[str, Any] = {} if selected is None else {"value": [{"sample_id": int(selected)}]}
     return alt.selection_point(
         name=SAMPLE_SELECTION, fields=["sample_id"], on="click", clear="dblclick", **extra
     )
@@ -286,7 +286,8 @@ def composable(chart: Any) -> Any:
 
 
 def _compose(how: Any, *charts: Any) -> Any:
-    parts, metas = [], []
+    parts: list[Any] = []
+    metas: list[Any] = []
     for chart in charts:
         meta = getattr(chart, "usermeta", alt.Undefined)
         if meta is not alt.Undefined:

@@ -13,7 +13,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import altair as alt
 import pandas as pd
@@ -164,5 +164,5 @@ def save_chart(chart: Any, path: str | os.PathLike[str], *, scale: float = 2.0) 
         text = json.dumps(chart_spec(chart), indent=2)
         write_atomic(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     else:
-        write_atomic(target, lambda tmp: chart.save(str(tmp), format=fmt, scale_factor=scale))
+        write_atomic(target, lambda tmp: chart.save(str(tmp), format=cast(Any, fmt), scale_factor=scale))
     return target

@@ -230,7 +230,7 @@ def reliability_chart(reliability: pd.DataFrame) -> alt.LayerChart:
     return finish(chart, where, {}, rows=len(data), source_rows=len(reliability))
 
 
-def _line_with_spread(x: alt.X, y: alt.Y, colour: Any, keys: list[str]) -> alt.LayerChart:
+def _line_with_spread(x: alt.X, y: alt.Y, colour: Any, keys: list[str]) -> alt.LayerChart | alt.FacetChart:
     """Mean line with points per model, and a rule from the lowest to the highest seed."""
     line = (
         alt.Chart()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any, cast
 
 import altair as alt
 import pandas as pd
@@ -167,7 +168,9 @@ def landscape_contour_chart(
             x2="alpha_hi:Q",
             y=alt.Y("beta_lo:Q", title="Step along direction 2, β (filter-normalised units)"),
             y2="beta_hi:Q",
-            color=alt.Color("band:O", sort=names, title=axis_title(quantity), scale=alt.Scale(scheme=scheme)),
+            color=alt.Color(
+                "band:O", sort=names, title=axis_title(quantity), scale=alt.Scale(scheme=cast(Any, scheme))
+            ),
             tooltip=["model", "alpha", "beta", alt.Tooltip(f"{quantity}:Q", format=".4g")],
         )
     )
@@ -202,7 +205,9 @@ def _step(values: pd.Series) -> float:
     return min(b - a for a, b in itertools.pairwise(grid)) if len(grid) > 1 else 1.0
 
 
-def landscape_line_chart(landscape: pd.DataFrame, *, quantity: str = "loss") -> alt.LayerChart:
+def landscape_line_chart(
+    landscape: pd.DataFrame, *, quantity: str = "loss"
+) -> alt.LayerChart | alt.FacetChart:
     """The loss (or accuracy) along one random filter-normalised direction through each model's
     weights (Li et al. 2018), with a ± one standard error band; α = 0 is the trained model.
 
@@ -249,18 +254,20 @@ def interpolation_chart(
     )
 
 
-def _line(frame: pd.DataFrame, xcol: str, x: alt.X, quantity: str, heading: str) -> alt.LayerChart:
+def _line(
+    frame: pd.DataFrame, xcol: str, x: alt.X, quantity: str, heading: str
+) -> alt.LayerChart | alt.FacetChart:
     models, _, colour = _models(frame)
     se = f"{quantity}_se"
     cols = ["model", xcol, quantity] + ([se] if se in models.columns else [])
     data = models[cols].reset_index(drop=True)
     fmt = "%" if quantity == "accuracy" else "~g"
     y = alt.Y(f"{quantity}:Q", title=axis_title(quantity), axis=alt.Axis(format=fmt))
-    layers = []
+    layers: list[Any] = []
     if se in data.columns:
         data["low"], data["high"] = data[quantity] - data[se], data[quantity] + data[se]
         # the band fills in the model's colour on a scale of its own, so that only the lines make the legend
-        band = alt.Fill("model:N", legend=None, scale=colour.to_dict()["scale"])
+        band = alt.Fill("model:N", legend=None, scale=cast(Any, colour).to_dict()["scale"])
         layers.append(alt.Chart().mark_area(opacity=0.2).encode(x=x, y="low:Q", y2="high:Q", fill=band))
     layers.append(
         alt.Chart()

@@ -261,11 +261,15 @@ class FigurePane(pn.viewable.Viewer):
     # -- downloads ----------------------------------------------------------------------------------
     def _csv_data(self) -> io.StringIO:
         drawn = self._drawn
-        return csv_bytes(drawn.frame, drawn.conf) if drawn and drawn.frame is not None else io.StringIO()
+        if not drawn or drawn.frame is None:
+            return io.StringIO()
+        return csv_bytes(drawn.frame, drawn.conf or {})
 
     def _html_data(self) -> io.StringIO:
         drawn = self._drawn
-        return html_bytes(drawn.chart, drawn.conf) if drawn and drawn.chart is not None else io.StringIO()
+        if not drawn or drawn.chart is None:
+            return io.StringIO()
+        return html_bytes(drawn.chart, drawn.conf or {})
 
     # -- drawing ------------------------------------------------------------------------------------
     @property
@@ -339,7 +343,9 @@ class FigurePane(pn.viewable.Viewer):
         """A click on a sample in this figure picks it for every view (``StudyState.sample_id``)."""
         if selection != SAMPLE_SELECTION:
             return
-        ids = [p.get("sample_id") for p in picked if isinstance(p, dict) and p.get("sample_id") is not None]
+        ids: list[Any] = [
+            p.get("sample_id") for p in picked if isinstance(p, dict) and p.get("sample_id") is not None
+        ]
         if ids:
             self.view.state.sample_id = int(ids[-1])
 
@@ -364,7 +370,7 @@ class AnalysisView(pn.viewable.Viewer):
     ``active`` says whether the view is on screen: an inactive view only notes that its figures are
     out of date and redraws them when it becomes active again (the app sets it from its tabs)."""
 
-    state = param.ClassSelector(class_=StudyState, doc="The choices and the zoo shown.")
+    state: Any = param.ClassSelector(class_=StudyState, doc="The choices and the zoo shown.")
     active = param.Boolean(default=True, doc="Whether the view is on screen (redraws when it is).")
     figures: tuple[Figure, ...] = ()
     heading = ""
@@ -432,6 +438,7 @@ def registered_figures(tab: str) -> tuple[Figure, ...]:
     figures = []
     for entry in analyses(tab=tab) if tab else []:
         show = entry.show
+        assert show is not None  # analyses(tab=...) lists shown analyses only
         depends = show.depends or (*SCOPE_DEPENDS[entry.scope], *(["group"] if "group" in entry.over else []))
         figures.append(Figure(show.title, entry.name, _chart_of(show.chart), tuple(depends)))
     return tuple(figures)

@@ -59,11 +59,10 @@ def registered_sections(state: StudyState) -> list[tuple[str, Any]]:
     :class:`~pruneviz.study.Show` asks to be in the report, drawn for the pruned run in focus."""
     from pruneviz.study import analyses
 
-    return [
-        (a.show.title, _or_note(lambda a=a: a.show.chart(state.frame(a.name))))
-        for a in analyses()
-        if a.show is not None and a.show.report
-    ]
+    def section(entry: Any) -> tuple[str, Any]:
+        return entry.show.title, _or_note(lambda: entry.show.chart(state.frame(entry.name)))
+
+    return [section(a) for a in analyses() if a.show is not None and a.show.report]
 
 
 def _metric_of(frame: pd.DataFrame, metric: str | None) -> str | None:

@@ -42,17 +42,17 @@ class StudyState(param.Parameterized):
     'This zoo has no runs yet. Build some with `pruneviz zoo build` (or `pruneviz demo`).'
     """
 
-    dataset = param.Selector(objects=[], doc="The dataset whose runs are shown.")
-    parent = param.Selector(objects=[], doc="The dense run in focus (the parent of the pruned runs).")
+    dataset: Any = param.Selector(objects=[], doc="The dataset whose runs are shown.")
+    parent: Any = param.Selector(objects=[], doc="The dense run in focus (the parent of the pruned runs).")
     methods = param.ListSelector(default=[], objects=[], doc="Pruning methods shown in comparisons.")
     sparsities = param.ListSelector(default=[], objects=[], doc="Target sparsities shown.")
-    method = param.Selector(objects=[], doc="The pruning method of the pruned run in focus.")
-    sparsity = param.Selector(objects=[], doc="The target sparsity of the pruned run in focus.")
-    group = param.Selector(
+    method: Any = param.Selector(objects=[], doc="The pruning method of the pruned run in focus.")
+    sparsity: Any = param.Selector(objects=[], doc="The target sparsity of the pruned run in focus.")
+    group: Any = param.Selector(
         objects=[], doc="The group attribute of the subgroup audit: a column, or an intersection 'a × b'."
     )
-    metric = param.Selector(objects=[], doc="The metric the subgroup audit shows per group.")
-    split = param.Selector(default="clean", objects=["clean"], doc="The evaluation split.")
+    metric: Any = param.Selector(objects=[], doc="The metric the subgroup audit shows per group.")
+    split: Any = param.Selector(default="clean", objects=["clean"], doc="The evaluation split.")
     sample_id = param.Integer(default=None, allow_None=True, doc="The selected sample (linked views).")
 
     def __init__(self, zoo: Zoo, *, audit_metrics: Sequence[Any] | None = None, **params: Any) -> None:
@@ -261,7 +261,7 @@ class StudyState(param.Parameterized):
             params["metric"] = self.audit_metrics
         parent = self.parent
         if entry.scope == "comparison":
-            target = Target((), self._dense_population(), self.split, self.group_columns)
+            target = Target((), tuple(self._dense_population()), self.split, self.group_columns)
             frame = entry.call(self.zoo, target, params)
             keep = frame["method"].isin(self.methods) & frame["sparsity_target"].isin(self.sparsities)
             return frame[keep].reset_index(drop=True)

@@ -139,7 +139,7 @@ class VegaChart(JSComponent):
     specifications it has drawn so far."""
 
     spec = param.String(default=None, allow_None=True, doc="The Vega-Lite specification as JSON text.")
-    renderer = param.Selector(
+    renderer: Any = param.Selector(
         default="auto",
         objects=["auto", "svg", "canvas"],
         doc="How Vega draws the chart: 'auto' draws a chart of more than "
