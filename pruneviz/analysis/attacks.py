@@ -37,6 +37,7 @@ from torch.nn import functional as F
 from pruneviz._scope import eval_mode
 from pruneviz._validation import check_choice, check_int, data_fail, fail
 from pruneviz.data.dataset import Dataset
+from pruneviz.data.inputs import tensor_inputs
 
 ATTACKS = ("fgsm", "pgd")
 NORMS = ("l2", "linf")
@@ -406,6 +407,7 @@ def pgd(
             part = slice(start, start + batch_size)
             xb, yb, delta = x[part], y[part], out[part]
             if random_start and norm == "l2":
+                assert radius is not None  # drawn above for a random L2 start
                 lengths = _per_sample(delta.flatten(1).norm(p=2, dim=1), delta)
                 delta = delta * (_per_sample(radius[part], delta) / lengths * eps)
             adv = _clamped(xb + delta, clamp) if random_start else xb.clone()
@@ -496,14 +498,14 @@ class AttackSettings:
         text = f"{self.name}-{self.norm}-eps{_num(self.eps)}"
         if self.name == "pgd":
             text += f"-steps{self.steps}"
-            if self.step_size != 2.5 * self.eps / self.steps:
+            if self.step_size is not None and self.step_size != 2.5 * self.eps / self.steps:
                 text += f"-step{_num(self.step_size)}"
             text += f"-seed{self.seed}" if self.random_start else "-nostart"
         if self.clamp is None:
             text += "-noclamp"
         elif self.clamp == FEATURE_RANGE:
             text += "-featurerange"
-        elif self.clamp != DEFAULT_CLAMP:
+        elif self.clamp != DEFAULT_CLAMP and not isinstance(self.clamp, str):
             text += f"-clamp{_num(self.clamp[0])}_{_num(self.clamp[1])}"
         return text
 
@@ -599,11 +601,10 @@ def attack(
             type(data).__name__,
             "wrap data with pruneviz.data.Dataset.",
         )
-    x_adv = adversarial_inputs(
-        model, data.x, data.y, settings, batch_size=batch_size, feature_range=feature_range
-    )
+    x = tensor_inputs(data.x, "data", "attack", "white-box attacks")
+    x_adv = adversarial_inputs(model, x, data.y, settings, batch_size=batch_size, feature_range=feature_range)
     out = data.take(np.arange(0))  # shares nothing with data; the fields are set below
-    out.x = x_adv.detach().to(device=data.x.device, dtype=torch.float32)
+    out.x = x_adv.detach().to(device=x.device, dtype=torch.float32)
     out.y = data.y.clone()
     out.sample_id = data.sample_id.copy()
     out.groups = data.groups.copy()
@@ -643,8 +644,9 @@ def robust_accuracy(
         if not isinstance(s, AttackSettings):
             fail("attacks", where, "a list of AttackSettings", s)
     rows = []
+    x = tensor_inputs(data.x, "data", where, "white-box attacks")
     for s in attacks:
-        x_adv = adversarial_inputs(model, data.x, data.y, s, batch_size=batch_size)
+        x_adv = adversarial_inputs(model, x, data.y, s, batch_size=batch_size)
         correct = 0
         with input_gradient_scope(model), torch.no_grad():
             for start in range(0, len(data), batch_size):

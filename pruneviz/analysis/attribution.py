@@ -52,6 +52,7 @@ from pruneviz.analysis.attacks import (
     input_gradient_scope,
 )
 from pruneviz.data.dataset import Dataset
+from pruneviz.data.inputs import tensor_inputs
 
 METHODS = ("gradient_shap", "integrated_gradients", "saliency")
 METRICS = ("spearman", "topk_overlap", "cosine")
@@ -386,8 +387,9 @@ def check_comparable(dense: nn.Module, pruned: nn.Module, data: Dataset, where: 
             got=f"different layers (dense vs pruned), e.g. {differ[:3]}",
             fix="compare a pruned run with a dense run of the same architecture.",
         )
+    x = tensor_inputs(data.x, "data", where, "attributions")
     for name, model in (("dense_model", dense), ("pruned_model", pruned)):
-        check_model_device(model, data.x, where)
+        check_model_device(model, x, where)
         try:
             with input_gradient_scope(model), torch.no_grad():
                 out = model(data.x[:1])
@@ -460,7 +462,7 @@ def compare_attributions(
         maps = [
             attribute(
                 model,
-                part.x,
+                tensor_inputs(part.x, "data", where, "attributions"),
                 target=part.y,
                 method=method,
                 baseline=baseline,
@@ -510,7 +512,7 @@ def attribution_maps(
     part = select_samples(data, sample_ids, where)
     values = attribute(
         model,
-        part.x,
+        tensor_inputs(part.x, "data", where, "attributions"),
         target=part.y,
         method=method,
         baseline=baseline,

@@ -12,7 +12,8 @@ statistics (eval mode).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,11 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _mean_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, reduction="sum")
+
+
+def _size(index: torch.Tensor | None, parameter: torch.Tensor) -> int:
+    """How many entries of ``parameter`` the operator covers: those at ``index``, or all."""
+    return int(index.numel()) if index is not None else parameter.numel()
 
 
 class HessianOperator:
@@ -124,9 +130,7 @@ class HessianOperator:
         self.names = names
         self.shapes = {n: named[n].shape for n in names}
         self.index = {n: torch.nonzero(keep[n]).flatten() if n in keep else None for n in names}
-        self.sizes = [
-            int(self.index[n].numel()) if self.index[n] is not None else named[n].numel() for n in names
-        ]
+        self.sizes = [_size(self.index[n], named[n]) for n in names]
         self.dim = int(sum(self.sizes))
         if self.dim == 0:
             fail("masks", where, "at least one unpruned coordinate among the chosen parameters", "all pruned")
@@ -167,15 +171,14 @@ class HessianOperator:
         return self._to_vector({n: self.base[n] for n in self.names})
 
     # -- loss, gradient, Hessian-vector product ---------------------------------------------------
-    def _batch_loss(
-        self, variables: Mapping[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor
-    ) -> torch.Tensor:
+    def _batch_loss(self, variables: Mapping[str, torch.Tensor], xb: Any, yb: torch.Tensor) -> torch.Tensor:
         params = dict(self.base)
         params.update(variables)
         logits = torch.func.functional_call(self.model, params, (xb.to(self.dtype),))
         return self.loss(logits, yb) / len(self.data)
 
-    def _batches(self):
+    def _batches(self) -> Iterator[tuple[Any, torch.Tensor]]:
+        """The data in batches: inputs (a tensor, or :class:`~pruneviz.data.Inputs`) and labels."""
         for i in range(0, len(self.data), self.batch_size):
             yield self.data.x[i : i + self.batch_size], self.data.y[i : i + self.batch_size]
 
@@ -233,7 +236,7 @@ class HessianOperator:
             with eval_mode(self.model):
                 for xb, yb in self._batches():
                     grad_fn = torch.func.grad(lambda p, xb=xb, yb=yb: self._batch_loss(p, xb, yb))
-                    _, hv = torch.func.jvp(grad_fn, (primals,), (tangents,))
+                    hv = torch.func.jvp(grad_fn, (primals,), (tangents,))[1]
                     out += self._to_vector(hv)
         if not bool(torch.isfinite(out).all()):
             raise FloatingPointError(

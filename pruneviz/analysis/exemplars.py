@@ -481,7 +481,7 @@ def exemplar_summary(
     (2.0, False)
     """
     where = "exemplar_summary"
-    needed = ("sample_id", "label", "exemplar", "rank", "dense_accuracy", "pruned_accuracy")
+    needed: tuple[str, ...] = ("sample_id", "label", "exemplar", "rank", "dense_accuracy", "pruned_accuracy")
     if top_fraction is not None:
         needed = (*needed, "taxicab")
     _check_scores(scores, "scores", where, needed)

@@ -28,6 +28,7 @@ from torch import nn
 
 from pruneviz._validation import check_choice, check_int, check_positive_float, data_fail, fail
 from pruneviz.analysis.activations import check_inputs, check_layers, iter_activations
+from pruneviz.data.inputs import Inputs
 from pruneviz.prune.weights import is_gpt2_conv1d
 
 KERNELS = ("linear", "rbf")
@@ -245,7 +246,7 @@ def default_layers(model: nn.Module) -> list[str]:
 def cka_grid(
     model_a: nn.Module,
     model_b: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Inputs,
     *,
     layers_a: Sequence[str] | None = None,
     layers_b: Sequence[str] | None = None,
@@ -474,7 +475,7 @@ def logit_decomposition(
 
 def logit_geometry(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Inputs,
     y: torch.Tensor,
     *,
     sample_id: np.ndarray | Sequence[int] | None = None,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -197,7 +197,7 @@ def weightwatcher_size(module: nn.Module) -> int:
     (It swaps its two channel counts once per kernel position when ``out < in``, so the parity of the
     kernel size decides; for kernels of 3×3 and larger the rule agrees with the number of eigenvalues.)
     """
-    shape = tuple(module.weight.shape)
+    shape = tuple(cast(torch.Tensor, module.weight).shape)
     if len(shape) != 4:
         return min(shape)
     out, cin, kh, kw = shape
@@ -373,7 +373,8 @@ def conv_spectral_norm(
     x /= x.norm()
     estimate = 0.0
     for _ in range(iterations):
-        y, vjp = torch.func.vjp(apply, x)
+        pulled = torch.func.vjp(apply, x)
+        y, vjp = pulled[0], pulled[1]
         (z,) = vjp(y)
         norm = float(z.norm())
         if norm == 0.0:
@@ -401,6 +402,7 @@ def _layer_inputs(
     if example is None:
         # a model that looks tokens up in an embedding table takes integer ids (0 is a valid one)
         tokens = any(isinstance(m, EMBEDDING_TYPES) for m in model.modules())
+        assert input_shape is not None  # the callers pass an example or the input shape
         example = torch.zeros(1, *input_shape, dtype=torch.long if tokens else torch.float32)
     with forward_hooks(hooks), eval_mode(model), adapted(model), torch.no_grad():
         model(example)
@@ -483,7 +485,7 @@ def spectrum_table(
     )
     rows: list[tuple[str, str, str, float]] = []
     for name, module in chosen.items():
-        w = module.weight.detach()
+        w = cast(torch.Tensor, module.weight).detach()
         kind = type(module).__name__
         mat = matrix_view(w)
         sv = singular_values(mat)
@@ -601,7 +603,7 @@ def randomized_spectrum_table(
     gen = torch.Generator().manual_seed(seed)
     rows: list[tuple[str, str, str, float]] = []
     for name, module in chosen.items():
-        w = module.weight.detach()
+        w = cast(torch.Tensor, module.weight).detach()
         evals = esd(w)
         shuffled = w.flatten()[torch.randperm(w.numel(), generator=gen)].reshape(w.shape)
         rand = esd(shuffled)
@@ -623,4 +625,4 @@ def layer_spectra(model: nn.Module, *, embeddings: bool = True) -> Mapping[str, 
     """The ESD (weightwatcher convention) of every Linear, Conv and (unless ``embeddings=False``)
     Embedding layer, by name."""
     types = (*SPECTRAL_TYPES, *EMBEDDING_TYPES) if embeddings else SPECTRAL_TYPES
-    return {n: esd(m.weight) for n, m in model.named_modules() if isinstance(m, types)}
+    return {n: esd(cast(torch.Tensor, m.weight)) for n, m in model.named_modules() if isinstance(m, types)}

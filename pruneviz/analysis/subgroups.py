@@ -72,7 +72,7 @@ import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -541,9 +541,9 @@ def _population_metrics(
 
     if metric == "balanced_accuracy":
         k_all = range(2) if classes == [1] else classes
-        num = np.array([[hit(k, True, True) for k in k_all]])
-        den = np.array([[truth(k, True) for k in k_all]])
-        return [_Metric(metric, "", "ratio", num=num, den=den)]
+        recall_num = np.array([[hit(k, True, True) for k in k_all]])
+        recall_den = np.array([[truth(k, True) for k in k_all]])
+        return [_Metric(metric, "", "ratio", num=recall_num, den=recall_den)]
     ratio_parts: dict[str, Callable[[int], tuple[list[int], list[int] | None]]] = {
         "selection_rate": lambda k: ([hit(k, True, None)], None),
         "tpr": lambda k: ([hit(k, True, True)], [truth(k, True)]),
@@ -560,24 +560,26 @@ def _population_metrics(
             )
             for k in classes
         }
-        for k, (num, den) in per_class.items():
+        for k, (run_num, run_den) in per_class.items():
             out.append(
-                _Metric(metric, str(k), "ratio", num=np.array(num)[:, None], den=np.array(den)[:, None])
+                _Metric(
+                    metric, str(k), "ratio", num=np.array(run_num)[:, None], den=np.array(run_den)[:, None]
+                )
             )
         if len(classes) > 1:
-            num = np.array([per_class[k][0] for k in classes]).T  # (R, classes)
-            den = np.array([per_class[k][1] for k in classes]).T
-            out.append(_Metric(metric, MACRO, "ratio", num=num, den=den))
+            num_all = np.array([per_class[k][0] for k in classes]).T  # (R, classes)
+            den_all = np.array([per_class[k][1] for k in classes]).T
+            out.append(_Metric(metric, MACRO, "ratio", num=num_all, den=den_all))
         return out
     parts = {k: ratio_parts[metric](k) for k in classes}
-    for k, (num, den) in parts.items():
-        if den is None:
-            out.append(_Metric(metric, str(k), "mean", num=np.array([num])))
+    for k, (part_num, part_den) in parts.items():
+        if part_den is None:
+            out.append(_Metric(metric, str(k), "mean", num=np.array([part_num])))
         else:
-            out.append(_Metric(metric, str(k), "ratio", num=np.array([num]), den=np.array([den])))
+            out.append(_Metric(metric, str(k), "ratio", num=np.array([part_num]), den=np.array([part_den])))
     if len(classes) > 1 and metric != "selection_rate":  # a macro selection rate is always 1 / classes
         num = np.array([[parts[k][0][0] for k in classes]])
-        den = np.array([[parts[k][1][0] for k in classes]])  # type: ignore[index]
+        den = np.array([[cast(list[int], parts[k][1])[0] for k in classes]])
         out.append(_Metric(metric, MACRO, "ratio", num=num, den=den))
     return out
 
@@ -1238,7 +1240,7 @@ def _impact_rows(
 def _summary_rows(
     name: str,
     klass: str,
-    rates: dict[str, tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], tuple[np.ndarray, ...]]],
+    rates: dict[str, Any],
     big: np.ndarray,
     n_samples: int,
     confidence: float,

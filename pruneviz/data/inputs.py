@@ -158,3 +158,19 @@ def concat(parts: list[torch.Tensor] | list[Inputs]) -> torch.Tensor | Inputs:
     if parts and isinstance(parts[0], Inputs):
         return Inputs.cat(parts)  # type: ignore[arg-type]
     return torch.cat(parts)  # type: ignore[arg-type]
+
+
+def tensor_inputs(x: torch.Tensor | Inputs, param: str, where: str, what: str) -> torch.Tensor:
+    """``x`` when it is one tensor (images, tabular rows, signals); else a clear refusal naming ``what``
+    needs a tensor (token sequences with their masks are :class:`Inputs`)."""
+    if not isinstance(x, torch.Tensor):
+        fail(
+            param,
+            where,
+            f"data whose inputs are one tensor ({what} need a tensor of features)",
+            None,
+            got=f"inputs of type {type(x).__name__} (token sequences)",
+            fix="use it on image, tabular or signal data; for text, the geometry, exemplar and subgroup "
+            "analyses apply.",
+        )
+    return x

@@ -207,9 +207,9 @@ def _buckets(counts: np.ndarray, block_elems: int, bucket_cost: int) -> list[tup
     ranges = []
     j = d
     while j > 0:
-        i = int(back[j])
-        ranges.append((int(values[i - 1]), int(values[j - 1])))
-        j = i - 1
+        first = int(back[j])
+        ranges.append((int(values[first - 1]), int(values[j - 1])))
+        j = first - 1
     return ranges[::-1]
 
 
@@ -247,7 +247,7 @@ class BlockELL:
         """
         where = "BlockELL.from_dense"
         mat = _check_weight(weight, where)
-        bo, bi = check_block(block, tuple(mat.shape), where)
+        bo, bi = check_block(block, (mat.shape[0], mat.shape[1]), where)
         out, inp = mat.shape
         blocks = mat.reshape(out // bo, bo, inp // bi, bi).permute(0, 2, 1, 3)  # (R, C, bo, bi)
         keep = (blocks != 0).any(dim=(2, 3))
@@ -298,8 +298,9 @@ class BlockELL:
                 vals_out.append(vals.transpose(2, 3).reshape(len(rows), hi * bi, bo).contiguous())
         n_rows = len(counts)
         placed = torch.cat(rows_out) if rows_out else torch.zeros(0, dtype=torch.long, device=device)
-        order_t: torch.Tensor | None = torch.full((n_rows,), len(placed), dtype=torch.long, device=device)
-        order_t[placed] = torch.arange(len(placed), device=device)
+        order = torch.full((n_rows,), len(placed), dtype=torch.long, device=device)
+        order[placed] = torch.arange(len(placed), device=device)
+        order_t: torch.Tensor | None = order
         if len(placed) == n_rows and bool((placed == torch.arange(n_rows, device=device)).all()):
             order_t = None
         cols_all = torch.cat(cols_out) if cols_out else torch.zeros(0, dtype=torch.long, device=device)
@@ -423,7 +424,7 @@ def to_torch_bsr(weight: torch.Tensor, *, block: int | tuple[int, int]) -> torch
     """The weight matrix as a ``torch.sparse_bsr`` tensor of ``block`` blocks (all-zero blocks dropped)."""
     mat = _check_weight(weight, "to_torch_bsr")
     _check_sparse_dtype(mat.dtype, "to_torch_bsr")
-    bo, bi = check_block(block, tuple(mat.shape), "to_torch_bsr")
+    bo, bi = check_block(block, (mat.shape[0], mat.shape[1]), "to_torch_bsr")
     with warnings.catch_warnings():  # torch flags BSR as beta; the conversion is exact
         warnings.simplefilter("ignore", UserWarning)
         return mat.to_sparse_bsr((bo, bi))
@@ -494,7 +495,7 @@ class Shrunk:
         keep_cols = None if len(cols) == mat.shape[1] else cols
         w = mat if keep_rows is None else mat.index_select(0, keep_rows)
         w = w if keep_cols is None else w.index_select(1, keep_cols)
-        return cls(tuple(mat.shape), w.contiguous(), keep_rows, keep_cols)
+        return cls((mat.shape[0], mat.shape[1]), w.contiguous(), keep_rows, keep_cols)
 
     @property
     def density(self) -> float:

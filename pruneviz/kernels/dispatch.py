@@ -514,7 +514,7 @@ def select_path(
         fail("dtype", where, "a floating-point torch.dtype", dtype, "pass dtype=torch.float32.")
     w = w.to(device=dev, dtype=dtype or w.dtype)
     structure = structure_of(w)
-    candidates = applicable_paths(structure, shape=tuple(w.shape), dtype=w.dtype, device=dev)
+    candidates = applicable_paths(structure, shape=(w.shape[0], w.shape[1]), dtype=w.dtype, device=dev)
     if paths is not None:
         unknown = [p for p in paths if p not in PATHS]
         if unknown:

@@ -24,7 +24,7 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
@@ -188,7 +188,8 @@ class _ConvGeometry:
 
     @classmethod
     def of(cls, conv: nn.Conv2d) -> _ConvGeometry:
-        return cls(tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.padding), tuple(conv.dilation))
+        pair = cast(Any, tuple)  # Conv2d keeps two-element tuples (a padding string is refused earlier)
+        return cls(pair(conv.kernel_size), pair(conv.stride), pair(conv.padding), pair(conv.dilation))
 
     def out_size(self, h: int, w: int) -> tuple[int, int]:
         sizes = []
@@ -704,7 +705,7 @@ def _plan(
             for c in choices:
                 p = c.selection.path
                 if p != "dense" and p not in packed:
-                    module = candidates[p] if p in candidates else _candidate(m, p, c.selection.block)
+                    module: Any = candidates[p] if p in candidates else _candidate(m, p, c.selection.block)
                     packed[p] = module._packed[p]
             plan[name] = _LayerPlan(m, choices, packed)
     return plan
@@ -732,7 +733,7 @@ def _select_call(
 ) -> Selection:
     """Time the layer's module call against the sparse module of every applicable path, each called on
     a replica of ``call`` (same shape and strides, with the layer's bias) — or read the cache."""
-    weight = layer.weight.detach()
+    weight = cast(torch.Tensor, layer.weight).detach()
     has_bias = getattr(layer, "bias", None) is not None
     if isinstance(layer, nn.Linear):
         matrix, allowed, kind = weight, paths, "linear"
@@ -741,7 +742,8 @@ def _select_call(
         allowed = list(paths) if paths is not None else list(dispatch.PATHS)
         if not ConvShrunk.from_weight(weight).removes_any:
             allowed = [p for p in allowed if p != "shrunk"]
-        kind = f"conv2d:{_ConvGeometry.of(layer).label()}:{tuple(weight.shape[1:])}".replace(" ", "")
+        kind = f"conv2d:{_ConvGeometry.of(cast(nn.Conv2d, layer)).label()}:{tuple(weight.shape[1:])}"
+        kind = kind.replace(" ", "")
 
     def prepare_fn(path: str, _matrix: torch.Tensor, block: int | None) -> nn.Module:
         if path not in candidates:
@@ -765,12 +767,12 @@ def _candidate(layer: nn.Module, path: str, block: int | None) -> nn.Module:
     """The sparse module that runs ``layer`` by ``path`` at every batch size."""
     if isinstance(layer, nn.Linear):
         return SparseLinear.from_linear(layer, routes={1: path}, block=block)
-    return SparseConv2d.from_conv(layer, routes={1: path}, block=block)
+    return SparseConv2d.from_conv(cast(nn.Conv2d, layer), routes={1: path}, block=block)
 
 
 def _sparse_module(plan: _LayerPlan, routes: Mapping[int, str]) -> nn.Module:
     """The layer as a sparse module with ``routes``, reusing the packed weights of the plan."""
-    m = plan.module
+    m: Any = plan.module
     packed = {p: plan.packed[p] if p != "dense" else m.weight.detach().contiguous() for p in routes.values()}
     if isinstance(m, nn.Linear):
         built: nn.Module = SparseLinear(

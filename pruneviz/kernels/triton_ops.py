@@ -50,7 +50,7 @@ import importlib.util
 import os
 import threading
 from types import SimpleNamespace
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import torch
 
@@ -403,7 +403,7 @@ def _output(x: torch.Tensor, out: int, split: int) -> torch.Tensor:
 
 def _launch_options(cfg: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
     """(constexpr tile sizes, compile options num_warps / num_stages)."""
-    opts = {k: cfg[k] for k in ("num_warps", "num_stages") if k in cfg}
+    opts: dict[str, int] = {k: cfg[k] for k in ("num_warps", "num_stages") if k in cfg}
     return {k: v for k, v in cfg.items() if k not in opts}, opts
 
 
@@ -431,6 +431,7 @@ def _prepare(
             got=type(w).__name__,
             fix=f"build one with {kind.__name__}.from_dense(weight, ...) or from_mask(...).",
         )
+    w = cast(Any, w)  # one of the formats: shape and values
     out, inp = w.shape
     if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != inp:
         got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__

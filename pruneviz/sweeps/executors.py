@@ -59,7 +59,8 @@ class Executor:
 class _Call:
     def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs
-        self.finished, self.ok, self.value = False, False, None
+        self.finished, self.ok = False, False
+        self.value: Any = None
 
     def run(self) -> None:
         try:
@@ -212,11 +213,12 @@ class DaskExecutor(Executor):
                 return True, handle.result()
             except Exception as exc:  # lost between finishing and fetching
                 return False, exc
+        error: BaseException | None
         try:
-            exc = handle.exception()
+            error = handle.exception()
         except Exception as lost:  # cancelled or lost with its worker
-            exc = lost
-        return False, exc if exc is not None else RuntimeError(f"task ended as {handle.status!r}")
+            error = lost
+        return False, error if error is not None else RuntimeError(f"task ended as {handle.status!r}")
 
     def close(self, *, cancel: bool = False) -> None:
         if cancel and self._finished is not None:

@@ -230,6 +230,7 @@ def _drive(spec: SweepSpec, zoo: Zoo, ex: Executor, *, retries: int, progress: b
         status[t.run]["status"] = "running"
         kwargs: dict[str, Any] = {}
         if t.kind == "pruned":
+            assert t.parent is not None  # a pruned task names its parent
             kwargs["parent"] = zoo.run(t.parent)
             kwargs["parent_weights"] = (zoo.run_dir(t.parent) / "weights.safetensors").read_bytes()
         key = f"pruneviz-{t.run}-try{status[t.run]['attempts']}"

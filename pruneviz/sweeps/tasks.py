@@ -73,6 +73,7 @@ def compute_task(
 
 def _dense(task: Task, splits: DataSplits) -> tuple[RunRecord, torch.nn.Module, Any, pd.DataFrame]:
     spec, seed, config = task.model_spec, task.seed, task.config
+    assert config is not None  # a dense task always carries its training configuration
     model = build_from_spec(spec, seed=seed)
     start = time.perf_counter()
     fit(model, splits.train, config=config, seed=seed, progress=False)
@@ -86,6 +87,7 @@ def _pruned(
     task: Task, splits: DataSplits, parent: RunRecord, parent_weights: bytes
 ) -> tuple[RunRecord, torch.nn.Module, Any, pd.DataFrame]:
     settings = task.settings
+    assert task.method is not None and task.structure is not None  # a pruned task names both
     options = PruneSettings.from_json(settings, finetune=task.config)
     model = rebuild_model(parent, _load_bytes(parent_weights))
     start = time.perf_counter()

@@ -14,6 +14,7 @@ from pruneviz._validation import check_choice, check_int, data_fail, fail
 from pruneviz.analysis.corruptions import _ops as ops
 from pruneviz.analysis.corruptions._catalogue import SPECS, Context, CorruptionSpec
 from pruneviz.data.dataset import Dataset
+from pruneviz.data.inputs import tensor_inputs
 
 #: Each suite's corruptions, in the order of its paper.
 SUITES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
@@ -267,7 +268,13 @@ def corrupt(data: Dataset, name: str, *, severity: int, seed: int = 0, suite: st
             got=f"the {data.info.modality} dataset {data.info.name!r} of input shape {data.info.input_shape}",
             fix="corrupt image datasets only; for tabular or sequence data use a noise model of your own.",
         )
-    x = corrupt_images(data.x, name, severity=severity, seed=seed, suite=suite)
+    x = corrupt_images(
+        tensor_inputs(data.x, "data", "corrupt", "corruptions"),
+        name,
+        severity=severity,
+        seed=seed,
+        suite=suite,
+    )
     out = data.take(np.arange(0))
     out.x = x
     out.y = data.y.clone()
