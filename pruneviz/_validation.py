@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
-from pruneviz.exceptions import DataError, ValidationError
+from pruneviz.exceptions import DataError, PrunevizError, ValidationError
 
 
 def _show(value: Any, limit: int = 80) -> str:
@@ -37,7 +37,7 @@ def fail(
     fix: str | None = None,
     *,
     got: str | None = None,
-    error: type[ValidationError] = ValidationError,
+    error: type[PrunevizError] = ValidationError,
 ) -> NoReturn:
     """Raise ``error`` with the house-style message; ``got`` overrides the shown value."""
     raise error(message(param, where, expected, got if got is not None else _show(value), fix))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -238,7 +239,7 @@ def load_german_credit(
         seed=seed,
         name="german-credit",
     )
-    ds.info.source.update(
+    cast(dict[str, Any], ds.info.source).update(
         {
             "source": "german-credit",
             "path": str(GERMAN_CREDIT_PATH if path is None else Path(path)),

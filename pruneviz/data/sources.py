@@ -8,7 +8,7 @@ import os
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -243,6 +243,7 @@ def load_mnist_format(root: str | os.PathLike[str], *, kind: str = "mnist") -> D
             continue
         if images is None or labels is None:
             have, missing = (labels, image_stem) if images is None else (images, label_stem)
+            assert have is not None  # one of the pair is there, or the subset would have been skipped
             data_fail(
                 "root",
                 where,
@@ -269,16 +270,16 @@ def load_mnist_format(root: str | os.PathLike[str], *, kind: str = "mnist") -> D
             f"sizes {sorted(shapes)}",
             "use files of one dataset.",
         )
-    x = torch.cat([ds.x for _, ds in parts])
+    x = torch.cat([cast(torch.Tensor, ds.x) for _, ds in parts])  # IDX images are one tensor
     y = torch.cat([ds.y for _, ds in parts])
-    subset = np.concatenate([[s] * len(ds) for s, ds in parts])
+    subsets = np.concatenate([[s] * len(ds) for s, ds in parts])
     return Dataset(
         x,
         y,
         class_names=IDX_CLASS_NAMES[kind],
         name=kind,
         modality="image",
-        subset=subset,
+        subset=subsets,
         source={"source": kind, "root": str(folder), "subsets": [s for s, _ in parts]},
     )
 
@@ -607,7 +608,7 @@ def load_csv(
         seed=seed,
         name=name or p.stem,
     )
-    ds.info.source.update({"source": "csv", "path": str(p)})
+    cast(dict[str, Any], ds.info.source).update({"source": "csv", "path": str(p)})
     return ds
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -111,8 +112,14 @@ def build_dense_population(
             continue
         model = build_from_spec(spec, seed=seed)
         _, seconds = timed(
-            lambda model=model, seed=seed: fit(
-                model, splits.train, config=config, seed=seed, progress=progress, desc=f"{arch} seed {seed}"
+            functools.partial(
+                fit,
+                model,
+                splits.train,
+                config=config,
+                seed=seed,
+                progress=progress,
+                desc=f"{arch} seed {seed}",
             )
         )
         outputs = evaluate_splits(model, splits)
