@@ -32,3 +32,15 @@ COMPARISON_KEYS = (
 SE, CI_LOW, CI_HIGH, RESIDUAL = "se", "ci_low", "ci_high", "residual"
 
 __all__ = ["CI_HIGH", "CI_LOW", "COMPARISON_KEYS", "PAIR_KEYS", "RESIDUAL", "RUN_KEYS", "SE"]
+#: how the per-group metrics of a subgroup audit are named in charts and reports (all fractions of samples)
+METRIC_LABELS = {
+    "accuracy": "accuracy",
+    "error_rate": "error rate",
+    "selection_rate": "selection rate",
+    "tpr": "TPR",
+    "fpr": "FPR",
+    "fnr": "FNR",
+    "tnr": "TNR",
+    "precision": "precision",
+    "balanced_accuracy": "balanced accuracy",
+}

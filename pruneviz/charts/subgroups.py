@@ -8,6 +8,7 @@ import altair as alt
 import pandas as pd
 
 from pruneviz._validation import check_choice, data_fail, fail
+from pruneviz._vocabulary import METRIC_LABELS
 from pruneviz.charts._base import check_frame, finish, label_order, model_labels, percent, title
 
 __all__ = ["fairness_gap_chart", "subgroup_chart"]
@@ -15,17 +16,8 @@ __all__ = ["fairness_gap_chart", "subgroup_chart"]
 ALL = "(all)"
 FINDINGS = ("significant", "not significant", "group", "small group")
 FINDING_COLOURS = ("#d62728", "#4c78a8", "#4c78a8", "#bbbbbb")
-PERCENT_METRICS = {"accuracy", "error_rate", "selection_rate", "tpr", "fpr", "fnr", "tnr", "precision"}
-PERCENT_METRICS |= {"balanced_accuracy"}
-RATE_NAMES = {
-    "selection_rate": "selection rate",
-    "tpr": "TPR",
-    "fpr": "FPR",
-    "fnr": "FNR",
-    "tnr": "TNR",
-    "precision": "precision",
-    "balanced_accuracy": "balanced accuracy",
-}
+PERCENT_METRICS = set(METRIC_LABELS)
+RATE_NAMES = METRIC_LABELS
 
 
 def _one_metric(impact: pd.DataFrame, metric: str | None, klass: str | None, where: str) -> pd.DataFrame:

@@ -29,6 +29,7 @@ import pandas as pd
 from pruneviz._io import write_atomic
 from pruneviz._validation import fail
 from pruneviz._version import __version__
+from pruneviz._vocabulary import METRIC_LABELS
 from pruneviz.exceptions import DataError, MissingDependencyError, NotApplicableError
 from pruneviz.views.state import StudyState, sample_texts
 from pruneviz.zoo.store import Zoo
@@ -117,17 +118,7 @@ def _decision_title(method: str, structure: str, sparsity: float, schedules: lis
     return f"{method} ({how}) at sparsity {sparsity:g}"
 
 
-_RATE_LABELS = {
-    "accuracy": "accuracy",
-    "error_rate": "error rate",
-    "selection_rate": "selection rate",
-    "tpr": "TPR",
-    "fpr": "FPR",
-    "fnr": "FNR",
-    "tnr": "TNR",
-    "precision": "precision",
-    "balanced_accuracy": "balanced accuracy",
-}
+_RATE_LABELS = METRIC_LABELS
 _FRACTIONS = set(_RATE_LABELS)
 _GAPS = {
     "demographic_parity_difference": (
