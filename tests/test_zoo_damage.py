@@ -237,10 +237,12 @@ def test_invalid_json_in_one_runs_metrics_is_named_by_runs_and_verify(zoo):
 def test_a_wrong_json_type_in_a_datasets_info_is_named(zoo):
     key = zoo.datasets().dataset.iloc[0]
     _sql(zoo, "UPDATE datasets SET info = '[1, 2, 3]' WHERE dataset = ?", key)
-    with pytest.raises(ZooError, match="info of dataset .* must be a JSON object. Got a array") as info:
+    with pytest.raises(
+        ZooError, match="info of dataset .* must be an object of JSON. Got an array instead"
+    ) as info:
         zoo.dataset(key)
     _clean(str(info.value))
-    assert "must be a JSON object" in " ".join(zoo.verify().problem)
+    assert "must be an object of JSON" in " ".join(zoo.verify().problem)
 
 
 def test_json_nested_200000_deep_is_refused_unread(zoo):

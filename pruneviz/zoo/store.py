@@ -189,14 +189,13 @@ def load_index_json(text: object, what: str, where: str, expected: type | None =
     except ValueError as exc:
         raise ZooError(f"{what.capitalize()} in {where!r} is not valid JSON ({exc}). {fix}") from None
     if expected is not None and not isinstance(obj, expected):
-        raise ZooError(
-            f"{what.capitalize()} in {where!r} must be a JSON {_JSON_NAMES.get(expected, expected.__name__)}."
-            f" Got a {_JSON_NAMES.get(type(obj), type(obj).__name__)} instead. {fix}"
-        )
+        want = _JSON_NAMES.get(expected, expected.__name__)
+        got = _JSON_NAMES.get(type(obj), f"a {type(obj).__name__}")
+        raise ZooError(f"{what.capitalize()} in {where!r} must be {want} of JSON. Got {got} instead. {fix}")
     return obj
 
 
-_JSON_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
 
 
 def _short(value: object, limit: int = 60) -> str:
