@@ -21,6 +21,17 @@ from pruneviz.exceptions import CheckpointError
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (read from ``/proc`` where it is, else set and put back)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def fsync_dir(path: Path) -> None:
     """Flush a directory entry so a rename inside it survives a crash (no-op where unsupported)."""
     with contextlib.suppress(OSError):
@@ -35,7 +46,9 @@ def fsync_dir(path: Path) -> None:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    On an exception the temporary file is removed and ``path`` is left as it was. The file ends with the
+    permissions a plain ``open(path, "w")`` would give it (``0o666`` less the umask), not the ``0o600``
+    of a temporary file.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +59,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
         fsync_dir(target.parent)
     except BaseException:
@@ -97,7 +111,7 @@ def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
     except Exception as exc:  # safetensors raises its own SafetensorError / OSError subclasses
         raise CheckpointError(
             f"The weights file {str(p)!r} ({p.stat().st_size} bytes) is truncated or corrupt and cannot "
-            f"be read as safetensors ({type(exc).__name__}: {exc}). Fix: delete it and rebuild the run, "
+            f"be read as safetensors ({exc}). Fix: delete it and rebuild the run, "
             "or restore it from a copy."
         ) from exc
     return tensors, metadata

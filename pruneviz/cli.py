@@ -119,6 +119,45 @@ def _zoo_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_verify(args: argparse.Namespace) -> int:
+    from pruneviz.exceptions import ZooSchemaError
+    from pruneviz.zoo import Zoo
+
+    try:
+        problems = Zoo(args.zoo).verify()
+    except ZooSchemaError:
+        raise
+    except PrunevizError as exc:  # the index itself cannot be read: that is the one problem to report
+        problems = pd.DataFrame(
+            [{"kind": "index", "name": "zoo.sqlite", "path": str(args.zoo), "problem": str(exc), "fix": ""}]
+        )
+    if problems.empty:
+        print(f"{args.zoo}: no problems found")
+        return 0
+    with pd.option_context("display.max_colwidth", None, "display.width", 250):
+        print(problems.to_string(index=False))
+    print(f"\n{len(problems)} problem(s) in {args.zoo}", file=sys.stderr)
+    return 1
+
+
+def _zoo_repair(args: argparse.Namespace) -> int:
+    from pruneviz._validation import fail
+    from pruneviz.zoo import Zoo
+
+    if not args.drop_cache:
+        fail(
+            "--drop-cache",
+            "pruneviz zoo repair",
+            "given (the one repair there is)",
+            None,
+            got="no repair",
+            fix=f"run `pruneviz zoo repair {args.zoo} --drop-cache`; damaged runs are rebuilt, not repaired.",
+        )
+    dropped = Zoo(args.zoo).drop_cache()
+    print(f"dropped {dropped} cache entr{'y' if dropped == 1 else 'ies'} from {args.zoo}")
+    return 0
+
+
 def _zoo_analyse(args: argparse.Namespace) -> int:
     from pruneviz.study import StudySettings, analyse_zoo
     from pruneviz.zoo import Zoo
@@ -369,6 +408,17 @@ def build_parser() -> argparse.ArgumentParser:
     ls = zsub.add_parser("ls", help="list the runs of a zoo")
     ls.add_argument("zoo", type=Path, help="zoo folder")
     ls.set_defaults(func=_zoo_ls)
+    verify = zsub.add_parser(
+        "verify", help="check every file of a zoo (hashes, readability, masks); exit code 1 on problems"
+    )
+    verify.add_argument("zoo", type=Path, help="zoo folder")
+    verify.set_defaults(func=_zoo_verify)
+    repair = zsub.add_parser("repair", help="repair what can be repaired in a zoo (the analysis cache)")
+    repair.add_argument("zoo", type=Path, help="zoo folder")
+    repair.add_argument(
+        "--drop-cache", action="store_true", help="remove every cached analysis result (they are recomputed)"
+    )
+    repair.set_defaults(func=_zoo_repair)
     return parser
 
 

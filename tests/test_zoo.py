@@ -188,7 +188,8 @@ def test_truncated_weights_in_a_zoo_are_reported(tmp_path, tiny):
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         zoo.load_model(record.run)
     problems = zoo.verify()
-    assert problems.run.tolist() == [record.run] and "CheckpointError" in problems.problem[0]
+    assert problems.name.tolist() == [record.run] and problems.path[0] == str(weights)
+    assert "sha256" in problems.problem[0] and "rebuild the run" in problems.fix[0]
 
 
 def test_analysis_cache_computes_once(tmp_path):

@@ -9,6 +9,10 @@ Layout::
       runs/<run>/                     weights.safetensors (+ masks.safetensors), outputs.parquet, run.json
       cache/<key>.parquet             cached analysis results
 
+The index records the sha256 of every file of a run and of a dataset when it is written (table
+``files``; a zoo written before that has no rows there, which means "not recorded", not damage), so that
+:meth:`Zoo.verify` can tell a changed or truncated file from an intact one.
+
 A run becomes visible only when its row is committed to the index, and its folder is complete before
 that: files are written into a temporary folder, flushed, and renamed into place. A build killed at any
 point leaves either no trace of a run or a folder without a row, which the next write of that run
@@ -31,6 +35,7 @@ import re
 import shutil
 import sqlite3
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +51,7 @@ from pruneviz._validation import check_choice, check_columns, check_fraction, ch
 from pruneviz._version import __version__
 from pruneviz.data.dataset import Dataset, DatasetInfo, DataSplits
 from pruneviz.data.inputs import Inputs
-from pruneviz.exceptions import ZooError, ZooSchemaError
+from pruneviz.exceptions import PrunevizError, ZooError, ZooSchemaError
 from pruneviz.models.registry import ModelSpec, arch_label, build_from_spec, is_factory_reference
 from pruneviz.prune.channels import apply_channel_plan
 from pruneviz.prune.masks import Masks
@@ -130,6 +135,96 @@ CREATE TABLE cache (
 """
 
 
+#: the table of content hashes; added to older zoos (of any schema version) by the first write that
+#: records a hash, which an older pruneviz ignores, so the schema version stays as it is
+_FILES_TABLE = """
+CREATE TABLE IF NOT EXISTS files (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    file TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (kind, name, file)
+)
+"""
+#: the deepest nesting of brackets that JSON read from a zoo's index may have (deeper is refused before
+#: parsing, which would otherwise exhaust Python's recursion limit)
+MAX_JSON_DEPTH = 100
+#: the most parameters a model rebuilt from a spec in a zoo may have (2e9: 8 GB of float32 weights);
+#: a spec over it is refused before anything is allocated
+MAX_MODEL_PARAMETERS = 2_000_000_000
+#: how far the fraction of weights a run's masks prune may lie from the sparsity its index row records
+SPARSITY_TOLERANCE = 0.05
+_TABLES = ("meta", "datasets", "runs", "cache")
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _verify_hint(path: Path | str) -> str:
+    return f"run `pruneviz zoo verify {path}` to list everything that is damaged"
+
+
+def json_depth(text: str) -> int:
+    """How deeply the arrays and objects of the JSON ``text`` nest (strings ignored), without parsing."""
+    raw = np.frombuffer(_JSON_STRING.sub("", text).encode(), dtype=np.uint8)
+    step = (raw == ord("[")).astype(np.int64) + (raw == ord("{")) - (raw == ord("]")) - (raw == ord("}"))
+    return int(np.cumsum(step).max()) if len(step) else 0
+
+
+def load_index_json(text: object, what: str, where: str, expected: type | None = dict) -> Any:
+    """Parse JSON ``text`` read from a zoo (``what`` names it, e.g. "the metrics of run 'x'", ``where``
+    the file it came from): nesting deeper than :data:`MAX_JSON_DEPTH`, invalid JSON and a value that is
+    not of the ``expected`` type are refused with a :class:`ZooError` naming it and the fix."""
+    zoo = Path(where).parent
+    fix = f"Fix: {_verify_hint(zoo)}, then rebuild what it names or restore the zoo from a copy."
+    if not isinstance(text, str):
+        raise ZooError(f"{what.capitalize()} in {where!r} is not JSON text (got {_short(text)}). {fix}")
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ZooError(
+            f"{what.capitalize()} in {where!r} nests {depth} levels deep; pruneviz reads at most "
+            f"{MAX_JSON_DEPTH} levels, so it is refused unread. {fix}"
+        )
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise ZooError(f"{what.capitalize()} in {where!r} is not valid JSON ({exc}). {fix}") from None
+    if expected is not None and not isinstance(obj, expected):
+        want = _JSON_NAMES.get(expected, expected.__name__)
+        got = _JSON_NAMES.get(type(obj), f"a {type(obj).__name__}")
+        raise ZooError(f"{what.capitalize()} in {where!r} must be {want} of JSON. Got {got} instead. {fix}")
+    return obj
+
+
+_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's content (read in blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def estimate_parameters(spec: ModelSpec) -> int | None:
+    """The number of parameters and buffers of the model ``spec`` builds, counted on torch's ``meta``
+    device (nothing is allocated); ``None`` when it cannot be built there (some factories)."""
+    try:
+        with torch.device("meta"):
+            model = build_from_spec(spec, seed=0)
+    except PrunevizError:
+        raise
+    except Exception:
+        return None
+    return sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
@@ -175,25 +270,39 @@ class RunRecord:
         return d
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> RunRecord:
-        return cls(
-            run=row["run"],
-            kind=row["kind"],
-            dataset=row["dataset"],
-            model_spec=ModelSpec.from_json(row["model_spec"]),
-            seed=int(row["seed"]),
-            parent=row["parent"],
-            method=row["method"],
-            structure=row["structure"],
-            target_sparsity=float(row["target_sparsity"]),
-            sparsity=float(row["sparsity"]),
-            schedule=json.loads(row["schedule"]),
-            train_config=json.loads(row["train_config"]),
-            metrics=json.loads(row["metrics"]),
-            timing=json.loads(row["timing"]),
-            version=row["version"],
-            created_at=row["created_at"],
-        )
+    def from_row(cls, row: Mapping[str, Any], *, source: str = INDEX_FILE) -> RunRecord:
+        """The record of an index row; ``source`` (the index file) is named when the row is damaged."""
+        rid = row.get("run")
+
+        def load(column: str) -> Any:
+            return load_index_json(row.get(column), f"the {column} of run {rid!r}", source)
+
+        try:
+            spec = load("model_spec")
+            return cls(
+                run=row["run"],
+                kind=row["kind"],
+                dataset=row["dataset"],
+                model_spec=ModelSpec.from_json(spec),
+                seed=int(row["seed"]),
+                parent=row["parent"],
+                method=row["method"],
+                structure=row["structure"],
+                target_sparsity=float(row["target_sparsity"]),
+                sparsity=float(row["sparsity"]),
+                schedule=load("schedule"),
+                train_config=load("train_config"),
+                metrics=load("metrics"),
+                timing=load("timing"),
+                version=row["version"],
+                created_at=row["created_at"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ZooError(
+                f"The row of run {rid!r} in {source!r} is malformed (a field is missing or of the wrong "
+                f"type: {exc}). Fix: {_verify_hint(Path(source).parent)}, then rebuild that run or restore "
+                "the zoo from a copy."
+            ) from None
 
 
 def cache_key(
@@ -248,7 +357,16 @@ class ZooWrites:
 
 def rebuild_model(record: RunRecord, state: Mapping[str, torch.Tensor]) -> nn.Module:
     """The one way a stored run's model is made: its architecture from ``record.model_spec``, its channel
-    plan (if channel-pruned) replayed, then ``state`` loaded strictly; in eval mode."""
+    plan (if channel-pruned) replayed, then ``state`` loaded strictly; in eval mode. A spec that would
+    build more than :data:`MAX_MODEL_PARAMETERS` parameters is refused before anything is allocated."""
+    size = estimate_parameters(record.model_spec)
+    if size is not None and size > MAX_MODEL_PARAMETERS:
+        raise ZooError(
+            f"The model spec of run {record.run!r} ({_short(record.model_spec.to_json(), 160)}) would build "
+            f"a model of {size:,} parameters, more than the {MAX_MODEL_PARAMETERS:,} pruneviz rebuilds from "
+            f"a zoo, so it is refused before allocating it. Fix: `pruneviz zoo verify` lists such runs; "
+            f"open only zoos from people you trust, or rebuild that run."
+        )
     model = build_from_spec(record.model_spec, seed=0)
     plan = record.schedule.get("channel_plan")
     if plan:
@@ -299,15 +417,17 @@ class Zoo:
                 f"{str(self.path)!r} is not a pruneviz zoo (no {INDEX_FILE} inside). Fix: point at the "
                 "folder a zoo build wrote, or create a new zoo with Zoo.create(path)."
             )
+        with self._connect() as con:
+            rows = dict(con.execute("SELECT key, value FROM meta").fetchall())
+            self._check_tables(con)
+        text = rows.get("schema_version", "0") or "0"
         try:
-            with self._connect() as con:
-                rows = dict(con.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError as exc:
+            version = int(text)
+        except (TypeError, ValueError):
             raise ZooError(
-                f"The index {str(index)!r} of the zoo is corrupt or not a pruneviz index ({exc}). "
-                "Fix: restore the zoo from a copy, or rebuild it into a new folder."
-            ) from exc
-        version = int(rows.get("schema_version", "0") or 0)
+                f"The index {str(index)!r} of the zoo has the schema version {_short(text)}, which is not an "
+                "integer. Fix: restore the zoo from a copy, or rebuild it into a new folder."
+            ) from None
         if version > SCHEMA_VERSION:
             raise ZooSchemaError(
                 f"The zoo {str(self.path)!r} has schema version {version}, written by pruneviz "
@@ -347,7 +467,7 @@ class Zoo:
         tmp_index = p / f".{INDEX_FILE}.{uuid.uuid4().hex}.tmp"
         con = sqlite3.connect(tmp_index)
         try:
-            con.executescript(_SCHEMA)
+            con.executescript(_SCHEMA + _FILES_TABLE + ";")
             con.executemany(
                 "INSERT INTO meta VALUES (?, ?)",
                 [
@@ -404,17 +524,74 @@ class Zoo:
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection to the index; SQLite's errors (a corrupt file, a missing table) become one
+        :class:`ZooError` naming the index and the fix."""
         index = self.path / INDEX_FILE
-        if self._captured is not None:  # capturing: the index is opened read-only
-            con = sqlite3.connect(f"{index.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
-        else:
-            con = sqlite3.connect(index, timeout=60)
+        try:
+            if self._captured is not None:  # capturing: the index is opened read-only
+                con = sqlite3.connect(f"{index.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+            else:
+                con = sqlite3.connect(index, timeout=60)
+        except sqlite3.Error as exc:
+            raise self._index_error(exc) from None
         con.row_factory = sqlite3.Row
         try:
             with con:  # commits on success, rolls back on error
                 yield con
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise self._index_error(exc) from None
         finally:
             con.close()
+
+    def _index_error(self, exc: BaseException) -> ZooError:
+        index = self.path / INDEX_FILE
+        return ZooError(
+            f"The index {str(index)!r} of the zoo is corrupt or not a pruneviz index, or another process "
+            f"holds it ({exc}). Fix: restore the zoo from a copy, or rebuild it into a new folder; if "
+            "another process is writing it, wait and retry."
+        )
+
+    def _check_tables(self, con: sqlite3.Connection) -> None:
+        """Every table of the index has the columns this pruneviz reads (else one clear error)."""
+        for table, expected in _expected_columns().items():
+            have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in expected if c not in have]
+            if missing:
+                what = (
+                    f"has no table {table!r}" if not have else f"lacks the column(s) {missing} of {table!r}"
+                )
+                raise ZooError(
+                    f"The index {str(self.path / INDEX_FILE)!r} of the zoo {what}: it was damaged or "
+                    "written by another program. Fix: restore the zoo from a copy, or rebuild it into a new "
+                    "folder."
+                )
+
+    def _file_hashes(self) -> dict[tuple[str, str], dict[str, str]]:
+        """The recorded sha256 of files by (kind, name): empty for a zoo written before hashes were."""
+        with self._connect() as con:
+            if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='files'").fetchone():
+                return {}
+            out: dict[tuple[str, str], dict[str, str]] = {}
+            for r in con.execute("SELECT kind, name, file, sha256 FROM files"):
+                out.setdefault((r[0], r[1]), {})[r[2]] = r[3]
+        return out
+
+    @staticmethod
+    def _record_files(
+        con: sqlite3.Connection, kind: str, name: str, folder: Path, files: Sequence[str]
+    ) -> None:
+        """Record the sha256 of ``files`` (in ``folder``) of the ``kind`` ``name`` in the index."""
+        con.execute(_FILES_TABLE)
+        con.executemany(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+            [
+                (kind, name, f, file_sha256(folder / f), (folder / f).stat().st_size)
+                for f in files
+                if (folder / f).is_file()
+            ],
+        )
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -530,6 +707,7 @@ class Zoo:
                         _now(),
                     ),
                 )
+                self._record_files(con, "dataset", key, folder, _DATASET_FILES)
         return key
 
     def datasets(self) -> pd.DataFrame:
@@ -551,9 +729,27 @@ class Zoo:
                 "key", "Zoo.dataset", f"a dataset key in this zoo {self.datasets()['dataset'].tolist()}", key
             )
         folder = self.dataset_dir(key)
+        fix = f"Fix: {_verify_hint(self.path)}; restore the zoo from a copy, or add the dataset to a new zoo."
+        if not folder.is_dir():
+            raise ZooError(f"The folder {str(folder)!r} of dataset {key!r} is gone. {fix}")
+        index = str(self.path / INDEX_FILE)
+        info_json = load_index_json(row["info"], f"the info of dataset {key!r}", index)
+        try:
+            info = DatasetInfo.from_json(info_json)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ZooError(f"The info of dataset {key!r} in {index!r} is malformed ({exc}). {fix}") from None
         tensors, metadata = load_tensors(folder / "tensors.safetensors")
-        samples = pd.read_parquet(folder / "samples.parquet")
-        info = DatasetInfo.from_json(json.loads(row["info"]))
+        path = folder / "samples.parquet"
+        try:
+            samples = pd.read_parquet(path)
+        except Exception as exc:
+            raise ZooError(
+                f"The samples file {str(path)!r} of dataset {key!r} cannot be read ({exc}). {fix}"
+            ) from None
+        missing = [c for c in ("sample_id", "subset") if c not in samples.columns]
+        missing += [t for t in ("y", "sample_id") if t not in tensors]
+        if missing:
+            raise ZooError(f"The stored dataset {key!r} lacks {missing}. {fix}")
         extra = [c for c in samples.columns if c not in ("sample_id", "subset", "class")]
         ds = Dataset(
             _stored_inputs(key, tensors, metadata),
@@ -692,7 +888,9 @@ class Zoo:
         self._insert_run(record)
 
     def _insert_run(self, record: RunRecord) -> None:
+        """Commit the run's index row together with the hashes of its (complete) folder's files."""
         with self._connect() as con:
+            self._record_files(con, "run", record.run, self.run_dir(record.run), _RUN_FILES)
             con.execute(
                 "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -729,7 +927,7 @@ class Zoo:
         ):
             if name is not None:
                 check_plain_name(name, what, "Zoo.run", stored=True)
-        return RunRecord.from_row(dict(row))
+        return RunRecord.from_row(dict(row), source=str(self.path / INDEX_FILE))
 
     def runs(self, **where: Any) -> pd.DataFrame:
         """One row per run in the shared vocabulary, metrics flattened into columns, in the order of
@@ -759,9 +957,20 @@ class Zoo:
                     f"pass e.g. {key}={df[key].iloc[0]!r}." if len(df) else None,
                 )
             df = df[df[key] == value]
-        metrics = pd.DataFrame([json.loads(m) for m in df["metrics"]], index=df.index)
+        index = str(self.path / INDEX_FILE)
+        metrics = pd.DataFrame(
+            [
+                load_index_json(m, f"the metrics of run {r!r}", index)
+                for r, m in zip(df["run"], df["metrics"], strict=True)
+            ],
+            index=df.index,
+        )
         timing = pd.DataFrame(
-            [{f"{k}_s": v for k, v in json.loads(t).items()} for t in df["timing"]], index=df.index
+            [
+                {f"{k}_s": v for k, v in load_index_json(t, f"the timing of run {r!r}", index).items()}
+                for r, t in zip(df["run"], df["timing"], strict=True)
+            ],
+            index=df.index,
         )
         base = df.drop(columns=["model_spec", "schedule", "train_config", "metrics", "timing"])
         return pd.concat([base, metrics, timing], axis=1).reset_index(drop=True)
@@ -835,8 +1044,9 @@ class Zoo:
             frame = pd.read_parquet(path, columns=columns)
         except Exception as exc:
             raise ZooError(
-                f"The outputs of run {run!r} ({str(path)!r}) cannot be read ({exc}). Fix: rebuild the run."
-            ) from exc
+                f"The outputs of run {run!r} ({str(path)!r}) cannot be read ({exc}). Fix: "
+                f"{_verify_hint(self.path)}, then rebuild the run or restore the zoo from a copy."
+            ) from None
         extra = self._captured.outputs_of(run) if self._captured is not None else None
         if extra is not None:
             frame = pd.concat([frame, extra[list(frame.columns)]], ignore_index=True)
@@ -849,8 +1059,9 @@ class Zoo:
             return list(pq.read_schema(path).names)
         except Exception as exc:
             raise ZooError(
-                f"The outputs of run {run!r} ({str(path)!r}) cannot be read ({exc}). Fix: rebuild the run."
-            ) from exc
+                f"The outputs of run {run!r} ({str(path)!r}) cannot be read ({exc}). Fix: "
+                f"{_verify_hint(self.path)}, then rebuild the run or restore the zoo from a copy."
+            ) from None
 
     def add_outputs(self, run: str, outputs: pd.DataFrame) -> None:
         """Add per-sample outputs on new evaluation splits (a corruption, an attack) to a stored run.
@@ -892,18 +1103,135 @@ class Zoo:
             _check_new_outputs(run, current, list(current.columns), outputs, where)
             merged = pd.concat([current, outputs], ignore_index=True)
             write_atomic(path, lambda tmp: _write_outputs(tmp, merged))
+            with self._connect() as con:
+                self._record_files(con, "run", run, path.parent, ["outputs.parquet"])
         self.counts["writes"] += 1
 
     def verify(self) -> pd.DataFrame:
-        """Check that every indexed run's files are present and readable; one row per problem."""
-        problems = []
-        for rid in self.run_ids():
+        """Check every dataset, run and cache entry of the zoo; one row per problem, empty when intact.
+
+        Columns: ``kind`` (``dataset``, ``run``, ``cache``), ``name``, ``path``, ``problem`` and ``fix``.
+        Reported: a folder or file that is gone, a file that cannot be read (truncated, garbage), a file
+        whose sha256 differs from the one recorded when it was written (a zoo written before hashes were
+        recorded is checked for everything else), an index row that is malformed, a model spec that
+        cannot be rebuilt or is too large, and masks that are not binary, disagree with the weights (a
+        pruned weight that is not zero) or prune a fraction far (more than :data:`SPARSITY_TOLERANCE`)
+        from the run's recorded sparsity.
+        """
+        problems: list[dict[str, str]] = []
+        hashes = self._file_hashes()
+        rebuild = "restore the zoo from a copy, or rebuild the run into a new zoo"
+
+        def report(kind: str, name: str, path: Path | str, problem: str, fix: str) -> None:
+            problems.append(
+                {"kind": kind, "name": str(name), "path": str(path), "problem": problem, "fix": fix}
+            )
+
+        def check_file(kind: str, name: str, path: Path, required: bool, fix: str) -> bool:
+            recorded = hashes.get((kind, name), {}).get(path.name)
+            if not path.is_file():
+                if required or recorded is not None:
+                    report(kind, name, path, "the file is missing", fix)
+                return False
+            if recorded is not None and file_sha256(path) != recorded:
+                problem = (
+                    f"the file's content differs from the sha256 recorded when it was written "
+                    f"({recorded[:12]}...): it was changed, truncated or damaged"
+                )
+                report(kind, name, path, problem, fix)
+                return False
+            try:
+                if path.suffix == ".safetensors":
+                    load_tensors(path)
+                elif path.suffix == ".parquet":
+                    pd.read_parquet(path)
+                else:
+                    load_index_json(path.read_text(), "the file", str(path))
+            except PrunevizError as exc:
+                report(kind, name, path, f"the file cannot be read: {exc}", fix)
+                return False
+            except Exception as exc:  # pyarrow, UnicodeDecodeError: the reason, not the type
+                report(
+                    kind,
+                    name,
+                    path,
+                    f"the file is truncated or not a valid {path.suffix[1:]} file ({exc})",
+                    fix,
+                )
+                return False
+            return True
+
+        with self._connect() as con:
+            dataset_keys = [r[0] for r in con.execute("SELECT dataset FROM datasets ORDER BY rowid")]
+            run_keys = [r[0] for r in con.execute("SELECT run FROM runs ORDER BY run")]
+            cache_keys = [r[0] for r in con.execute("SELECT key FROM cache ORDER BY key")]
+        index = self.path / INDEX_FILE
+        for key in dataset_keys:
+            fix = "restore the zoo from a copy, or add the dataset to a new zoo and rebuild its runs"
+            try:
+                folder = self.dataset_dir(key)
+            except ZooError as exc:
+                report("dataset", key, index, str(exc), "open only zoos from people you trust")
+                continue
+            if not folder.is_dir():
+                report("dataset", key, folder, "the dataset's folder is gone", fix)
+                continue
+            ok = [check_file("dataset", key, folder / f, True, fix) for f in _DATASET_FILES]
+            if all(ok):
+                try:
+                    self.dataset(key)
+                except PrunevizError as exc:
+                    report("dataset", key, folder, str(exc), fix)
+        for rid in run_keys:
+            try:
+                record = self.run(rid)
+                folder = self.run_dir(rid)
+            except PrunevizError as exc:
+                report("run", rid, index, str(exc), rebuild)
+                continue
+            if not folder.is_dir():
+                report("run", rid, folder, "the run's folder is gone", rebuild)
+                continue
+            weights_ok = check_file("run", rid, folder / "weights.safetensors", True, rebuild)
+            masks_ok = check_file("run", rid, folder / "masks.safetensors", False, rebuild)
+            check_file("run", rid, folder / "outputs.parquet", True, rebuild)
+            check_file("run", rid, folder / "run.json", False, rebuild)
+            if not weights_ok:
+                continue
             try:
                 self.load_model(rid)
-                self.outputs(rid)
-            except Exception as exc:  # report, do not stop
-                problems.append({"run": rid, "problem": f"{type(exc).__name__}: {exc}"})
-        return pd.DataFrame(problems, columns=["run", "problem"])
+            except PrunevizError as exc:
+                report("run", rid, folder / "weights.safetensors", str(exc), rebuild)
+                continue
+            if masks_ok and (folder / "masks.safetensors").is_file():
+                for problem in _mask_problems(record, folder):
+                    report("run", rid, folder / "masks.safetensors", problem, rebuild)
+        for key in cache_keys:
+            path = self.path / "cache" / f"{key}.parquet"
+            fix = f"`pruneviz zoo repair {self.path} --drop-cache` removes the cache; analyses recompute it"
+            if not path.is_file():
+                report("cache", key, path, "the cached result's file is missing", fix)
+                continue
+            try:
+                pd.read_parquet(path)
+            except Exception as exc:
+                report(
+                    "cache", key, path, f"the cached result is truncated or not a Parquet file ({exc})", fix
+                )
+        return pd.DataFrame(problems, columns=["kind", "name", "path", "problem", "fix"])
+
+    def drop_cache(self) -> int:
+        """Remove every cached analysis result (index rows and files; analyses recompute them on the next
+        call), under the writer lock; return how many entries were removed."""
+        with self._writing():
+            with self._connect() as con:
+                keys = [r[0] for r in con.execute("SELECT key FROM cache")]
+                con.execute("DELETE FROM cache")
+            folder = self.path / "cache"
+            files = list(folder.glob("*.parquet")) + list(folder.glob(".*.tmp")) if folder.is_dir() else []
+            for f in files:
+                f.unlink(missing_ok=True)
+        return max(len(keys), len([f for f in files if f.suffix == ".parquet"]))
 
     # -- cached analyses ------------------------------------------------------------------------
     def cached(
@@ -930,8 +1258,19 @@ class Zoo:
         with self._connect() as con:
             hit = con.execute("SELECT 1 FROM cache WHERE key = ?", (key,)).fetchone()
         if hit and path.is_file():
-            self.counts["hits"] += 1
-            return pd.read_parquet(path)
+            try:
+                frame = pd.read_parquet(path)
+            except Exception as exc:  # truncated or garbage: drop it and compute again
+                warnings.warn(
+                    f"The cached result {str(path)!r} of {analysis!r} cannot be read ({exc}); it is dropped "
+                    f"and computed again. `pruneviz zoo verify {self.path}` lists other damage.",
+                    stacklevel=2,
+                )
+                if self._captured is None:
+                    self._drop_entry(key, path)
+            else:
+                self.counts["hits"] += 1
+                return frame
         self.counts["computed"] += 1
         result = compute()
         if not isinstance(result, pd.DataFrame):
@@ -960,7 +1299,7 @@ class Zoo:
         with self._writing():
             with self._connect() as con:
                 hit = con.execute("SELECT 1 FROM cache WHERE key = ?", (key,)).fetchone()
-            if hit and path.is_file():
+            if hit and path.is_file() and _readable_parquet(path):
                 return False
             path.parent.mkdir(exist_ok=True)
             write_atomic(path, lambda tmp: entry.frame.to_parquet(tmp, index=False))
@@ -978,6 +1317,13 @@ class Zoo:
                     ),
                 )
         return True
+
+    def _drop_entry(self, key: str, path: Path) -> None:
+        """Remove one (damaged) cache entry: its row and its file."""
+        with self._writing():
+            with self._connect() as con:
+                con.execute("DELETE FROM cache WHERE key = ?", (key,))
+            path.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def capture(self) -> Iterator[ZooWrites]:
@@ -1020,6 +1366,63 @@ class Zoo:
             if c in df.columns
         ]  # fmt: skip
         return df[cols]
+
+
+_RUN_FILES = ("weights.safetensors", "masks.safetensors", "outputs.parquet", "run.json")
+_DATASET_FILES = ("tensors.safetensors", "samples.parquet", "info.json")
+
+
+def _expected_columns() -> dict[str, list[str]]:
+    """The columns of each table of the index, as :data:`_SCHEMA` creates them."""
+    con = sqlite3.connect(":memory:")
+    try:
+        con.executescript(_SCHEMA + _FILES_TABLE + ";")
+        return {t: [r[1] for r in con.execute(f"PRAGMA table_info({t})")] for t in _TABLES}
+    finally:
+        con.close()
+
+
+def _readable_parquet(path: Path) -> bool:
+    try:
+        pd.read_parquet(path)
+    except Exception:
+        return False
+    return True
+
+
+def _mask_problems(record: RunRecord, folder: Path) -> list[str]:
+    """What is wrong with a run's masks against its weights and its recorded sparsity."""
+    weights, _ = load_tensors(folder / "weights.safetensors")
+    masks, _ = load_tensors(folder / "masks.safetensors")
+    problems, pruned, total = [], 0, 0
+    for key, mask in masks.items():
+        binary = (mask == 0) | (mask == 1)
+        if not bool(binary.all()):
+            odd = mask[~binary].flatten()[:3].tolist()
+            problems.append(f"the mask of {key!r} is not binary: it holds values such as {odd}")
+            continue
+        weight = weights.get(key)
+        if weight is None or tuple(weight.shape) != tuple(mask.shape):
+            got = "no such weight" if weight is None else f"a weight of shape {tuple(weight.shape)}"
+            problems.append(f"the mask of {key!r} (shape {tuple(mask.shape)}) has {got}")
+            continue
+        cut = mask == 0
+        alive = int((cut & (weight != 0)).sum())
+        if alive:
+            problems.append(
+                f"{alive} weight(s) of {key!r} are nonzero where the mask prunes them (the weights and the "
+                "masks disagree)"
+            )
+        pruned += int(cut.sum())
+        total += mask.numel()
+    if total and not problems and record.kind == "pruned" and not record.schedule.get("channel_plan"):
+        density = 1.0 - pruned / total
+        if abs((1.0 - density) - record.sparsity) > SPARSITY_TOLERANCE:
+            problems.append(
+                f"the masks keep {density:.1%} of their weights (sparsity {1 - density:.3f}), far from the "
+                f"sparsity {record.sparsity:.3f} the index records (tolerance {SPARSITY_TOLERANCE})"
+            )
+    return problems
 
 
 def _stored_inputs(
