@@ -17,6 +17,8 @@ from pruneviz.data.inputs import Inputs
 
 MODALITIES = ("image", "sequence", "tabular", "text")
 SUBSETS = ("train", "val", "test")
+#: column names of output frames and run tables that a group column may not take (they would collide)
+RESERVED_GROUP_COLUMNS = ("subset", "sample_id", "run", "split", "label", "prediction")
 
 
 @dataclass(frozen=True)
@@ -463,6 +465,16 @@ def _as_groups(groups: Any, n: int, where: str) -> pd.DataFrame:
         )
     if "class" in df.columns:
         fail("groups", where, "columns other than 'class' (added automatically)", list(df.columns))
+    reserved = [c for c in df.columns if str(c) in RESERVED_GROUP_COLUMNS]
+    if reserved:
+        fail(
+            "groups",
+            where,
+            f"columns not named like pruneviz's own columns {list(RESERVED_GROUP_COLUMNS)}",
+            None,
+            f"rename the column, e.g. groups={{'{reserved[0]}_group': ...}}.",
+            got=f"the reserved column name(s) {reserved}",
+        )
     for col in df.columns:
         if df[col].isna().any():
             data_fail(
