@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pruneviz._validation import check_choice, check_fraction, check_int, fail
+from pruneviz._validation import check_choice, check_fraction, check_instance, check_int, fail
 from pruneviz.data.dataset import Dataset, DataSplits
 from pruneviz.models.registry import build_from_spec, count_parameters
 from pruneviz.prune.accounting import count_macs, measure_latency
@@ -269,6 +269,14 @@ def prune_population(
     Returns the zoo's summary rows of the population's runs.
     """
     where = "prune_population"
+    check_instance(
+        zoo,
+        Zoo,
+        "zoo",
+        where,
+        "an open pruneviz Zoo",
+        "open the folder first: zoo=pruneviz.Zoo('path/to/zoo').",
+    )
     methods = [
         check_choice(m, "methods", where, population_method_names()) for m in _as_list(methods, "methods")
     ]
