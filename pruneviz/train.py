@@ -249,7 +249,15 @@ def evaluate(
 
 def logits_of(outputs: pd.DataFrame) -> np.ndarray:
     """The ``(N, K)`` logits array held in an :func:`evaluate` frame's ``logit_*`` columns."""
-    cols = [c for c in outputs.columns if c.startswith("logit_")]
+    check_instance(
+        outputs,
+        pd.DataFrame,
+        "outputs",
+        "logits_of",
+        "a frame from evaluate() with logit_* columns",
+        "pass the frame evaluate(model, data) returned.",
+    )
+    cols = [c for c in outputs.columns if str(c).startswith("logit_")]
     if not cols:
         fail("outputs", "logits_of", "a frame from evaluate() with logit_* columns", list(outputs.columns))
     cols.sort(key=lambda c: int(c.split("_")[1]))
