@@ -205,3 +205,16 @@ def test_the_messages_name_the_function_they_come_from():
         prune_(None, method="magnitude", sparsity=0.5)
     with pytest.raises(PrunevizError, match="parameter of fit must"):
         pruneviz.fit("model", _data())
+
+
+def test_a_zoo_built_with_val_fraction_zero_stores_dense_and_pruned_runs_without_val_rows(tmp_path):
+    from pruneviz.zoo import build_dense_population
+
+    rng = np.random.default_rng(0)
+    ds = Dataset(rng.normal(size=(90, 4)).astype(np.float32), np.arange(90) % 3, name="v0")
+    zoo = pruneviz.Zoo.create(tmp_path / "zoo")
+    one = TrainConfig(epochs=1, batch_size=32)
+    dense = build_dense_population(zoo, ds, arch="mlp", seeds=1, config=one, val_fraction=0.0, progress=False)
+    pruned = prune_population(zoo, methods=["lamp"], sparsities=[0.5], finetune=one, progress=False)
+    for rows in (dense, pruned):
+        assert len(rows) == 1 and np.isnan(rows.val_accuracy.iloc[0]) and rows.test_accuracy.iloc[0] > 0
