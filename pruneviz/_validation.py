@@ -128,3 +128,59 @@ def _numpy_floating() -> type:
     import numpy as np
 
     return np.floating
+
+
+#: floating dtypes that pruneviz's training, evaluation and data-driven pruning refuse (inputs are float32)
+HALF_DTYPES = ("float16", "bfloat16")
+
+
+def check_model(value: Any, param: str, where: str, *, half: bool = False) -> Any:
+    """``value`` must be a ``torch.nn.Module`` whose parameters hold values (not on the meta device)
+    and, unless ``half``, are not float16/bfloat16; return it."""
+    from torch import nn
+
+    if not isinstance(value, nn.Module):
+        fail(
+            param,
+            where,
+            "a torch nn.Module",
+            value,
+            f"pass the model itself, e.g. {param}=pruneviz.build_model('mlp', input_shape=(4,), "
+            "num_classes=3).",
+            got=f"{_show(value)} (type {type(value).__name__})",
+        )
+    tensors = [*value.parameters(), *value.buffers()]
+    on_meta = [t for t in tensors if t.is_meta]
+    if on_meta:
+        fail(
+            param,
+            where,
+            "a model whose weights hold values",
+            None,
+            f"materialise it first, e.g. {param}.to_empty(device='cpu') then {param}.load_state_dict(...).",
+            got=f"a {type(value).__name__} with {len(on_meta)} tensor(s) on the meta device",
+        )
+    if not half:
+        low = sorted(
+            {str(t.dtype).removeprefix("torch.") for t in tensors if t.is_floating_point()} & set(HALF_DTYPES)
+        )
+        if low:
+            fail(
+                param,
+                where,
+                "a model with float32 or float64 weights",
+                None,
+                f"call {param}.float() first (pruneviz feeds float32 inputs and computes losses in "
+                "float32); convert back with .half()/.bfloat16() afterwards if needed.",
+                got=f"a {type(value).__name__} with {'/'.join(low)} weights",
+            )
+    return value
+
+
+def check_instance(
+    value: Any, cls: type | tuple[type, ...], param: str, where: str, expected: str, fix: str
+) -> Any:
+    """``value`` must be an instance of ``cls``; return it."""
+    if not isinstance(value, cls):
+        fail(param, where, expected, value, fix, got=f"{_show(value)} (type {type(value).__name__})")
+    return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "DataError",
+    "DivergenceError",
     "MissingDependencyError",
     "NotApplicableError",
     "PrunevizError",
@@ -49,3 +50,7 @@ class NotApplicableError(PrunevizError):
 
 class MissingDependencyError(PrunevizError, ImportError):
     """An optional dependency is needed for this feature and is not installed."""
+
+
+class DivergenceError(PrunevizError, FloatingPointError):
+    """Training diverged: the loss became NaN/inf or blew up far beyond its starting value."""

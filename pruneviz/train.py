@@ -16,12 +16,23 @@ from torch.nn import functional as F
 
 from pruneviz._scope import eval_mode
 from pruneviz._seed import seeded
-from pruneviz._validation import check_choice, check_int, check_positive_float, data_fail, fail
+from pruneviz._validation import (
+    check_choice,
+    check_instance,
+    check_int,
+    check_model,
+    check_positive_float,
+    data_fail,
+    fail,
+)
 from pruneviz.data.dataset import Dataset
 from pruneviz.data.inputs import Inputs
+from pruneviz.exceptions import DivergenceError
 from pruneviz.models.adapter import adapted
 
 OPTIMIZERS = ("adam", "sgd")
+#: ``fit`` stops when a step's loss exceeds this multiple of the first step's loss (or is not finite)
+DIVERGENCE_FACTOR = 1e6
 
 
 @dataclass(frozen=True)
@@ -85,17 +96,30 @@ def fit(
     ``val`` also ``val_loss``, ``val_accuracy``), ``value``.
     """
     where = "fit"
-    if not isinstance(model, nn.Module):
-        fail("model", where, "a torch nn.Module", type(model).__name__)
-    if not isinstance(train, Dataset):
-        fail(
-            "train",
-            where,
-            "a pruneviz Dataset",
-            type(train).__name__,
-            "wrap data with pruneviz.data.Dataset.",
-        )
+    check_model(model, "model", where)
+    _check_dataset(train, "train", where)
+    check_instance(
+        config,
+        TrainConfig,
+        "config",
+        where,
+        "a pruneviz TrainConfig",
+        "pass config=TrainConfig(epochs=..., lr=...) (a dict d works as TrainConfig(**d)).",
+    )
     seed = check_int(seed, "seed", where, minimum=0)
+    if val is not None:
+        _check_dataset(val, "val", where, fix="pass val=None, or split with val_fraction > 0.")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        total = sum(1 for _ in model.parameters())
+        fail(
+            "model",
+            where,
+            "a model with at least one trainable parameter (requires_grad=True)",
+            None,
+            "unfreeze the layers to train, e.g. for p in model.parameters(): p.requires_grad_(True).",
+            got=f"a {type(model).__name__} with all {total} parameter(s) frozen",
+        )
     with adapted(model):
         _check_model_fits(model, train, where)
         return _fit(model, train, config, seed, val, after_step, after_backward, progress, desc)
@@ -117,6 +141,7 @@ def _fit(
     rows: list[tuple[int, str, float]] = []
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = max(1, config.epochs * steps_per_epoch)
+    first_loss: float | None = None
     with seeded(seed) as gen:
         opt = _make_optimizer(model, config)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
@@ -124,14 +149,23 @@ def _fit(
         for epoch in bar:
             model.train()
             loss_sum, correct = 0.0, 0
-            for xb, yb in train.loader_batches(config.batch_size, generator=gen):
+            for step, (xb, yb) in enumerate(train.loader_batches(config.batch_size, generator=gen)):
                 opt.zero_grad(set_to_none=True)
                 logits = model(xb)
                 loss = F.cross_entropy(logits, yb)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"Training diverged: the loss became {loss.item()} in epoch {epoch}. "
-                        f"Fix: lower the learning rate (lr={config.lr:g}) or check the inputs."
+                value = loss.item()
+                if first_loss is None:
+                    first_loss = value
+                if not math.isfinite(value) or value > DIVERGENCE_FACTOR * max(first_loss, 1e-12):
+                    what = (
+                        "non-finite"
+                        if not math.isfinite(value)
+                        else (f"more than {DIVERGENCE_FACTOR:g} times the first loss ({first_loss:.4g})")
+                    )
+                    raise DivergenceError(
+                        f"Training diverged: the loss became {value:.4g} ({what}) in epoch {epoch}, "
+                        f"step {step} (batch {step + 1} of {steps_per_epoch}). "
+                        f"Fix: lower the learning rate (lr={config.lr:g}) or check the inputs' scale."
                     )
                 loss.backward()
                 if after_backward is not None:
@@ -175,6 +209,8 @@ def evaluate(
     The model is put in eval mode and left there. Non-finite logits raise an error naming the samples.
     """
     where = "evaluate"
+    check_model(model, "model", where)
+    _check_dataset(data, "data", where)
     batch_size = check_int(batch_size, "batch_size", where, minimum=1)
     with adapted(model):
         _check_model_fits(model, data, where)
@@ -213,11 +249,34 @@ def evaluate(
 
 def logits_of(outputs: pd.DataFrame) -> np.ndarray:
     """The ``(N, K)`` logits array held in an :func:`evaluate` frame's ``logit_*`` columns."""
-    cols = [c for c in outputs.columns if c.startswith("logit_")]
+    check_instance(
+        outputs,
+        pd.DataFrame,
+        "outputs",
+        "logits_of",
+        "a frame from evaluate() with logit_* columns",
+        "pass the frame evaluate(model, data) returned.",
+    )
+    cols = [c for c in outputs.columns if str(c).startswith("logit_")]
     if not cols:
         fail("outputs", "logits_of", "a frame from evaluate() with logit_* columns", list(outputs.columns))
     cols.sort(key=lambda c: int(c.split("_")[1]))
     return outputs[cols].to_numpy()
+
+
+def _check_dataset(value: Any, param: str, where: str, *, fix: str | None = None) -> Dataset:
+    """``value`` must be a non-empty pruneviz :class:`Dataset`."""
+    check_instance(
+        value,
+        Dataset,
+        param,
+        where,
+        "a pruneviz Dataset",
+        f"wrap arrays as pruneviz.data.Dataset(x, y), or load one: {param}=pruneviz.load_dataset('digits').",
+    )
+    if len(value) == 0:
+        data_fail(param, where, "a non-empty Dataset", "0 samples", fix or "pass a dataset with samples.")
+    return value
 
 
 def _check_model_fits(model: nn.Module, data: Dataset, where: str) -> None:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pruneviz._scope import eval_mode, forward_hooks
-from pruneviz._validation import check_choice, check_int, fail
+from pruneviz._validation import check_choice, check_int, check_model, fail
 from pruneviz.data.inputs import Inputs
 from pruneviz.models.adapter import adapted
 
@@ -30,6 +30,7 @@ REDUCTIONS = ("flatten", "mean")
 
 def layer_names(model: nn.Module) -> list[str]:
     """Names of the model's submodules whose outputs can be captured, in registration order."""
+    check_model(model, "model", "layer_names", half=True)
     return [name for name, _ in model.named_modules() if name]
 
 

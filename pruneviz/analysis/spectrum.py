@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pruneviz._scope import eval_mode, forward_hooks
-from pruneviz._validation import check_int, fail
+from pruneviz._validation import check_int, check_model, fail
 from pruneviz.models.adapter import adapted
 
 EVALS_THRESH = 1e-5  # eigenvalues at or below this are left out of the power-law fit (as weightwatcher)
@@ -474,6 +474,7 @@ def spectrum_table(
     ['classifier', 'features.1']
     """
     where = "spectrum_table"
+    check_model(model, "model", where, half=True)
     min_evals = check_int(min_evals, "min_evals", where, minimum=1)
     chosen = _spectral_layers(model, layers, embeddings, where)
     convs = {n for n, m in chosen.items() if isinstance(m, nn.Conv1d | nn.Conv2d)}

@@ -14,9 +14,12 @@ import torch
 
 from pruneviz._validation import check_columns, check_fraction, check_int, data_fail, fail
 from pruneviz.data.inputs import Inputs
+from pruneviz.exceptions import ValidationError
 
 MODALITIES = ("image", "sequence", "tabular", "text")
 SUBSETS = ("train", "val", "test")
+#: column names of output frames and run tables that a group column may not take (they would collide)
+RESERVED_GROUP_COLUMNS = ("subset", "sample_id", "run", "split", "label", "prediction")
 
 
 @dataclass(frozen=True)
@@ -341,7 +344,16 @@ def stratified_parts(
 def _as_inputs(x: Any, modality: str | None, where: str) -> torch.Tensor | Inputs:
     """Float inputs as a finite float32 tensor; token ids (text) kept as integers; named inputs as Inputs."""
     if isinstance(x, Inputs | Mapping):
-        inputs = x if isinstance(x, Inputs) else Inputs(x)
+        try:
+            inputs = x if isinstance(x, Inputs) else Inputs(x)
+        except ValidationError as exc:
+            raise fail(
+                "x",
+                where,
+                "an array of samples, or a mapping of input name -> tensor with one row per sample",
+                x,
+                f"pass e.g. x={{'input_ids': ids, 'attention_mask': mask}} ({exc}).",
+            ) from exc
         if len(inputs) == 0:
             data_fail("x", where, "a non-empty batch of samples", "0 samples", "check the data source.")
         checked = {}
@@ -376,9 +388,15 @@ def _as_float_tensor(x: Any, where: str, *, name: str = "x", min_ndim: int = 2) 
             arr = np.asarray(x)
         except Exception as exc:  # ragged lists and the like
             raise fail(name, where, "an array of numbers of shape (N, ...)", x) from exc
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            fail(name, where, "a numeric array of shape (N, ...)", None, got=f"dtype {arr.dtype}")
+        if (
+            arr.dtype == object
+            or np.iscomplexobj(arr)
+            or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool)
+        ):
+            fail(name, where, "a real numeric array of shape (N, ...)", None, got=f"dtype {arr.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex():
+        fail(name, where, "a real numeric array of shape (N, ...)", None, got=f"dtype {t.dtype}")
     if t.ndim < min_ndim:
         fail(
             name,
@@ -391,6 +409,14 @@ def _as_float_tensor(x: Any, where: str, *, name: str = "x", min_ndim: int = 2) 
     if t.shape[0] == 0:
         data_fail(
             name, where, "a non-empty array of samples", "0 samples", "check the data source or filter."
+        )
+    if t.numel() == 0:
+        data_fail(
+            name,
+            where,
+            "samples with at least one feature",
+            f"shape {tuple(t.shape)}",
+            "check the array's axes (N, *input_shape).",
         )
     t = t.to(torch.float32).contiguous()
     finite = torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
@@ -463,6 +489,16 @@ def _as_groups(groups: Any, n: int, where: str) -> pd.DataFrame:
         )
     if "class" in df.columns:
         fail("groups", where, "columns other than 'class' (added automatically)", list(df.columns))
+    reserved = [c for c in df.columns if str(c) in RESERVED_GROUP_COLUMNS]
+    if reserved:
+        fail(
+            "groups",
+            where,
+            f"columns not named like pruneviz's own columns {list(RESERVED_GROUP_COLUMNS)}",
+            None,
+            f"rename the column, e.g. groups={{'{reserved[0]}_group': ...}}.",
+            got=f"the reserved column name(s) {reserved}",
+        )
     for col in df.columns:
         if df[col].isna().any():
             data_fail(

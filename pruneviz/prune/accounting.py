@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pruneviz._scope import eval_mode, forward_hooks
-from pruneviz._validation import check_int, fail
+from pruneviz._validation import check_int, check_model, fail
 from pruneviz.data.inputs import Inputs
 from pruneviz.prune.weights import all_prunable_weights
 
@@ -41,6 +41,7 @@ def sparsity_by_layer(model: nn.Module, *, include_embeddings: bool = False) -> 
     ``include_embeddings=True``): ``layer`` (its key), ``kind`` (the module's class name), ``params``
     (weight entries), ``zeros``, ``sparsity`` (fraction of weight entries that are exactly zero), plus a
     final ``layer="total"`` row."""
+    check_model(model, "model", "sparsity_by_layer", half=True)
     rows = []
     for key, pw in all_prunable_weights(model, include_embeddings=include_embeddings).items():
         w = pw.weight.detach()
@@ -66,6 +67,7 @@ def count_macs(
     A last row ``layer="total"`` sums them. The model runs on zeros of ``input_shape``, or on the first
     sample of ``example`` (needed for token ids, which zeros of a float type are not).
     """
+    check_model(model, "model", "count_macs", half=True)
     rows: list[dict[str, object]] = []
 
     def add(key: str, kind: str, w: torch.Tensor, positions: int) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pruneviz._validation import check_choice, check_fraction, check_int, fail
+from pruneviz._validation import check_choice, check_fraction, check_int, check_model, fail
 from pruneviz.data.dataset import Dataset
 from pruneviz.prune.allocation import ALLOCATIONS, Structure, allocate, check_nm_divisible, parse_structure
 from pruneviz.prune.calibration import (
@@ -302,6 +302,8 @@ def _checked(
 ) -> _Checked:
     """Validate every pruning option once, before anything is computed or changed."""
     check_choice(method, "method", where, METHODS)
+    # magnitude-style criteria read the weights only; the others run float32 data through the model
+    check_model(model, "model", where, half=METHODS[method].criterion in ("magnitude", "random", "lamp"))
     spec = METHODS[method]
     struct = parse_structure(structure, where=where)
     if struct.kind == "channel":

@@ -37,6 +37,34 @@ def prunable_layers(
     return prunable_weights(model, exclude=exclude, include_embeddings=include_embeddings, where=where)
 
 
+def _check_mask(name: object, mask: object, where: str) -> None:
+    """A keep-mask must be a tensor of 0/1 (or bool) values: 0.3 or 2 or NaN would scale weights."""
+    if not isinstance(name, str) or not isinstance(mask, torch.Tensor):
+        fail(
+            "masks",
+            where,
+            "a mapping of layer name (str) -> keep-mask tensor",
+            None,
+            "pass torch tensors of 0/1 or bool values, keyed by the layer names of prunable_weights(model).",
+            got=f"{type(name).__name__} key {name!r} -> {type(mask).__name__} value",
+        )
+    if mask.dtype == torch.bool:
+        return
+    if mask.is_complex() or mask.is_meta:
+        fail("masks", where, "bool or 0/1 keep-masks", None, got=f"a {mask.dtype} mask for layer {name!r}")
+    bad = ~((mask == 0) | (mask == 1))
+    if bool(bad.any()):
+        shown = sorted({f"{float(v):g}" for v in mask[bad].flatten()[:50].tolist()})[:3]
+        fail(
+            "masks",
+            where,
+            "keep-masks of only 0/1 (or True/False) values",
+            None,
+            "threshold soft scores first, e.g. (scores > t), or use torch.bool masks.",
+            got=f"{int(bad.sum())} value(s) such as {', '.join(shown)} in the mask of layer {name!r}",
+        )
+
+
 class Masks(Mapping[str, torch.Tensor]):
     """Boolean keep-masks by layer name. ``True`` keeps a weight.
 
@@ -46,6 +74,17 @@ class Masks(Mapping[str, torch.Tensor]):
     """
 
     def __init__(self, masks: Mapping[str, torch.Tensor]) -> None:
+        where = "Masks"
+        if not isinstance(masks, Mapping):
+            fail(
+                "masks",
+                where,
+                "a mapping of layer name -> keep-mask tensor",
+                masks,
+                "pass e.g. Masks({'fc': torch.ones(8, 4, dtype=torch.bool)}).",
+            )
+        for name, mask in masks.items():
+            _check_mask(name, mask, where)
         self._masks = {k: v.detach().to(device="cpu", dtype=torch.bool) for k, v in masks.items()}
 
     def __getitem__(self, key: str) -> torch.Tensor:

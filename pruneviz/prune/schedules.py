@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pruneviz._validation import check_choice, check_fraction, check_int, fail
+from pruneviz._validation import check_choice, check_fraction, check_instance, check_int, fail
 from pruneviz.data.dataset import Dataset
 from pruneviz.prune.allocation import ALLOCATIONS, allocate, parse_structure
 from pruneviz.prune.api import prune_
@@ -43,6 +43,14 @@ class PruneResult:
 
 def calibration_subset(data: Dataset, size: int, *, seed: int = 0) -> Dataset:
     """``size`` samples of ``data`` drawn without replacement from ``seed`` (all of them if fewer)."""
+    check_instance(
+        data,
+        Dataset,
+        "data",
+        "calibration_subset",
+        "a pruneviz Dataset",
+        "pass the training samples as a pruneviz.data.Dataset.",
+    )
     size = check_int(size, "calibration_size", "one_shot", minimum=1)
     if size >= len(data):
         return data

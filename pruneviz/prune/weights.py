@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pruneviz._validation import fail
+from pruneviz._validation import check_model, fail
 
 CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_TRANSPOSE_TYPES: tuple[type[nn.Module], ...] = (
@@ -194,6 +194,7 @@ def prunable_weights(
     (left dense by default: pruning a token's row removes the token). Raises if a name in ``exclude`` is
     not a key, if nothing is left, or if a weight is not finite.
     """
+    check_model(model, "model", where, half=True)
     found = _candidates(model, include_embeddings)
     excluded = list(exclude)
     unknown = [n for n in excluded if n not in found]
@@ -223,15 +224,17 @@ def prunable_weights(
             else "pass a model with linear, convolutional or attention layers, or exclude fewer layers.",
         )
     for name, w in layers.items():
-        if not bool(torch.isfinite(w.weight).all()):
-            fail(
-                "model",
-                where,
-                "finite weights (no NaN or inf)",
-                None,
-                got=f"non-finite values in layer {name!r}",
-                fix="the model diverged; retrain it or load a healthy checkpoint.",
-            )
+        bias = getattr(w.module, "bias", None) if w.param_name == "weight" else None
+        for part, t in (("weight", w.weight), ("bias", bias)):
+            if isinstance(t, torch.Tensor) and not bool(torch.isfinite(t).all()):
+                fail(
+                    "model",
+                    where,
+                    "finite weights and biases (no NaN or inf)",
+                    None,
+                    got=f"non-finite values in the {part} of layer {name!r}",
+                    fix="the model diverged; retrain it or load a healthy checkpoint.",
+                )
     return layers
 
 

@@ -29,10 +29,11 @@ def _as_seeds(seeds: int | Sequence[int], where: str) -> tuple[int, ...]:
 
 
 def evaluate_splits(model: Any, splits: Any) -> pd.DataFrame:
-    """Per-sample outputs of a model on the validation and test parts of ``splits``."""
+    """Per-sample outputs of a model on the validation and test parts of ``splits`` (an empty part, as
+    ``val_fraction=0`` gives, has no rows)."""
+    parts = [(splits.val, "val"), (splits.test, "test")]
     return pd.concat(
-        [evaluate(model, splits.val, subset="val"), evaluate(model, splits.test, subset="test")],
-        ignore_index=True,
+        [evaluate(model, part, subset=name) for part, name in parts if len(part) > 0], ignore_index=True
     )
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pruneviz._validation import check_choice, check_fraction, check_int, fail
+from pruneviz._validation import check_choice, check_fraction, check_instance, check_int, fail
 from pruneviz.data.dataset import Dataset, DataSplits
 from pruneviz.models.registry import build_from_spec, count_parameters
 from pruneviz.prune.accounting import count_macs, measure_latency
@@ -20,7 +20,8 @@ from pruneviz.prune.api import CHANNEL_METHODS, population_method_names
 from pruneviz.prune.calibration import DEFAULT_CALIBRATION
 from pruneviz.prune.masks import prunable_layers
 from pruneviz.prune.schedules import PruneResult, gradual, iterative_magnitude, one_shot
-from pruneviz.train import TrainConfig, evaluate
+from pruneviz.train import TrainConfig
+from pruneviz.zoo.build import evaluate_splits
 from pruneviz.zoo.store import RunRecord, Zoo, digest
 
 DEFAULT_FINETUNE = TrainConfig(epochs=5, batch_size=64, lr=1e-3)
@@ -269,6 +270,14 @@ def prune_population(
     Returns the zoo's summary rows of the population's runs.
     """
     where = "prune_population"
+    check_instance(
+        zoo,
+        Zoo,
+        "zoo",
+        where,
+        "an open pruneviz Zoo",
+        "open the folder first: zoo=pruneviz.Zoo('path/to/zoo').",
+    )
     methods = [
         check_choice(m, "methods", where, population_method_names()) for m in _as_list(methods, "methods")
     ]
@@ -363,15 +372,14 @@ def pruned_record(
     """The record and per-sample outputs (validation and test) of a pruned run, as the zoo stores them:
     the one place they are assembled, for :func:`prune_population` and a sweep's workers alike."""
     model = result.model
-    outputs = pd.concat(
-        [evaluate(model, splits.val, subset="val"), evaluate(model, splits.test, subset="test")],
-        ignore_index=True,
-    )
+    outputs = evaluate_splits(model, splits)
     val, test = outputs[outputs.subset == "val"], outputs[outputs.subset == "test"]
     shape = parent.model_spec.input_shape
     dense_prunable = sum(m.weight.numel() for m in prunable_layers(dense_model).values())
     kept = sum(int((m.weight != 0).sum()) for m in prunable_layers(model).values())
-    example = splits.val.x[:1]  # token ids are no zeros of a float type
+    example = (splits.val if len(splits.val) else splits.train).x[
+        :1
+    ]  # token ids are no zeros of a float type
     macs = count_macs(model, shape, example=example).iloc[-1]
     schedule = {**result.schedule, **settings.to_json()}
     if result.plan is not None:
