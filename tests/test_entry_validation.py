@@ -218,3 +218,13 @@ def test_a_zoo_built_with_val_fraction_zero_stores_dense_and_pruned_runs_without
     pruned = prune_population(zoo, methods=["lamp"], sparsities=[0.5], finetune=one, progress=False)
     for rows in (dense, pruned):
         assert len(rows) == 1 and np.isnan(rows.val_accuracy.iloc[0]) and rows.test_accuracy.iloc[0] > 0
+
+
+@pytest.mark.parametrize("path", [None, 3, "", ["zoo"]])
+def test_a_zoo_is_opened_and_created_from_a_folder_path_only(path):
+    from pruneviz.zoo import Zoo
+
+    with pytest.raises(ValidationError, match=r"'path' parameter of Zoo must be a folder path"):
+        Zoo(path)
+    with pytest.raises(ValidationError, match=r"'path' parameter of Zoo.create must be a folder path"):
+        Zoo.create(path)

@@ -388,6 +388,18 @@ def dense_run_id(dataset: str, spec: ModelSpec, seed: int, train_config: Mapping
     return f"{arch_label(spec.arch)}-s{seed}-{tag}"
 
 
+def _check_path(path: Any, where: str) -> None:
+    """A zoo's folder must be given as a path (a ``str`` or ``os.PathLike``)."""
+    if not isinstance(path, str | os.PathLike) or (isinstance(path, str) and not path):
+        fail(
+            "path",
+            where,
+            "a folder path (str or os.PathLike)",
+            path,
+            "pass the zoo's folder, e.g. Zoo('zoo'), or create one with Zoo.create('zoo').",
+        )
+
+
 class Zoo:
     """A study's store of datasets, runs with per-sample outputs, and cached analyses.
 
@@ -400,6 +412,7 @@ class Zoo:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        _check_path(path, "Zoo")
         self.path = Path(path)
         self.read_only = bool(read_only)
         self._captured: ZooWrites | None = None  # set while capturing (see capture())
@@ -444,6 +457,7 @@ class Zoo:
     @classmethod
     def create(cls, path: str | os.PathLike[str], *, exist_ok: bool = True) -> Zoo:
         """Create an empty zoo at ``path`` (a new or empty folder); ``exist_ok`` opens an existing one."""
+        _check_path(path, "Zoo.create")
         p = Path(path)
         if (p / INDEX_FILE).is_file():
             if not exist_ok:
