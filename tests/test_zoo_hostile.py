@@ -54,6 +54,15 @@ def test_a_run_id_that_is_a_path_refuses_the_zoo_and_touches_nothing_outside(hos
         zoo.outputs(evil)
     assert main(["zoo", "analyse", str(zoo_path), "--quick", "--quiet", "--steps", "spectrum"]) == 2
     assert "not a plain name" in capsys.readouterr().err
+    # the app's first page (what a request to `pruneviz serve` builds) says what is wrong, in place
+    from pruneviz.app import build_app
+
+    page = build_app(zoo_path)
+    alerts = [o for o in page.main.objects if type(o).__name__ == "Alert"]
+    assert alerts and "not a plain name" in alerts[0].object
+    report = zoo_path.parent / "audit.html"
+    assert main(["audit", "--zoo", str(zoo_path), "--out", str(report)]) == 2
+    assert "not a plain name" in capsys.readouterr().err and not report.exists()
     assert _listing(bystander) == before
 
 
