@@ -100,3 +100,22 @@ def test_unknown_splits_subsets_and_mistyped_filters_name_the_valid_choices(smal
         small_zoo.runs(seed="0")
     assert len(small_zoo.outputs(run, split="clean", subset="test")) > 0
     assert len(small_zoo.runs(seed=0)) == 1 and len(small_zoo.runs(kind="dense")) == 2
+
+
+def test_a_failed_add_dataset_leaves_nothing_behind(tmp_path, monkeypatch):
+    from pruneviz.zoo import store
+
+    zoo = Zoo.create(tmp_path / "zoo")
+    data = Dataset(np.zeros((40, 3)), [0, 1] * 20, name="tiny")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "write_json_atomic", disk_full)  # the last file of the dataset fails
+    with pytest.raises(OSError, match="No space left"):
+        zoo.add_dataset(data)
+    assert zoo.datasets().empty
+    assert not [p for p in (tmp_path / "zoo").rglob("*") if "tiny" in p.name]  # no orphan dataset folder
+    monkeypatch.undo()
+    key = zoo.add_dataset(data)  # and a retry succeeds
+    assert len(zoo.dataset(key)) == 40

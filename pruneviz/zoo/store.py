@@ -688,40 +688,46 @@ class Zoo:
                 if con.execute("SELECT 1 FROM datasets WHERE dataset = ?", (key,)).fetchone():
                     return key
             folder = self.dataset_dir(key)
+            fresh = not folder.exists()
             folder.mkdir(parents=True, exist_ok=True)
-            if isinstance(dataset.x, Inputs):  # named tensors (text), each with its own dtype
-                self._require_schema(2)
-                inputs = {f"{INPUT_PREFIX}{k}": t for k, t in dataset.x.items()}
-                names = {"inputs": json.dumps(list(dataset.x.keys()))}
-            else:
-                inputs, names = {"x": dataset.x}, {}
-            save_tensors(
-                folder / "tensors.safetensors",
-                {**inputs, "y": dataset.y, "sample_id": torch.from_numpy(dataset.sample_id)},
-                names,
-            )
-            samples = dataset.groups.astype(str).copy()
-            samples.insert(0, "subset", subset.to_numpy().astype(str))
-            samples.insert(0, "sample_id", dataset.sample_id)
-            write_atomic(folder / "samples.parquet", lambda tmp: samples.to_parquet(tmp, index=False))
-            info = dataset.info.to_json()
-            write_json_atomic(folder / "info.json", info)
-            with self._connect() as con:
-                con.execute(
-                    "INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        key,
-                        dataset.info.name,
-                        fingerprint,
-                        split_seed,
-                        float(val_fraction),
-                        float(test_fraction),
-                        len(dataset),
-                        json.dumps(info),
-                        _now(),
-                    ),
+            try:
+                if isinstance(dataset.x, Inputs):  # named tensors (text), each with its own dtype
+                    self._require_schema(2)
+                    inputs = {f"{INPUT_PREFIX}{k}": t for k, t in dataset.x.items()}
+                    names = {"inputs": json.dumps(list(dataset.x.keys()))}
+                else:
+                    inputs, names = {"x": dataset.x}, {}
+                save_tensors(
+                    folder / "tensors.safetensors",
+                    {**inputs, "y": dataset.y, "sample_id": torch.from_numpy(dataset.sample_id)},
+                    names,
                 )
-                self._record_files(con, "dataset", key, folder, _DATASET_FILES)
+                samples = dataset.groups.astype(str).copy()
+                samples.insert(0, "subset", subset.to_numpy().astype(str))
+                samples.insert(0, "sample_id", dataset.sample_id)
+                write_atomic(folder / "samples.parquet", lambda tmp: samples.to_parquet(tmp, index=False))
+                info = dataset.info.to_json()
+                write_json_atomic(folder / "info.json", info)
+                with self._connect() as con:
+                    con.execute(
+                        "INSERT OR IGNORE INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            key,
+                            dataset.info.name,
+                            fingerprint,
+                            split_seed,
+                            float(val_fraction),
+                            float(test_fraction),
+                            len(dataset),
+                            json.dumps(info),
+                            _now(),
+                        ),
+                    )
+                    self._record_files(con, "dataset", key, folder, _DATASET_FILES)
+            except BaseException:  # a failed write leaves nothing behind: no folder without its index row
+                if fresh:
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
         return key
 
     def datasets(self) -> pd.DataFrame:
