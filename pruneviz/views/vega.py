@@ -28,6 +28,7 @@ import param
 from panel.custom import JSComponent
 
 from pruneviz._validation import fail
+from pruneviz.charts.export import is_vega
 
 __all__ = ["CANVAS_ROWS", "VegaChart", "page_text", "selection_names", "warm_up"]
 
@@ -60,7 +61,7 @@ def page_text(spec: dict[str, Any], *, stretch: bool = True, compile: bool = Tru
             got=type(spec).__name__,
             fix="pass chart.to_dict() of an Altair chart.",
         )
-    already_vega = "/schema/vega/" in str(spec.get("$schema", ""))  # a large chart, compiled by VegaFusion
+    already_vega = is_vega(spec)  # a large chart, compiled by VegaFusion
     if stretch and not already_vega and isinstance(spec.get("width"), int | float):
         spec = {**spec, "width": "container"}
     vega = _compiled(spec) if compile and not already_vega else None
