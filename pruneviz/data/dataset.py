@@ -117,7 +117,7 @@ class Dataset:
 
     def __init__(
         self,
-        x: torch.Tensor | np.ndarray,
+        x: torch.Tensor | np.ndarray | Inputs,
         y: torch.Tensor | np.ndarray | Sequence[int],
         *,
         sample_id: np.ndarray | Sequence[int] | None = None,

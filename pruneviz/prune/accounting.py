@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -15,7 +15,7 @@ from torch import nn
 from pruneviz._scope import eval_mode, forward_hooks
 from pruneviz._validation import check_int, check_model, fail
 from pruneviz.data.inputs import Inputs
-from pruneviz.prune.weights import all_prunable_weights
+from pruneviz.prune.weights import PrunableWeight, all_prunable_weights
 
 
 def _probe(
@@ -105,7 +105,8 @@ def count_macs(
 
         return hook
 
-    plain, attention = [], {}
+    plain: list[tuple[nn.Module, Callable[..., Any]]] = []
+    attention: dict[nn.MultiheadAttention, list[tuple[str, PrunableWeight]]] = {}
     for key, pw in all_prunable_weights(model).items():
         parent = _attention_of(model, pw)
         if parent is not None:

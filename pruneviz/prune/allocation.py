@@ -138,8 +138,9 @@ def _expand_blocks(keep_blocks: torch.Tensor, block: tuple[int, int], shape: tor
 def erk_densities(layers: Mapping[str, PrunableWeight | nn.Module], sparsity: float) -> dict[str, float]:
     """Erdős–Rényi-Kernel densities (Evci et al. 2020): density ∝ sum(shape) / prod(shape), scaled so the
     total density is ``1 - sparsity``; layers that would exceed density 1 are kept dense."""
-    sizes = {n: m.weight.numel() for n, m in layers.items()}
-    raw = {n: sum(m.weight.shape) / math.prod(m.weight.shape) for n, m in layers.items()}
+    weights = as_weights(layers)
+    sizes = {n: w.weight.numel() for n, w in weights.items()}
+    raw = {n: sum(w.shape) / math.prod(w.shape) for n, w in weights.items()}
     total_keep = (1.0 - sparsity) * sum(sizes.values())
     dense: set[str] = set()
     eps = 0.0
@@ -261,14 +262,14 @@ def _allocate(
 
     names = list(units)
     flat = torch.cat([units[n].flatten().float() for n in names])
-    sizes = [units[n].numel() for n in names]
+    unit_sizes = [units[n].numel() for n in names]
     total_prune = round(sparsity * flat.numel())
     if allocation == "global":
         keep_flat = _prune_lowest(flat, total_prune)
     else:  # global_floor: reserve each layer's best units, rank the rest globally
         reserved = torch.zeros(flat.numel(), dtype=torch.bool)
         start = 0
-        for size, n in zip(sizes, names, strict=True):
+        for size, n in zip(unit_sizes, names, strict=True):
             k_keep = min(size, max(1, math.ceil(floor * size)))
             top = torch.argsort(units[n].flatten().float(), stable=True, descending=True)[:k_keep]
             reserved[start + top] = True
@@ -285,7 +286,7 @@ def _allocate(
         ranked[reserved] = float("inf")
         keep_flat = _prune_lowest(ranked, total_prune)
     out, start = {}, 0
-    for size, n in zip(sizes, names, strict=True):
+    for size, n in zip(unit_sizes, names, strict=True):
         out[n] = expand(n, keep_flat[start : start + size].reshape(units[n].shape))
         start += size
     return out

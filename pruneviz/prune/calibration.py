@@ -342,7 +342,7 @@ def _prefix_keys(order: Sequence[str], blocks: Sequence[str], where: str) -> dic
             blocks,
             "pass e.g. blocks=['encoder.layer.0', 'encoder.layer.1'], or omit it to find the blocks.",
         )
-    key = {}
+    key: dict[str, str] = {}
     for prefix in blocks:
         if not isinstance(prefix, str) or prefix == "":
             fail("blocks", where, "non-empty module-name prefixes", prefix, "pass names such as 'layers.0'.")

@@ -57,11 +57,14 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         prev = node.args[0]
         if not (isinstance(prev, torch.fx.Node) and prev.op == "call_module" and len(prev.users) == 1):
             continue
-        conv = modules[prev.target]
+        target = prev.target  # a call_module node's target is the module's qualified name
+        if not isinstance(target, str):
+            continue
+        conv = modules[target]
         if not isinstance(conv, nn.Conv1d | nn.Conv2d):
             continue
         fused = fuse_conv_bn_eval(conv, modules[node.target])
-        parent, _, name = prev.target.rpartition(".")
+        parent, _, name = target.rpartition(".")
         setattr(graph.get_submodule(parent) if parent else graph, name, fused)
         node.replace_all_uses_with(prev)
         graph.graph.erase_node(node)
