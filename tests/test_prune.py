@@ -43,6 +43,7 @@ from pruneviz.prune import (
     to_nm,
     weights_at_step,
 )
+from pruneviz.prune.sparsegpt import sparsegpt_layer
 from pruneviz.train import TrainConfig, evaluate
 
 FAST = TrainConfig(epochs=2, batch_size=32, lr=3e-3)
@@ -446,6 +447,45 @@ def test_sparsegpt_checks_everything_before_changing_a_weight(data):
         ValidationError, match=r"'allocation' parameter of prune_ must be 'uniform' for SparseGPT"
     ):
         prune_(model, method="sparsegpt", sparsity=0.5, data=data, allocation="global")
+
+
+def test_sparsegpt_layer_needs_a_sparsity_and_exactly_one_of_inputs_and_gram():
+    weight, inputs = torch.randn(4, 8, dtype=torch.float64), torch.randn(8, 20, dtype=torch.float64)
+    unstructured = parse_structure("unstructured")
+    with pytest.raises(ValidationError, match=r"'sparsity' parameter of sparsegpt_layer.*Got None"):
+        sparsegpt_layer(weight, inputs, sparsity=None, structure=unstructured)
+    with pytest.raises(ValidationError, match=r"'inputs' parameter of sparsegpt_layer.*exactly one"):
+        sparsegpt_layer(weight, inputs, gram=inputs @ inputs.T, sparsity=0.5, structure=unstructured)
+    with pytest.raises(ValidationError, match=r"'inputs' parameter of sparsegpt_layer.*exactly one"):
+        sparsegpt_layer(weight, sparsity=0.5, structure=unstructured)
+    # N:M fixes the count itself: no sparsity needed, and inputs or their gram give the same result
+    nm = parse_structure("2:4")
+    new, keep = sparsegpt_layer(weight, inputs, sparsity=None, structure=nm)
+    new_g, keep_g = sparsegpt_layer(weight, gram=inputs @ inputs.T, sparsity=None, structure=nm)
+    assert bool((keep.reshape(4, -1, 4).sum(-1) == 2).all())
+    assert torch.equal(keep, keep_g)
+    torch.testing.assert_close(new, new_g)
+
+
+class _WithUnusedLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.used = nn.Linear(4, 3)
+        self.unused = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.used(x)
+
+
+@pytest.mark.parametrize("method", ["snip", "taylor"])
+def test_gradient_criteria_name_a_layer_the_forward_never_calls(method, data):
+    model = _WithUnusedLayer()
+    with pytest.raises(
+        ValidationError, match=rf"'layers' parameter of prune \(method='{method}'\).*'unused'"
+    ):
+        compute_masks(model, method=method, sparsity=0.5, data=data)
+    masks = compute_masks(model, method=method, sparsity=0.5, data=data, exclude=["unused"])
+    assert list(masks) == ["used"]
 
 
 @pytest.mark.parametrize("method", ["snip", "taylor", "grasp", "synflow"])

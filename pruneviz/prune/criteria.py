@@ -29,6 +29,7 @@ import copy
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
+from types import EllipsisType
 from typing import Any
 
 import torch
@@ -130,16 +131,30 @@ def _batches(data: Dataset, batch_size: int):
         yield data.x[i : i + batch_size], data.y[i : i + batch_size]
 
 
-def _loss_gradients(model: nn.Module, layers: Layers, data: Dataset, batch_size: int) -> Scores:
+def _weight_grad(w: PrunableWeight, method: str) -> torch.Tensor:
+    """The gradient the last backward pass left on ``w``'s weight (none if the forward never used it)."""
+    grad = w.weight.grad
+    if grad is None:
+        fail(
+            "layers",
+            f"prune (method={method!r})",
+            "layers that the model's forward pass uses (the criterion needs their loss gradient)",
+            w.key,
+            "exclude the layer (exclude=[...]) or check that the model's forward calls it.",
+        )
+    return grad.detach()
+
+
+def _loss_gradients(model: nn.Module, layers: Layers, data: Dataset, batch_size: int, method: str) -> Scores:
     """Gradient of the mean cross-entropy over ``data`` w.r.t. each layer's weight."""
-    layers = as_weights(layers)
-    grads = {n: torch.zeros_like(m.weight) for n, m in layers.items()}
+    weights = as_weights(layers)
+    grads = {n: torch.zeros_like(w.weight) for n, w in weights.items()}
     for xb, yb in _batches(data, batch_size):
         model.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(xb), yb, reduction="sum") / len(data)
         loss.backward()
-        for n, m in layers.items():
-            grads[n] += m.weight.grad.detach()
+        for n, w in weights.items():
+            grads[n] += _weight_grad(w, method)
     return grads
 
 
@@ -155,7 +170,7 @@ def snip(
     data = _need_data(data, "snip")
     layers = as_weights(layers)
     with GradientScope(model):
-        grads = _loss_gradients(model, layers, data, batch_size)
+        grads = _loss_gradients(model, layers, data, batch_size, "snip")
     return {n: (grads[n] * m.weight.detach()).abs() for n, m in layers.items()}
 
 
@@ -177,7 +192,7 @@ def taylor(
             model.zero_grad(set_to_none=True)
             F.cross_entropy(model(xb), yb).backward()
             for n, m in layers.items():
-                out[n] += (m.weight.grad.detach() * m.weight.detach()) ** 2
+                out[n] += (_weight_grad(m, "taylor") * m.weight.detach()) ** 2
             batches += 1
     return {n: v / batches for n, v in out.items()}
 
@@ -212,7 +227,8 @@ def grasp(
         for xb, yb in _batches(data, batch_size):
             loss = F.cross_entropy(work(xb), yb, reduction="sum") / len(data)
             grads = torch.autograd.grad(loss, params, create_graph=True)
-            z = sum((gi * gd.detach()).sum() for gi, gd in zip(grads, g, strict=True))
+            terms = [(gi * gd.detach()).sum() for gi, gd in zip(grads, g, strict=True)]
+            z = sum(terms[1:], start=terms[0])  # g·∇L, a tensor to differentiate again
             for acc, h in zip(hg, torch.autograd.grad(z, params), strict=True):
                 acc += h
     return {n: (p.detach() * h).detach() for n, p, h in zip(names, params, hg, strict=True)}
@@ -312,7 +328,8 @@ def _im2col(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...], d
     d = len(kernel)
     for i in range(d):
         x = x.unfold(2 + i, dilation[i] * (kernel[i] - 1) + 1, stride[i])  # (B, C, *out, *span)
-    x = x[(Ellipsis, *(slice(None, None, dl) for dl in dilation))]  # (B, C, *out, *kernel)
+    every_dilation: tuple[EllipsisType | slice, ...] = (Ellipsis, *(slice(None, None, dl) for dl in dilation))
+    x = x[every_dilation]  # (B, C, *out, *kernel)
     x = x.permute(1, *range(2 + d, 2 + 2 * d), 0, *range(2, 2 + d))
     return x.reshape(x.shape[0] * math.prod(kernel), -1)
 
@@ -321,6 +338,10 @@ def _conv_columns(w: PrunableWeight, x: torch.Tensor) -> tuple[torch.Tensor, ...
     """One ``(in_per_group * kernel, tokens)`` column matrix per group; group ``g``'s columns feed rows
     ``g * out / groups ... (g + 1) * out / groups`` of :meth:`PrunableWeight.matrix`."""
     m = w.module
+    # the kinds "conv" and "conv_transpose" are given to these modules only (weights._kind_of)
+    assert isinstance(
+        m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d
+    )
     d = len(m.kernel_size)
     x = x.detach()
     unbatched = x.ndim == d + 1
@@ -339,6 +360,7 @@ def _conv_columns(w: PrunableWeight, x: torch.Tensor) -> tuple[torch.Tensor, ...
         spatial = x.shape[2:]
         up = x.new_zeros((*x.shape[:2], *((n - 1) * s + 1 for n, s in zip(spatial, stride, strict=True))))
         up[(slice(None), slice(None), *(slice(None, None, s) for s in stride))] = x
+        assert not isinstance(m.padding, str)  # ConvTranspose takes numeric padding only
         pads: list[int] = []
         for k, dl, p, op in reversed(list(zip(kernel, dil, m.padding, m.output_padding, strict=True))):
             pads += [dl * (k - 1) - p, dl * (k - 1) - p + op]
@@ -405,6 +427,7 @@ def _run_input_hooks(
     for key, w in weights.items():
         parent = _mha_out_proj_parent(model, w)
         if w.kind == "attention":
+            assert isinstance(w.module, nn.MultiheadAttention)  # the kind of its input projections only
             attention.setdefault(w.module, []).append((key, w.param_name))
         elif parent is not None:
             attention.setdefault(parent, []).append((key, "out_proj"))

@@ -42,14 +42,29 @@ def sparsegpt_layer(
     """
     if structure.kind not in ("unstructured", "nm"):
         fail("structure", "sparsegpt", "'unstructured' or 'N:M'", structure.name)
+    if structure.kind == "nm":
+        fraction = 0.0  # unused: N:M fixes the count in every group
+    elif sparsity is None:
+        fail(
+            "sparsity",
+            "sparsegpt_layer",
+            "a float in [0, 1) for unstructured pruning",
+            None,
+            "pass e.g. sparsity=0.5.",
+        )
+    else:
+        fraction = sparsity
     w_orig = weight.detach().double()
     rows, cols = w_orig.shape
     perm = torch.arange(cols) if column_order is None else column_order
     inv = torch.argsort(perm)
     W = w_orig[:, perm].clone()
-    if (inputs is None) == (gram is None):
+    if gram is not None and inputs is None:
+        G = gram.double()
+    elif inputs is not None and gram is None:
+        G = inputs.double() @ inputs.double().T
+    else:
         fail("inputs", "sparsegpt_layer", "given, or gram given instead (exactly one of the two)", None)
-    G = gram.double() if gram is not None else inputs.double() @ inputs.double().T
     H = G[perm][:, perm].clone()
     # Inputs that are always zero: their weights never affect the output. Unit curvature keeps H
     # invertible; no error flows to or from them (their rows and columns of H are zero elsewhere).
@@ -69,7 +84,7 @@ def sparsegpt_layer(
         d = torch.diag(U1)
         if structure.kind == "unstructured":
             # prune counts by cumulative rounding, so the layer total is exactly round(sparsity * numel)
-            k = round(sparsity * i2 * rows) - round(sparsity * i1 * rows)
+            k = round(fraction * i2 * rows) - round(fraction * i1 * rows)
             tmp = (W1**2 / d[None, :] ** 2).flatten()
             mask1 = torch.zeros(W1.numel(), dtype=torch.bool)
             mask1[torch.argsort(tmp, stable=True)[:k]] = True
