@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import torch
 from torch import nn
@@ -79,9 +79,9 @@ def population_method_names() -> list[str]:
     return sorted({*METHODS, *CHANNEL_METHODS})
 
 
-def _check_sparsity(sparsity: float | None, structure: Structure, where: str) -> float | None:
-    if structure.kind == "nm":
-        fixed = structure.fixed_sparsity
+def _check_sparsity(sparsity: float | None, structure: Structure, where: str) -> float:
+    fixed = structure.fixed_sparsity  # N:M only
+    if fixed is not None:
         if sparsity is not None and abs(float(sparsity) - fixed) > 1e-9:
             fail(
                 "sparsity",
@@ -176,7 +176,26 @@ def compute_masks(
     )
 
 
-def _compute_masks(model: nn.Module, *, where: str, **options: object) -> Masks:
+class _Options(TypedDict):
+    """The options of :func:`compute_masks` and :func:`prune_` as given, before :func:`_checked`."""
+
+    method: str
+    sparsity: float | None
+    structure: str | Structure
+    allocation: str | None
+    data: Any
+    exclude: Iterable[str]
+    seed: int
+    floor: float
+    synflow_iterations: int
+    input_shape: tuple[int, ...] | None
+    batch_size: int
+    include_embeddings: bool
+    calibration: str
+    blocks: Sequence[str] | None
+
+
+def _compute_masks(model: nn.Module, *, where: str, **options: Unpack[_Options]) -> Masks:
     """:func:`compute_masks`, its errors naming ``where``."""
     checked = _checked(model, where=where, **options)
     method, data, seed = options["method"], options["data"], options["seed"]
@@ -239,7 +258,7 @@ def prune_(
     one pass over the calibration data that checks the model takes every batch, is done before the first
     weight changes. Returns the masks.
     """
-    options = {
+    options: _Options = {
         "method": method,
         "sparsity": sparsity,
         "structure": structure,
@@ -437,7 +456,7 @@ def _synflow_masks(
     """SynFlow's iterative schedule: re-score and prune ``iterations`` times, the kept fraction
     shrinking exponentially to ``1 - sparsity`` (Tanaka et al. 2020, Algorithm 1)."""
     iterations = check_int(iterations, "synflow_iterations", "compute_masks", minimum=1)
-    masks = None
+    masks: Masks | None = None
     for k in range(1, iterations + 1):
         kept = (1.0 - sparsity) ** (k / iterations)
         scores = score(model, layers, "synflow", input_shape=input_shape, masks=masks)
@@ -452,6 +471,7 @@ def _synflow_masks(
             layers=layers,
             floor=floor,
         )
+    assert masks is not None  # iterations >= 1, so the loop ran
     return masks
 
 
