@@ -133,32 +133,38 @@ def one_shot(
 
 
 class _StopAt(Exception):
-    pass
+    """Ends training early, carrying the state dict reached."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        super().__init__()
+        self.state = state
 
 
-def weights_at_step(model: nn.Module, train: Dataset, *, config: TrainConfig, seed: int, step: int) -> dict:
+def weights_at_step(
+    model: nn.Module, train: Dataset, *, config: TrainConfig, seed: int, step: int
+) -> dict[str, Any]:
     """The state dict that training ``model`` (a copy) with ``config`` and ``seed`` reaches after ``step``
     optimiser steps — the rewinding point of Frankle et al. 2020. Step 0 is the initialisation."""
     step = check_int(step, "rewind_step", "weights_at_step", minimum=0)
     work = copy.deepcopy(model)
     if step == 0:
         return copy.deepcopy(work.state_dict())
-    seen = {"steps": 0, "state": None}
+    steps = 0
 
     def after(m: nn.Module) -> None:
-        seen["steps"] += 1
-        if seen["steps"] == step:
-            seen["state"] = copy.deepcopy(m.state_dict())
-            raise _StopAt
+        nonlocal steps
+        steps += 1
+        if steps == step:
+            raise _StopAt(copy.deepcopy(m.state_dict()))
 
     try:
         fit(work, train, config=config, seed=seed, after_step=after, progress=False)
-    except _StopAt:
-        return seen["state"]
+    except _StopAt as stop:
+        return stop.state
     fail(
         "rewind_step",
         "weights_at_step",
-        f"at most the number of training steps ({seen['steps']} with this config)",
+        f"at most the number of training steps ({steps} with this config)",
         step,
         "choose an earlier step, or 0 to rewind to the initialisation.",
     )
@@ -258,26 +264,27 @@ def _scheduled(
     total = max(1, config.epochs * steps_per_epoch)
     start, end = int(start_fraction * total), max(int(start_fraction * total) + 1, int(end_fraction * total))
     update_steps = set(np.linspace(start, end, updates + 1).round().astype(int).tolist()[1:])
-    state = {"step": 0, "masks": None}
+    t = 0  # optimiser steps taken
+    current: Masks | None = None  # the masks of the last update
     weights = weights_of(model, layers)
 
     @torch.no_grad()
     def after_step(m: nn.Module) -> None:
-        state["step"] += 1
-        t = state["step"]
+        nonlocal t, current
+        t += 1
         if t in update_steps:
             s_t = cubic_sparsity(t, final=sparsity, initial=0.0, start=start, end=end)
             scores = scorer(m)
-            state["masks"] = allocate(
+            current = allocate(
                 scores,
                 sparsity=s_t,
                 structure=parse_structure("unstructured"),
                 allocation=allocation,
                 layers=layers,
             )
-        if state["masks"] is not None:
+        if current is not None:
             for n, w in weights.items():
-                w.weight.masked_fill_(~state["masks"][n], 0.0)
+                w.weight.masked_fill_(~current[n], 0.0)
 
     history = fit(
         model,
@@ -289,7 +296,7 @@ def _scheduled(
         progress=progress,
         desc=desc,
     )
-    masks = state["masks"]
+    masks = current
     if masks is None:  # training ended before the last scheduled update
         cur = scorer(model)
         masks = allocate(
@@ -343,7 +350,7 @@ def _during_training(
                 if m.weight.grad is not None:
                     movement[n] -= m.weight.grad * m.weight
 
-        def scorer(_: nn.Module) -> dict[str, torch.Tensor]:
+        def scorer(m: nn.Module) -> dict[str, torch.Tensor]:  # the movement, whatever the weights now
             return {n: s.clone() for n, s in movement.items()}
     else:
 
