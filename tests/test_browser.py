@@ -254,6 +254,52 @@ def test_a_chart_redraws_in_place_and_says_when_it_cannot_draw(browser):
         server.stop()
 
 
+def test_a_chart_follows_the_width_of_its_container(browser):
+    # The layout resizes a chart without a window resize event; VegaChart then calls the view's own
+    # window resize handlers, read from Vega's private view._eventListeners (see pruneviz/views/vega.py).
+    # This pins that: a Vega version without them fails here, not silently in the app.
+    import panel as pn
+
+    from pruneviz.views.vega import VegaChart, page_text
+
+    spec = {
+        "data": {"values": [{"x": v, "y": v * v} for v in range(5)]},
+        "mark": "point",
+        "width": 200,  # replaced by the container's width (page_text stretches it)
+        "encoding": {
+            "x": {"field": "x", "type": "quantitative"},
+            "y": {"field": "y", "type": "quantitative"},
+        },
+    }
+    chart = VegaChart(spec=page_text(spec), sizing_mode="stretch_width")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pn.extension("vega")
+    server = pn.serve(
+        {"/": lambda: pn.Column(chart, sizing_mode="stretch_width")}, port=port, threaded=True, show=False
+    )
+    try:
+        page, errors = _page(browser)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.locator(".vega-embed[data-drawn='1'] svg.marks").wait_for(timeout=60_000)
+
+        def width() -> float:
+            return page.locator(".vega-embed svg.marks").bounding_box()["width"]
+
+        wide = width()
+        assert wide > 1000  # the 1400-pixel page, not the specification's 200
+        page.evaluate("document.body.style.width = '600px'")  # the layout shrinks; the window does not
+        deadline = time.time() + 30
+        while width() > 700 and time.time() < deadline:
+            time.sleep(0.1)
+        assert 300 < width() <= 700, (wide, width())
+        assert not errors, errors[:5]
+        page.close()
+    finally:
+        server.stop()
+
+
 def test_a_view_draws_in_a_page_without_a_server(browser, study_zoo, tmp_path):
     # as in a notebook: the document is embedded in the page, the figures drawn in Python beforehand
     import panel as pn

@@ -160,6 +160,8 @@ function points(value) {
   return value[fields[0]].map((_, i) => Object.fromEntries(fields.map((f) => [f, value[f][i]])));
 }
 
+let listenersMissing = false;
+
 export function render({ model, el }) {
   const container = document.createElement("div");
   container.style.width = "100%";
@@ -167,9 +169,25 @@ export function render({ model, el }) {
   let drawn = null;
   let count = 0;
 
+  // A chart of width "container" takes its width from a Vega signal updated on the window's resize
+  // events only. The component is resized by the layout without one, so the view's own window resize
+  // handlers are called here: a resize event sent to the window would reach every chart and Bokeh's
+  // whole layout. Vega's public API has no call that does this (View.resize only lays out again with the
+  // current width; View.addEventListener takes scenegraph events), so, as Panel's own Vega pane does,
+  // this reads the list of DOM listeners Vega keeps, view._eventListeners ({type, sources, handler}),
+  // private to Vega. tests/test_browser.py checks that a chart follows its container's width, and an
+  // error in the console (which the browser tests refuse) says so if a Vega version drops the list.
   function resize() {
     if (view === null) return;
-    for (const listener of view._eventListeners || []) {
+    if (!Array.isArray(view._eventListeners)) {
+      if (!listenersMissing) {  // said once a page
+        listenersMissing = true;
+        console.error("pruneviz: this Vega version has no view._eventListeners; charts do not follow "
+          + "the width of their container (see pruneviz/views/vega.py)");
+      }
+      return;
+    }
+    for (const listener of view._eventListeners) {
       if (listener.type === "resize") listener.handler(new Event("resize"));
     }
   }
