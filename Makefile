@@ -38,8 +38,7 @@ docs: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -p no:randomly -m notebook tests/test_notebooks.py
 	@echo "notebooks rendered to build/notebooks/"
 
-# the type checker on pruneviz/ (settings in pyproject.toml); not yet part of lint: errors remain in
-# prune/, data/, zoo/ and train (issue 18)
+# the type checker alone on pruneviz/ (settings in pyproject.toml); lint runs it too, after ruff
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/python -m mypy
 
@@ -51,9 +50,11 @@ test: lint
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m "not slow and not notebook and not browser" $(PYTEST_ARGS)
 
+# ruff (rules and formatting) on the code, tests and benchmarks, then the type checker on pruneviz/
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/python -m mypy
 
 bench-quick: $(VENV)/.installed-dev
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
