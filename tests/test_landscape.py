@@ -182,3 +182,98 @@ def test_interpolation_ends_are_the_two_models_and_architectures_must_match():
     other = build_model("mlp", input_shape=(6,), num_classes=3, hidden=(9,), seed=1)
     with pytest.raises(ValidationError, match=r"same architecture as start.*channel-pruned"):
         interpolation(a, other, data)
+
+
+# -- the point engine under the landscapes: BatchNorm folded, points in parallel ---------------------
+def _bn_model_and_data(seed: int = 0):
+    """A small ResNet with BatchNorm statistics far from (0, 1), so that folding has work to do."""
+    model = build_model("resnet", input_shape=(1, 8, 8), num_classes=4, seed=seed, depth=8)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.5, generator=gen)
+                m.running_var.uniform_(0.3, 3.0, generator=gen)
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+                m.bias.normal_(0.0, 0.2, generator=gen)
+    data = Dataset(torch.randn(96, 1, 8, 8, generator=gen), torch.randint(0, 4, (96,), generator=gen))
+    return model.eval(), data
+
+
+def _reference_points(model, data, directions, points):
+    """Point by point on the user's model itself: move it, evaluate, restore."""
+    out = []
+    with perturbed(model) as m:
+        base = {n: p.detach().clone() for n, p in m.named_parameters()}
+        for coefficients in points:
+            with torch.no_grad():
+                for n, p in m.named_parameters():
+                    p.copy_(base[n] + sum(c * d[n] for d, c in zip(directions, coefficients, strict=True)))
+            out.append(loss_and_accuracy(m, data, batch_size=32))
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_folded_parallel_points_equal_the_point_by_point_grid(workers):
+    from pruneviz.analysis._points import PointEvaluator
+
+    model, data = _bn_model_and_data()
+    before = copy.deepcopy(model.state_dict())
+    d1, d2 = gaussian_direction(model, seed=0), gaussian_direction(model, seed=1)
+    points = [(a, b) for a in (-0.5, 0.0, 0.7) for b in (-0.3, 0.4)]
+    engine = PointEvaluator(model, data, [d1, d2], batch_size=32, workers=workers)
+    assert len(engine.pairs) >= 9  # the stem and both convolutions of each block are folded
+    got = engine.evaluate(points)
+    want = _reference_points(model, data, [d1, d2], points)
+    for g, w in zip(got, want, strict=True):
+        assert g["loss"] == pytest.approx(w["loss"], rel=1e-6)
+        assert g["accuracy"] == w["accuracy"]
+        assert g["loss_se"] == pytest.approx(w["loss_se"], rel=1e-5)
+    for k, v in model.state_dict().items():  # the user's model never moved
+        assert torch.equal(v, before[k])
+
+
+def test_folding_follows_directions_that_move_the_norms():
+    """A direction with non-zero BatchNorm scale and shift entries: the fold is redone at each point."""
+    from pruneviz.analysis._points import PointEvaluator
+
+    model, data = _bn_model_and_data(seed=1)
+    gen = torch.Generator().manual_seed(3)
+    direction = {n: 0.1 * torch.randn(p.shape, generator=gen) for n, p in model.named_parameters()}
+    assert any(n.endswith("bn1.weight") for n in direction)
+    points = [(-1.0,), (0.5,), (2.0,)]
+    got = PointEvaluator(model, data, [direction], batch_size=32, workers=1).evaluate(points)
+    want = _reference_points(model, data, [direction], points)
+    assert [g["loss"] for g in got] == pytest.approx([w["loss"] for w in want], rel=1e-6)
+
+
+def test_a_model_fx_cannot_trace_is_evaluated_as_it_is():
+    from pruneviz.analysis._points import PointEvaluator
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.fc = nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Linear(32, 3)
+
+        def forward(self, x):
+            h = self.bn(self.conv(x))
+            if h.sum() > 0:  # data-dependent control flow: torch.fx refuses it
+                h = h * 2
+            return self.fc(h.flatten(1))
+
+    model = Branchy().eval()
+    data = Dataset(torch.randn(20, 1, 4, 4), torch.randint(0, 3, (20,)))
+    d = gaussian_direction(model, seed=0)
+    engine = PointEvaluator(model, data, [d], workers=2)
+    assert engine.pairs == {}
+    got = engine.evaluate([(0.3,), (-0.3,)])
+    want = _reference_points(model, data, [d], [(0.3,), (-0.3,)])
+    assert [g["loss"] for g in got] == pytest.approx([w["loss"] for w in want], rel=1e-6)
+
+
+def test_landscape_2d_does_not_depend_on_the_number_of_workers():
+    model, data = _bn_model_and_data()
+    one = landscape_2d(model, data, steps=3, workers=1)
+    two = landscape_2d(model, data, steps=3, workers=2)
+    np.testing.assert_allclose(two.loss, one.loss, rtol=1e-6)
+    assert (two.accuracy == one.accuracy).all()

@@ -14,7 +14,8 @@ from torch import nn
 
 from pruneviz._log import bar
 from pruneviz._validation import check_int, check_positive_float, fail
-from pruneviz.analysis.perturb import gaussian_direction, loss_and_accuracy, perturbed, set_point
+from pruneviz.analysis._points import PointEvaluator
+from pruneviz.analysis.perturb import gaussian_direction, loss_and_accuracy
 from pruneviz.data.dataset import Dataset
 
 
@@ -46,19 +47,18 @@ def landscape_1d(
     seed: int = 0,
     batch_size: int = 512,
     progress: bool = False,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Loss and accuracy along one filter-normalised Gaussian direction (Li et al. 2018), on a centred,
     symmetric grid of ``steps`` points in ``[-radius, radius]``. Frame: ``alpha``, ``loss``, ``loss_se``,
     ``accuracy``, ``accuracy_se`` plus the settings (``direction_seed``, ``normalization``, ``samples``).
-    ``progress`` shows a bar over the grid points."""
+    ``progress`` shows a bar over the grid points; ``workers`` points run at once (default one per torch
+    thread, see :class:`~pruneviz.analysis._points.PointEvaluator`, which also folds BatchNorm)."""
     grid = centred_grid(steps, radius, where="landscape_1d")
     direction = gaussian_direction(model, masks=masks, normalization=normalization, seed=seed)
-    rows = []
-    with perturbed(model) as m:
-        base = {n: p.detach().clone() for n, p in m.named_parameters()}
-        for a in bar(grid, show=progress, desc="landscape 1-D"):
-            set_point(m, base, [(direction, float(a))])
-            rows.append({"alpha": float(a), **loss_and_accuracy(m, data, batch_size=batch_size)})
+    engine = PointEvaluator(model, data, [direction], batch_size=batch_size, workers=workers)
+    results = engine.evaluate([(a,) for a in grid], progress=progress, desc="landscape 1-D")
+    rows = [{"alpha": float(a), **r} for a, r in zip(grid, results, strict=True)]
     return pd.DataFrame(rows).assign(direction_seed=seed, normalization=normalization, samples=len(data))
 
 
@@ -73,23 +73,19 @@ def landscape_2d(
     seed: int = 0,
     batch_size: int = 512,
     progress: bool = False,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Loss and accuracy on a ``steps × steps`` centred grid spanned by two independent filter-normalised
     Gaussian directions (seeds ``seed`` and ``seed + 1``). Frame: ``alpha``, ``beta``, ``loss``,
     ``loss_se``, ``accuracy``, ``accuracy_se`` plus the settings. ``progress`` shows a bar over the
-    grid points."""
+    grid points; ``workers`` as in :func:`landscape_1d`."""
     grid = centred_grid(steps, radius, where="landscape_2d")
     d1 = gaussian_direction(model, masks=masks, normalization=normalization, seed=seed)
     d2 = gaussian_direction(model, masks=masks, normalization=normalization, seed=seed + 1)
-    rows = []
-    with perturbed(model) as m:
-        base = {n: p.detach().clone() for n, p in m.named_parameters()}
-        points = [(a, b) for a in grid for b in grid]
-        for a, b in bar(points, show=progress, desc="landscape 2-D"):
-            set_point(m, base, [(d1, float(a)), (d2, float(b))])
-            rows.append(
-                {"alpha": float(a), "beta": float(b), **loss_and_accuracy(m, data, batch_size=batch_size)}
-            )
+    points = [(float(a), float(b)) for a in grid for b in grid]
+    engine = PointEvaluator(model, data, [d1, d2], batch_size=batch_size, workers=workers)
+    results = engine.evaluate(points, progress=progress, desc="landscape 2-D")
+    rows = [{"alpha": a, "beta": b, **r} for (a, b), r in zip(points, results, strict=True)]
     return pd.DataFrame(rows).assign(direction_seed=seed, normalization=normalization, samples=len(data))
 
 

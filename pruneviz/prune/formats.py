@@ -36,6 +36,13 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     into it (``w' = w·γ/σ``, ``b' = (b - μ)·γ/σ + β``), traced with ``torch.fx``. Fewer operators per
     forward pass — the export step before measuring latency. Pruned weights stay exactly zero.
     """
+    return fold_batchnorm_pairs(model)[0]
+
+
+def fold_batchnorm_pairs(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
+    """:func:`fold_batchnorm`, and which BatchNorm went into which convolution (``{conv: norm}``, by the
+    modules' qualified names in ``model``; the folded copy keeps the convolution's name), so that a
+    caller can fold again after moving the weights."""
     import torch.fx
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -51,6 +58,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         ) from exc
     modules = dict(graph.named_modules())
     norms = (nn.BatchNorm1d, nn.BatchNorm2d)
+    pairs: dict[str, str] = {}
     for node in list(graph.graph.nodes):
         if node.op != "call_module" or not isinstance(modules[node.target], norms):
             continue
@@ -66,12 +74,13 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         fused = fuse_conv_bn_eval(conv, modules[node.target])
         parent, _, name = target.rpartition(".")
         setattr(graph.get_submodule(parent) if parent else graph, name, fused)
+        pairs[target] = str(node.target)
         node.replace_all_uses_with(prev)
         graph.graph.erase_node(node)
     graph.graph.lint()
     graph.delete_all_unused_submodules()
     graph.recompile()
-    return graph.eval()
+    return graph.eval(), pairs
 
 
 def export_inference(model: nn.Module, input_shape: tuple[int, ...], *, batch_size: int = 1) -> nn.Module:

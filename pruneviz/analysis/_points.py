@@ -1,0 +1,159 @@
+"""Loss and accuracy at many points of weight space, fast: the engine under the landscapes.
+
+A landscape evaluates the same data at hundreds of points ``θ + Σ cᵢ dᵢ``. Two things make each point
+cheaper than moving the user's model and calling it, and neither changes what is computed:
+
+- **BatchNorm folded.** In eval mode a BatchNorm after a convolution is an affine map per channel, so the
+  pair is one convolution with ``w' = w·γ/σ`` and ``b' = (b - μ)·γ/σ + β``. The folded copy is traced
+  once (``torch.fx``, :func:`~pruneviz.prune.fold_batchnorm_pairs`); at each point the folded weights are
+  recomputed from the moved ones (a few small tensor operations), so directions that move BatchNorm
+  scales are handled too. A model fx cannot trace (dict inputs, data-dependent control flow) is
+  evaluated as it is.
+- **Points in parallel.** At the batch sizes of an analysis a small network keeps two cores only partly
+  busy; with ``workers`` threads, each with its own copy of the folded model and one intra-op thread,
+  several points run at once. Each point is then computed single-threaded, so its numbers do not depend
+  on the number of workers.
+
+The user's model is never moved: the copies are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import queue
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from torch import nn
+
+from pruneviz._log import bar
+from pruneviz._validation import check_int, fail
+from pruneviz.analysis.perturb import Direction, loss_and_accuracy
+from pruneviz.data.dataset import Dataset
+
+# copies of a model larger than this are not made for parallel points (memory over speed)
+_PARALLEL_BYTES = 1 << 30
+
+
+def _folded(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
+    """An eval-mode copy with BatchNorms folded into their convolutions and the ``{conv: norm}`` pairs,
+    or a plain copy and no pairs when the model cannot be traced."""
+    from pruneviz.prune.formats import fold_batchnorm_pairs
+
+    try:
+        return fold_batchnorm_pairs(model)
+    except Exception:  # any tracing failure: evaluate the model as it is
+        return copy.deepcopy(model).eval(), {}
+
+
+def default_workers(model: nn.Module) -> int:
+    """Parallel points: one per torch thread, unless copies of the model would take more than 1 GiB."""
+    threads = torch.get_num_threads()
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 1 if threads <= 1 or size * threads > _PARALLEL_BYTES else threads
+
+
+class PointEvaluator:
+    """``evaluate([(c₁, c₂, …), …])``: loss and accuracy (with standard errors, as
+    :func:`~pruneviz.analysis.perturb.loss_and_accuracy`) of ``model`` at ``θ + Σ cᵢ · directions[i]``.
+
+    ``workers`` threads evaluate points at once (``None``: :func:`default_workers`); ``fold=False``
+    evaluates the unfolded model (the reference the folded one is tested against).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Dataset,
+        directions: Sequence[Direction],
+        *,
+        batch_size: int = 512,
+        workers: int | None = None,
+        fold: bool = True,
+    ) -> None:
+        where = "PointEvaluator"
+        self.batch_size = check_int(batch_size, "batch_size", where, minimum=1)
+        self.workers = (
+            default_workers(model) if workers is None else check_int(workers, "workers", where, minimum=1)
+        )
+        self.data = data
+        self.directions = list(directions)
+        named = dict(model.named_parameters())
+        for d in self.directions:
+            unknown = sorted(set(d) - set(named))
+            if unknown:
+                fail("directions", where, "directions keyed by the model's parameter names", unknown[0])
+        self.base = {n: p.detach().clone() for n, p in named.items()}
+        template, self.pairs = _folded(model) if fold else (copy.deepcopy(model).eval(), {})
+        modules = dict(model.named_modules())
+        # the norms' fixed parts (running statistics, eps) and their affine parameters' names
+        self._norms = {}
+        for conv, norm in self.pairs.items():
+            bn = modules[norm]
+            assert isinstance(bn, nn.modules.batchnorm._BatchNorm)  # fold_batchnorm_pairs pairs norms only
+            assert bn.running_mean is not None and bn.running_var is not None
+            self._norms[conv] = (
+                bn.running_mean.detach().clone(),
+                torch.sqrt(bn.running_var.detach() + bn.eps),
+                f"{norm}.weight" if bn.affine else None,
+                f"{norm}.bias" if bn.affine else None,
+            )
+        self._models: queue.SimpleQueue[nn.Module] = queue.SimpleQueue()
+        for i in range(self.workers):
+            self._models.put(template if i == 0 else copy.deepcopy(template))
+
+    def _moved(self, coefficients: Sequence[float]) -> dict[str, torch.Tensor]:
+        out = {}
+        for n, base in self.base.items():
+            value = base
+            for d, c in zip(self.directions, coefficients, strict=True):
+                if c != 0.0 and n in d:
+                    value = value + float(c) * d[n].to(base.dtype)
+            out[n] = value
+        return out
+
+    @torch.no_grad()
+    def _write(self, model: nn.Module, moved: Mapping[str, torch.Tensor]) -> None:
+        """Write the moved parameters into a copy, folding each norm into its convolution."""
+        params = dict(model.named_parameters())
+        folded = set()
+        for conv, (mean, sigma, gamma, beta) in self._norms.items():
+            w = moved[f"{conv}.weight"]
+            scale = (moved[gamma] if gamma else torch.ones_like(mean)) / sigma
+            shift = moved[beta] if beta else torch.zeros_like(mean)
+            bias = moved.get(f"{conv}.bias")
+            b = torch.zeros_like(mean) if bias is None else bias
+            params[f"{conv}.weight"].copy_(w * scale.reshape(-1, *([1] * (w.ndim - 1))))
+            params[f"{conv}.bias"].copy_((b - mean) * scale + shift)
+            folded.add(f"{conv}.weight")
+        for n, p in params.items():
+            if n not in folded and n in moved:
+                p.copy_(moved[n])
+
+    @contextlib.contextmanager
+    def _model(self) -> Iterator[nn.Module]:
+        model = self._models.get()
+        try:
+            yield model
+        finally:
+            self._models.put(model)
+
+    def _point(self, coefficients: Sequence[float]) -> dict[str, float]:
+        with self._model() as model:
+            self._write(model, self._moved(coefficients))
+            return loss_and_accuracy(model, self.data, batch_size=self.batch_size)
+
+    def evaluate(
+        self, points: Sequence[Sequence[float]], *, progress: bool = False, desc: str = "points"
+    ) -> list[dict[str, float]]:
+        """The points' results, in the order given."""
+        points = [tuple(float(c) for c in p) for p in points]
+        if self.workers == 1 or len(points) < 2:
+            return [self._point(p) for p in bar(points, show=progress, desc=desc)]
+        from pruneviz._seed import torch_threads
+
+        with torch_threads(1), ThreadPoolExecutor(self.workers) as pool:
+            futures = [pool.submit(self._point, p) for p in points]
+            return [f.result() for f in bar(futures, show=progress, desc=desc)]
