@@ -722,7 +722,8 @@ _INIT_EXTENT, _INIT_JITTER = 10.0, 1e-4
 def _knn_with_self(x: torch.Tensor, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``k`` nearest neighbours of every row in Euclidean distance, the row itself first (umap-learn's
     convention for ``knn_indices``): int32 ``(n, k)`` indices and float32 ``(n, k)`` distances, nearest
-    first. Distances come from float64 in row chunks, so memory stays ``O(chunk · n)``."""
+    first. Candidates come from float64 distances in row chunks (memory ``O(chunk · n)``), their distances
+    from the differences themselves."""
     feats = x.double()
     n = len(feats)
     sq = (feats * feats).sum(1)
@@ -732,9 +733,12 @@ def _knn_with_self(x: torch.Tensor, k: int, chunk: int = 2048) -> tuple[np.ndarr
         d2 = (sq[start : start + chunk, None] + sq[None, :] - 2 * rows @ feats.T).clamp_min_(0)
         own = torch.arange(start, start + len(rows))
         d2[torch.arange(len(rows)), own] = -1.0  # the row itself comes first even among duplicates
-        val, ind = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-        idx.append(ind)
-        dist.append(val.clamp_min_(0).sqrt_())
+        ind = torch.topk(d2, k, dim=1, largest=False, sorted=True).indices
+        # the chosen distances directly (the expansion above loses digits: twins would sit 1e-8 apart)
+        val = (feats[ind] - rows[:, None, :]).norm(dim=2)
+        val, order = torch.sort(val, dim=1, stable=True)
+        idx.append(torch.gather(ind, 1, order))
+        dist.append(val)
     return torch.cat(idx).numpy().astype(np.int32), torch.cat(dist).numpy().astype(np.float32)
 
 
