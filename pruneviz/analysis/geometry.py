@@ -855,14 +855,14 @@ def aligned_umap(
     optimised together by umap-learn's aligned SGD, whose pull of a sample towards its positions in the
     other views has weight ``alignment`` (``AlignedUMAP``'s ``alignment_regularisation``). Unlike
     ``AlignedUMAP`` no separate UMAP is fitted per representation first, and the SGD is compiled once per
-    process; the layouts are as trustworthy (``benchmarks/geometry.py``). The first call in a process
+    process; the layouts are as trustworthy (``benchmarks/embedding.py``). The first call in a process
     compiles (numba, a few seconds); cache the result (see ``run_embedding``).
     Tidy: ``model``, ``sample``, ``x``, ``y``.
 
     >>> import numpy as np
     >>> x = np.random.default_rng(0).normal(size=(60, 8))
-    >>> frame = aligned_umap({"dense": x, "pruned": x + 0.1}, n_epochs=20)  # doctest: +SKIP
-    >>> sorted(frame.model.unique())  # doctest: +SKIP
+    >>> frame = aligned_umap({"dense": x, "pruned": x + 0.1}, n_epochs=20)
+    >>> sorted(frame.model.unique())
     ['dense', 'pruned']
     """
     from pruneviz._optional import require
