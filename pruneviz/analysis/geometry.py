@@ -711,23 +711,164 @@ def aligned_pca(
     return pd.concat(frames, ignore_index=True)
 
 
+#: above this many samples the neighbour search of ``aligned_umap`` is approximate (NN-descent through
+#: umap-learn, which the peer uses from 4,096 samples); at or below it, exact (chunked distances)
+_EXACT_KNN_MAX = 20_000
+#: the scale of the initial layout (umap-learn's: the largest coordinate is 10) and the jitter that
+#: separates coincident starting points (umap-learn's ``noisy_scale_coords``)
+_INIT_EXTENT, _INIT_JITTER = 10.0, 1e-4
+
+
+def _knn_with_self(x: torch.Tensor, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``k`` nearest neighbours of every row in Euclidean distance, the row itself first (umap-learn's
+    convention for ``knn_indices``): int32 ``(n, k)`` indices and float32 ``(n, k)`` distances, nearest
+    first. Candidates come from float64 distances in row chunks (memory ``O(chunk · n)``), their distances
+    from the differences themselves."""
+    feats = x.double()
+    n = len(feats)
+    sq = (feats * feats).sum(1)
+    idx, dist = [], []
+    for start in range(0, n, chunk):
+        rows = feats[start : start + chunk]
+        d2 = (sq[start : start + chunk, None] + sq[None, :] - 2 * rows @ feats.T).clamp_min_(0)
+        own = torch.arange(start, start + len(rows))
+        d2[torch.arange(len(rows)), own] = -1.0  # the row itself comes first even among duplicates
+        ind = torch.topk(d2, k, dim=1, largest=False, sorted=True).indices
+        # the chosen distances directly (the expansion above loses digits: twins would sit 1e-8 apart)
+        val = (feats[ind] - rows[:, None, :]).norm(dim=2)
+        val, order = torch.sort(val, dim=1, stable=True)
+        idx.append(torch.gather(ind, 1, order))
+        dist.append(val)
+    return torch.cat(idx).numpy().astype(np.int32), torch.cat(dist).numpy().astype(np.float32)
+
+
+def _fuzzy_graph(x: torch.Tensor, k: int, random_state: np.random.RandomState):
+    """umap-learn's fuzzy simplicial set (the symmetrised membership graph, scipy CSR ``(n, n)``) of the
+    features ``x`` on their ``k`` nearest neighbours (``k`` counting the sample itself)."""
+    from umap.umap_ import fuzzy_simplicial_set, nearest_neighbors
+
+    arr = x.double().numpy()
+    if len(arr) <= _EXACT_KNN_MAX:
+        knn_idx, knn_dist = _knn_with_self(x, k)
+    else:
+        knn_idx, knn_dist, _ = nearest_neighbors(arr, k, "euclidean", {}, False, random_state)
+    graph, _, _ = fuzzy_simplicial_set(
+        arr, k, random_state, "euclidean", knn_indices=knn_idx, knn_dists=knn_dist
+    )
+    return graph.tocsr()
+
+
+def _neighbourhood_jaccard(a, b) -> np.ndarray:
+    """Per sample ``i``, ``|N_a(i) ∩ N_b(i)| / |N_a(i) ∪ N_b(i)|`` for the neighbours (stored entries) of two
+    graphs of the same samples (1 where both are empty): how strongly AlignedUMAP ties the two positions
+    of ``i`` together (umap-learn's ``build_neighborhood_similarities`` for linked samples)."""
+    pa, pb = (g.copy() for g in (a, b))
+    pa.data[:], pb.data[:] = 1.0, 1.0
+    inter = np.asarray(pa.multiply(pb).sum(1)).ravel()
+    union = np.diff(pa.indptr) + np.diff(pb.indptr) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0).astype(np.float32)
+
+
+def _aligned_epoch():
+    """umap-learn's epoch of aligned SGD (``umap.layouts._optimize_layout_aligned_euclidean_single_epoch``,
+    the one ``AlignedUMAP`` runs), compiled once per process for stacked arrays. umap-learn's own driver
+    recompiles it on every fit and passes numba typed lists, whose item access dominates an epoch."""
+    global _ALIGNED_EPOCH
+    if _ALIGNED_EPOCH is None:
+        import numba
+        from umap import layouts
+
+        _ALIGNED_EPOCH = numba.njit(layouts._optimize_layout_aligned_euclidean_single_epoch, fastmath=True)
+    return _ALIGNED_EPOCH
+
+
+_ALIGNED_EPOCH = None
+
+
+def _aligned_layout(
+    graphs: Sequence, init: np.ndarray, *, n_epochs: int, a: float, b: float, alignment: float, seed: int
+) -> np.ndarray:
+    """Optimise the ``(m, n, 2)`` layouts ``init`` of ``m`` fuzzy graphs of the same ``n`` samples jointly:
+    umap-learn's aligned cross-entropy SGD (attraction along edges, negative sampling, and a pull of each
+    sample towards its positions in the neighbouring views weighted by ``alignment`` and the
+    neighbourhood overlap), sample ``i`` of every view linked to sample ``i`` of the others."""
+    from umap.umap_ import make_epochs_per_sample
+
+    m, n = init.shape[:2]
+    window = 3  # AlignedUMAP's alignment window: views up to three apart pull on each other
+    edges = []
+    for g in graphs:
+        coo = g.tocoo(copy=True)
+        # as umap-learn: edges too weak to be sampled once in n_epochs are dropped
+        coo.data[coo.data < coo.data.max() / float(n_epochs)] = 0.0
+        coo.eliminate_zeros()
+        edges.append(coo)
+    width = max(c.nnz for c in edges)
+    heads = np.zeros((m, width), np.int32)
+    tails = np.zeros((m, width), np.int32)
+    per_sample = np.full((m, width), -1.0)
+    for i, c in enumerate(edges):
+        heads[i, : c.nnz], tails[i, : c.nnz] = c.row, c.col
+        per_sample[i, : c.nnz] = make_epochs_per_sample(c.data, n_epochs)
+    # padding edges (views with fewer edges) are scheduled never to be sampled
+    never = np.float32(np.finfo(np.float32).max)
+    next_sample = np.where(per_sample > 0, per_sample, never).astype(np.float32)
+    per_negative = np.where(per_sample > 0, per_sample / 5.0, never).astype(np.float32)
+    next_negative = per_negative.copy()
+    relations = np.full((m, 2 * window + 1, n), -1, np.int32)
+    weights = np.zeros((m, 2 * window + 1, n), np.float32)
+    for i in range(m):
+        for offset in range(-window, window + 1):
+            j = i + offset
+            if offset != 0 and 0 <= j < m:
+                relations[i, window + offset] = np.arange(n, dtype=np.int32)
+                weights[i, window + offset] = _neighbourhood_jaccard(graphs[i], graphs[j])
+    rng = np.random.RandomState(seed)
+    rng_state = rng.randint(np.iinfo(np.int32).min + 1, np.iinfo(np.int32).max - 1, 3).astype(np.int64)
+    layout = np.ascontiguousarray(init, dtype=np.float32)
+    epoch = _aligned_epoch()
+    for e in range(n_epochs):
+        alpha = 1.0 - e / n_epochs  # umap-learn's linearly decaying learning rate
+        epoch(
+            layout, layout, heads, tails, per_sample, a, b, weights, relations, rng_state,
+            1.0, alignment, layout.shape[2], True, alpha, per_negative, next_negative, next_sample, e,
+        )  # fmt: skip
+    return layout
+
+
 def aligned_umap(
     features: Mapping[str, torch.Tensor | np.ndarray],
     *,
     n_neighbors: int = 15,
     min_dist: float = 0.1,
+    n_epochs: int = 200,
+    alignment: float = 0.01,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Embed several representations of the same samples with AlignedUMAP (McInnes et al. 2018; the
-    aligned variant of umap-learn), sample ``i`` of one linked to sample ``i`` of the next.
+    """Embed several representations of the same samples with aligned UMAP (McInnes et al. 2018; the
+    aligned variant of umap-learn's ``AlignedUMAP``), sample ``i`` of one linked to sample ``i`` of the
+    others.
 
-    Slow on first use in a process (numba compiles); cache the result (see ``run_embedding``).
+    Each representation gets its own fuzzy neighbour graph (exact neighbours up to 20,000 samples,
+    NN-descent beyond); all layouts start from the aligned PCA view (:func:`aligned_pca`, a
+    structure-preserving start, Kobak & Linderman 2021) instead of AlignedUMAP's spectral one, and are
+    optimised together by umap-learn's aligned SGD, whose pull of a sample towards its positions in the
+    other views has weight ``alignment`` (``AlignedUMAP``'s ``alignment_regularisation``). Unlike
+    ``AlignedUMAP`` no separate UMAP is fitted per representation first, and the SGD is compiled once per
+    process; the layouts are as trustworthy (``benchmarks/embedding.py``). The first call in a process
+    compiles (numba, a few seconds); cache the result (see ``run_embedding``).
     Tidy: ``model``, ``sample``, ``x``, ``y``.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(60, 8))
+    >>> frame = aligned_umap({"dense": x, "pruned": x + 0.1}, n_epochs=20)
+    >>> sorted(frame.model.unique())
+    ['dense', 'pruned']
     """
     from pruneviz._optional import require
 
     where = "aligned_umap"
-    umap = require("umap", "Aligned UMAP embeddings")
+    require("umap", "Aligned UMAP embeddings")
     if not isinstance(features, Mapping) or len(features) < 2:
         fail(
             "features",
@@ -738,23 +879,40 @@ def aligned_umap(
             fix="pass the dense and the pruned features together.",
         )
     n_neighbors = check_int(n_neighbors, "n_neighbors", where, minimum=2)
+    n_epochs = check_int(n_epochs, "n_epochs", where, minimum=1)
+    if isinstance(min_dist, bool) or not isinstance(min_dist, int | float) or not 0 <= min_dist <= 1:
+        fail("min_dist", where, "a number in [0, 1]", min_dist, "pass e.g. min_dist=0.1.")
+    alignment = check_positive_float(alignment, "alignment", where)
+    seed = check_int(seed, "seed", where, minimum=0)
     names = list(features)
-    arrays = [_as_features(features[k], f"features[{k!r}]", where).double().numpy() for k in names]
-    n = len(arrays[0])
-    if any(len(a) != n for a in arrays):
+    feats = [_as_features(features[k], f"features[{k!r}]", where) for k in names]
+    n = len(feats[0])
+    if any(len(f) != n for f in feats):
         fail(
             "features",
             where,
             "features of the same samples for every model",
             None,
-            got=f"sample counts {[len(a) for a in arrays]}",
+            got=f"sample counts {[len(f) for f in feats]}",
         )
-    relation = {i: i for i in range(n)}
-    mapper = umap.AlignedUMAP(n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, random_state=seed).fit(
-        arrays, relations=[relation] * (len(arrays) - 1)
+    if n < 3:
+        fail("features", where, "at least 3 samples", None, got=f"{n} sample(s)", fix="pass more samples.")
+    from umap.umap_ import find_ab_params
+
+    k = min(n_neighbors, n - 1)
+    rng = np.random.RandomState(seed)
+    graphs = [_fuzzy_graph(f, k, rng) for f in feats]
+    view = aligned_pca(dict(zip(names, feats, strict=True)), components=2)
+    init = np.stack([view.loc[view.model == name, ["x", "y"]].to_numpy() for name in names])
+    extent = float(np.abs(init[0]).max())
+    init = init * (_INIT_EXTENT / extent if extent > 0 else 1.0)
+    init = init + rng.normal(scale=_INIT_JITTER, size=init.shape)
+    a, b = find_ab_params(1.0, float(min_dist))
+    layout = _aligned_layout(
+        graphs, init, n_epochs=n_epochs, a=float(a), b=float(b), alignment=alignment, seed=seed
     )
     frames = [
         pd.DataFrame({"model": name, "sample": np.arange(n), "x": emb[:, 0], "y": emb[:, 1]})
-        for name, emb in zip(names, mapper.embeddings_, strict=True)
+        for name, emb in zip(names, layout, strict=True)
     ]
     return pd.concat(frames, ignore_index=True)
