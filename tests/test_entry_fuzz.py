@@ -100,6 +100,7 @@ ENTRY_POINTS: list[tuple[str, Callable[[object], object], str]] = [
     ("sparsity_by_layer", prune.sparsity_by_layer, "model"),
     ("count_macs", lambda v: prune.count_macs(v, (4,)), "model"),
     ("fold_batchnorm", prune.fold_batchnorm, "model"),
+    ("tune_inference", lambda v: prune.tune_inference(v, (4,), threads=[1], repeats=1), "model"),
     ("calibration_subset", lambda v: prune.calibration_subset(v, 10), "data"),
     ("one_shot", lambda v: prune.one_shot(v, _DATA, method="magnitude", sparsity=0.5), "model"),
     ("corrupt", lambda v: analysis.corrupt(v, "gaussian_noise", severity=1), "data"),

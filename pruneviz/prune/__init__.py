@@ -21,13 +21,16 @@ from pruneviz.prune.api import METHODS, compute_masks, method_names, prune_
 from pruneviz.prune.channels import ChannelPruned, apply_channel_plan, mask_channels_, prune_channels
 from pruneviz.prune.criteria import CRITERIA, layer_input_blocks, layer_inputs, score
 from pruneviz.prune.formats import (
+    InferenceModule,
     NMCompressed,
+    TunedInference,
     export_inference,
     fold_batchnorm,
     fold_masks,
     to_bsr,
     to_csr,
     to_nm,
+    tune_inference,
 )
 from pruneviz.prune.masks import Masks, prunable_layers
 from pruneviz.prune.schedules import (
@@ -48,11 +51,13 @@ __all__ = [
     "CRITERIA",
     "METHODS",
     "ChannelPruned",
+    "InferenceModule",
     "Masks",
     "NMCompressed",
     "PrunableWeight",
     "PruneResult",
     "Structure",
+    "TunedInference",
     "allocate",
     "apply_channel_plan",
     "calibration_subset",
@@ -87,5 +92,6 @@ __all__ = [
     "to_bsr",
     "to_csr",
     "to_nm",
+    "tune_inference",
     "weights_at_step",
 ]

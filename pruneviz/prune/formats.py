@@ -14,13 +14,18 @@ The formats, in one place (weights are ``(out, in)`` matrices; convolutions are 
 from __future__ import annotations
 
 import copy
+import statistics
+import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
-from pruneviz._validation import fail
+from pruneviz._validation import check_int, check_model, fail
 from pruneviz.kernels._layout import as_matrix, compress_nm, nm_unview, nm_view
 from pruneviz.prune.allocation import Structure, check_nm_divisible
 from pruneviz.prune.masks import Masks
@@ -91,13 +96,191 @@ def export_inference(model: nn.Module, input_shape: tuple[int, ...], *, batch_si
     is deprecated upstream in favour of ``torch.compile``, but measured here (``benchmarks/structured.py``)
     it is the faster CPU path for small CNNs: ``torch.compile`` took ~40 s to compile ResNet-20 and its
     batch-1 speedup of a 50 %-channel-pruned ResNet-20 was 1.4x against 1.9-2.1x for a frozen trace.
+    :func:`tune_inference` also chooses the memory format and thread count by timing them.
     """
-    folded = fold_batchnorm(model)
-    example = torch.zeros(batch_size, *input_shape)
+    return _frozen(fold_batchnorm(model), torch.zeros(batch_size, *input_shape), optimize=False)
+
+
+def _frozen(folded: nn.Module, example: torch.Tensor, *, optimize: bool) -> torch.jit.ScriptModule:
+    """``folded`` traced on ``example`` and frozen; with ``optimize`` also passed through
+    ``torch.jit.optimize_for_inference`` (oneDNN convolutions on CPU)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        return torch.jit.freeze(torch.jit.trace(folded, example))
+        frozen = torch.jit.freeze(torch.jit.trace(folded, example))
+        return torch.jit.optimize_for_inference(frozen) if optimize else frozen
+
+
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+class InferenceModule(nn.Module):
+    """A compiled inference model that runs each call with its chosen memory format and thread count.
+
+    ``forward`` converts the input to ``memory_format`` (the conversion is part of the measured time),
+    sets ``torch.set_num_threads(threads)`` for the call and restores the caller's setting afterwards;
+    gradients are off. Made by :func:`tune_inference`.
+    """
+
+    def __init__(self, compiled: torch.jit.ScriptModule, *, memory_format: str, threads: int) -> None:
+        super().__init__()
+        self.compiled = compiled
+        self.memory_format = memory_format
+        self.threads = threads
+        self._format = MEMORY_FORMATS[memory_format]
+
+    def forward(self, x: torch.Tensor) -> Any:
+        before = torch.get_num_threads()
+        if before != self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad():
+                if x.dim() == 4:
+                    x = x.contiguous(memory_format=self._format)
+                return self.compiled(x)
+        finally:
+            if before != self.threads:
+                torch.set_num_threads(before)
+
+    def extra_repr(self) -> str:
+        return f"memory_format={self.memory_format!r}, threads={self.threads}"
+
+
+@dataclass(frozen=True)
+class TunedInference:
+    """Result of :func:`tune_inference`.
+
+    ``model`` is the fastest candidate, wrapped so that it runs as it was timed; ``memory_format``,
+    ``threads`` and ``optimized`` say which candidate won and ``median_s`` its probed latency; ``probe``
+    has one row per candidate: ``memory_format``, ``threads``, ``optimized``, ``median_s``, ``chosen``.
+    """
+
+    model: InferenceModule
+    memory_format: str
+    threads: int
+    optimized: bool
+    median_s: float
+    probe: pd.DataFrame
+
+    def describe(self) -> str:
+        """One line: the choice and its latency against the slowest and the plain (contiguous, current
+        thread count, not optimised) candidates."""
+        plain = self.probe[~self.probe.optimized & (self.probe.memory_format == "contiguous")]
+        plain_s = float(plain.median_s.min()) if len(plain) else float("nan")
+        return (
+            f"{self.memory_format}, {self.threads} thread(s), "
+            f"{'optimize_for_inference' if self.optimized else 'frozen'}: {1e3 * self.median_s:.3g} ms "
+            f"(best contiguous frozen {1e3 * plain_s:.3g} ms, {len(self.probe)} candidates probed)"
+        )
+
+
+def _thread_candidates(threads: Sequence[int] | None, where: str) -> list[int]:
+    if threads is None:
+        n = torch.get_num_threads()
+        return sorted({1, n, *(2**k for k in range(1, n.bit_length()) if 2**k < n)})
+    if isinstance(threads, str | bytes) or not isinstance(threads, Sequence) or not threads:
+        fail(
+            "threads",
+            where,
+            "a non-empty sequence of thread counts, or None",
+            threads,
+            "pass threads=[1, 2].",
+        )
+    return sorted({check_int(t, "threads", where, minimum=1) for t in threads})
+
+
+def tune_inference(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    batch_size: int = 1,
+    threads: Sequence[int] | None = None,
+    repeats: int = 5,
+) -> TunedInference:
+    """The fastest CPU inference form of a (channel-pruned) model, chosen by a short timed probe.
+
+    Every BatchNorm that follows a convolution is folded into it (:func:`fold_batchnorm`, exact up to
+    float rounding), and the folded model is traced and frozen with TorchScript on a zero batch of
+    ``(batch_size, *input_shape)``. The probe then times each candidate — memory format (contiguous or,
+    for image inputs ``(C, H, W)``, channels-last), with or without ``torch.jit.optimize_for_inference``,
+    times each thread count in ``threads`` (default: 1, the powers of two below the current count, and
+    the current count) — ``repeats`` times in interleaved order after 3 warm-up passes, and keeps the
+    lowest median. The choice is machine- and batch-specific: tune on the machine that serves.
+
+    ``model`` is left unchanged. Any batch size runs on the result; only ``batch_size`` was probed.
+    Returns a :class:`TunedInference` (the model, the choice, and the table of probed latencies).
+
+    >>> from pruneviz.models import build_model
+    >>> from pruneviz.prune import prune_channels
+    >>> small = prune_channels(build_model("resnet20", input_shape=(3, 16, 16), num_classes=4),
+    ...                        sparsity=0.5, input_shape=(3, 16, 16)).model
+    >>> tuned = tune_inference(small, (3, 16, 16), threads=[1], repeats=3)
+    >>> tuned.model(torch.zeros(2, 3, 16, 16)).shape, len(tuned.probe)
+    (torch.Size([2, 4]), 4)
+    """
+    where = "tune_inference"
+    model = check_model(model, "model", where)
+    if isinstance(input_shape, str | bytes) or not isinstance(input_shape, Sequence) or not input_shape:
+        fail("input_shape", where, "the shape of one sample, e.g. (3, 224, 224)", input_shape)
+    shape = tuple(check_int(s, "input_shape", where, minimum=1) for s in input_shape)
+    batch_size = check_int(batch_size, "batch_size", where, minimum=1)
+    counts = _thread_candidates(threads, where)
+    repeats = check_int(repeats, "repeats", where, minimum=1)
+
+    folded = fold_batchnorm(model)
+    formats = ["contiguous", "channels_last"] if len(shape) == 3 else ["contiguous"]
+    compiled: dict[tuple[str, bool], torch.jit.ScriptModule] = {}
+    for fmt in formats:
+        work = copy.deepcopy(folded).to(memory_format=MEMORY_FORMATS[fmt]) if fmt != "contiguous" else folded
+        example = torch.zeros(batch_size, *shape).contiguous(memory_format=MEMORY_FORMATS[fmt])
+        for optimize in (False, True):
+            try:
+                compiled[fmt, optimize] = _frozen(work, example, optimize=optimize)
+            except Exception as exc:  # an optimisation torch cannot apply to this model: a candidate less
+                if not optimize:
+                    raise
+                warnings.warn(
+                    f"tune_inference: torch.jit.optimize_for_inference failed on the {fmt} model "
+                    f"({type(exc).__name__}: {exc}); probing the frozen model without it.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+    candidates = {
+        (fmt, n, optimize): InferenceModule(module, memory_format=fmt, threads=n)
+        for (fmt, optimize), module in compiled.items()
+        for n in counts
+    }
+    x = torch.zeros(batch_size, *shape)
+    times: dict[tuple[str, int, bool], list[float]] = {key: [] for key in candidates}
+    for rep in range(3 + repeats):
+        for key, module in candidates.items():
+            t0 = time.perf_counter()
+            module(x)
+            if rep >= 3:
+                times[key].append(time.perf_counter() - t0)
+    medians = {key: statistics.median(t) for key, t in times.items()}
+    best = min(medians, key=medians.__getitem__)
+    probe = pd.DataFrame(
+        [
+            {
+                "memory_format": f,
+                "threads": n,
+                "optimized": o,
+                "median_s": medians[f, n, o],
+                "chosen": (f, n, o) == best,
+            }
+            for f, n, o in candidates
+        ]
+    )
+    fmt, n, optimize = best
+    return TunedInference(
+        model=candidates[best].eval(),
+        memory_format=fmt,
+        threads=n,
+        optimized=optimize,
+        median_s=medians[best],
+        probe=probe,
+    )
 
 
 def to_csr(weight: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """Models and data shaped like the ones users bring, built locally from random weights (no downloads).
 
 :class:`VisionResNet` has torchvision's ResNet layout and module names (``conv1``, ``bn1``, ``layer1``…,
-``downsample``, ``fc``), with fewer and narrower stages. :class:`TabularNet` is a batch-normalised
-MLP that returns a dict. :class:`TinyEncoder` is a Hugging Face–style BERT encoder for sequence
-classification: it takes
+``downsample``, ``fc``), with fewer and narrower stages; :func:`resnet18` and :class:`MobileNetV2` are
+torchvision's ``resnet18`` and ``mobilenet_v2`` at full size (same layer shapes, module names and
+initialisation; random weights). :class:`TabularNet` is a batch-normalised MLP that returns a dict.
+:class:`TinyEncoder` is a Hugging Face–style BERT encoder for sequence classification: it takes
 ``input_ids``, ``attention_mask`` and optional ``token_type_ids`` by keyword, has separate query/key/value
 projections per layer, a tanh pooler over the first token and a classifier head, and returns an object
 with ``.logits`` (like ``SequenceClassifierOutput``). :func:`token_dataset` makes a padded token task it
@@ -47,28 +48,43 @@ class _BasicBlock(nn.Module):
 
 class VisionResNet(nn.Module):
     """torchvision's ResNet layout (BasicBlocks, BatchNorm, 1×1 downsample shortcuts, adaptive average
-    pooling, ``fc``) with ``widths`` channels per stage, one block each; weights drawn from ``seed``.
+    pooling, ``fc``) with ``widths`` channels per stage and ``blocks`` blocks each; weights drawn from
+    ``seed``. The stem is a 3×3 convolution and a 2×2 max-pool, or with ``imagenet_stem`` torchvision's
+    7×7 stride-2 convolution and 3×3 stride-2 max-pool (:func:`resnet18` is the full-size network).
 
     >>> VisionResNet(num_classes=3)(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 3])
     """
 
     def __init__(
-        self, *, in_channels: int = 3, num_classes: int = 10, widths: tuple[int, ...] = (8, 16), seed: int = 0
+        self,
+        *,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        widths: tuple[int, ...] = (8, 16),
+        blocks: int = 1,
+        imagenet_stem: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         with seeded(seed):
-            self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+            if imagenet_stem:
+                self.conv1 = nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
+            else:
+                self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
             self.bn1 = nn.BatchNorm2d(widths[0])
             self.relu = nn.ReLU(inplace=True)
-            self.maxpool = nn.MaxPool2d(2)
-            blocks, cin = [], widths[0]
+            self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet_stem else nn.MaxPool2d(2)
+            stages, cin = [], widths[0]
             for i, w in enumerate(widths):
-                blocks.append(nn.Sequential(_BasicBlock(cin, w, 1 if i == 0 else 2)))
-                cin = w
-            for i, block in enumerate(blocks, start=1):
-                self.add_module(f"layer{i}", block)
-            self.avgpool = nn.AdaptiveAvgPool2d(1)
+                stage = []
+                for j in range(blocks):
+                    stage.append(_BasicBlock(cin, w, 2 if i > 0 and j == 0 else 1))
+                    cin = w
+                stages.append(nn.Sequential(*stage))
+            for i, stage in enumerate(stages, start=1):
+                self.add_module(f"layer{i}", stage)
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
             self.fc = nn.Linear(cin, num_classes)
         self.stages = len(widths)
 
@@ -138,6 +154,96 @@ class MobileNetLike(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def _conv_norm_act(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    """torchvision's ``Conv2dNormActivation`` as MobileNetV2 uses it: conv (no bias), BatchNorm, ReLU6."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU6(inplace=True),
+    )
+
+
+class _MobileV2Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = [] if expand == 1 else [_conv_norm_act(cin, hidden, 1)]
+        layers += [
+            _conv_norm_act(hidden, hidden, 3, stride, groups=hidden),  # depthwise
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.use_res_connect = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 (Sandler et al. 2018) at width 1.0, with torchvision's ``mobilenet_v2`` layer shapes,
+    module names and initialisation (``features``: a stride-2 stem, 17 inverted residuals with depthwise
+    convolutions and ReLU6, a 1×1 conv to 1280; ``classifier``: dropout and a linear layer); 3,504,872
+    parameters for 1000 classes, as torchvision's. Weights drawn from ``seed``; nothing is downloaded.
+
+    >>> MobileNetV2(num_classes=3)(torch.zeros(1, 3, 64, 64)).shape
+    torch.Size([1, 3])
+    """
+
+    #: (expansion t, output channels c, repeats n, first stride s), the paper's Table 2
+    SETTINGS = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
+
+    def __init__(self, *, num_classes: int = 1000, seed: int = 0) -> None:
+        super().__init__()
+        with seeded(seed):
+            layers: list[nn.Module] = [_conv_norm_act(3, 32, 3, 2)]
+            cin = 32
+            for t, c, n, s in self.SETTINGS:
+                for i in range(n):
+                    layers.append(_MobileV2Block(cin, c, s if i == 0 else 1, t))
+                    cin = c
+            layers.append(_conv_norm_act(cin, 1280, 1))
+            self.features = nn.Sequential(*layers)
+            self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                elif isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, 0, 0.01)
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(self.features(x), (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def resnet18(*, num_classes: int = 1000, seed: int = 0) -> VisionResNet:
+    """ResNet-18 (He et al. 2016) with torchvision's ``resnet18`` layer shapes, module names and
+    initialisation: a 7×7 stride-2 stem and a 3×3 stride-2 max-pool, four stages of two basic blocks at
+    64, 128, 256, 512 channels, ``fc``; 11,689,512 parameters for 1000 classes, as torchvision's.
+    Weights drawn from ``seed``; nothing is downloaded.
+
+    >>> resnet18(num_classes=3)(torch.zeros(1, 3, 64, 64)).shape
+    torch.Size([1, 3])
+    """
+    model = VisionResNet(
+        num_classes=num_classes, widths=(64, 128, 256, 512), blocks=2, imagenet_stem=True, seed=seed
+    )
+    with seeded(seed), torch.no_grad():  # torchvision's initialisation of the convolutions
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return model
 
 
 class _EncoderBlock(nn.Module):
