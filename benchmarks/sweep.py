@@ -6,15 +6,26 @@ each executor). Then each zoo gets the spec's analyses (calibration, exemplars, 
 spectrum, quick settings) through the same executor: the seconds they take, and the check that every
 executor stored the same cache entries. ``--quick`` runs a cut-down demo spec (two seeds, two methods,
 two sparsities, short training on 600 samples) so that all three finish in a few minutes on 2 cores.
+
+Threads: every executor computes each task with one torch thread and one BLAS thread (that is what makes
+their runs identical), so the in-process figure is one core computing and the 2-worker figures two; the
+driver keeps the machine's default. The JSON states these settings, and ``task_default_threads_speedup``
+says how much faster one task is with the machine's default threads instead (numbers then differ in the
+last bits, so no executor does that). The runs are timed without the spec's analyses (the demo spec lists
+every step); the analyses are the second, separate figure. Before each timed part the script waits (up
+to a few minutes) until other processes leave the cores idle, and ``*_other_cores`` records how many
+cores other processes kept busy while it ran (0 on a quiet machine).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,6 +59,112 @@ def overhead_per_task(ex: Executor, n: int) -> tuple[float, float]:
     return warm, (time.perf_counter() - start) / n
 
 
+def _busy_cpu_s() -> float:
+    """Busy CPU seconds of the whole machine since boot (``/proc/stat``; 0 where there is none)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and every process below it (workers, the fork server, Dask)."""
+    import psutil
+
+    total = 0.0
+    me = psutil.Process()
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def other_cores(fn: Callable[[], object]) -> tuple[object, float, float]:
+    """Run ``fn``; return its value, its seconds, and the cores other processes kept busy meanwhile."""
+    busy, own = _busy_cpu_s(), _own_cpu_s()
+    start = time.perf_counter()
+    value = fn()
+    seconds = time.perf_counter() - start
+    other = (_busy_cpu_s() - busy) - (_own_cpu_s() - own)
+    return value, seconds, max(0.0, other / seconds)
+
+
+def wait_quiet(limit: float = 0.25, timeout: float = 300.0) -> float:
+    """Wait until other processes use under ``limit`` cores (over 2 s), at most ``timeout`` seconds;
+    return the last reading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, _, other = other_cores(lambda: time.sleep(2.0))
+        if other < limit or time.monotonic() > deadline:
+            return other
+
+
+def task_thread_speedup(spec, path: Path, repeats: int) -> float:
+    """How much faster tasks compute with the machine's default torch threads than with one: median
+    seconds of a dense task and three pruned ones, each way, interleaved, summed."""
+    from pruneviz.sweeps.plan import plan_sweep
+    from pruneviz.sweeps.tasks import compute_task
+    from pruneviz.zoo import Zoo
+
+    zoo = Zoo(path)
+    key = zoo.datasets().dataset.iloc[0]
+    splits = zoo.splits(key)
+    ds = zoo.dataset(key)
+    tasks = plan_sweep(spec, {spec.datasets[0]: (key, tuple(ds.info.input_shape), ds.num_classes)})
+    dense = tasks[0]
+    pruned = [t for t in tasks if t.parent == dense.run][:3]
+    weights = (zoo.run_dir(dense.run) / "weights.safetensors").read_bytes()
+    record = zoo.run(dense.run)
+
+    def work(threads: int | None) -> None:
+        compute_task(dense, splits, threads=threads)
+        for t in pruned:
+            compute_task(t, splits, parent=record, parent_weights=weights, threads=threads)
+
+    times: dict[str, list[float]] = {"one": [], "default": []}
+    for _ in range(repeats):
+        for name, threads in (("one", 1), ("default", None)):
+            start = time.perf_counter()
+            work(threads)
+            times[name].append(time.perf_counter() - start)
+    return statistics.median(times["one"]) / statistics.median(times["default"])
+
+
+def _runs(path: Path) -> dict[str, str]:
+    """The zoo's runs: id -> a digest of its record (less when and how fast it was made), its weights
+    and masks (tensor by tensor: a safetensors header orders its metadata freely) and its outputs."""
+    import hashlib
+    import json
+
+    import pandas as pd
+    import torch
+    from safetensors.torch import load_file
+
+    out = {}
+    for folder in sorted((path / "runs").iterdir()):
+        h = hashlib.sha256()
+        record = json.loads((folder / "run.json").read_text())
+        for volatile in ("created_at", "timing"):
+            record.pop(volatile, None)
+        h.update(json.dumps(record, sort_keys=True).encode())
+        for name in ("weights.safetensors", "masks.safetensors"):
+            if (folder / name).is_file():
+                tensors = load_file(folder / name)
+                for key in sorted(tensors):
+                    h.update(
+                        key.encode() + tensors[key].contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                    )
+        frame = pd.read_parquet(folder / "outputs.parquet")
+        h.update(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
+        out[folder.name] = h.hexdigest()
+    return out
+
+
 def _entries(path: Path) -> dict[str, str]:
     """The zoo's cache entries: key -> a digest of the frame's contents."""
     import hashlib
@@ -67,6 +184,7 @@ def _entries(path: Path) -> dict[str, str]:
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     import distributed
+    import torch
 
     spec = load_spec(demo_spec_path())
     if args.quick:
@@ -80,40 +198,85 @@ def main() -> None:
             finetune=TrainConfig(epochs=1, batch_size=64, lr=1e-3),
         )
     t0 = time.perf_counter()
+    environ = dict(os.environ)
     cluster = distributed.LocalCluster(
         n_workers=WORKERS, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     )
     client = distributed.Client(cluster, set_as_default=False)
     client.run(lambda: __import__("pruneviz.sweeps.tasks"))  # workers import pruneviz, as a live cluster has
     cluster_start = time.perf_counter() - t0
+    # LocalCluster leaves its workers' settings in this process's environment (MALLOC_TRIM_THRESHOLD_=65536,
+    # OMP_NUM_THREADS=1, ...), where every process started later inherits them: the aggressive malloc
+    # trimming alone makes local workers ~17 % slower. Its workers keep them (Dask's defaults); the other
+    # executors run in the environment this script started with.
+    dask_environ = {k: v for k, v in os.environ.items() if environ.get(k) != v and k != "PYTHONHASHSEED"}
+    os.environ.clear()
+    os.environ.update(environ)
 
-    figures: dict[str, object] = {"cluster_start_s": cluster_start, "workers": WORKERS}
+    figures: dict[str, object] = {
+        "cluster_start_s": cluster_start,
+        "workers": WORKERS,
+        "inprocess_task_threads": 1,
+        "processes_task_threads": LocalProcessExecutor.threads,
+        "dask_threads_per_worker": 1,
+        "driver_torch_threads": torch.get_num_threads(),
+        "dask_worker_environ": " ".join(
+            f"{k}={v}" for k, v in sorted(dask_environ.items()) if "_PID" not in k
+        ),
+    }
     rows = []
     runs = None
+    patience = 20.0 if args.quick else 300.0  # seconds to wait for the other processes to go quiet
+    executors = (
+        ("inprocess", {"executor": "inprocess"}),
+        ("processes", {"executor": "processes", "workers": WORKERS}),
+        ("dask", {"client": client}),
+    )
+    runs_only = dataclasses.replace(spec, analyses=())  # the demo spec lists every analysis: timed apart
     with tempfile.TemporaryDirectory() as tmp:
-        for name, kwargs in (
-            ("inprocess", {"executor": "inprocess"}),
-            ("processes", {"executor": "processes", "workers": WORKERS}),
-            ("dask", {"client": client}),
-        ):
-            start = time.perf_counter()
-            table = run_sweep(spec, Path(tmp) / name, progress=False, **kwargs)
-            seconds = time.perf_counter() - start
-            if not (table.status == "stored").all():
-                raise SystemExit(f"{name}: {int((table.status != 'stored').sum())} task(s) not stored")
-            runs = len(table)
-            figures[f"{name}_s"] = seconds
-            figures[f"{name}_runs_per_min"] = runs / seconds * 60
+        # each executor twice, each time into a fresh zoo: first "cold" (the first sweep of this process
+        # on it: the in-process run imports what its first task needs, the local workers' fork server
+        # starts and imports), then "warm" (a second sweep of the same session)
+        for suffix in ("", "_warm"):
+            for name, kwargs in executors:
+                figures[f"{name}{suffix}_quiet_before_cores"] = wait_quiet(timeout=patience)
+                where = Path(tmp) / f"{name}{suffix}"
+                table, seconds, other = other_cores(
+                    lambda kwargs=kwargs, where=where: run_sweep(runs_only, where, progress=False, **kwargs)
+                )
+                if not (table.status == "stored").all():
+                    raise SystemExit(f"{name}: {int((table.status != 'stored').sum())} task(s) not stored")
+                runs = len(table)
+                figures[f"{name}{suffix}_s"] = seconds
+                figures[f"{name}{suffix}_runs_per_min"] = runs / seconds * 60
+                figures[f"{name}{suffix}_other_cores"] = other
+            base = figures[f"inprocess{suffix}_runs_per_min"]
+            for name in ("processes", "dask"):
+                figures[f"{name}{suffix}_vs_inprocess{suffix}"] = (
+                    figures[f"{name}{suffix}_runs_per_min"] / base
+                )
+            figures[f"target_processes{suffix}_ge_1_85x"] = (
+                figures[f"processes{suffix}_vs_inprocess{suffix}"] >= 1.85
+            )
+        stored = [_runs(folder) for folder in sorted(Path(tmp).iterdir())]
+        figures["runs_equal"] = len(stored) == 6 and all(s == stored[0] for s in stored)
+        wait_quiet(timeout=patience)
+        speedup, _, other = other_cores(
+            lambda: task_thread_speedup(runs_only, Path(tmp) / "inprocess", 1 if args.quick else 3)
+        )
+        figures["task_default_threads_speedup"] = speedup
+        figures["task_default_threads_other_cores"] = other
         # the analyses of the same spec, on the same executors (the runs are stored: only analyses run)
         with_analyses = dataclasses.replace(spec, analyses=ANALYSES, quick_analyses=True)
-        for name, kwargs in (
-            ("inprocess", {"executor": "inprocess"}),
-            ("processes", {"executor": "processes", "workers": WORKERS}),
-            ("dask", {"client": client}),
-        ):
-            start = time.perf_counter()
-            run_sweep(with_analyses, Path(tmp) / name, progress=False, **kwargs)
-            figures[f"{name}_analyses_s"] = time.perf_counter() - start
+        for name, kwargs in executors:
+            wait_quiet(timeout=patience)
+            _, seconds, other = other_cores(
+                lambda kwargs=kwargs, name=name: run_sweep(
+                    with_analyses, Path(tmp) / name, progress=False, **kwargs
+                )
+            )
+            figures[f"{name}_analyses_s"] = seconds
+            figures[f"{name}_analyses_other_cores"] = other
             if not sweep_failures(Path(tmp) / name).empty:
                 raise SystemExit(f"{name}: analyses failed: {sweep_failures(Path(tmp) / name)}")
         entries = {name: _entries(Path(tmp) / name) for name in ("inprocess", "processes", "dask")}
@@ -138,11 +301,14 @@ def main() -> None:
     for name in ("inprocess", "processes", "dask"):
         rows.append(
             {
-                "executor": name if name != "dask" else f"dask LocalCluster ({WORKERS} workers)",
+                "executor (cold)": name if name != "dask" else f"dask LocalCluster ({WORKERS} workers)",
                 "runs": runs,
                 "seconds": figures[f"{name}_s"],
                 "runs / min": figures[f"{name}_runs_per_min"],
                 "vs in-process": figures[f"{name}_runs_per_min"] / base,
+                "warm runs / min": figures[f"{name}_warm_runs_per_min"],
+                "warm vs in-process": figures[f"{name}_warm_runs_per_min"]
+                / figures["inprocess_warm_runs_per_min"],
                 "overhead / task ms": figures[f"{name}_overhead_ms"],
                 "first task s": figures[f"{name}_first_task_s"],
                 "analyses s": figures[f"{name}_analyses_s"],
@@ -152,11 +318,20 @@ def main() -> None:
     print(f"## Sweep throughput, {label}, {runs} runs, {os.cpu_count()} cores\n")
     print(markdown(rows))
     print(
-        f"\nprocesses: {WORKERS} spawned workers (start-up included); dask: LocalCluster started beforehand "
-        f"in {cluster_start:.1f} s (not included). Overhead: a no-op task, submitted {n} at a time; "
-        "first task: the start-up before the first no-op result (spawning the processes). Analyses: "
-        f"{', '.join(ANALYSES)} (quick settings) on the stored runs, {figures['analysis_entries']} cache "
-        f"entries, the same on every executor: {figures['analysis_entries_equal']}."
+        f"\nEvery task computes with 1 torch thread on every executor (the driver: "
+        f"{figures['driver_torch_threads']}); with the machine's default threads one task is "
+        f"{figures['task_default_threads_speedup']:.2f}x faster (no executor does that: the numbers would "
+        f"differ). Cold: the first sweep of this process on the executor (in-process: its first task "
+        "imports torch._dynamo; processes: the sweep starts the fork server, which imports pruneviz and "
+        f"torch); warm: a second sweep, into a fresh zoo. processes: {WORKERS} workers forked from that "
+        f"server; dask: LocalCluster started beforehand in {cluster_start:.1f} s (not included). Other "
+        f"processes kept {figures['inprocess_other_cores']:.2f} / {figures['processes_other_cores']:.2f} / "
+        f"{figures['dask_other_cores']:.2f} cores busy during the three cold runs. Stored runs identical on "
+        f"every executor: {figures['runs_equal']}. Overhead: a no-op task, submitted {n} at a time; "
+        "first task: the start-up before the first no-op result (a new pool; the fork server is already "
+        f"running). Analyses: {', '.join(ANALYSES)} (quick settings) on the stored runs, "
+        f"{figures['analysis_entries']} cache entries, the same on every executor: "
+        f"{figures['analysis_entries_equal']}."
     )
     write_json(args.json, figures, args.quick)
 

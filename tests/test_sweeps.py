@@ -761,3 +761,133 @@ def test_an_analysis_item_needs_to_see_the_zoo(tmp_path, two_zoo):
         analyse_item(two_zoo.path, "spectrum")
     with pytest.raises(ValidationError, match=r"'step' parameter of study_items.*did you mean 'spectrum'"):
         study_items(two_zoo, "spectra")
+
+
+# -- local workers: pinned threads, the shared-object cache, a killed worker ------------------------
+def _run_now(ex, fn, *args):
+    """Submit one call to ``ex`` and wait for its outcome."""
+    handle = ex.submit(f"t-{time.monotonic_ns()}", fn, *args)
+    ex.wait([handle])
+    return ex.outcome(handle)
+
+
+@pytest.fixture
+def one_worker():
+    from pruneviz.sweeps.executors import LocalProcessExecutor
+
+    ex = LocalProcessExecutor(1)
+    try:
+        yield ex
+    finally:
+        ex.close()
+
+
+def test_local_workers_are_pinned_to_one_thread(one_worker):
+    from threadpoolctl import threadpool_info
+
+    assert _run_now(one_worker, torch.get_num_threads) == (True, 1)
+    ok, pools = _run_now(one_worker, threadpool_info)
+    assert ok and pools and all(p["num_threads"] == 1 for p in pools)
+
+
+def test_a_shared_object_is_read_once_per_worker_and_reread_when_its_contents_change(one_worker):
+    from pruneviz.sweeps import _worker
+
+    first = one_worker.share(np.arange(10))
+    assert one_worker.share(np.arange(10)) == first  # the same contents: one file, one reference
+    assert _run_now(one_worker, np.sum, first) == (True, 45)
+    before = _run_now(one_worker, _worker.cache_info)[1]["reads"]
+    for _ in range(3):  # cached: the file is not read again, even once it is gone
+        assert _run_now(one_worker, np.sum, first) == (True, 45)
+    os.remove(first.path)
+    assert _run_now(one_worker, np.sum, first) == (True, 45)
+    assert _run_now(one_worker, _worker.cache_info)[1]["reads"] == before
+    # new contents are shared under a new digest: the worker reads them, never the stale object
+    second = one_worker.share(np.arange(10) * 2)
+    assert second.digest != first.digest
+    assert _run_now(one_worker, np.sum, second) == (True, 90)
+    info = _run_now(one_worker, _worker.cache_info)[1]
+    assert info["reads"] == before + 1 and info["digests"][-1] == second.digest
+    assert _run_now(one_worker, np.sum, first) == (True, 45)  # both kept
+
+
+def test_a_shared_file_changed_on_disk_is_refused(one_worker):
+    from pruneviz.sweeps._worker import SharedFileChangedError
+
+    ref = one_worker.share({"x": np.arange(5)})
+    with open(ref.path, "r+b") as f:  # corrupt one byte before any worker read it
+        f.seek(ref.size // 2)
+        byte = f.read(1)
+        f.seek(ref.size // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    ok, error = _run_now(one_worker, len, ref)
+    assert not ok and isinstance(error, SharedFileChangedError)
+    assert "changed after it was shared" in str(error) and "Fix:" in str(error)
+
+
+def test_the_shared_folder_is_removed_on_close():
+    from pruneviz.sweeps.executors import LocalProcessExecutor
+
+    ex = LocalProcessExecutor(1)
+    ref = ex.share([1, 2, 3])
+    assert _run_now(ex, sum, ref) == (True, 6)
+    ex.close()
+    assert not os.path.exists(os.path.dirname(ref.path))
+
+
+def test_the_sweep_shares_the_dataset_once_with_local_workers(tmp_path, tiny_spec, monkeypatch):
+    from pruneviz.sweeps.executors import LocalProcessExecutor
+
+    shared = []
+    original = LocalProcessExecutor.share
+
+    def counting(self, obj):
+        shared.append(type(obj).__name__)
+        return original(self, obj)
+
+    monkeypatch.setattr(LocalProcessExecutor, "share", counting)
+    table = run_sweep(tiny_spec, tmp_path / "zoo", executor="processes", workers=2, progress=False)
+    assert (table.status == "stored").all() and shared == ["DataSplits"]
+
+
+def test_a_local_worker_killed_mid_task_is_replaced_and_its_task_retried(tmp_path):
+    import threading
+
+    import psutil
+
+    spec = parse_spec(
+        '[data]\ndatasets = ["digits"]\nsubset = 600\n[dense]\narchitectures = ["cnn"]\nseeds = 2\nepochs = 80'
+    )
+    path = tmp_path / "zoo"
+    out: dict[str, object] = {}
+
+    def sweep():
+        try:
+            out["table"] = run_sweep(spec, path, executor="processes", workers=2, progress=False)
+        except BaseException as exc:  # reported by the assertion below
+            out["error"] = exc
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    thread = threading.Thread(target=sweep)
+    thread.start()
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline and thread.is_alive():
+        for p in psutil.Process().children(recursive=True):
+            try:  # a new worker (forked by the fork server, or spawned) well inside its training
+                parent = " ".join(p.parent().cmdline())
+                worker = "forkserver" in parent or "spawn_main" in " ".join(p.cmdline())
+                if p.pid not in before and worker and p.cpu_times().user > 0.3:
+                    victim = p
+                    break
+            except (psutil.Error, AttributeError):
+                continue
+        time.sleep(0.05)
+    assert victim is not None, "no worker was seen computing"
+    victim.kill()
+    thread.join(120)
+    assert not thread.is_alive() and "error" not in out, out.get("error")
+    table = out["table"]
+    assert (table.status == "stored").all() and (table.attempts >= 1).all() and (table.attempts > 1).any()
+    zoo = Zoo(path)
+    assert sorted(zoo.run_ids()) == sorted(table.run) and zoo.verify().empty

@@ -46,6 +46,10 @@ class Executor:
         """Send ``obj`` (e.g. a dataset) to the workers once; pass the returned handle to tasks."""
         return obj
 
+    def start(self) -> None:
+        """Begin starting the workers, without waiting for them (the driver calls it before it loads
+        the data, so both happen together); submitting starts them anyway."""
+
     @property
     def workers(self) -> int:
         return 1
@@ -91,39 +95,90 @@ class InProcessExecutor(Executor):
 
 
 class LocalProcessExecutor(Executor):
-    """Runs tasks in ``workers`` local processes (started with ``spawn``, on first use).
+    """Runs tasks in ``workers`` local processes, each pinned to one torch thread and one BLAS / OpenMP
+    thread for its whole life.
 
-    A worker that dies (killed, out of memory) fails the tasks it had; the pool is then replaced, so
-    the driver can retry them.
+    Where the platform has it (Linux), workers are forked from a fork server that imported pruneviz's
+    task code and torch once (:mod:`pruneviz.sweeps._preload`); :meth:`start` launches that server, so
+    it imports while the driver loads the data, and every pool after the first starts at once. Elsewhere
+    workers are started with ``spawn``. Either way a worker runs no code of the driver's process state:
+    it imports what it needs, so an edit to pruneviz's own code in a running session reaches the
+    workers of a later sweep only after the session restarts (the fork server keeps what it imported).
+
+    :meth:`share` pickles an object (a dataset's splits) once into a private temporary folder; tasks
+    carry a small reference and each worker reads the file once and keeps the object (see
+    :mod:`pruneviz.sweeps._worker`). A worker that dies (killed, out of memory) fails the tasks it
+    had; the pool is then replaced, so the driver can retry them.
     """
 
     name = "processes"
+    #: torch and BLAS threads of each worker: one, as every executor computes (identical numbers)
+    threads = 1
 
     def __init__(self, workers: int | None = None) -> None:
         self._workers = workers or max(1, min(os.cpu_count() or 1, 8))
         self._pool: Any = None
         self._pool_of: dict[Any, Any] = {}  # future -> the pool that runs it
+        self._shared_dir: Any = None  # a TemporaryDirectory, made on the first share
 
     @property
     def workers(self) -> int:
         return self._workers
 
+    @staticmethod
+    def _context() -> Any:
+        import multiprocessing
+
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            return multiprocessing.get_context("forkserver")
+        return multiprocessing.get_context("spawn")
+
+    def start(self) -> None:
+        """Launch the fork server now (it imports in the background, without blocking); workers are
+        forked from it when the first tasks are submitted. Without a fork server this does nothing."""
+        ctx = self._context()
+        if ctx.get_start_method() == "forkserver":
+            from multiprocessing import forkserver
+
+            # '__main__' as multiprocessing preloads it by default; a server already running keeps its own
+            ctx.set_forkserver_preload(["__main__", "pruneviz.sweeps._preload"])
+            forkserver.ensure_running()
+
     def _ensure(self) -> Any:
         if self._pool is None:
-            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"))
+            from pruneviz.sweeps import _worker
+
+            self.start()
+            self._pool = ProcessPoolExecutor(
+                self._workers,
+                mp_context=self._context(),
+                initializer=_worker.init_worker,
+                initargs=(self.threads,),
+            )
         return self._pool
+
+    def share(self, obj: Any) -> Any:
+        import tempfile
+        from pathlib import Path
+
+        from pruneviz.sweeps import _worker
+
+        if self._shared_dir is None:
+            self._shared_dir = tempfile.TemporaryDirectory(prefix="pruneviz-shared-")
+        return _worker.write_shared(obj, Path(self._shared_dir.name))
 
     def submit(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         from concurrent.futures.process import BrokenProcessPool
 
+        from pruneviz.sweeps._worker import call
+
         try:
-            future = self._ensure().submit(fn, *args, **kwargs)
+            future = self._ensure().submit(call, fn, args, kwargs)
         except BrokenProcessPool:  # a worker died: start a fresh pool and submit again
             self._discard(self._pool)
-            future = self._ensure().submit(fn, *args, **kwargs)
+            future = self._ensure().submit(call, fn, args, kwargs)
         self._pool_of[future] = self._pool
         return future
 
@@ -157,6 +212,9 @@ class LocalProcessExecutor(Executor):
         if self._pool is not None:
             self._pool.shutdown(wait=not cancel, cancel_futures=True)
             self._pool = None
+        if self._shared_dir is not None:
+            self._shared_dir.cleanup()
+            self._shared_dir = None
 
 
 class DaskExecutor(Executor):

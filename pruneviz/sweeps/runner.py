@@ -119,6 +119,7 @@ def run_sweep(
     else:
         ex = InProcessExecutor()
     try:
+        ex.start()  # local workers start while the data loads below
         store = Zoo.create(path, exist_ok=True)
         with _sweep_lock(store.path):
             table = _drive(spec, store, ex, retries=retries, progress=progress)
