@@ -75,15 +75,16 @@ class VisionResNet(nn.Module):
             self.bn1 = nn.BatchNorm2d(widths[0])
             self.relu = nn.ReLU(inplace=True)
             self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet_stem else nn.MaxPool2d(2)
-            stages, cin = [], widths[0]
+            stages: list[nn.Sequential] = []
+            cin = widths[0]
             for i, w in enumerate(widths):
-                stage = []
+                layer: list[nn.Module] = []
                 for j in range(blocks):
-                    stage.append(_BasicBlock(cin, w, 2 if i > 0 and j == 0 else 1))
+                    layer.append(_BasicBlock(cin, w, 2 if i > 0 and j == 0 else 1))
                     cin = w
-                stages.append(nn.Sequential(*stage))
-            for i, stage in enumerate(stages, start=1):
-                self.add_module(f"layer{i}", stage)
+                stages.append(nn.Sequential(*layer))
+            for i, seq in enumerate(stages, start=1):
+                self.add_module(f"layer{i}", seq)
             self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
             self.fc = nn.Linear(cin, num_classes)
         self.stages = len(widths)
