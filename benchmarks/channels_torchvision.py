@@ -34,26 +34,11 @@ from pruneviz.prune import (
     prune_channels,
     tune_inference,
 )
-from pruneviz.testing.models import MobileNetV2, resnet18
+from pruneviz.testing.models import MobileNetV2, resnet18, trained_like
 
 SHAPE = (3, 224, 224)
 SPARSITY = 0.5
 TARGET = 1.1
-
-
-def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
-    """BatchNorm statistics and affine parameters away from identity, as after training, so that the
-    equivalence checks and the folding are not trivially exact."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.rand(c, generator=g) * 0.6 - 0.3)
-                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(c, generator=g) * 0.4 - 0.2)
-    return model.eval()
 
 
 def peer_prune(model: nn.Module, classifier: str) -> nn.Module:

@@ -21,24 +21,9 @@ from pruneviz.prune import (
     tune_inference,
 )
 from pruneviz.prune.formats import _frozen
-from pruneviz.testing.models import MobileNetV2, resnet18
+from pruneviz.testing.models import MobileNetV2, resnet18, trained_like
 
 SHAPE = (3, 64, 64)  # the full networks at a small resolution: the same layers, faster tests
-
-
-def _trained_like(model: nn.Module) -> nn.Module:
-    """BatchNorm statistics and affine parameters away from their identity initialisation, so folding
-    them is not trivially exact."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.rand(c, generator=g) * 0.6 - 0.3)
-                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(c, generator=g) * 0.4 - 0.2)
-    return model.eval()
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -48,7 +33,7 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture(scope="module", params=["resnet18", "mobilenet_v2"])
 def pruned(request):
     """(dense model, its 50 %-channel-pruned model, the plan) for each torchvision-layout network."""
-    dense = _trained_like(resnet18(seed=0) if request.param == "resnet18" else MobileNetV2(seed=0))
+    dense = trained_like(resnet18(seed=0) if request.param == "resnet18" else MobileNetV2(seed=0), seed=1)
     result = prune_channels(dense, sparsity=0.5, input_shape=SHAPE)
     return dense, result.model.eval(), result.plan
 

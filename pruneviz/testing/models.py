@@ -452,3 +452,19 @@ def token_dataset(
         vocabulary=vocabulary,
         source={"kind": "token_dataset", "n": n, "length": length, "vocab": vocab, "seed": seed},
     )
+
+
+def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
+    """``model`` in eval mode with every BatchNorm2d's statistics and affine parameters moved away from
+    their identity initialisation (as after training, drawn from ``seed``), so that folding them or
+    comparing pruned and masked models is not trivially exact. Changes ``model`` in place; returns it."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None and m.running_var is not None:
+                c = m.num_features
+                m.running_mean.copy_(torch.rand(c, generator=g) * 0.6 - 0.3)
+                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(c, generator=g) * 0.4 - 0.2)
+    return model.eval()
