@@ -247,28 +247,71 @@ def test_folding_follows_directions_that_move_the_norms():
     assert [g["loss"] for g in got] == pytest.approx([w["loss"] for w in want], rel=1e-6)
 
 
-def test_a_model_fx_cannot_trace_is_evaluated_as_it_is():
-    from pruneviz.analysis._points import PointEvaluator
+class _Branchy(nn.Module):
+    """Data-dependent control flow (torch.fx refuses it) and, with ``reuse``, a convolution output that
+    is used besides its BatchNorm (folding it would change the model)."""
 
-    class Branchy(nn.Module):
-        def __init__(self):
+    def __init__(self, reuse: bool = False):
+        super().__init__()
+        self.reuse = reuse
+        self.conv, self.bn, self.fc = nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Linear(32, 3)
+        with torch.no_grad():
+            self.bn.running_mean.fill_(0.4)
+            self.bn.running_var.fill_(2.5)
+
+    def forward(self, x):
+        c = self.conv(x)
+        h = self.bn(c)
+        if h.sum() > 0:
+            h = h * 2
+        if self.reuse:
+            h = h + c
+        return {"logits": self.fc(h.flatten(1))}
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_only_norms_whose_convolution_feeds_nothing_else_are_folded(reuse):
+    from pruneviz.analysis._points import PointEvaluator
+    from pruneviz.prune.formats import conv_batchnorm_pairs
+
+    model = _Branchy(reuse).eval()
+    x = torch.randn(2, 1, 4, 4)
+    assert conv_batchnorm_pairs(model, x) == ({} if reuse else {"conv": "bn"})
+
+    class Logits(nn.Module):  # loss_and_accuracy wants logits; the pairs keep the inner names
+        def __init__(self, inner):
             super().__init__()
-            self.conv, self.bn, self.fc = nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Linear(32, 3)
+            self.inner = inner
 
         def forward(self, x):
-            h = self.bn(self.conv(x))
-            if h.sum() > 0:  # data-dependent control flow: torch.fx refuses it
-                h = h * 2
-            return self.fc(h.flatten(1))
+            return self.inner(x)["logits"]
 
-    model = Branchy().eval()
+    wrapped = Logits(model).eval()
     data = Dataset(torch.randn(20, 1, 4, 4), torch.randint(0, 3, (20,)))
-    d = gaussian_direction(model, seed=0)
-    engine = PointEvaluator(model, data, [d], workers=2)
-    assert engine.pairs == {}
+    d = gaussian_direction(wrapped, seed=0)
+    engine = PointEvaluator(wrapped, data, [d], workers=2)
+    assert engine.pairs == ({} if reuse else {"inner.conv": "inner.bn"})
     got = engine.evaluate([(0.3,), (-0.3,)])
-    want = _reference_points(model, data, [d], [(0.3,), (-0.3,)])
+    want = _reference_points(wrapped, data, [d], [(0.3,), (-0.3,)])
     assert [g["loss"] for g in got] == pytest.approx([w["loss"] for w in want], rel=1e-6)
+
+
+def test_finding_the_pairs_leaves_module_calls_alone():
+    """The app runs analyses in threads: finding what to fold must not patch ``nn.Module.__call__``
+    (a torch.fx trace does, and a model called in another thread meanwhile fails)."""
+    from pruneviz.analysis._points import PointEvaluator
+
+    original, seen = nn.Module.__call__, []
+
+    class Watch(nn.Module):
+        def forward(self, x):
+            seen.append(nn.Module.__call__ is original)
+            return x
+
+    resnet, data = _bn_model_and_data()
+    model = nn.Sequential(Watch(), resnet).eval()
+    engine = PointEvaluator(model, data, [gaussian_direction(model, seed=0)], batch_size=32, workers=1)
+    assert engine.pairs and seen and all(seen)
 
 
 def test_landscape_2d_does_not_depend_on_the_number_of_workers():

@@ -4,11 +4,11 @@ A landscape evaluates the same data at hundreds of points ``θ + Σ cᵢ dᵢ``.
 cheaper than moving the user's model and calling it, and neither changes what is computed:
 
 - **BatchNorm folded.** In eval mode a BatchNorm after a convolution is an affine map per channel, so the
-  pair is one convolution with ``w' = w·γ/σ`` and ``b' = (b - μ)·γ/σ + β``. The folded copy is traced
-  once (``torch.fx``, :func:`~pruneviz.prune.fold_batchnorm_pairs`); at each point the folded weights are
-  recomputed from the moved ones (a few small tensor operations), so directions that move BatchNorm
-  scales are handled too. A model fx cannot trace (dict inputs, data-dependent control flow) is
-  evaluated as it is.
+  pair is one convolution with ``w' = w·γ/σ`` and ``b' = (b - μ)·γ/σ + β``. The pairs are found by
+  running the model once with hooks (:func:`~pruneviz.prune.fold_batchnorm_eager`; no ``torch.fx``
+  trace, which would patch ``nn.Module.__call__`` under every other thread of the app); at each point
+  the folded weights are recomputed from the moved ones (a few small tensor operations), so directions
+  that move BatchNorm scales are handled too.
 - **Points in parallel.** At the batch sizes of an analysis a small network keeps two cores only partly
   busy; with ``workers`` threads, each with its own copy of the folded model and one intra-op thread,
   several points run at once. Each point is then computed single-threaded, so its numbers do not depend
@@ -37,29 +37,29 @@ from pruneviz.data.dataset import Dataset
 _PARALLEL_BYTES = 1 << 30
 
 
-def _folded(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
+def _folded(model: nn.Module, data: Dataset) -> tuple[nn.Module, dict[str, str]]:
     """An eval-mode copy with BatchNorms folded into their convolutions and the ``{conv: norm}`` pairs,
-    or a plain copy and no pairs when the model cannot be traced."""
-    from pruneviz.prune.formats import fold_batchnorm_pairs
+    or a plain copy and no pairs when the model cannot be run on two samples."""
+    from pruneviz.prune.formats import fold_batchnorm_eager
 
     try:
-        return fold_batchnorm_pairs(model)
-    except Exception:  # any tracing failure: evaluate the model as it is
+        return fold_batchnorm_eager(model, data.x[:2])
+    except Exception:  # whatever stops the probe: evaluate the model as it is
         return copy.deepcopy(model).eval(), {}
 
 
 def _same_output(model: nn.Module, folded: nn.Module, data: Dataset) -> bool:
-    """Whether the folded copy gives the model's logits (a tensor, equal to 1e-4) on a few samples."""
+    """Whether the folded copy gives the model's outputs (its tensors, equal to 1e-4) on a few samples."""
     from pruneviz._scope import eval_mode
+    from pruneviz.prune.formats import output_tensors
 
     with torch.no_grad(), eval_mode(model):
         x = data.x[:2]
-        a, b = model(x), folded(x)
+        a, b = output_tensors(model(x)), output_tensors(folded(x))
     return (
-        isinstance(a, torch.Tensor)
-        and isinstance(b, torch.Tensor)
-        and a.shape == b.shape
-        and bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5))
+        len(a) == len(b) > 0
+        and all(s.shape == t.shape for s, t in zip(a, b, strict=True))
+        and all(bool(torch.allclose(s, t, rtol=1e-4, atol=1e-5)) for s, t in zip(a, b, strict=True))
     )
 
 
@@ -101,16 +101,16 @@ class PointEvaluator:
             if unknown:
                 fail("directions", where, "directions keyed by the model's parameter names", unknown[0])
         self.base = {n: p.detach().clone() for n, p in named.items()}
-        template, self.pairs = _folded(model) if fold else (copy.deepcopy(model).eval(), {})
+        template, self.pairs = _folded(model, data) if fold else (copy.deepcopy(model).eval(), {})
         if not self.pairs or not _same_output(model, template, data):
-            # a trace that loses what the model's forward does (e.g. an adapter's output unwrapping)
+            # a safety net: folding never changes the logits by construction
             template, self.pairs = copy.deepcopy(model).eval(), {}
         modules = dict(model.named_modules())
         # the norms' fixed parts (running statistics, eps) and their affine parameters' names
         self._norms = {}
         for conv, norm in self.pairs.items():
             bn = modules[norm]
-            assert isinstance(bn, nn.modules.batchnorm._BatchNorm)  # fold_batchnorm_pairs pairs norms only
+            assert isinstance(bn, nn.modules.batchnorm._BatchNorm)  # conv_batchnorm_pairs pairs norms only
             assert bn.running_mean is not None and bn.running_var is not None
             self._norms[conv] = (
                 bn.running_mean.detach().clone(),
@@ -136,7 +136,7 @@ class PointEvaluator:
     def _write(self, model: nn.Module, moved: Mapping[str, torch.Tensor]) -> None:
         """Write the moved parameters into a copy, folding each norm into its convolution."""
         params = dict(model.named_parameters())
-        folded = set()
+        folded: set[str] = set()
         for conv, (mean, sigma, gamma, beta) in self._norms.items():
             w = moved[f"{conv}.weight"]
             scale = (moved[gamma] if gamma else torch.ones_like(mean)) / sigma
@@ -145,7 +145,7 @@ class PointEvaluator:
             b = torch.zeros_like(mean) if bias is None else bias
             params[f"{conv}.weight"].copy_(w * scale.reshape(-1, *([1] * (w.ndim - 1))))
             params[f"{conv}.bias"].copy_((b - mean) * scale + shift)
-            folded.add(f"{conv}.weight")
+            folded.update((f"{conv}.weight", f"{conv}.bias"))  # a convolution's own bias is in b'
         for n, p in params.items():
             if n not in folded and n in moved:
                 p.copy_(moved[n])

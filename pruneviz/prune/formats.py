@@ -46,8 +46,11 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 def fold_batchnorm_pairs(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
     """:func:`fold_batchnorm`, and which BatchNorm went into which convolution (``{conv: norm}``, by the
-    modules' qualified names in ``model``; the folded copy keeps the convolution's name), so that a
-    caller can fold again after moving the weights."""
+    modules' qualified names in ``model``; the folded copy keeps the convolution's name).
+
+    ``torch.fx`` patches ``nn.Module.__call__`` for the whole process while it traces, so a model called
+    in another thread meanwhile fails; code that runs beside other analyses (the app, the landscapes)
+    folds with :func:`fold_batchnorm_eager` instead."""
     import torch.fx
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -86,6 +89,104 @@ def fold_batchnorm_pairs(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
     graph.delete_all_unused_submodules()
     graph.recompile()
     return graph.eval(), pairs
+
+
+def output_tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors in a model's output: a tensor, or tensors nested in tuples, lists and mappings."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return [t for v in value for t in output_tensors(v)]
+    return []
+
+
+def _consumers(outputs: Sequence[torch.Tensor]) -> dict[Any, int]:
+    """For each node of the autograd graph behind ``outputs``, how many edges lead into it."""
+    counts: dict[Any, int] = {}
+    stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
+    seen = set()
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        for child, _ in node.next_functions:
+            if child is not None:
+                counts[child] = counts.get(child, 0) + 1
+                stack.append(child)
+    return counts
+
+
+def conv_batchnorm_pairs(model: nn.Module, example: Any) -> dict[str, str]:
+    """The ``{conv: norm}`` pairs of ``model`` (qualified names) whose BatchNorm can be folded into the
+    convolution: found by calling the model once on ``example`` with forward hooks, not by tracing.
+
+    A pair is folded only when the norm's input is the convolution's output itself, each module is
+    called once, and nothing else uses the convolution's output (counted in the autograd graph of the
+    model's outputs) — so folding cannot change what the model computes. Any model that runs can be
+    searched: dict outputs, data-dependent control flow and adapters alike.
+    """
+    probe = copy.deepcopy(model).eval()
+    for p in probe.parameters():
+        p.requires_grad_(True)
+    names = {id(m): n for n, m in probe.named_modules()}
+    calls: dict[str, int] = {}
+    produced: dict[int, tuple[str, torch.Tensor, Any]] = {}
+    follows: dict[str, tuple[str, Any]] = {}
+
+    def after_conv(module: nn.Module, inputs: Any, output: Any) -> None:
+        name = names[id(module)]
+        calls[name] = calls.get(name, 0) + 1
+        if isinstance(output, torch.Tensor):
+            produced[id(output)] = (name, output, output.grad_fn)
+
+    def before_norm(module: nn.Module, inputs: Any) -> None:
+        name = names[id(module)]
+        calls[name] = calls.get(name, 0) + 1
+        x = inputs[0] if inputs else None
+        hit = produced.get(id(x))
+        if hit is not None and hit[1] is x and x.grad_fn is hit[2]:  # not changed in place since
+            follows[name] = (hit[0], hit[2])
+
+    handles = []
+    for module in probe.modules():
+        if isinstance(module, nn.Conv1d | nn.Conv2d):
+            handles.append(module.register_forward_hook(after_conv))
+        elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
+            handles.append(module.register_forward_pre_hook(before_norm))
+    try:
+        with torch.enable_grad():
+            outputs = output_tensors(probe(example))
+    finally:
+        for handle in handles:
+            handle.remove()
+    counts = _consumers(outputs)
+    return {
+        conv: norm
+        for norm, (conv, node) in follows.items()
+        if calls.get(conv) == 1 and calls.get(norm) == 1 and node is not None and counts.get(node) == 1
+    }
+
+
+def fold_batchnorm_eager(model: nn.Module, example: Any) -> tuple[nn.Module, dict[str, str]]:
+    """An eval-mode copy of ``model`` with the BatchNorms of :func:`conv_batchnorm_pairs` folded into
+    their convolutions (``w' = w·γ/σ``, ``b' = (b - μ)·γ/σ + β``) and replaced by ``nn.Identity``, and
+    the pairs. The copy keeps the model's own ``forward``; nothing is traced, so it is safe to call
+    while other threads run models."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    pairs = conv_batchnorm_pairs(model, example)
+    folded = copy.deepcopy(model).eval()
+    for conv, norm in pairs.items():
+        c, n = folded.get_submodule(conv), folded.get_submodule(norm)
+        assert isinstance(c, nn.Conv1d | nn.Conv2d) and isinstance(n, nn.BatchNorm1d | nn.BatchNorm2d)
+        fused: nn.Module = fuse_conv_bn_eval(c, n)
+        for name, module in ((conv, fused), (norm, nn.Identity())):
+            parent, _, leaf = name.rpartition(".")
+            setattr(folded.get_submodule(parent) if parent else folded, leaf, module)
+    return folded, pairs
 
 
 def export_inference(model: nn.Module, input_shape: tuple[int, ...], *, batch_size: int = 1) -> nn.Module:
