@@ -172,3 +172,100 @@ def test_a_layer_block_is_the_diagonal_block_of_the_full_hessian(setting):
     torch.testing.assert_close(op.dense(), block, rtol=1e-9, atol=1e-11)
     _, _, basis = lanczos(op, 5, seed=0)
     assert basis.shape == (op.dim, 5) and np.allclose(basis.T @ basis, np.eye(5), atol=1e-10)
+
+
+# -- real-size curvature: affine norms, grouped products, one Lanczos run for eigenvalues and trace ---
+def bn_cnn(seed: int = 0) -> nn.Module:
+    """tiny_cnn with an eval-mode BatchNorm whose statistics and affine part are far from identity."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 4),
+        nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 3),
+    ).double()  # fmt: skip
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    return model.eval()
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("batch_size", [17, 512])
+def test_batchnorm_models_give_the_autograd_hessian(batch_size):
+    """The operator evaluates eval-mode BatchNorms as affine maps: both product paths (cached
+    double-backward graph, per-batch forward-over-reverse) still give autograd's Hessian."""
+    model, data = bn_cnn(), tiny_data()
+    before = copy.deepcopy(model)
+    exact = exact_hessian(model, data)
+    op = HessianOperator(model, data, dtype=torch.float64, batch_size=batch_size)
+    torch.testing.assert_close(op.dense(), exact, rtol=1e-9, atol=1e-11)
+    assert isinstance(model[1], nn.BatchNorm2d)  # the user's model keeps its modules and values
+    for a, b in zip(model.state_dict().values(), before.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_grouped_products_are_the_groups_hessian_products():
+    from pruneviz.analysis import GroupedHessian
+
+    model, data = bn_cnn(), tiny_data(61)
+    grouped = GroupedHessian(model, data, groups=3, dtype=torch.float64)
+    v = torch.randn(grouped.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    parts = grouped.matvec_groups(v)
+    sizes = [len(op.data) for op in grouped.ops]
+    assert sizes == [20, 21, 20] and parts.shape == (grouped.dim, 3)
+    start = 0
+    for g, n in enumerate(sizes):  # each column: the Hessian of that group's mean loss
+        alone = HessianOperator(model, data.take(np.arange(start, start + n)), dtype=torch.float64)
+        torch.testing.assert_close(parts[:, g], alone.matvec(v), rtol=1e-10, atol=1e-12)
+        start += n
+    whole = HessianOperator(model, data, dtype=torch.float64).matvec(v)
+    torch.testing.assert_close(grouped.matvec(v), whole, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.reference
+def test_curvature_summary_gives_the_exact_spectrum_and_an_honest_trace():
+    from pruneviz.analysis import GroupedHessian, curvature_summary
+
+    model, data = bn_cnn(), tiny_data()
+    exact = torch.linalg.eigvalsh(exact_hessian(model, data)).flip(0).numpy()
+    misses, ses = 0, []
+    for seed in range(12):
+        op = GroupedHessian(model, data, groups=4, dtype=torch.float64)
+        out = curvature_summary(op, k=3, iterations=40, probes=8, seed=seed).set_index("metric")
+        eig = out.loc[["eigenvalue_1", "eigenvalue_2", "eigenvalue_3"], "value"].to_numpy()
+        np.testing.assert_allclose(eig, exact[:3], rtol=1e-8)
+        trace = out.loc["trace"]
+        assert trace.hvps == 48  # the eigenvalues' 40 products are the trace's low-rank part
+        misses += abs(trace.value - exact.sum()) > 2.5 * trace.se
+        ses.append(trace.se)
+    assert misses <= 2 and min(ses) > 0  # a 2.5σ interval covers the exact trace about 99 % of the time
+    # with as many Lanczos steps as variables the basis is complete: the trace is exact, with no error
+    full = curvature_summary(
+        GroupedHessian(model, data, dtype=torch.float64), k=1, iterations=op.dim, probes=2
+    )
+    trace = full.set_index("metric").loc["trace"]
+    assert trace.value == pytest.approx(exact.sum(), rel=1e-8) and trace.se < 1e-12
+
+
+@pytest.mark.reference
+def test_sample_se_is_the_spread_between_draws_of_samples():
+    """sample_se, from four groups of one draw, against the actual spread of the exact top eigenvalue
+    and trace over 24 disjoint draws of the same size."""
+    from pruneviz.analysis import GroupedHessian, curvature_summary
+
+    model, data = bn_cnn(), tiny_data(24 * 40, seed=1)
+    tops, traces, se_top, se_trace = [], [], [], []
+    for i in range(24):
+        draw = data.take(np.arange(40 * i, 40 * (i + 1)))
+        h = HessianOperator(model, draw, dtype=torch.float64).dense()  # autograd's, as tested above
+        tops.append(float(torch.linalg.eigvalsh(h)[-1]))
+        traces.append(float(torch.trace(h)))
+        op = GroupedHessian(model, draw, groups=4, dtype=torch.float64)
+        out = curvature_summary(op, k=1, iterations=50, probes=30).set_index("metric")
+        se_top.append(out.loc["eigenvalue_1", "sample_se"])
+        se_trace.append(out.loc["trace", "sample_se"])
+    for spread, se in ((np.std(tops, ddof=1), se_top), (np.std(traces, ddof=1), se_trace)):
+        assert 0.5 < np.median(se) / spread < 2.0, (np.median(se), spread)

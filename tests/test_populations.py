@@ -106,7 +106,7 @@ def test_run_analyses_read_the_zoo_and_cache_their_results(pruned_zoo, monkeypat
     masks = pruned_zoo.masks(lamp)
     for name, mask in masks.items():
         assert sparsity[name] >= float((~mask).double().mean()) - 1e-9
-    curv = run_curvature(pruned_zoo, lamp, k=2, iterations=8, trace_hvps=12, samples=64)
+    curv = run_curvature(pruned_zoo, lamp, k=2, iterations=8, probes=4, samples=64)
     assert curv.metric.tolist() == ["eigenvalue_1", "eigenvalue_2", "trace"]
     assert curv.dim.iloc[0] == sum(int(m.sum()) for m in masks.values()) + sum(
         p.numel()
@@ -114,22 +114,34 @@ def test_run_analyses_read_the_zoo_and_cache_their_results(pruned_zoo, monkeypat
         if n.removesuffix(".weight") not in masks
     )
     block = run_curvature(
-        pruned_zoo, lamp, k=1, iterations=5, trace_hvps=6, samples=64, params=["classifier.weight"]
+        pruned_zoo, lamp, k=1, iterations=5, probes=2, samples=64, params=["classifier.weight"]
     )
     assert block.dim.iloc[0] == int(masks["classifier"].sum())
     land = run_landscape(pruned_zoo, lamp, dims=1, steps=3, samples=64)
+    # "auto": the budget the model's counted cost affords, the same on every call
+    from pruneviz.analysis.budget import budget_samples, forward_macs
+
+    train = pruned_zoo.splits(pruned_zoo.run(lamp).dataset).train
+    macs = forward_macs(pruned_zoo.load_model(lamp), train.x[:2])
+    auto = run_curvature(pruned_zoo, lamp, k=1, iterations=4, probes=2)
+    want = budget_samples(macs, evaluations=8, seconds=8.0, available=len(train))
+    assert (auto.samples == want).all() and want > 64
+    with pytest.raises(ValidationError, match=r"samples.*'auto'"):
+        run_curvature(pruned_zoo, lamp, samples="all")
     sharp = run_sharpness(pruned_zoo, lamp, samples=64)
     assert len(land) == 3 and set(sharp.measure) == {"sam", "asam", "average_adaptive"}
 
     import pruneviz.study.runs as runs
 
     monkeypatch.setattr(runs, "spectrum_table", lambda *a, **k: pytest.fail("recomputed a cached analysis"))
+    import pruneviz.analysis.curvature as curvature
+
     monkeypatch.setattr(
-        runs, "hessian_eigenvalues", lambda *a, **k: pytest.fail("recomputed a cached analysis")
+        curvature, "curvature_summary", lambda *a, **k: pytest.fail("recomputed a cached analysis")
     )
     pd.testing.assert_frame_equal(run_spectrum(pruned_zoo, lamp), spec)
     pd.testing.assert_frame_equal(
-        run_curvature(pruned_zoo, lamp, k=2, iterations=8, trace_hvps=12, samples=64), curv
+        run_curvature(pruned_zoo, lamp, k=2, iterations=8, probes=4, samples=64), curv
     )
 
 

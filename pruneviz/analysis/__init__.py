@@ -34,7 +34,9 @@ from pruneviz.analysis.corruptions import (
     mean_corruption_error,
 )
 from pruneviz.analysis.curvature import (
+    GroupedHessian,
     HessianOperator,
+    curvature_summary,
     hessian_density,
     hessian_eigenvalues,
     hessian_trace,
@@ -79,6 +81,7 @@ from pruneviz.analysis.subgroups import disparate_impact, group_metrics, sample_
 __all__ = [
     "FEATURE_RANGE",
     "AttackSettings",
+    "GroupedHessian",
     "HessianOperator",
     "activations",
     "aligned_pca",
@@ -99,6 +102,7 @@ __all__ = [
     "corrupt",
     "corruption_names",
     "corruption_table",
+    "curvature_summary",
     "disparate_impact",
     "effective_rank",
     "exemplar_flags",

@@ -11,9 +11,10 @@ statistics (eval mode).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,56 @@ def _mean_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _size(index: torch.Tensor | None, parameter: torch.Tensor) -> int:
     """How many entries of ``parameter`` the operator covers: those at ``index``, or all."""
     return int(index.numel()) if index is not None else parameter.numel()
+
+
+class _AffineNorm(nn.Module):
+    """An eval-mode BatchNorm as the per-channel affine map it is, ``x·γ/σ + (β - μ·γ/σ)``, with the
+    norm's own parameter and buffer names (so a state dict for the norm still fits). Differentiated
+    twice, this is cheaper than the fused batch-norm kernel's double backward."""
+
+    def __init__(self, norm: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        assert norm.running_mean is not None and norm.running_var is not None  # callers check
+        self.weight, self.bias = norm.weight, norm.bias
+        self.register_buffer("running_mean", norm.running_mean)
+        self.register_buffer("running_var", norm.running_var)
+        if norm.num_batches_tracked is not None:
+            self.register_buffer("num_batches_tracked", norm.num_batches_tracked)
+        self.eps = norm.eps
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = torch.rsqrt(self.running_var + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight
+        shift = -self.running_mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return x * scale.reshape(shape) + shift.reshape(shape)
+
+
+def _affine_norms(model: nn.Module) -> nn.Module:
+    """``model``, or a copy of it whose BatchNorms with running statistics are :class:`_AffineNorm`
+    (the operator evaluates in eval mode, where the two compute the same)."""
+    norms = [
+        n
+        for n, m in model.named_modules()
+        if type(m) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d) and m.track_running_stats
+    ]
+    if not norms:
+        return model
+    import copy
+
+    out = copy.deepcopy(model)
+    for name in norms:
+        parent, _, leaf = name.rpartition(".")
+        norm = out.get_submodule(name)
+        assert isinstance(norm, nn.modules.batchnorm._BatchNorm)
+        setattr(out.get_submodule(parent) if parent else out, leaf, _AffineNorm(norm))
+    return out
 
 
 class HessianOperator:
@@ -123,7 +174,7 @@ class HessianOperator:
                         got=f"shape {tuple(mask.shape)}",
                     )
                 keep[pname] = mask.to(torch.bool).flatten()
-        self.model = model
+        self.model = _affine_norms(model)
         self.data = data
         self.loss = loss
         self.dtype = dtype
@@ -300,8 +351,17 @@ def _random_vector(
     return torch.randn(dim, generator=gen, dtype=torch.float64).to(dtype)
 
 
+class LinearOperator(Protocol):
+    """What :func:`lanczos` needs of an operator: its size, precision and ``v ↦ A v``."""
+
+    dim: int
+    dtype: torch.dtype
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor: ...
+
+
 def lanczos(
-    op: HessianOperator,
+    op: LinearOperator,
     iterations: int,
     *,
     seed: int = 0,
@@ -430,6 +490,167 @@ def hessian_trace(op: HessianOperator, *, hvps: int = 99, seed: int = 0) -> pd.D
     return pd.DataFrame(
         [{"metric": "trace", "value": top + rest, "se": se, "hvps": op.hvps - before, "dim": op.dim}]
     )
+
+
+class GroupedHessian:
+    """The Hessian of the mean loss over ``data`` as the weighted sum ``H = Σ_g (n_g / n) H_g`` of the
+    Hessians of ``groups`` disjoint groups of its samples, each a :class:`HessianOperator` with its own
+    cached double-backward graph. One product ``H v`` costs what it costs on the whole data and also
+    gives every group's ``H_g v``: how much the curvature varies between groups of samples is the
+    sampling error of the budget (:func:`curvature_summary`).
+
+    ``masks``, ``params``, ``loss`` and ``dtype`` are those of :class:`HessianOperator`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Dataset,
+        *,
+        groups: int = 4,
+        masks: Mapping[str, torch.Tensor] | None = None,
+        params: Sequence[str] | None = None,
+        loss: LossFn = _mean_ce,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        where = "GroupedHessian"
+        groups = check_int(groups, "groups", where, minimum=1)
+        if not isinstance(data, Dataset) or len(data) < groups:
+            fail(
+                "data",
+                where,
+                f"a pruneviz Dataset with at least groups={groups} samples",
+                len(data) if isinstance(data, Dataset) else type(data).__name__,
+                "pass more samples or fewer groups.",
+            )
+        bounds = np.linspace(0, len(data), groups + 1).round().astype(int)
+        parts = [data.take(np.arange(a, b)) for a, b in itertools.pairwise(bounds)]
+        self.ops: list[HessianOperator] = []
+        for part in parts:  # the first operator's model (norms made affine) serves them all
+            shared = self.ops[0].model if self.ops else model
+            self.ops.append(
+                HessianOperator(
+                    shared, part, masks=masks, params=params, loss=loss, batch_size=len(part), dtype=dtype
+                )
+            )
+        first = self.ops[0]
+        self.weights = torch.tensor([len(p) / len(data) for p in parts], dtype=torch.float64)
+        self.dim, self.dtype, self.samples = first.dim, dtype, len(data)
+        self.hvps = 0
+
+    def matvec_groups(self, v: torch.Tensor) -> torch.Tensor:
+        """The groups' products ``[H_1 v, …, H_G v]`` as the columns of a ``(dim, G)`` float64 matrix."""
+        out = torch.stack([op.matvec(v.to(self.dtype)).to(torch.float64) for op in self.ops], dim=1)
+        self.hvps += 1
+        return out
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """``H v`` (one Hessian-vector product over all the samples)."""
+        return (self.matvec_groups(v) @ self.weights).to(self.dtype)
+
+
+class _Recorded:
+    """An operator for :func:`lanczos` that remembers, for the vectors it was applied to, the groups'
+    Rayleigh matrices ``M_g[i, j] = q_iᵀ H_g q_j``."""
+
+    def __init__(self, op: GroupedHessian) -> None:
+        self.op, self.dim, self.dtype = op, op.dim, op.dtype
+        self.vectors: list[torch.Tensor] = []
+        self.columns: list[torch.Tensor] = []  # column j: (j + 1, G)
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        parts = self.op.matvec_groups(v)
+        self.vectors.append(v.to(torch.float64))
+        self.columns.append(torch.stack(self.vectors, dim=1).T @ parts)
+        return (parts @ self.op.weights).to(self.dtype)
+
+    def rayleigh(self, m: int) -> torch.Tensor:
+        """``(G, m, m)``: each group's ``QᵀH_gQ`` over the first ``m`` vectors (symmetrised)."""
+        groups = len(self.op.ops)
+        out = torch.zeros(groups, m, m, dtype=torch.float64)
+        for j in range(m):
+            out[:, : j + 1, j] = self.columns[j].T
+        upper = torch.triu(out)
+        return upper + upper.transpose(1, 2) - torch.diag_embed(torch.diagonal(out, dim1=1, dim2=2))
+
+
+def _between_groups_se(values: torch.Tensor) -> float:
+    """Standard error of the mean of per-group values (groups of near-equal size): ``std / √G``."""
+    if values.numel() < 2:
+        return float("nan")
+    return float(values.std(unbiased=True) / math.sqrt(values.numel()))
+
+
+def curvature_summary(
+    op: GroupedHessian,
+    *,
+    k: int = 5,
+    iterations: int = 20,
+    probes: int = 10,
+    seed: int = 0,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Top-``k`` eigenvalues and the trace of the Hessian from one Lanczos run plus ``probes`` products.
+
+    - **Eigenvalues**: Lanczos with full reorthogonalisation, ``iterations`` products; each comes with
+      its residual ``β_m |e_mᵀ s|`` as :func:`hessian_eigenvalues`.
+    - **Trace**, Krylov-aware (Chen & Hallman 2023): the Lanczos basis ``Q`` gives ``tr(QᵀHQ) = Σ α``
+      exactly, and Hutchinson's estimator with ``probes`` Rademacher vectors projected off ``Q`` gives
+      ``tr((I - QQᵀ) H (I - QQᵀ))``; ``se`` is the standard error of that part. The products of the
+      eigenvalues are reused, so the trace costs ``probes`` products instead of Hutch++'s ~100.
+    - **Sampling error** (``sample_se``): the Hessian averages over a budget of samples. Each quantity is
+      also computed on the operator's groups of samples (an eigenvalue as the Rayleigh quotient of its
+      Ritz vector on each group, the trace as each group's own estimate), and its standard error across
+      groups estimates how much it would move with another draw of samples of the same size.
+
+    Tidy frame: ``metric`` (``eigenvalue_<rank>``, ``trace``), ``value``, ``residual`` (eigenvalues),
+    ``se`` (trace), ``sample_se``, ``hvps`` (the products each needed), ``dim``, ``samples``.
+    """
+    where = "curvature_summary"
+    if not isinstance(op, GroupedHessian):
+        fail("op", where, "a GroupedHessian", type(op).__name__, "build one: GroupedHessian(model, data).")
+    k = check_int(k, "k", where, minimum=1)
+    iterations = check_int(iterations, "iterations", where, minimum=k)
+    probes = check_int(probes, "probes", where, minimum=2)
+    if k > op.dim:
+        fail("k", where, f"at most the number of unpruned parameters ({op.dim})", k)
+    recorded = _Recorded(op)
+    alphas, betas, q = lanczos(recorded, iterations, seed=seed, progress=progress)
+    assert q is not None  # full reorthogonalisation keeps the basis
+    m = len(alphas)
+    lanczos_hvps = op.hvps
+    theta, s = _tridiagonal_eigh(alphas, betas)
+    order = np.argsort(-theta)[:k]
+    residual = np.abs(betas[-1] * s[-1, order])
+    per_group = recorded.rayleigh(m)  # (G, m, m)
+    ritz = torch.from_numpy(s[:, order])  # (m, k)
+    group_eigs = torch.einsum("mr,gmn,nr->gr", ritz, per_group, ritz)  # (G, k)
+    rows = [
+        {"metric": f"eigenvalue_{r + 1}", "value": float(theta[i]), "residual": float(residual[r]),
+         "se": np.nan, "sample_se": _between_groups_se(group_eigs[:, r]), "hvps": lanczos_hvps}
+        for r, i in enumerate(order)
+    ]  # fmt: skip
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    top = torch.diagonal(per_group, dim1=1, dim2=2).sum(dim=1)  # (G,): tr(QᵀH_gQ)
+    samples = []
+    if m < op.dim:
+        for _ in bar(range(probes), show=progress, desc="trace (Hessian-vector products)"):
+            g = _random_vector(op.dim, gen, torch.float64, "rademacher")
+            g = g - q @ (q.T @ g)
+            samples.append(g @ op.matvec_groups(g))  # (G,): gᵀ H_g g
+    rest = torch.stack(samples) if samples else torch.zeros(1, len(op.ops), dtype=torch.float64)
+    group_traces = top + rest.mean(dim=0)
+    combined = rest @ op.weights  # (probes,)
+    rows.append({
+        "metric": "trace",
+        "value": float(alphas.sum() + combined.mean()),
+        "residual": np.nan,
+        "se": float(combined.std(unbiased=True) / math.sqrt(len(combined))) if len(combined) > 1 else 0.0,
+        "sample_se": _between_groups_se(group_traces),
+        "hvps": op.hvps,
+    })  # fmt: skip
+    return pd.DataFrame(rows).assign(dim=op.dim, samples=op.samples)
 
 
 def hessian_density(

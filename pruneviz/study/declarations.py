@@ -80,7 +80,7 @@ def _calibration(zoo: Any, run: str, **params: Any) -> pd.DataFrame:
     return R.run_calibration(zoo, runs=[run], **params)
 
 
-def _sample_budget(full: int, quick: int, doc: str = "samples of the subset used") -> Setting:
+def _sample_budget(full: int | str, quick: int, doc: str = "samples of the subset used") -> Setting:
     return Setting(full, quick, doc)
 
 
@@ -291,11 +291,11 @@ register(
         function=R.run_curvature,
         settings={
             "k": Setting(5, 2, "top Hessian eigenvalues"),
-            "trace_hvps": Setting(99, 12, "Hessian-vector products of the Hutch++ trace"),
-            "samples": _sample_budget(512, 128, "training samples used"),
+            "probes": Setting(10, 4, "Hessian-vector products of the trace beyond the Lanczos basis"),
+            "samples": _sample_budget("auto", 128, "training samples used ('auto': from the model's cost)"),
         },
         keys=(*RUN_KEYS, "metric"),
-        doc="Top Hessian eigenvalues with residuals and the Hutch++ trace with its standard error.",
+        doc="Top Hessian eigenvalues with residuals and the trace, each with its sampling error.",
     )
 )
 register(
@@ -307,7 +307,7 @@ register(
         settings={
             "dims": Setting(1, doc="1-D line (2 for a surface)"),
             "steps": Setting(21, 5, "grid points per direction"),
-            "samples": _sample_budget(512, 128),
+            "samples": _sample_budget("auto", 128, "samples used ('auto': from the model's cost)"),
         },
         keys=(*RUN_KEYS, "alpha"),
         doc="The loss along a filter-normalised random direction, masks respected.",

@@ -21,7 +21,6 @@ from pruneviz._validation import check_choice, check_int, data_fail, fail
 from pruneviz.analysis.activations import activations, check_layers, classifier_layer
 from pruneviz.analysis.attacks import FEATURE_RANGE, AttackSettings, attack, feature_range
 from pruneviz.analysis.calibration import calibration_metrics, reliability_bins
-from pruneviz.analysis.curvature import HessianOperator, hessian_eigenvalues, hessian_trace
 from pruneviz.analysis.geometry import (
     aligned_pca,
     aligned_umap,
@@ -58,6 +57,10 @@ def _with_keys(zoo: Zoo, run: str, frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# the analyses whose sample budget can follow the model's cost (samples="auto")
+_AUTO_SAMPLES = ("run_curvature", "run_landscape")
+
+
 def _checked(where: str, **params: Any) -> dict[str, Any]:
     """Validate and normalise a run analysis' settings before they key the zoo's cache (so numpy
     integers and plain integers give the same key, and bad values a message naming ``where``)."""
@@ -65,7 +68,15 @@ def _checked(where: str, **params: Any) -> dict[str, Any]:
     for name, value in params.items():
         if name == "subset":
             check_choice(value, "subset", where, ("train", "val", "test"))
-        elif name in ("samples", "k", "bins", "steps", "iterations", "trace_hvps", "dims"):
+        elif name == "samples" and where in _AUTO_SAMPLES and isinstance(value, str):
+            if value != "auto":
+                fail(
+                    "samples",
+                    where,
+                    "a positive number of samples or 'auto' (a budget from the model's cost)",
+                    value,
+                )
+        elif name in ("samples", "k", "bins", "steps", "iterations", "probes", "groups", "dims"):
             out[name] = check_int(value, name, where, minimum=1)
         elif name == "seed":
             out[name] = check_int(value, name, where, minimum=0)
@@ -171,48 +182,73 @@ def run_speedups(zoo: Zoo, run: str, *, batch_sizes: Sequence[int] = (1, 64)) ->
     return table.assign(run=run)
 
 
+def _auto_samples(
+    zoo: Zoo, run: str, subset: str, *, evaluations: int, seconds: float, kind: str, maximum: int = 512
+) -> int:
+    """A run's sample budget from its model's cost (:mod:`pruneviz.analysis.budget`): deterministic,
+    so the cache key ``samples="auto"`` names one result on every machine."""
+    from pruneviz.analysis.budget import budget_samples, forward_macs
+
+    splits = zoo.splits(zoo.run(run).dataset)
+    part = getattr(splits, subset)
+    macs = forward_macs(zoo.load_model(run).eval(), part.x[:2])
+    return budget_samples(
+        macs, evaluations=evaluations, seconds=seconds, kind=kind, maximum=maximum, available=len(part)
+    )
+
+
 def run_curvature(
     zoo: Zoo,
     run: str,
     *,
     k: int = 5,
     iterations: int = 20,
-    trace_hvps: int = 99,
+    probes: int = 10,
     subset: str = "train",
-    samples: int = 512,
+    samples: int | str = "auto",
+    groups: int = 4,
     params: Sequence[str] | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Top-``k`` Hessian eigenvalues (with residuals) and the Hutch++ trace (with its standard error) of a
-    run, mask-aware, on ``samples`` samples of its ``subset``; ``params`` restricts the Hessian to a block
-    (e.g. one layer's ``["blocks.0.conv1.weight"]``). Tidy: ``metric`` (``eigenvalue_<rank>``,
-    ``trace``), ``value``, ``residual`` (of an eigenvalue, NaN for the trace), ``se`` (the trace's
-    standard error, NaN for eigenvalues), ``hvps``."""
+    """Top-``k`` Hessian eigenvalues (with residuals) and the trace (with its standard error) of a run,
+    mask-aware, from one Lanczos run of ``iterations`` products plus ``probes`` for the trace
+    (:func:`~pruneviz.analysis.curvature_summary`), on ``samples`` samples of its ``subset``.
+
+    ``samples="auto"`` picks the budget from the model's cost (about 8 s on two cores, 32 to 512
+    samples); ``sample_se`` says how far each number would move with another draw of that many
+    samples, from ``groups`` groups of them. ``params`` restricts the Hessian to a block (e.g. one
+    layer's ``["blocks.0.conv1.weight"]``). Tidy: ``metric`` (``eigenvalue_<rank>``, ``trace``),
+    ``value``, ``residual`` (of an eigenvalue, NaN for the trace), ``se`` (the trace's estimator
+    error, NaN for eigenvalues), ``sample_se``, ``hvps``, ``dim``, ``samples``."""
+    from pruneviz.analysis.curvature import GroupedHessian, curvature_summary
+
     settings: dict[str, Any] = {
         "params": None if params is None else [str(p) for p in params],
         "k": k,
         "iterations": iterations,
-        "trace_hvps": trace_hvps,
+        "probes": probes,
         "subset": subset,
         "samples": samples,
+        "groups": groups,
         "seed": seed,
     }
 
     settings = _checked("run_curvature", **settings)
 
     def compute() -> pd.DataFrame:
-        data = _subset(zoo, run, subset, samples, seed)
-        op = HessianOperator(zoo.load_model(run), data, masks=dict(zoo.masks(run)) or None, params=params)
-        eig = hessian_eigenvalues(op, k=k, iterations=iterations, seed=seed)
-        tr = hessian_trace(op, hvps=trace_hvps, seed=seed)
-        rows = [
-            {"metric": f"eigenvalue_{r}", "value": v, "residual": e, "se": np.nan, "hvps": h}
-            for r, v, e, h in zip(eig["rank"], eig.eigenvalue, eig.residual, eig.hvps, strict=True)
-        ]
-        rows.append(
-            {"metric": "trace", "value": tr.value[0], "residual": np.nan, "se": tr.se[0], "hvps": tr.hvps[0]}
+        n = samples
+        if n == "auto":
+            n = _auto_samples(zoo, run, subset, evaluations=iterations + probes + 2, seconds=8.0, kind="hvp")
+        data = _subset(zoo, run, subset, int(n), seed)
+        op = GroupedHessian(
+            zoo.load_model(run),
+            data,
+            groups=min(groups, len(data)),
+            masks=dict(zoo.masks(run)) or None,
+            params=params,
         )
-        return _with_keys(zoo, run, pd.DataFrame(rows).assign(dim=op.dim, samples=len(data)))
+        table = curvature_summary(op, k=k, iterations=iterations, probes=probes, seed=seed)
+        return _with_keys(zoo, run, table)
 
     return zoo.cached("curvature", [run], settings, compute)
 
@@ -225,10 +261,12 @@ def run_landscape(
     steps: int = 21,
     radius: float = 1.0,
     subset: str = "test",
-    samples: int = 512,
+    samples: int | str = "auto",
     seed: int = 0,
 ) -> pd.DataFrame:
-    """A 1-D (``dims=1``) or 2-D landscape around a run's weights, its masks respected."""
+    """A 1-D (``dims=1``) or 2-D landscape around a run's weights, its masks respected, on ``samples``
+    samples of ``subset`` (``"auto"``: a budget from the model's cost, about 45 s for the grid on two
+    cores, 32 to 512 samples; each point's ``loss_se`` is the error that budget gives)."""
     check_choice(str(dims), "dims", "run_landscape", ("1", "2"))
     params = {
         "dims": dims,
@@ -242,7 +280,10 @@ def run_landscape(
     params = _checked("run_landscape", **params)
 
     def compute() -> pd.DataFrame:
-        data = _subset(zoo, run, subset, samples, seed)
+        n = samples
+        if n == "auto":
+            n = _auto_samples(zoo, run, subset, evaluations=steps**dims, seconds=45.0, kind="forward")
+        data = _subset(zoo, run, subset, int(n), seed)
         model, masks = zoo.load_model(run), dict(zoo.masks(run)) or None
         fn = landscape_1d if dims == 1 else landscape_2d
         return _with_keys(zoo, run, fn(model, data, steps=steps, radius=radius, masks=masks, seed=seed))
