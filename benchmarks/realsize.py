@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import markdown, parse_args, write_json
 
-from pruneviz.analysis.activations import layer_names
 from pruneviz.analysis.curvature import GroupedHessian, curvature_summary
 from pruneviz.data import Dataset
 from pruneviz.study import run_cka, run_curvature, run_landscape
@@ -46,11 +46,15 @@ SHAPES = {"lenet": ("cnn", (1, 28, 28)), "resnet20": ("resnet20", (3, 32, 32))}
 
 
 def synthetic(shape: tuple[int, ...], n: int = 20000, seed: int = 0) -> Dataset:
-    """Ten classes, each a smooth random template (bilinear from 7x7) under unit noise."""
+    """Ten classes, each a smooth random template (bilinear from 7x7) under unit noise, squashed to pixels
+    in [0, 1], and 10 % of the labels drawn at random (so that no model reaches zero loss and a degenerate
+    Hessian)."""
     gen = torch.Generator().manual_seed(seed)
     templates = F.interpolate(torch.randn(10, shape[0], 7, 7, generator=gen), size=shape[1:], mode="bilinear")
     y = torch.randint(0, 10, (n,), generator=gen)
-    x = 1.5 * templates[y] + torch.randn(n, *shape, generator=gen)
+    x = torch.sigmoid(0.3 * templates[y] + torch.randn(n, *shape, generator=gen))  # pixels in [0, 1]
+    flip = torch.rand(n, generator=gen) < 0.1
+    y = torch.where(flip, torch.randint(0, 10, (n,), generator=gen), y)
     return Dataset(x, y, name=f"synthetic{'x'.join(map(str, shape))}")
 
 
@@ -116,12 +120,13 @@ def model_section(root: Path, name: str) -> dict[str, object]:
         out[f"{key}_landscape_21x21_s"] = seconds
         out[f"{key}_landscape_samples"] = int(land.samples.iloc[0])
         out[f"{key}_landscape_max_loss_se"] = float(land.loss_se.max())
-    layers = spread(layer_names(zoo.load_model(dense)), 10)
+    model = zoo.load_model(dense)
+    layers = spread([n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)], 10)
     _, seconds = timed(lambda: run_cka(zoo, dense, pruned, layers_a=layers, layers_b=layers))
     out[f"{name}_cka_layers"] = f"{len(layers)}x{len(layers)}"
     out[f"{name}_cka_s"] = seconds
     out[f"{name}_cka_samples"] = 512
-    out[f"{name}_params"] = sum(p.numel() for p in zoo.load_model(dense).parameters())
+    out[f"{name}_params"] = sum(p.numel() for p in model.parameters())
     return out
 
 

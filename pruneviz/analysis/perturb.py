@@ -141,7 +141,7 @@ def loss_and_accuracy(model: nn.Module, data: Dataset, *, batch_size: int = 512)
         )
     batch_size = check_int(batch_size, "batch_size", "loss_and_accuracy", minimum=1)
     losses, correct = [], []
-    with eval_mode(model):
+    with eval_mode(model), torch.no_grad():
         for i in range(0, len(data), batch_size):
             logits = model(data.x[i : i + batch_size])
             y = data.y[i : i + batch_size]

@@ -100,7 +100,8 @@ def metric_by_sparsity_chart(
     if unknown:
         fail("metrics", where, f"metrics present in the frame ({present})", unknown, "pick from the list.")
     keys = [c for c in ("run", "seed") if c in frame.columns]
-    long = frame[frame["metric"].astype(str).isin(chosen)][[*keys, "metric", "value"]].copy()
+    errors = [c for c in ("sample_se",) if c in frame.columns]  # shown in the tooltip when there
+    long = frame[frame["metric"].astype(str).isin(chosen)][[*keys, "metric", "value", *errors]].copy()
     long["method"] = method_of(frame)
     long["sparsity"] = frame[col].fillna(0.0)
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
@@ -115,7 +116,7 @@ def _by_sparsity(long: pd.DataFrame, metrics: list[str], heading: str) -> alt.HC
     pick = alt.selection_point(name="method_pick", fields=["method"], bind="legend")
     faded = alt.condition(pick, alt.value(1.0), alt.value(0.12))
     x = alt.X("sparsity:Q", axis=SPARSITY_AXIS, scale=alt.Scale(domain=[0, 1]))
-    tooltip = [c for c in ("run", "method", "sparsity", "seed", "value") if c in long.columns]
+    tooltip = [c for c in ("run", "method", "sparsity", "seed", "value", "sample_se") if c in long.columns]
     panels = []
     for i, metric in enumerate(metrics):
         fmt = format_for(metric)
