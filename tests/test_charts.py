@@ -512,6 +512,13 @@ def test_corruption_and_attack_charts(zoo, ids):
     spec = check_common(chart, "attack_chart")
     assert ("line", "x", "eps") in fields(spec) and spec["facet"]["sort"] == ["fgsm (linf)"]
     assert sorted(charts.chart_data(chart).eps.unique()) == [0.0, 0.1]
+    # the subtitle states the samples per split and the largest standard error they give
+    subtitle = " ".join(spec["title"]["subtitle"])
+    n, worst = int(attacks.samples.iloc[0]), attacks.se.max()
+    assert f"On {n:,} test samples per split" in subtitle and f"up to {100 * worst:.1f} points" in subtitle
+    budget = run_attacks(zoo, runs=runs, attacks=[AttackSettings("fgsm", eps=0.1)], samples=24)
+    subtitle = " ".join(charts.attack_chart(budget).to_dict()["title"]["subtitle"])
+    assert "On 24 test samples per split" in subtitle
     with pytest.raises(ValidationError, match=r"'metric' parameter of corruption_chart must be one of"):
         charts.corruption_chart(corr, metric="acc")
 

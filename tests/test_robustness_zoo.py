@@ -163,3 +163,113 @@ def test_repeated_settings_are_evaluated_once_and_duplicates_refused(study_zoo):
     # numpy integers key the cache like plain integers
     first = run_logit_geometry(study_zoo, rid, samples=50)
     assert run_logit_geometry(study_zoo, rid, samples=np.int64(50)).equals(first)
+
+
+def test_a_sample_budget_names_its_splits_and_evaluates_the_same_samples_for_every_run(study_zoo):
+    from pruneviz.analysis.corruptions import corrupt
+    from pruneviz.study.runs import (
+        budget_subset,
+        corruption_split,
+        parse_split,
+        run_corruptions,
+        run_logit_geometry,
+        split_samples,
+    )
+    from pruneviz.train import evaluate
+
+    runs = _two_runs(study_zoo)
+    assert corruption_split("fog", 3, seed=1, samples=40) == "fog@3/seed1/n40"
+    assert parse_split("fog@3/seed1/n40") == ("fog", 3, None, 1)
+    assert split_samples("fog@3/n40") == ("fog@3", 40) and split_samples("fog@3") == ("fog@3", None)
+    assert split_samples(ATTACKS[1].split + "-n40") == (ATTACKS[1].split, 40)
+    assert split_samples(AttackSettings("fgsm", eps=0.1, clamp=None).split)[1] is None  # "-noclamp"
+    test = study_zoo.splits(study_zoo.run(runs[0]).dataset).test
+    small, large = budget_subset(test, 40), budget_subset(test, 80)
+    assert len(small) == 40 and set(small.sample_id) < set(large.sample_id)  # a larger budget holds it
+    assert np.all(np.diff(np.searchsorted(test.sample_id, small.sample_id)) > 0)  # in stored order
+    assert budget_subset(test, len(test)) is test and budget_subset(test, None) is test
+
+    table = run_corruptions(study_zoo, runs=runs, corruptions=["fog"], severities=[4], samples=40)
+    assert set(table.split) == {"clean", "fog@4/n40"} and (table.samples == 40).all()
+    ids = [set(study_zoo.outputs(r, split="fog@4/n40", subset="test").sample_id) for r in runs]
+    assert ids[0] == ids[1] == set(small.sample_id)
+    # the stored outputs are the model's on the budget's samples, corrupted; clean on the same samples
+    model = study_zoo.load_model(runs[1])
+    fresh = evaluate(model, corrupt(small, "fog", severity=4), split="x")
+    row = table[(table.run == runs[1]) & (table.metric == "accuracy")].set_index("split")
+    assert row.loc["fog@4/n40", "value"] == pytest.approx(fresh["correct"].mean())
+    clean = evaluate(model, small, split="x")["correct"].mean()
+    assert row.loc["clean", "value"] == pytest.approx(clean)
+    a = row.loc["fog@4/n40", "value"]
+    assert row.loc["fog@4/n40", "se"] == pytest.approx(np.sqrt(a * (1 - a) / 40))
+    # features of the split recreate exactly the stored corrupted logits
+    geo = run_logit_geometry(study_zoo, runs[1], split="fog@4/n40", samples=40)
+    stored = study_zoo.outputs(runs[1], split="fog@4/n40", subset="test").set_index("sample_id")
+    z = stored.loc[geo.sample_id, [c for c in stored.columns if c.startswith("logit_")]].to_numpy()
+    assert np.allclose(geo["logit"], z[np.arange(len(z)), geo["label"]], atol=1e-4)
+
+    attacked = run_attacks(study_zoo, runs=runs[:1], attacks=ATTACKS[:1], samples=40)
+    assert set(attacked.split) == {"clean", ATTACKS[0].split + "-n40"} and (attacked.samples == 40).all()
+    with pytest.raises(ValidationError, match="'samples' parameter of run_attacks"):
+        run_attacks(study_zoo, runs=runs[:1], attacks=ATTACKS[:1], samples="most")
+
+
+def test_auto_budgets_follow_the_model_cost_and_the_planners_agree(study_zoo, monkeypatch):
+    import pruneviz.study.runs as mod
+    from pruneviz.study.declarations import CORRUPTIONS, plan_attacks, plan_corruptions
+    from pruneviz.study.registry import StudySettings
+
+    runs = _two_runs(study_zoo)
+    dataset = study_zoo.run(runs[0]).dataset
+    frame = study_zoo.runs().set_index("run").loc[runs].reset_index()
+    test = len(study_zoo.splits(dataset).test)
+    # small models on small data: the whole test set
+    assert mod._robustness_samples(study_zoo, runs[0], "test", "auto", 75, "t") is None
+    # a model too costly for the whole set: the largest affordable power of two from the minimum up
+    monkeypatch.setattr(mod, "_ROBUSTNESS_MINIMUM", 16)
+    monkeypatch.setattr(mod, "_ROBUSTNESS_SECONDS", 1e-6)
+    assert mod._robustness_samples(study_zoo, runs[0], "test", "auto", 75, "t") == 16
+    monkeypatch.setattr(mod, "_ROBUSTNESS_SECONDS", 1e-9 * 75 * 1e3)
+    n = mod._robustness_samples(study_zoo, runs[0], "test", "auto", 75, "t")
+    assert n is None or (16 <= n < test and n & (n - 1) == 0)
+    monkeypatch.setattr(mod, "_ROBUSTNESS_SECONDS", 1e-6)
+    settings = StudySettings()
+    assert plan_corruptions(study_zoo, frame, dataset, settings)  # nothing stored under /n16 yet
+    mod.run_corruptions(study_zoo, runs=runs, severities=settings.value(CORRUPTIONS, "severities"))
+    assert plan_corruptions(study_zoo, frame, dataset, settings) == []
+    assert {t.runs for t in plan_attacks(study_zoo, frame, dataset, settings)} == {(r,) for r in runs}
+    table = mod.run_attacks(study_zoo, runs=runs)
+    assert (table.samples == 16).all() and plan_attacks(study_zoo, frame, dataset, settings) == []
+
+
+def test_corruption_models_run_channels_last_only_where_that_gives_the_same_logits():
+    import torch
+    from torch import nn
+
+    from pruneviz.data import Dataset
+    from pruneviz.study.runs import _inference_layout
+
+    class Viewed(nn.Module):  # flattens with .view, which channels-last activations do not allow
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4 * 6 * 6, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.conv(x).view(x.shape[0], -1))
+
+    torch.manual_seed(0)
+    data = Dataset(torch.rand(6, 3, 8, 8), torch.arange(6) % 5, modality="image")
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    with torch.no_grad():
+        before = plain(data.x)
+    moved = _inference_layout(plain, data)
+    assert moved[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert torch.allclose(moved(data.x), before, rtol=1e-5, atol=1e-6)
+    viewed = _inference_layout(Viewed(), data)
+    assert viewed.conv.weight.is_contiguous()
+    assert viewed(data.x).shape == (6, 5)  # still runs
+    table = Dataset(torch.rand(6, 4), torch.arange(6) % 2, modality="tabular")
+    mlp = nn.Sequential(nn.Linear(4, 2))
+    assert _inference_layout(mlp, table) is mlp

@@ -34,6 +34,19 @@ def forward_macs(model: nn.Module, example: Any) -> int:
     return max(1, int(table.loc[table.layer == "total", "dense_macs"].iloc[0]))
 
 
+def affordable_samples(
+    macs: int, *, evaluations: int, seconds: float, kind: str = "hvp", where: str = "affordable_samples"
+) -> float:
+    """How many samples ``evaluations`` evaluations of ``kind`` (``"hvp"`` or ``"forward"``) of a model
+    of ``macs`` multiply-accumulates per sample can take in ``seconds`` on the reference machine."""
+    if kind not in SECONDS_PER_MAC:
+        fail("kind", where, f"one of {sorted(SECONDS_PER_MAC)}", kind)
+    check_int(evaluations, "evaluations", where, minimum=1)
+    if not seconds > 0:
+        fail("seconds", where, "a positive number of seconds", seconds)
+    return seconds / (evaluations * max(1, macs) * SECONDS_PER_MAC[kind])
+
+
 def budget_samples(
     macs: int,
     *,
@@ -47,13 +60,9 @@ def budget_samples(
     """The largest power of two of samples (within ``[minimum, maximum]``, and at most ``available``)
     for which ``evaluations`` evaluations of ``kind`` (``"hvp"`` or ``"forward"``) of a model of
     ``macs`` multiply-accumulates per sample take about ``seconds`` on the reference machine."""
-    where = "budget_samples"
-    if kind not in SECONDS_PER_MAC:
-        fail("kind", where, f"one of {sorted(SECONDS_PER_MAC)}", kind)
-    check_int(evaluations, "evaluations", where, minimum=1)
-    if not seconds > 0:
-        fail("seconds", where, "a positive number of seconds", seconds)
-    afford = seconds / (evaluations * max(1, macs) * SECONDS_PER_MAC[kind])
+    afford = affordable_samples(
+        macs, evaluations=evaluations, seconds=seconds, kind=kind, where="budget_samples"
+    )
     samples = minimum
     while samples * 2 <= min(afford, maximum):
         samples *= 2

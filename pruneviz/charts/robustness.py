@@ -33,6 +33,18 @@ def _per_model(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     )
 
 
+def _budget_note(frame: pd.DataFrame) -> str | None:
+    """ "On n test samples per split (standard error up to x points)" where the frame says so."""
+    if "samples" not in frame.columns or frame["samples"].isna().all():
+        return None
+    low, high = int(frame["samples"].min()), int(frame["samples"].max())
+    count = f"{low:,}" if low == high else f"{low:,}–{high:,}"
+    note = f"On {count} test samples per split"
+    if "se" in frame.columns and frame["se"].notna().any():
+        note += f" (standard error of an accuracy up to {100 * float(frame['se'].max()):.1f} points)"
+    return note + "."
+
+
 def corruption_chart(
     corruptions: pd.DataFrame, *, metric: str = "accuracy", columns: int = 5
 ) -> alt.FacetChart:
@@ -84,6 +96,7 @@ def corruption_chart(
             title=title(
                 f"{metric.capitalize()} under corruptions, by severity",
                 "Lines: mean over seeds; vertical lines: min–max over seeds.",
+                _budget_note(frame),
             )
         )
     )
@@ -142,6 +155,7 @@ def attack_chart(attacks: pd.DataFrame, *, metric: str = "accuracy") -> alt.Face
             title=title(
                 f"{metric.capitalize()} under attack, by budget ε",
                 "Lines: mean over seeds; vertical lines: min–max over seeds.",
+                _budget_note(frame),
             )
         )
     )

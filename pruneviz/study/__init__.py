@@ -39,6 +39,7 @@ from pruneviz.study.registry import (
     unregister,
 )
 from pruneviz.study.runs import (
+    budget_subset,
     corruption_split,
     parse_split,
     run_attacks,
@@ -56,6 +57,7 @@ from pruneviz.study.runs import (
     run_sharpness,
     run_spectrum,
     run_speedups,
+    split_samples,
 )
 from pruneviz.study.subgroups import run_subgroups
 
@@ -73,6 +75,7 @@ __all__ = [
     "analyses",
     "analysis",
     "apply_writes",
+    "budget_subset",
     "comparisons",
     "corruption_split",
     "parse_split",
@@ -99,6 +102,7 @@ __all__ = [
     "run_speedups",
     "run_subgroups",
     "settings_of",
+    "split_samples",
     "study_items",
     "unregister",
 ]

@@ -40,12 +40,22 @@ def plan_corruptions(zoo: Any, runs: pd.DataFrame, dataset: str, settings: Study
     if data.info.modality != "image":  # corruptions are defined for images only
         return []
     severities = sorted(set(settings.value(CORRUPTIONS, "severities")))
-    rows = max(1, len(severities) * int((data.subset == "test").sum()))  # per run and corruption
+    samples = settings.value(CORRUPTIONS, "samples")
+    budget = {
+        rid: R._robustness_samples(zoo, rid, "test", samples, R._CORRUPTION_EVALUATIONS, "plan_corruptions")
+        for rid in runs["run"]
+    }
+    test = int((data.subset == "test").sum())
+    # per run and corruption
+    rows = max(1, len(severities) * max((test if n is None else n) for n in budget.values()))
     have = {rid: _test_splits(zoo, rid) for rid in runs["run"]}
     todo: dict[str, list[str]] = {}
     for name in corruption_names(R.default_suite(data.info.input_shape[0])):
-        labels = {R.corruption_split(name, s) for s in severities}
-        runs_todo = [rid for rid in runs["run"] if not labels <= have[rid]]
+        runs_todo = [
+            rid
+            for rid in runs["run"]
+            if not {R.corruption_split(name, s, samples=budget[rid]) for s in severities} <= have[rid]
+        ]
         if runs_todo:
             todo[name] = runs_todo
     targets: list[Target] = []
@@ -72,8 +82,15 @@ def plan_corruptions(zoo: Any, runs: pd.DataFrame, dataset: str, settings: Study
 
 def plan_attacks(zoo: Any, runs: pd.DataFrame, dataset: str, settings: StudySettings) -> list[Target]:
     """One target per run that lacks an attack split."""
-    labels = {a.split for a in R.default_attacks(zoo.dataset(dataset).info.modality)}
-    return [Target((rid,)) for rid in runs["run"] if not labels <= _test_splits(zoo, rid)]
+    attacks = R.default_attacks(zoo.dataset(dataset).info.modality)
+    samples = settings.value(ATTACKS, "samples")
+    targets = []
+    for rid in runs["run"]:
+        budget = R._robustness_samples(zoo, rid, "test", samples, R._ATTACK_EVALUATIONS, "plan_attacks")
+        labels = {a.split if budget is None else f"{a.split}-n{budget}" for a in attacks}
+        if not labels <= _test_splits(zoo, rid):
+            targets.append(Target((rid,)))
+    return targets
 
 
 def _calibration(zoo: Any, run: str, **params: Any) -> pd.DataFrame:
@@ -84,13 +101,18 @@ def _sample_budget(full: int | str, quick: int, doc: str = "samples of the subse
     return Setting(full, quick, doc)
 
 
+_ROBUSTNESS_SAMPLES = "test samples per split ('auto': a budget from the model's cost, all for small ones)"
+
 CORRUPTIONS = register(
     Analysis(
         "corruptions",
         step="corruptions",
         scope="runs",
         function=R.run_corruptions,
-        settings={"severities": Setting((1, 2, 3, 4, 5), (1, 3, 5), "corruption severities evaluated")},
+        settings={
+            "severities": Setting((1, 2, 3, 4, 5), (1, 3, 5), "corruption severities evaluated"),
+            "samples": Setting("auto", "auto", _ROBUSTNESS_SAMPLES),
+        },
         keys=(*RUN_KEYS, "corruption", "severity", "split", "metric"),
         doc="Accuracy and error under MNIST-C / CIFAR-10-C corruptions; outputs stored as splits.",
         modalities=("image",),
@@ -98,12 +120,13 @@ CORRUPTIONS = register(
         planner=plan_corruptions,
     )
 )
-register(
+ATTACKS = register(
     Analysis(
         "attacks",
         step="attacks",
         scope="runs",
         function=R.run_attacks,
+        settings={"samples": Setting("auto", "auto", _ROBUSTNESS_SAMPLES)},
         keys=(*RUN_KEYS, "split", "attack", "metric"),
         doc="Robust accuracy under FGSM and PGD; adversarial outputs stored as splits.",
         modalities=("image", "sequence", "tabular"),

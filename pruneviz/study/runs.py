@@ -94,16 +94,46 @@ def _subset(zoo: Zoo, run: str, subset: str, samples: int, seed: int) -> Dataset
     return part.take(np.sort(np.random.default_rng(seed).permutation(len(part))[:samples]))
 
 
-def corruption_split(name: str, severity: int, *, suite: str | None = None, seed: int = 0) -> str:
+def corruption_split(
+    name: str, severity: int, *, suite: str | None = None, seed: int = 0, samples: int | None = None
+) -> str:
     """The label of a corruption split in the zoo: ``"fog@3"``; a suite other than the one the images'
-    channel count selects is prefixed (``"cifar10_c:fog@3"``) and a seed other than 0 appended
-    (``"fog@3/seed1"``), so that every label names exactly one way of corrupting."""
+    channel count selects is prefixed (``"cifar10_c:fog@3"``), a seed other than 0 appended
+    (``"fog@3/seed1"``) and a sample budget short of the whole subset too (``"fog@3/n512"``: the
+    :func:`budget_subset` of 512 samples, corrupted), so that every label names exactly one way of
+    corrupting exactly one set of samples."""
     from pruneviz.analysis.corruptions import corruption_split_name
 
     label = corruption_split_name(name, severity)
     if suite is not None:
         label = f"{suite}:{label}"
-    return label if seed == 0 else f"{label}/seed{seed}"
+    if seed != 0:
+        label = f"{label}/seed{seed}"
+    return (
+        label
+        if samples is None
+        else f"{label}/n{check_int(samples, 'samples', 'corruption_split', minimum=1)}"
+    )
+
+
+def split_samples(split: str) -> tuple[str, int | None]:
+    """A split label without its sample budget, and the budget (None: the whole subset):
+    ``"fog@3/n512"`` -> ``("fog@3", 512)``, ``"pgd-linf-eps0.1-steps10-seed0-n512"`` ->
+    ``("pgd-linf-eps0.1-steps10-seed0", 512)``."""
+    for mark in ("/n", "-n"):
+        head, found, tail = split.rpartition(mark)
+        if found and tail.isdigit() and int(tail) > 0:
+            return head, int(tail)
+    return split, None
+
+
+def budget_subset(part: Dataset, samples: int | None) -> Dataset:
+    """The ``samples`` of ``part`` a sample budget evaluates: the first ``samples`` of one fixed random
+    order (seed 0), kept in their stored order, so that a larger budget holds every smaller one and
+    every run of a dataset is evaluated on the same samples. None (or at least ``len(part)``): all."""
+    if samples is None or samples >= len(part):
+        return part
+    return part.take(np.sort(np.random.default_rng(0).permutation(len(part))[:samples]))
 
 
 def parse_split(split: str, *, where: str = "parse_split") -> tuple[str, int, str | None, int]:
@@ -112,7 +142,7 @@ def parse_split(split: str, *, where: str = "parse_split") -> tuple[str, int, st
 
     if not isinstance(split, str):
         fail("split", where, "a split label such as 'clean' or 'fog@3'", split)
-    rest, seed = split, 0
+    rest, seed = split_samples(split)[0], 0
     if "/seed" in rest:
         rest, _, tail = rest.partition("/seed")
         if not tail.isdigit():
@@ -127,8 +157,8 @@ def parse_split(split: str, *, where: str = "parse_split") -> tuple[str, int, st
 
 def _split_data(zoo: Zoo, run: str, split: str, subset: str, samples: int, seed: int, where: str) -> Dataset:
     """The samples of ``subset`` as seen under an evaluation ``split``: ``"clean"`` or a corruption split
-    (recreated deterministically from its label; the whole subset is corrupted before sub-sampling, so
-    every sample sees exactly the corruption stored in the zoo)."""
+    (recreated deterministically from its label; the subset its label names — all of it, or a budget —
+    is corrupted before sub-sampling, so every sample sees exactly the corruption stored in the zoo)."""
     if split == "clean":
         return _subset(zoo, run, subset, samples, seed)
     if "@" not in split:
@@ -149,7 +179,7 @@ def _split_data(zoo: Zoo, run: str, split: str, subset: str, samples: int, seed:
     if bad is None:
         from pruneviz.analysis.corruptions import corrupt
 
-        part = getattr(zoo.splits(dataset), subset)
+        part = budget_subset(getattr(zoo.splits(dataset), subset), split_samples(split)[1])
         bad = corrupt(part, name, severity=severity, seed=corruption_seed, suite=suite)
         _CORRUPTED.clear()  # keep only the latest: runs of one study ask for the same split in turn
         _CORRUPTED[key] = bad
@@ -195,6 +225,62 @@ def _auto_samples(
     return budget_samples(
         macs, evaluations=evaluations, seconds=seconds, kind=kind, maximum=maximum, available=len(part)
     )
+
+
+#: evaluations a run's robustness splits cost, for their ``samples="auto"`` budgets: the 15 corruptions
+#: of a suite at 5 severities (one forward pass each), and the default attacks (FGSM: a gradient and an
+#: evaluation; PGD: 10 gradients and an evaluation; a gradient about 3 forward passes). Constants, so that
+#: a run's budget — and the labels of its splits — do not depend on which part of a suite is asked for.
+_CORRUPTION_EVALUATIONS = 15 * 5
+_ATTACK_EVALUATIONS = 2 * (3 + 1) + 2 * (3 * 10 + 1)
+_ROBUSTNESS_SECONDS = 3.0  # per run and kind of split, on the reference machine of the budgets
+_ROBUSTNESS_MINIMUM = 512  # samples of an "auto" budget at least (a binomial standard error <= 0.022)
+
+
+def _robustness_samples(
+    zoo: Zoo, run: str, subset: str, samples: int | str | None, evaluations: int, where: str
+) -> int | None:
+    """A run's budget of ``subset`` samples per robustness split: None for all of them (also where the
+    budget covers them all), else a number below ``len(subset)``."""
+    from pruneviz.analysis.budget import affordable_samples, budget_samples, forward_macs
+
+    available = len(getattr(zoo.splits(zoo.run(run).dataset), subset))
+    if samples is None:
+        return None
+    if isinstance(samples, str):
+        if samples != "auto":
+            fail(
+                "samples",
+                where,
+                "a positive number of samples, 'auto' (a budget from the model's cost) or None (all)",
+                samples,
+            )
+        key = (str(zoo.path), run, subset)
+        macs = _MACS.get(key)
+        if macs is None:
+            part = getattr(zoo.splits(zoo.run(run).dataset), subset)
+            macs = _MACS[key] = forward_macs(zoo.load_model(run).eval(), part.x[:2])
+        seconds = _ROBUSTNESS_SECONDS
+        if affordable_samples(macs, evaluations=evaluations, seconds=seconds, kind="forward") >= available:
+            return None
+        n = budget_samples(
+            macs,
+            evaluations=evaluations,
+            seconds=seconds,
+            kind="forward",
+            minimum=_ROBUSTNESS_MINIMUM,
+            maximum=available,
+        )
+    else:
+        n = check_int(samples, "samples", where, minimum=1)
+    return None if n >= available else n
+
+
+_MACS: dict[tuple[str, str, str], int] = {}  # a stored run's weights never change
+
+
+def _binomial_se(p: float, n: int) -> float:
+    return float(np.sqrt(p * (1.0 - p) / n)) if n > 0 else float("nan")
 
 
 def run_curvature(
@@ -385,8 +471,8 @@ def run_cka(
     def compute() -> pd.DataFrame:
         data = _subset(zoo, run_a, subset, samples, seed)
         grid = cka_grid(
-            zoo.load_model(run_a),
-            zoo.load_model(run_b),
+            _inference_model(zoo, run_a, data),
+            _inference_model(zoo, run_b, data),
             data.x,
             layers_a=layers_a,
             layers_b=layers_b,
@@ -401,7 +487,7 @@ def run_cka(
 
 
 def _features(zoo: Zoo, run: str, data: Dataset, layer: str | None, where: str) -> torch.Tensor:
-    model = zoo.load_model(run)
+    model = _inference_model(zoo, run, data)
     if layer is None:  # the penultimate features: what enters the classifier
         head = classifier_layer(model)
         return activations(model, data.x, layers=[head], inputs=True)[head]
@@ -459,7 +545,7 @@ def run_logit_geometry(
 
     def compute() -> pd.DataFrame:
         data = _split_data(zoo, run, split, subset, samples, seed, "run_logit_geometry")
-        frame = logit_geometry(zoo.load_model(run), data.x, data.y, sample_id=data.sample_id)
+        frame = logit_geometry(_inference_model(zoo, run, data), data.x, data.y, sample_id=data.sample_id)
         return _with_keys(zoo, run, frame.assign(split=split))
 
     return zoo.cached("logit_geometry", [run], params, compute)
@@ -571,18 +657,23 @@ def run_attacks(
     runs: Sequence[str] | None = None,
     attacks: Sequence[AttackSettings] | None = None,
     subset: str = "test",
+    samples: int | str | None = "auto",
     batch_size: int = 256,
     progress: bool = False,
 ) -> pd.DataFrame:
     """White-box attacks on every run (default all): each run's adversarial outputs are stored in the zoo
-    as extra splits named by the attack (``AttackSettings.split``), computed once; returns the robust
+    as extra splits named by the attack (``AttackSettings.split``, with ``-n<samples>`` appended when a
+    sample budget is short of the whole ``subset``), computed once. ``samples`` is that budget (the same
+    :func:`budget_subset` for every run of a dataset): ``"auto"`` from the model's cost (the default
+    attacks in about 3 s per run on two cores, at least 512 samples; all of them for small models and
+    data), None for all. Returns the robust
     accuracy of every run under every attack with the attack's settings beside it, plus the clean
     accuracy as the ``eps = 0`` row. ``attacks=None`` runs the :func:`default_attacks` of the data's
     modality; attacks with ``clamp=FEATURE_RANGE`` keep each feature within its range over the
     training part, widened to the attacked samples' values where they lie outside it. Tidy: run keys,
     ``split``, ``attack``, ``norm``, ``eps``,
     ``step_size``, ``steps``, ``random_start``, ``attack_seed``, ``metric="accuracy"``, ``value``,
-    ``samples``. ``progress`` shows a bar over the runs."""
+    ``se`` (binomial standard error of the budget), ``samples``. ``progress`` shows a bar over the runs."""
     where = "run_attacks"
     check_choice(subset, "subset", where, ("train", "val", "test"))
     ids = _run_list(zoo, runs, where)
@@ -600,12 +691,14 @@ def run_attacks(
     attacks = list({a.split: a for a in attacks}.values())  # the same settings twice are one attack
     frames = []
     for rid in _progress(ids, progress, "attacks"):
+        budget = _robustness_samples(zoo, rid, subset, samples, _ATTACK_EVALUATIONS, where)
+        label = {a.split: a.split if budget is None else f"{a.split}-n{budget}" for a in attacks}
         have = set(_stored_splits(zoo, rid, subset))
-        todo = [a for a in attacks if a.split not in have]
+        todo = [a for a in attacks if label[a.split] not in have]
+        splits = zoo.splits(zoo.run(rid).dataset)
+        data = budget_subset(getattr(splits, subset), budget)
         if todo:
             model = zoo.load_model(rid)
-            splits = zoo.splits(zoo.run(rid).dataset)
-            data = getattr(splits, subset)
             bounds = None
             if any(a.clamp == FEATURE_RANGE for a in todo):
                 # the training range, widened to the attacked samples' own values: a test sample may lie
@@ -616,17 +709,17 @@ def run_attacks(
                 evaluate(
                     model,
                     attack(model, data, a, batch_size=batch_size, feature_range=bounds),
-                    split=a.split,
+                    split=label[a.split],
                     subset=subset,
                 )
                 for a in todo
             ]
             zoo.add_outputs(rid, pd.concat(new, ignore_index=True))
-        out = zoo.outputs(rid, subset=subset)
+        out = _budget_outputs(zoo, rid, subset, data, [*label.values(), "clean"])
         acc = out.groupby("split")["correct"].agg(["mean", "size"])
         clean = {"split": "clean", "attack": "none", "norm": "", "eps": 0.0, "step_size": 0.0, "steps": 0}
         settings = [clean | {"random_start": False, "attack_seed": 0}] + [
-            {"split": a.split, "attack": a.name}
+            {"split": label[a.split], "attack": a.name}
             | {
                 ("attack_seed" if k == "seed" else k): v
                 for k, v in a.to_json().items()
@@ -636,6 +729,7 @@ def run_attacks(
         ]
         rows = [
             {**st, "metric": "accuracy", "value": float(acc.loc[st["split"], "mean"]),
+             "se": _binomial_se(float(acc.loc[st["split"], "mean"]), int(acc.loc[st["split"], "size"])),
              "samples": int(acc.loc[st["split"], "size"])}
             for st in settings
         ]  # fmt: skip
@@ -695,6 +789,7 @@ def run_corruptions(
     severities: Sequence[int] = (1, 2, 3, 4, 5),
     suite: str | None = None,
     subset: str = "test",
+    samples: int | str | None = "auto",
     seed: int = 0,
     batch_size: int = 512,
     progress: bool = False,
@@ -704,10 +799,14 @@ def run_corruptions(
 
     ``corruptions`` default to the suite the images select: MNIST-C's 15 for one channel, CIFAR-10-C's
     15 for colour (``suite`` picks another: ``"mnist_c"``, ``"cifar10_c"``, ``"cifar10_c_extra"``).
-    Every corrupted dataset is made once and shared by all runs of its dataset; results are flushed to
-    the zoo after each corruption, so an interrupted call resumes where it stopped. Tidy: run keys,
-    ``corruption``, ``severity`` (0 for clean), ``split``, ``metric`` (``accuracy``, ``error``),
-    ``value``, ``samples``."""
+    ``samples`` is the number of ``subset`` samples each corruption is evaluated on (the same
+    :func:`budget_subset` for every run of a dataset); ``"auto"`` budgets from the model's cost (the
+    whole suite in about 3 s per run on two cores, at least 512 samples; all of them for small models
+    and data), None takes all. Every corrupted dataset is made once and shared by all runs of its
+    dataset; results are flushed to the zoo after each corruption, so an interrupted call resumes where
+    it stopped. Tidy: run keys, ``corruption``, ``severity`` (0 for clean, on the same samples),
+    ``split``, ``metric`` (``accuracy``, ``error``), ``value``, ``se`` (binomial standard error of the
+    budget), ``samples``."""
     from pruneviz.analysis.corruptions import SEVERITIES, corrupt, corruption_names
 
     where = "run_corruptions"
@@ -720,12 +819,16 @@ def run_corruptions(
     sevs = sorted({check_int(v, "severities", where, minimum=1, maximum=max(SEVERITIES)) for v in severities})
     batch_size = check_int(batch_size, "batch_size", where, minimum=1)
     ids = _run_list(zoo, runs, where)
-    by_dataset: dict[str, list[str]] = {}
+    budgets = {
+        rid: _robustness_samples(zoo, rid, subset, samples, _CORRUPTION_EVALUATIONS, where) for rid in ids
+    }
+    by_dataset: dict[tuple[str, int | None], list[str]] = {}
     for rid in ids:
-        by_dataset.setdefault(zoo.run(rid).dataset, []).append(rid)
+        by_dataset.setdefault((zoo.run(rid).dataset, budgets[rid]), []).append(rid)
     frames = []
-    for dataset, members in by_dataset.items():
-        data = getattr(zoo.splits(dataset), subset)
+    for (dataset, budget), members in by_dataset.items():
+        whole = getattr(zoo.splits(dataset), subset)
+        data = budget_subset(whole, budget)
         channels = data.info.input_shape[0] if data.info.modality == "image" else 1
         chosen_suite = suite or default_suite(channels)
         if isinstance(corruptions, str):
@@ -735,20 +838,25 @@ def run_corruptions(
         )
         # the suite goes into the labels only when it is not the one the channel count selects
         label_suite = None if suite in (None, default_suite(channels)) else suite
+        labels = {
+            corruption_split(n, v, suite=label_suite, seed=seed, samples=budget): (n, v)
+            for n in names
+            for v in sevs
+        }
         stored = {rid: set(_stored_splits(zoo, rid, subset)) for rid in members}
         models: dict[str, torch.nn.Module] = {}
         pending: dict[str, list[pd.DataFrame]] = {}
         pending_rows = 0
         for name in _progress(names, progress, f"corruptions of {dataset}"):
             for severity in sevs:
-                label = corruption_split(name, severity, suite=label_suite, seed=seed)
+                label = corruption_split(name, severity, suite=label_suite, seed=seed, samples=budget)
                 todo = [rid for rid in members if label not in stored[rid]]
                 if not todo:
                     continue
                 bad = corrupt(data, name, severity=severity, seed=seed, suite=suite)
                 for rid in todo:
                     if rid not in models:
-                        models[rid] = zoo.load_model(rid)
+                        models[rid] = _inference_model(zoo, rid, data)
                     out = evaluate(models[rid], bad, split=label, subset=subset, batch_size=batch_size)
                     pending.setdefault(rid, []).append(out)
                     pending_rows += len(out)
@@ -756,20 +864,59 @@ def run_corruptions(
                 _flush(zoo, pending, stored)
                 pending_rows = 0
         _flush(zoo, pending, stored)
-        labels = {corruption_split(n, v, suite=label_suite, seed=seed): (n, v) for n in names for v in sevs}
         for rid in members:
-            out = zoo.outputs(rid, subset=subset)
-            out = out[out["split"].isin([*labels, "clean"])]
+            out = _budget_outputs(zoo, rid, subset, data, [*labels, "clean"])
             acc = out.groupby("split")["correct"].agg(["mean", "size"])
             rows = []
             for label, (name, severity) in [("clean", ("clean", 0)), *labels.items()]:
                 a, n = float(acc.loc[label, "mean"]), int(acc.loc[label, "size"])
+                se = _binomial_se(a, n)
                 rows.append({"corruption": name, "severity": severity, "split": label,
-                             "metric": "accuracy", "value": a, "samples": n})  # fmt: skip
+                             "metric": "accuracy", "value": a, "se": se, "samples": n})  # fmt: skip
                 rows.append({"corruption": name, "severity": severity, "split": label,
-                             "metric": "error", "value": 1.0 - a, "samples": n})  # fmt: skip
+                             "metric": "error", "value": 1.0 - a, "se": se, "samples": n})  # fmt: skip
             frames.append(_with_keys(zoo, rid, pd.DataFrame(rows)))
     return pd.concat(frames, ignore_index=True)
+
+
+def _inference_layout(model: torch.nn.Module, data: Dataset) -> torch.nn.Module:
+    """``model`` (a private copy) moved to the channels-last memory format where it has 2-D convolutions,
+    runs on images that way and gives the same logits on two of ``data``'s samples: convolutions then
+    take about half the time on a CPU. Otherwise (a ``view`` that needs contiguous activations, other
+    logits) it is returned as it was."""
+    from pruneviz.models.adapter import adapted
+    from pruneviz.prune.formats import _to_format
+
+    x = data.x
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or len(data) < 2:
+        return model
+    if not any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        return model
+    example = x[:2]
+    with torch.no_grad(), adapted(model):
+        model.eval()
+        before = model(example)
+        try:
+            _to_format(model, torch.channels_last)
+            after = model(example)
+        except RuntimeError:
+            after = None
+    if after is None or not torch.allclose(after, before, rtol=1e-4, atol=1e-5):
+        return _to_format(model, torch.contiguous_format)
+    return model
+
+
+def _inference_model(zoo: Zoo, run: str, data: Dataset) -> torch.nn.Module:
+    """A run's model, loaded for forward passes over ``data`` (:func:`_inference_layout`)."""
+    return _inference_layout(zoo.load_model(run), data)
+
+
+def _budget_outputs(zoo: Zoo, run: str, subset: str, data: Dataset, splits: Sequence[str]) -> pd.DataFrame:
+    """A run's stored outputs on ``splits``, the clean split cut to the samples of ``data`` (a budget)."""
+    out = zoo.outputs(run, subset=subset)
+    out = out[out["split"].isin(list(splits))]
+    clean = out["split"] == "clean"
+    return out[~clean | out["sample_id"].isin(data.sample_id)]
 
 
 _FLUSH_ROWS = 2_000_000  # per-sample rows of new corruption outputs held before they are written
