@@ -121,7 +121,16 @@ def model_section(root: Path, name: str) -> dict[str, object]:
         out[f"{key}_landscape_samples"] = int(land.samples.iloc[0])
         out[f"{key}_landscape_max_loss_se"] = float(land.loss_se.max())
     model = zoo.load_model(dense)
-    layers = spread([n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)], 10)
+    # ten layers spread over the convolutions and linear layers, or over every leaf module (activations
+    # and pooling too) where the model has fewer than ten of those (LeNet has five)
+    layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    if len(layers) < 10:
+        layers = [
+            n
+            for n, m in model.named_modules()
+            if n and not list(m.children()) and not isinstance(m, nn.Flatten)
+        ]
+    layers = spread(layers, 10)
     _, seconds = timed(lambda: run_cka(zoo, dense, pruned, layers_a=layers, layers_b=layers))
     out[f"{name}_cka_layers"] = f"{len(layers)}x{len(layers)}"
     out[f"{name}_cka_s"] = seconds
