@@ -247,7 +247,7 @@ def test_corruption_models_run_channels_last_only_where_that_gives_the_same_logi
     from torch import nn
 
     from pruneviz.data import Dataset
-    from pruneviz.study.runs import _inference_layout
+    from pruneviz.models.layout import inference_layout
 
     class Viewed(nn.Module):  # flattens with .view, which channels-last activations do not allow
         def __init__(self) -> None:
@@ -263,13 +263,13 @@ def test_corruption_models_run_channels_last_only_where_that_gives_the_same_logi
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
     with torch.no_grad():
         before = plain(data.x)
-    moved = _inference_layout(plain, data)
+    moved = inference_layout(plain, data.x)
     assert moved[0].weight.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         assert torch.allclose(moved(data.x), before, rtol=1e-5, atol=1e-6)
-    viewed = _inference_layout(Viewed(), data)
+    viewed = inference_layout(Viewed(), data.x)
     assert viewed.conv.weight.is_contiguous()
     assert viewed(data.x).shape == (6, 5)  # still runs
     table = Dataset(torch.rand(6, 4), torch.arange(6) % 2, modality="tabular")
     mlp = nn.Sequential(nn.Linear(4, 2))
-    assert _inference_layout(mlp, table) is mlp
+    assert inference_layout(mlp, table.x) is mlp

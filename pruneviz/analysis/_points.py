@@ -32,6 +32,7 @@ from pruneviz._log import bar
 from pruneviz._validation import check_int, fail
 from pruneviz.analysis.perturb import Direction, loss_and_accuracy
 from pruneviz.data.dataset import Dataset
+from pruneviz.models.layout import inference_layout
 
 # copies of a model larger than this are not made for parallel points (memory over speed)
 _PARALLEL_BYTES = 1 << 30
@@ -61,6 +62,14 @@ def _same_output(model: nn.Module, folded: nn.Module, data: Dataset) -> bool:
         and all(s.shape == t.shape for s, t in zip(a, b, strict=True))
         and all(bool(torch.allclose(s, t, rtol=1e-4, atol=1e-5)) for s, t in zip(a, b, strict=True))
     )
+
+
+def _contiguous_strides(shape: torch.Size) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
 
 
 def default_workers(model: nn.Module) -> int:
@@ -118,9 +127,69 @@ class PointEvaluator:
                 f"{norm}.weight" if bn.affine else None,
                 f"{norm}.bias" if bn.affine else None,
             )
-        self._models: queue.SimpleQueue[nn.Module] = queue.SimpleQueue()
+        template = inference_layout(template, data.x)
+        # where each of the copy's parameters sits in its flat buffer (strides kept: channels-last stays)
+        params = dict(template.named_parameters())
+        self._dtype = next(iter(params.values())).dtype if params else torch.float32
+        self._layout: dict[str, tuple[torch.Size, tuple[int, ...], int]] = {}
+        offset = 0
+        for n, p in params.items():
+            dense = p.is_contiguous() or (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last))
+            self._layout[n] = (p.shape, p.stride() if dense else _contiguous_strides(p.shape), offset)
+            offset += p.numel()
+        self._numel = offset
+        # With the norms' scales unmoved the folded parameters are affine in the coefficients:
+        # fold(θ + Σ cᵢdᵢ) = fold(θ) + Σ cᵢ·lin(dᵢ), one fused update per point.
+        full = [{n: d[n].to(b.dtype) if n in d else torch.zeros_like(b) for n, b in self.base.items()}
+                for d in self.directions]  # fmt: skip
+        scales_fixed = all(
+            gamma is None or not bool(d[gamma].any()) for *_, gamma, _ in self._norms.values() for d in full
+        )
+        flat_ok = bool(params) and all(p.dtype == self._dtype for p in params.values()) and bool(full)
+        self._steps: list[torch.Tensor] | None = None
+        if flat_ok and scales_fixed:
+            self._origin = self._flatten(self._fold(self.base, self.base, centre=True))
+            self._steps = [self._flatten(self._fold(d, self.base, centre=False)) for d in full]
+        self._models: queue.SimpleQueue[tuple[nn.Module, torch.Tensor | None]] = queue.SimpleQueue()
         for i in range(self.workers):
-            self._models.put(template if i == 0 else copy.deepcopy(template))
+            copied = template if i == 0 else copy.deepcopy(template)
+            self._models.put((copied, self._flat_parameters(copied) if flat_ok else None))
+
+    @property
+    def fused(self) -> bool:
+        """Whether a point is written by one fused update of a flat buffer (the norms' scales do not move)."""
+        return self._steps is not None
+
+    def _flat_parameters(self, model: nn.Module) -> torch.Tensor:
+        """Make ``model``'s parameters views of one flat buffer (in ``_layout``) and return the buffer."""
+        flat = torch.empty(self._numel, dtype=self._dtype)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                shape, stride, offset = self._layout[n]
+                view = flat.as_strided(shape, stride, offset)
+                view.copy_(p)
+                p.data = view
+        return flat
+
+    def _fold(
+        self, values: Mapping[str, torch.Tensor], gammas: Mapping[str, torch.Tensor], *, centre: bool
+    ) -> dict[str, torch.Tensor]:
+        """The folded copy's parameters for the original ``values``: each convolution paired with a norm
+        gets ``w·s`` and ``(b - μ)·s + β`` (``s = γ/σ``, with ``γ`` from ``gammas``); the others are
+        copied. ``centre=False`` leaves ``μ`` out: the linear part, for a direction."""
+        out: dict[str, torch.Tensor] = {}
+        for conv, (mean, sigma, gamma, beta) in self._norms.items():
+            w = values[f"{conv}.weight"]
+            scale = (gammas[gamma] if gamma else torch.ones_like(mean)) / sigma
+            bias = values.get(f"{conv}.bias")
+            b = torch.zeros_like(mean) if bias is None else bias
+            shift = values[beta] if beta else torch.zeros_like(mean)
+            out[f"{conv}.weight"] = w * scale.reshape(-1, *([1] * (w.ndim - 1)))
+            out[f"{conv}.bias"] = ((b - mean) if centre else b) * scale + shift  # a conv's own bias is in b'
+        for n in self._layout:
+            if n not in out:
+                out[n] = values[n]
+        return out
 
     def _moved(self, coefficients: Sequence[float]) -> dict[str, torch.Tensor]:
         out = {}
@@ -132,26 +201,29 @@ class PointEvaluator:
             out[n] = value
         return out
 
+    def _flatten(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``values`` (the folded copy's parameters) laid out as in a copy's flat buffer."""
+        flat = torch.empty(self._numel, dtype=self._dtype)
+        for n, (shape, stride, offset) in self._layout.items():
+            flat.as_strided(shape, stride, offset).copy_(values[n])
+        return flat
+
     @torch.no_grad()
-    def _write(self, model: nn.Module, moved: Mapping[str, torch.Tensor]) -> None:
-        """Write the moved parameters into a copy, folding each norm into its convolution."""
-        params = dict(model.named_parameters())
-        folded: set[str] = set()
-        for conv, (mean, sigma, gamma, beta) in self._norms.items():
-            w = moved[f"{conv}.weight"]
-            scale = (moved[gamma] if gamma else torch.ones_like(mean)) / sigma
-            shift = moved[beta] if beta else torch.zeros_like(mean)
-            bias = moved.get(f"{conv}.bias")
-            b = torch.zeros_like(mean) if bias is None else bias
-            params[f"{conv}.weight"].copy_(w * scale.reshape(-1, *([1] * (w.ndim - 1))))
-            params[f"{conv}.bias"].copy_((b - mean) * scale + shift)
-            folded.update((f"{conv}.weight", f"{conv}.bias"))  # a convolution's own bias is in b'
-        for n, p in params.items():
-            if n not in folded and n in moved:
-                p.copy_(moved[n])
+    def _write(self, model: nn.Module, flat: torch.Tensor | None, coefficients: Sequence[float]) -> None:
+        """Move a copy to the point: one ``base + Σ cᵢ·stepᵢ`` over its flat buffer where the fold is
+        linear in the coefficients, else the moved parameters folded one by one."""
+        if flat is not None and self._steps is not None:
+            torch.add(self._origin, self._steps[0], alpha=float(coefficients[0]), out=flat)
+            for step, c in zip(self._steps[1:], coefficients[1:], strict=True):
+                flat.add_(step, alpha=float(c))
+            return
+        moved = self._moved(coefficients)
+        values = self._fold(moved, moved, centre=True)
+        for n, p in model.named_parameters():
+            p.copy_(values[n])
 
     @contextlib.contextmanager
-    def _model(self) -> Iterator[nn.Module]:
+    def _model(self) -> Iterator[tuple[nn.Module, torch.Tensor | None]]:
         model = self._models.get()
         try:
             yield model
@@ -159,8 +231,8 @@ class PointEvaluator:
             self._models.put(model)
 
     def _point(self, coefficients: Sequence[float]) -> dict[str, float]:
-        with self._model() as model:
-            self._write(model, self._moved(coefficients))
+        with self._model() as (model, flat):
+            self._write(model, flat, coefficients)
             return loss_and_accuracy(model, self.data, batch_size=self.batch_size)
 
     def evaluate(

@@ -4,6 +4,7 @@ Any ``nn.Module`` is accepted elsewhere."""
 
 from pruneviz.models.adapter import adapt, adapted, is_adapted, to_logits, unadapt
 from pruneviz.models.architectures import MLP, BasicBlock, LeNet, ResNet, ResNet18
+from pruneviz.models.layout import inference_layout, to_memory_format
 from pruneviz.models.registry import (
     DEFAULT_TRUSTED_MODULES,
     TRUSTED_ENV,
@@ -36,10 +37,12 @@ __all__ = [
     "build_from_spec",
     "build_model",
     "count_parameters",
+    "inference_layout",
     "is_adapted",
     "is_factory_reference",
     "resolve_factory",
     "to_logits",
+    "to_memory_format",
     "trust_modules",
     "trusted_modules",
     "trusting",

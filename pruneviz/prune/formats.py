@@ -27,6 +27,7 @@ from torch import nn
 
 from pruneviz._validation import check_int, check_model, fail
 from pruneviz.kernels._layout import as_matrix, compress_nm, nm_unview, nm_view
+from pruneviz.models.layout import to_memory_format
 from pruneviz.prune.allocation import Structure, check_nm_divisible
 from pruneviz.prune.masks import Masks
 
@@ -332,7 +333,7 @@ def tune_inference(
     formats = ["contiguous", "channels_last"] if len(shape) == 3 else ["contiguous"]
     compiled: dict[tuple[str, bool], torch.jit.ScriptModule] = {}
     for fmt in formats:
-        work = _to_format(copy.deepcopy(folded), MEMORY_FORMATS[fmt]) if fmt != "contiguous" else folded
+        work = to_memory_format(copy.deepcopy(folded), MEMORY_FORMATS[fmt]) if fmt != "contiguous" else folded
         example = torch.zeros(batch_size, *shape).contiguous(memory_format=MEMORY_FORMATS[fmt])
         for optimize in (False, True):
             try:
@@ -437,9 +438,3 @@ def to_nm(weight: torch.Tensor, n: int, m: int) -> NMCompressed:
         )
     values, indices = compress_nm(flat, n, m)
     return NMCompressed(values, indices, tuple(w.shape), n, m)
-
-
-def _to_format(model: nn.Module, memory_format: torch.memory_format) -> nn.Module:
-    """``model.to(memory_format=...)``: a keyword ``Module.to`` accepts but its type stubs do not list."""
-    to: Any = model.to
-    return to(memory_format=memory_format)

@@ -33,6 +33,7 @@ from pruneviz.analysis.landscape import landscape_1d, landscape_2d
 from pruneviz.analysis.sharpness import average_sharpness, sam_sharpness
 from pruneviz.analysis.spectrum import spectrum_table
 from pruneviz.data.dataset import Dataset
+from pruneviz.models.layout import inference_layout
 from pruneviz.prune.accounting import kernel_speedups
 from pruneviz.train import evaluate, logits_of
 from pruneviz.zoo.store import Zoo
@@ -879,36 +880,10 @@ def run_corruptions(
     return pd.concat(frames, ignore_index=True)
 
 
-def _inference_layout(model: torch.nn.Module, data: Dataset) -> torch.nn.Module:
-    """``model`` (a private copy) moved to the channels-last memory format where it has 2-D convolutions,
-    runs on images that way and gives the same logits on two of ``data``'s samples: convolutions then
-    take about half the time on a CPU. Otherwise (a ``view`` that needs contiguous activations, other
-    logits) it is returned as it was."""
-    from pruneviz.models.adapter import adapted
-    from pruneviz.prune.formats import _to_format
-
-    x = data.x
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or len(data) < 2:
-        return model
-    if not any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
-        return model
-    example = x[:2]
-    with torch.no_grad(), adapted(model):
-        model.eval()
-        before = model(example)
-        try:
-            _to_format(model, torch.channels_last)
-            after = model(example)
-        except RuntimeError:
-            after = None
-    if after is None or not torch.allclose(after, before, rtol=1e-4, atol=1e-5):
-        return _to_format(model, torch.contiguous_format)
-    return model
-
-
 def _inference_model(zoo: Zoo, run: str, data: Dataset) -> torch.nn.Module:
-    """A run's model, loaded for forward passes over ``data`` (:func:`_inference_layout`)."""
-    return _inference_layout(zoo.load_model(run), data)
+    """A run's model, loaded for forward passes over ``data`` (channels-last where that keeps the logits,
+    :func:`~pruneviz.models.layout.inference_layout`)."""
+    return inference_layout(zoo.load_model(run), data.x)
 
 
 def _budget_outputs(zoo: Zoo, run: str, subset: str, data: Dataset, splits: Sequence[str]) -> pd.DataFrame:
