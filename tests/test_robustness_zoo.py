@@ -214,6 +214,29 @@ def test_a_sample_budget_names_its_splits_and_evaluates_the_same_samples_for_eve
         run_attacks(study_zoo, runs=runs[:1], attacks=ATTACKS[:1], samples="most")
 
 
+def test_corruption_items_cover_each_run_once_with_every_corruption_it_lacks(study_zoo, monkeypatch):
+    """Items are run-major where a run's suite fits one: each run's outputs are rewritten once, not once
+    per corruption; where it does not, each item is one corruption over a batch of runs."""
+    import pruneviz.study.declarations as dec
+    from pruneviz.analysis.corruptions import corruption_names
+    from pruneviz.study.registry import StudySettings
+
+    dataset = study_zoo.runs().dataset.iloc[0]
+    frame = study_zoo.runs().query("dataset == @dataset").reset_index(drop=True)
+    settings = StudySettings(overrides={"corruptions": {"samples": 23}})  # a budget no other test stores
+    names = corruption_names("mnist_c")
+    rows = len(settings.value(dec.CORRUPTIONS, "severities")) * 23
+    monkeypatch.setattr(dec, "_ITEM_ROWS", 3 * len(names) * rows)  # room for three runs' suites
+    targets = dec.plan_corruptions(study_zoo, frame, dataset, settings)
+    assert targets and all(t.extra["corruptions"] == names and len(t.runs) <= 3 for t in targets)
+    assert sorted(r for t in targets for r in t.runs) == sorted(frame.run)
+    monkeypatch.setattr(dec, "_ITEM_ROWS", 2 * rows)  # not even one run's suite: one corruption each
+    targets = dec.plan_corruptions(study_zoo, frame, dataset, settings)
+    assert all(len(t.extra["corruptions"]) == 1 and len(t.runs) <= 2 for t in targets)
+    pairs = sorted((r, t.extra["corruptions"][0]) for t in targets for r in t.runs)
+    assert pairs == sorted((r, n) for r in frame.run for n in names)
+
+
 def test_auto_budgets_follow_the_model_cost_and_the_planners_agree(study_zoo, monkeypatch):
     import pruneviz.study.runs as mod
     from pruneviz.study.declarations import CORRUPTIONS, plan_attacks, plan_corruptions

@@ -32,8 +32,11 @@ def _test_splits(zoo: Any, run: str) -> set[str]:
 
 
 def plan_corruptions(zoo: Any, runs: pd.DataFrame, dataset: str, settings: StudySettings) -> list[Target]:
-    """Targets of about :data:`_ITEM_ROWS` new per-sample rows each: several corruptions over every run
-    that lacks them, or, for large test sets, one corruption over a batch of runs."""
+    """Targets of about :data:`_ITEM_ROWS` new per-sample rows each. Runs that lack the same corruptions
+    are batched, each target covering all of them for as many runs as fit: an item rewrites each of its
+    runs' outputs once and makes each corrupted dataset once (1-2 s for the whole suite on a sample
+    budget), so a study of many runs is not rewritten once per corruption. Where one run's corruptions
+    alone are too many rows (a large test set), a target is one corruption over a batch of runs."""
     from pruneviz.analysis.corruptions import corruption_names
 
     data = zoo.dataset(dataset)
@@ -49,34 +52,29 @@ def plan_corruptions(zoo: Any, runs: pd.DataFrame, dataset: str, settings: Study
     # per run and corruption
     rows = max(1, len(severities) * max((test if n is None else n) for n in budget.values()))
     have = {rid: _test_splits(zoo, rid) for rid in runs["run"]}
-    todo: dict[str, list[str]] = {}
-    for name in corruption_names(R.default_suite(data.info.input_shape[0])):
-        runs_todo = [
-            rid
-            for rid in runs["run"]
-            if not {R.corruption_split(name, s, samples=budget[rid]) for s in severities} <= have[rid]
-        ]
-        if runs_todo:
-            todo[name] = runs_todo
+    names = corruption_names(R.default_suite(data.info.input_shape[0]))
+    lacking: dict[tuple[str, ...], list[str]] = {}  # the corruptions a run lacks -> those runs
+    for rid in runs["run"]:
+        missing = tuple(
+            n
+            for n in names
+            if not {R.corruption_split(n, s, samples=budget[rid]) for s in severities} <= have[rid]
+        )
+        if missing:
+            lacking.setdefault(missing, []).append(rid)
     targets: list[Target] = []
-    batch: list[str] = []  # corruptions sharing one target: those with the same runs to do, while small
 
-    def close() -> None:
-        targets.append(Target(tuple(todo[batch[0]]), extra={"corruptions": list(batch)}))
-        batch.clear()
+    def batches(rids: list[str], per_item: int, corruptions: list[str]) -> None:
+        for first in range(0, len(rids), per_item):
+            chunk = tuple(rids[first : first + per_item])
+            targets.append(Target(chunk, extra={"corruptions": corruptions}))
 
-    for name, runs_todo in todo.items():
-        if batch and (todo[batch[0]] != runs_todo or (len(batch) + 1) * len(runs_todo) * rows > _ITEM_ROWS):
-            close()
-        if len(runs_todo) * rows > _ITEM_ROWS:  # one corruption, a batch of runs per target
-            per_item = max(1, _ITEM_ROWS // rows)
-            for first in range(0, len(runs_todo), per_item):
-                chunk = tuple(runs_todo[first : first + per_item])
-                targets.append(Target(chunk, extra={"corruptions": [name]}))
-        else:
-            batch.append(name)
-    if batch:
-        close()
+    for missing, rids in lacking.items():
+        if len(missing) * rows <= _ITEM_ROWS:  # every corruption a run lacks, for a batch of runs
+            batches(rids, _ITEM_ROWS // (len(missing) * rows), list(missing))
+        else:  # one corruption, a batch of runs per target
+            for name in missing:
+                batches(rids, max(1, _ITEM_ROWS // rows), [name])
     return targets
 
 

@@ -245,9 +245,13 @@ def _robustness_samples(
     budget covers them all), else a number below ``len(subset)``."""
     from pruneviz.analysis.budget import affordable_samples, budget_samples, forward_macs
 
-    available = len(getattr(zoo.splits(zoo.run(run).dataset), subset))
     if samples is None:
         return None
+    dataset = zoo.run(run).dataset
+    sizes = (str(zoo.path), dataset, subset)
+    if sizes not in _SUBSET_SIZES:  # a stored dataset never changes: read its splits once
+        _SUBSET_SIZES[sizes] = len(getattr(zoo.splits(dataset), subset))
+    available = _SUBSET_SIZES[sizes]
     if isinstance(samples, str):
         if samples != "auto":
             fail(
@@ -259,7 +263,7 @@ def _robustness_samples(
         key = (str(zoo.path), run, subset)
         macs = _MACS.get(key)
         if macs is None:
-            part = getattr(zoo.splits(zoo.run(run).dataset), subset)
+            part = getattr(zoo.splits(dataset), subset)
             macs = _MACS[key] = forward_macs(zoo.load_model(run).eval(), part.x[:2])
         seconds = _ROBUSTNESS_SECONDS
         if affordable_samples(macs, evaluations=evaluations, seconds=seconds, kind="forward") >= available:
@@ -278,6 +282,7 @@ def _robustness_samples(
 
 
 _MACS: dict[tuple[str, str, str], int] = {}  # a stored run's weights never change
+_SUBSET_SIZES: dict[tuple[str, str, str], int] = {}  # (zoo, dataset key, subset) -> samples
 
 
 def _binomial_se(p: float, n: int) -> float:

@@ -1467,8 +1467,9 @@ def _check_new_outputs(
     run: str, current: pd.DataFrame, columns: list[str], outputs: pd.DataFrame, where: str
 ) -> None:
     """New outputs of ``run`` must be on splits it has no outputs for, with the stored ``columns``."""
-    have = set(zip(current["split"], current["subset"], strict=True))
-    new = set(zip(outputs["split"], outputs["subset"], strict=True))
+    pairs = ["split", "subset"]  # the distinct pairs first: a run's outputs hold thousands of rows per pair
+    have = set(current[pairs].drop_duplicates().itertuples(index=False, name=None))
+    new = set(outputs[pairs].drop_duplicates().itertuples(index=False, name=None))
     clash = sorted(have & new)
     if clash:
         fail(
@@ -1497,10 +1498,11 @@ def _write_outputs(path: Path, outputs: pd.DataFrame) -> None:
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(outputs, preserve_index=False)
-    keys = outputs["split"].astype(str) + "\x00" + outputs["subset"].astype(str)
+    groups = outputs.groupby(["split", "subset"], sort=False, dropna=False).indices  # positions, ascending
     with pq.ParquetWriter(path, table.schema) as writer:
-        for _, index in outputs.groupby(keys, sort=False).indices.items():
-            writer.write_table(table.take(pa.array(np.sort(index))))
+        for index in groups.values():
+            contiguous = len(index) and index[-1] - index[0] + 1 == len(index)
+            writer.write_table(table.slice(int(index[0]), len(index)) if contiguous else table.take(index))
 
 
 def population_table(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
