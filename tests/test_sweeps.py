@@ -835,6 +835,46 @@ def test_the_shared_folder_is_removed_on_close():
     assert not os.path.exists(os.path.dirname(ref.path))
 
 
+def test_while_the_workers_start_queued_tasks_are_computed_here_and_the_rest_go_to_them(monkeypatch):
+    """Starting the pool (a fork server importing torch) blocks nothing: tasks submitted meanwhile are
+    queued; waiting for them computes the oldest here while the workers start; once they are up, the
+    queue goes to them."""
+    import threading
+
+    from pruneviz.sweeps.executors import LocalProcessExecutor
+
+    release = threading.Event()
+    original = LocalProcessExecutor._start_pool
+
+    def held(self):
+        release.wait(60)
+        original(self)
+
+    monkeypatch.setattr(LocalProcessExecutor, "_start_pool", held)
+    ex = LocalProcessExecutor(1)
+    try:
+        ex.start()
+        ref = ex.share([4, 5, 6])
+        started = time.perf_counter()
+        first, second = ex.submit("first", os.getpid), ex.submit("second", sum, ref)
+        third = ex.submit("third", sum, ref)
+        assert time.perf_counter() - started < 5 and not ex.ready  # nothing waited for the held pool
+        assert ex.wait([third, second, first]) == [first]  # the oldest, computed here at once
+        assert ex.outcome(first) == (True, os.getpid())
+        assert ex.wait([second, third]) == [second] and ex.outcome(second) == (True, 15)  # the object itself
+        release.set()
+        deadline = time.monotonic() + 60
+        while not ex.ready and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ex.ready
+        assert ex.wait([third]) == [third] and ex.outcome(third) == (True, 15)  # read from the file
+        ok, pid = _run_now(ex, os.getpid)
+        assert ok and pid != os.getpid()  # the worker's
+    finally:
+        release.set()
+        ex.close()
+
+
 def test_the_sweep_shares_the_dataset_once_with_local_workers(tmp_path, tiny_spec, monkeypatch):
     from pruneviz.sweeps.executors import LocalProcessExecutor
 

@@ -7,7 +7,9 @@ error. It never writes anything; the driver (:func:`pruneviz.sweeps.run_sweep`) 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from pruneviz._optional import require
@@ -109,6 +111,13 @@ class LocalProcessExecutor(Executor):
     carry a small reference and each worker reads the file once and keeps the object (see
     :mod:`pruneviz.sweeps._worker`). A worker that dies (killed, out of memory) fails the tasks it
     had; the pool is then replaced, so the driver can retry them.
+
+    :meth:`start` makes the pool in a background thread: forking from a fork server waits until the
+    server has imported (a few seconds in a fresh session), and nothing need wait for that. Tasks
+    submitted meanwhile are queued and handed to the pool once it is up; until then, :meth:`wait`
+    computes queued tasks in this process, oldest first, as the in-process executor would (one thread:
+    the same numbers). A sweep starts with its dense tasks, which everything else waits for, so the core
+    the imports leave free trains them.
     """
 
     name = "processes"
@@ -120,10 +129,19 @@ class LocalProcessExecutor(Executor):
         self._pool: Any = None
         self._pool_of: dict[Any, Any] = {}  # future -> the pool that runs it
         self._shared_dir: Any = None  # a TemporaryDirectory, made on the first share
+        self._shared: dict[str, Any] = {}  # digest -> the object shared (for the task computed here)
+        self._lock = threading.Lock()
+        self._starter: threading.Thread | None = None  # makes the pool; set while workers start
+        self._queued: list[tuple[Future, Callable[..., Any], tuple, dict]] = []  # for the pool to come
 
     @property
     def workers(self) -> int:
         return self._workers
+
+    @property
+    def ready(self) -> bool:
+        """Whether the workers are up (tasks submitted now go straight to them)."""
+        return self._pool is not None
 
     @staticmethod
     def _context() -> Any:
@@ -134,8 +152,8 @@ class LocalProcessExecutor(Executor):
         return multiprocessing.get_context("spawn")
 
     def start(self) -> None:
-        """Launch the fork server now (it imports in the background, without blocking); workers are
-        forked from it when the first tasks are submitted. Without a fork server this does nothing."""
+        """Launch the fork server (it imports in the background) and make the pool in a background
+        thread, so that nothing here waits for either; submitting starts them anyway."""
         ctx = self._context()
         if ctx.get_start_method() == "forkserver":
             from multiprocessing import forkserver
@@ -143,21 +161,70 @@ class LocalProcessExecutor(Executor):
             # '__main__' as multiprocessing preloads it by default; a server already running keeps its own
             ctx.set_forkserver_preload(["__main__", "pruneviz.sweeps._preload"])
             forkserver.ensure_running()
+        with self._lock:
+            if self._pool is None and self._starter is None:
+                self._starter = threading.Thread(target=self._start_pool, name="pruneviz-pool", daemon=True)
+                self._starter.start()
+
+    def _start_pool(self) -> None:
+        """Make the pool, fork its workers (each runs a no-op), then hand it the queued tasks."""
+        from concurrent.futures import ProcessPoolExecutor
+
+        from pruneviz.sweeps import _worker
+
+        pool = ProcessPoolExecutor(
+            self._workers,
+            mp_context=self._context(),
+            initializer=_worker.init_worker,
+            initargs=(self.threads,),
+        )
+        try:
+            for future in [pool.submit(os.getpid) for _ in range(self._workers)]:
+                future.result()
+        except Exception:  # a pool that cannot start fails the tasks handed to it instead
+            pass
+        with self._lock:
+            self._pool, self._starter = pool, None
+            queued, self._queued = self._queued, []
+        for placeholder, fn, args, kwargs in queued:
+            self._forward(pool, placeholder, fn, args, kwargs)
+
+    def _forward(
+        self, pool: Any, placeholder: Future, fn: Callable[..., Any], args: tuple, kwargs: dict
+    ) -> None:
+        """Submit a queued task to ``pool``; its outcome becomes the placeholder's."""
+        from pruneviz.sweeps._worker import call
+
+        try:
+            real = pool.submit(call, fn, args, kwargs)
+        except Exception as exc:  # a broken pool: the task fails, and the driver may retry it
+            placeholder.set_exception(exc)
+            return
+        self._pool_of[placeholder] = pool
+
+        def settle(done: Future) -> None:
+            if done.cancelled():
+                placeholder.cancel()
+                placeholder.set_running_or_notify_cancel()
+            elif done.exception() is not None:
+                placeholder.set_exception(done.exception())
+            else:
+                placeholder.set_result(done.result())
+
+        real.add_done_callback(settle)
 
     def _ensure(self) -> Any:
         if self._pool is None:
-            from concurrent.futures import ProcessPoolExecutor
-
-            from pruneviz.sweeps import _worker
-
             self.start()
-            self._pool = ProcessPoolExecutor(
-                self._workers,
-                mp_context=self._context(),
-                initializer=_worker.init_worker,
-                initargs=(self.threads,),
-            )
+            starter = self._starter
+            if starter is not None:
+                starter.join()
         return self._pool
+
+    def _here(self, value: Any) -> Any:
+        from pruneviz.sweeps._worker import SharedFile
+
+        return self._shared.get(value.digest, value) if isinstance(value, SharedFile) else value
 
     def share(self, obj: Any) -> Any:
         import tempfile
@@ -167,13 +234,20 @@ class LocalProcessExecutor(Executor):
 
         if self._shared_dir is None:
             self._shared_dir = tempfile.TemporaryDirectory(prefix="pruneviz-shared-")
-        return _worker.write_shared(obj, Path(self._shared_dir.name))
+        ref = _worker.write_shared(obj, Path(self._shared_dir.name))
+        self._shared[ref.digest] = obj
+        return ref
 
     def submit(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         from concurrent.futures.process import BrokenProcessPool
 
         from pruneviz.sweeps._worker import call
 
+        with self._lock:
+            if self._pool is None and self._starter is not None:  # the workers are still starting
+                placeholder: Future = Future()
+                self._queued.append((placeholder, fn, args, kwargs))
+                return placeholder
         try:
             future = self._ensure().submit(call, fn, args, kwargs)
         except BrokenProcessPool:  # a worker died: start a fresh pool and submit again
@@ -185,8 +259,34 @@ class LocalProcessExecutor(Executor):
     def wait(self, pending: Sequence[Any]) -> list[Any]:
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        return list(done)
+        done = [f for f in pending if f.done()]
+        if done:
+            return done
+        with self._lock:  # the workers are still starting: take the oldest queued task of these
+            waited = set(pending)
+            mine = [q for q in self._queued if q[0] in waited] if self._pool is None else []
+            if mine:
+                self._queued.remove(mine[0])
+        if mine:
+            self._compute_here(*mine[0])
+            return [f for f in pending if f.done()]
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        return list(finished)
+
+    def _compute_here(self, placeholder: Future, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+        """Compute a queued task in this process (with the shared objects themselves, not their files)."""
+        from pruneviz.sweeps._worker import call
+
+        if not placeholder.set_running_or_notify_cancel():
+            return
+        try:
+            value = call(
+                fn, tuple(self._here(a) for a in args), {k: self._here(v) for k, v in kwargs.items()}
+            )
+        except Exception as exc:
+            placeholder.set_exception(exc)
+        else:
+            placeholder.set_result(value)
 
     def outcome(self, handle: Any) -> tuple[bool, Any]:
         from concurrent.futures import CancelledError
@@ -209,9 +309,13 @@ class LocalProcessExecutor(Executor):
             self._pool = None
 
     def close(self, *, cancel: bool = False) -> None:
+        starter = self._starter
+        if starter is not None:  # a pool still starting: let it come up (and take its queue) first
+            starter.join()
         if self._pool is not None:
             self._pool.shutdown(wait=not cancel, cancel_futures=True)
             self._pool = None
+        self._shared.clear()
         if self._shared_dir is not None:
             self._shared_dir.cleanup()
             self._shared_dir = None
