@@ -1,20 +1,25 @@
 """Sweep throughput on the demo spec: in-process, local processes and a 2-worker Dask LocalCluster.
 
-Targets (issue 8): report runs per minute of each executor on the demo spec (the same runs each time,
-into a fresh zoo) and the scheduling overhead per task (a task that does nothing, submitted through
-each executor). Then each zoo gets the spec's analyses (calibration, exemplars, subgroups, geometry and
-spectrum, quick settings) through the same executor: the seconds they take, and the check that every
-executor stored the same cache entries. ``--quick`` runs a cut-down demo spec (two seeds, two methods,
-two sparsities, short training on 600 samples) so that all three finish in a few minutes on 2 cores.
+Targets (issues 8 and 19): runs per minute of each executor on the demo spec (the same runs each time,
+each into a fresh zoo), 2 local workers at >= 1.85x the in-process throughput, and the scheduling
+overhead per task (a task that does nothing, submitted through each executor). Each executor is timed
+cold (the first sweep of a fresh Python process, run as a child process: it pays for its imports and,
+with local processes, for starting the fork server) and warm (a later sweep of the same session), three
+times each, the executors taking turns; the figures are the medians. Then the spec's analyses
+(calibration, exemplars, subgroups, geometry and spectrum, quick settings) run on one zoo of each
+executor: the seconds they take, and the check that every executor stored the same cache entries.
+``--quick`` runs a cut-down demo spec (two seeds, two methods, two sparsities, short training on 600
+samples), once each, so that it finishes in a few minutes on 2 cores.
 
 Threads: every executor computes each task with one torch thread and one BLAS thread (that is what makes
 their runs identical), so the in-process figure is one core computing and the 2-worker figures two; the
 driver keeps the machine's default. The JSON states these settings, and ``task_default_threads_speedup``
 says how much faster one task is with the machine's default threads instead (numbers then differ in the
 last bits, so no executor does that). The runs are timed without the spec's analyses (the demo spec lists
-every step); the analyses are the second, separate figure. Before each timed part the script waits (up
-to a few minutes) until other processes leave the cores idle, and ``*_other_cores`` records how many
-cores other processes kept busy while it ran (0 on a quiet machine).
+every step); the analyses are the second, separate figure. Before each timed sweep the script waits (up
+to a few minutes) until other processes leave the cores idle, and ``*_other_cores`` records the most
+cores other processes kept busy during one (0 on a quiet machine). Stored runs are compared across every
+zoo (``runs_equal``).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from pruneviz.sweeps.executors import DaskExecutor, Executor, InProcessExecutor,
 from pruneviz.train import TrainConfig
 
 WORKERS = 2
+#: sweeps timed per executor, cold and warm (the figures are their medians)
+REPEATS = 3
 ANALYSES = ("calibration", "exemplars", "subgroups", "geometry", "spectrum")
 
 
@@ -181,13 +188,10 @@ def _entries(path: Path) -> dict[str, str]:
     return out
 
 
-def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
-    import distributed
-    import torch
-
-    spec = load_spec(demo_spec_path())
-    if args.quick:
+def bench_spec(quick: bool):
+    """The demo spec without its analyses (timed apart), or its cut-down version with ``quick``."""
+    spec = dataclasses.replace(load_spec(demo_spec_path()), analyses=())  # the demo lists every step
+    if quick:
         spec = dataclasses.replace(
             spec,
             seeds=(0, 1),
@@ -197,59 +201,134 @@ def main() -> None:
             sparsities=(0.5, 0.9),
             finetune=TrainConfig(epochs=1, batch_size=64, lr=1e-3),
         )
-    t0 = time.perf_counter()
+    return spec
+
+
+def start_cluster():
+    """A 2-worker Dask LocalCluster that has imported pruneviz, its client, and the seconds it took.
+
+    LocalCluster leaves its workers' settings in this process's environment (MALLOC_TRIM_THRESHOLD_=65536,
+    OMP_NUM_THREADS=1, ...), where every process started later inherits them: the aggressive malloc
+    trimming alone makes local workers ~17 % slower. Its workers keep them (Dask's defaults); this
+    process gets its own environment back. Returns ``(cluster, client, seconds, the settings it left)``."""
+    import distributed
+
     environ = dict(os.environ)
+    start = time.perf_counter()
     cluster = distributed.LocalCluster(
         n_workers=WORKERS, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     )
     client = distributed.Client(cluster, set_as_default=False)
     client.run(lambda: __import__("pruneviz.sweeps.tasks"))  # workers import pruneviz, as a live cluster has
-    cluster_start = time.perf_counter() - t0
-    # LocalCluster leaves its workers' settings in this process's environment (MALLOC_TRIM_THRESHOLD_=65536,
-    # OMP_NUM_THREADS=1, ...), where every process started later inherits them: the aggressive malloc
-    # trimming alone makes local workers ~17 % slower. Its workers keep them (Dask's defaults); the other
-    # executors run in the environment this script started with.
-    dask_environ = {k: v for k, v in os.environ.items() if environ.get(k) != v and k != "PYTHONHASHSEED"}
+    seconds = time.perf_counter() - start
+    left = {k: v for k, v in os.environ.items() if environ.get(k) != v and k != "PYTHONHASHSEED"}
     os.environ.clear()
     os.environ.update(environ)
+    return cluster, client, seconds, left
 
+
+def executor_kwargs(name: str, client=None) -> dict:
+    return {
+        "inprocess": {"executor": "inprocess"},
+        "processes": {"executor": "processes", "workers": WORKERS},
+        "dask": {"client": client},
+    }[name]
+
+
+def timed_sweep(spec, where: Path, **kwargs) -> tuple[int, float, float]:
+    """One sweep into the fresh zoo ``where``: (runs, seconds, cores other processes kept busy)."""
+    table, seconds, other = other_cores(lambda: run_sweep(spec, where, progress=False, **kwargs))
+    if not (table.status == "stored").all():
+        raise SystemExit(f"{kwargs}: {int((table.status != 'stored').sum())} task(s) not stored")
+    return len(table), seconds, other
+
+
+def cold_child(name: str, where: Path, quick: bool) -> None:
+    """The first sweep of a fresh process on executor ``name`` (a Dask cluster is started first, not
+    timed); prints its figures as one JSON line."""
+    import json
+
+    client = cluster = None
+    if name == "dask":
+        cluster, client, _, _ = start_cluster()
+    runs, seconds, other = timed_sweep(bench_spec(quick), where, **executor_kwargs(name, client))
+    if client is not None:
+        client.close()
+        cluster.close()
+    print(json.dumps({"runs": runs, "seconds": seconds, "other_cores": other}))
+
+
+def cold_sweep(name: str, where: Path, quick: bool) -> dict:
+    """:func:`cold_child` in a fresh Python process; its figures."""
+    import json
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, __file__, "--cold-child", name, str(where), "1" if quick else "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the cold {name} sweep failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    import torch
+
+    spec = bench_spec(args.quick)
+    repeats = 1 if args.quick else REPEATS
+    patience = 20.0 if args.quick else 300.0  # seconds to wait for the other processes to go quiet
+    names = ("inprocess", "processes", "dask")
     figures: dict[str, object] = {
-        "cluster_start_s": cluster_start,
         "workers": WORKERS,
+        "repeats": repeats,
         "inprocess_task_threads": 1,
         "processes_task_threads": LocalProcessExecutor.threads,
         "dask_threads_per_worker": 1,
         "driver_torch_threads": torch.get_num_threads(),
-        "dask_worker_environ": " ".join(
-            f"{k}={v}" for k, v in sorted(dask_environ.items()) if "_PID" not in k
-        ),
     }
-    rows = []
-    runs = None
-    patience = 20.0 if args.quick else 300.0  # seconds to wait for the other processes to go quiet
-    executors = (
-        ("inprocess", {"executor": "inprocess"}),
-        ("processes", {"executor": "processes", "workers": WORKERS}),
-        ("dask", {"client": client}),
-    )
-    runs_only = dataclasses.replace(spec, analyses=())  # the demo spec lists every analysis: timed apart
+    seconds: dict[str, list[float]] = {}
+    others: dict[str, list[float]] = {}
+    runs = 0
     with tempfile.TemporaryDirectory() as tmp:
-        # each executor twice, each time into a fresh zoo: first "cold" (the first sweep of this process
-        # on it: the in-process run imports what its first task needs, the local workers' fork server
-        # starts and imports), then "warm" (a second sweep of the same session)
-        for suffix in ("", "_warm"):
-            for name, kwargs in executors:
-                figures[f"{name}{suffix}_quiet_before_cores"] = wait_quiet(timeout=patience)
-                where = Path(tmp) / f"{name}{suffix}"
-                table, seconds, other = other_cores(
-                    lambda kwargs=kwargs, where=where: run_sweep(runs_only, where, progress=False, **kwargs)
+        # cold: the first sweep of a fresh process (the in-process run imports what its first task
+        # needs; the local workers' fork server starts and imports), each in a child process of its own,
+        # the executors taking turns
+        for r in range(repeats):
+            for name in names:
+                wait_quiet(timeout=patience)
+                cold = cold_sweep(name, Path(tmp) / f"cold{r}_{name}", args.quick)
+                runs = cold["runs"]
+                seconds.setdefault(name, []).append(cold["seconds"])
+                others.setdefault(name, []).append(cold["other_cores"])
+        # warm: further sweeps of one session (its imports done, the fork server and the cluster
+        # running), each into a fresh zoo, the executors taking turns
+        cluster, client, cluster_start, dask_environ = start_cluster()
+        figures["cluster_start_s"] = cluster_start
+        figures["dask_worker_environ"] = " ".join(
+            f"{k}={v}" for k, v in sorted(dask_environ.items()) if "_PID" not in k
+        )
+        for name in names:  # the session's first sweep on each executor, not timed
+            run_sweep(
+                bench_spec(True), Path(tmp) / f"first_{name}", progress=False, **executor_kwargs(name, client)
+            )
+        for r in range(repeats):
+            for name in names:
+                wait_quiet(timeout=patience)
+                _, s, other = timed_sweep(
+                    spec, Path(tmp) / f"warm{r}_{name}", **executor_kwargs(name, client)
                 )
-                if not (table.status == "stored").all():
-                    raise SystemExit(f"{name}: {int((table.status != 'stored').sum())} task(s) not stored")
-                runs = len(table)
-                figures[f"{name}{suffix}_s"] = seconds
-                figures[f"{name}{suffix}_runs_per_min"] = runs / seconds * 60
-                figures[f"{name}{suffix}_other_cores"] = other
+                seconds.setdefault(f"{name}_warm", []).append(s)
+                others.setdefault(f"{name}_warm", []).append(other)
+        for label, values in seconds.items():
+            figures[f"{label}_s"] = statistics.median(values)
+            figures[f"{label}_s_each"] = values
+            figures[f"{label}_runs_per_min"] = runs / statistics.median(values) * 60
+            figures[f"{label}_other_cores"] = max(others[label])
+        for suffix in ("", "_warm"):
             base = figures[f"inprocess{suffix}_runs_per_min"]
             for name in ("processes", "dask"):
                 figures[f"{name}{suffix}_vs_inprocess{suffix}"] = (
@@ -258,28 +337,31 @@ def main() -> None:
             figures[f"target_processes{suffix}_ge_1_85x"] = (
                 figures[f"processes{suffix}_vs_inprocess{suffix}"] >= 1.85
             )
-        stored = [_runs(folder) for folder in sorted(Path(tmp).iterdir())]
-        figures["runs_equal"] = len(stored) == 6 and all(s == stored[0] for s in stored)
+        zoos = sorted(p for p in Path(tmp).iterdir() if p.name.startswith(("cold", "warm")))
+        stored = [_runs(folder) for folder in zoos]
+        figures["zoos_compared"] = len(stored)
+        figures["runs_equal"] = len(stored) == 6 * repeats and all(s == stored[0] for s in stored)
         wait_quiet(timeout=patience)
         speedup, _, other = other_cores(
-            lambda: task_thread_speedup(runs_only, Path(tmp) / "inprocess", 1 if args.quick else 3)
+            lambda: task_thread_speedup(spec, Path(tmp) / "warm0_inprocess", 1 if args.quick else 3)
         )
         figures["task_default_threads_speedup"] = speedup
         figures["task_default_threads_other_cores"] = other
         # the analyses of the same spec, on the same executors (the runs are stored: only analyses run)
         with_analyses = dataclasses.replace(spec, analyses=ANALYSES, quick_analyses=True)
-        for name, kwargs in executors:
+        for name in names:
             wait_quiet(timeout=patience)
-            _, seconds, other = other_cores(
-                lambda kwargs=kwargs, name=name: run_sweep(
-                    with_analyses, Path(tmp) / name, progress=False, **kwargs
+            where = Path(tmp) / f"warm0_{name}"
+            _, s, other = other_cores(
+                lambda name=name, where=where: run_sweep(
+                    with_analyses, where, progress=False, **executor_kwargs(name, client)
                 )
             )
-            figures[f"{name}_analyses_s"] = seconds
+            figures[f"{name}_analyses_s"] = s
             figures[f"{name}_analyses_other_cores"] = other
-            if not sweep_failures(Path(tmp) / name).empty:
-                raise SystemExit(f"{name}: analyses failed: {sweep_failures(Path(tmp) / name)}")
-        entries = {name: _entries(Path(tmp) / name) for name in ("inprocess", "processes", "dask")}
+            if not sweep_failures(where).empty:
+                raise SystemExit(f"{name}: analyses failed: {sweep_failures(where)}")
+        entries = {name: _entries(Path(tmp) / f"warm0_{name}") for name in names}
         figures["analysis_entries"] = len(entries["inprocess"])
         figures["analysis_entries_equal"] = entries["inprocess"] == entries["processes"] == entries["dask"]
         n = 20 if args.quick else 100
@@ -294,18 +376,18 @@ def main() -> None:
                 figures[f"{name}_overhead_ms"] = per_task * 1e3
             finally:
                 ex.close()
-    client.close()
-    cluster.close()
+        client.close()
+        cluster.close()
     figures["runs"] = runs
-    base = figures["inprocess_runs_per_min"]
-    for name in ("inprocess", "processes", "dask"):
+    rows = []
+    for name in names:
         rows.append(
             {
-                "executor (cold)": name if name != "dask" else f"dask LocalCluster ({WORKERS} workers)",
+                "executor": name if name != "dask" else f"dask LocalCluster ({WORKERS} workers)",
                 "runs": runs,
-                "seconds": figures[f"{name}_s"],
-                "runs / min": figures[f"{name}_runs_per_min"],
-                "vs in-process": figures[f"{name}_runs_per_min"] / base,
+                "cold s": figures[f"{name}_s"],
+                "cold vs in-process": figures[f"{name}_runs_per_min"] / figures["inprocess_runs_per_min"],
+                "warm s": figures[f"{name}_warm_s"],
                 "warm runs / min": figures[f"{name}_warm_runs_per_min"],
                 "warm vs in-process": figures[f"{name}_warm_runs_per_min"]
                 / figures["inprocess_warm_runs_per_min"],
@@ -315,21 +397,23 @@ def main() -> None:
             }
         )
     label = "cut-down demo spec (--quick)" if args.quick else "demo spec"
-    print(f"## Sweep throughput, {label}, {runs} runs, {os.cpu_count()} cores\n")
+    print(f"## Sweep throughput, {label}, {runs} runs, {os.cpu_count()} cores, medians of {repeats}\n")
     print(markdown(rows))
     print(
         f"\nEvery task computes with 1 torch thread on every executor (the driver: "
         f"{figures['driver_torch_threads']}); with the machine's default threads one task is "
         f"{figures['task_default_threads_speedup']:.2f}x faster (no executor does that: the numbers would "
-        f"differ). Cold: the first sweep of this process on the executor (in-process: its first task "
-        "imports torch._dynamo; processes: the sweep starts the fork server, which imports pruneviz and "
-        f"torch); warm: a second sweep, into a fresh zoo. processes: {WORKERS} workers forked from that "
-        f"server; dask: LocalCluster started beforehand in {cluster_start:.1f} s (not included). Other "
-        f"processes kept {figures['inprocess_other_cores']:.2f} / {figures['processes_other_cores']:.2f} / "
-        f"{figures['dask_other_cores']:.2f} cores busy during the three cold runs. Stored runs identical on "
-        f"every executor: {figures['runs_equal']}. Overhead: a no-op task, submitted {n} at a time; "
-        "first task: the start-up before the first no-op result (a new pool; the fork server is already "
-        f"running). Analyses: {', '.join(ANALYSES)} (quick settings) on the stored runs, "
+        f"differ). Cold: the first sweep of a fresh process (in-process: its first task imports "
+        "torch._dynamo; processes: the sweep starts the fork server, which imports pruneviz, torch and "
+        "torch._dynamo; dask: a cluster started just before, not timed); warm: a later sweep of one "
+        f"session, into a fresh zoo. Each figure is the median of {repeats} sweeps, the executors taking "
+        f"turns. processes: {WORKERS} workers forked from the fork server; dask: LocalCluster started in "
+        f"{figures['cluster_start_s']:.1f} s (not included). Other processes kept at most "
+        f"{figures['inprocess_other_cores']:.2f} / {figures['processes_other_cores']:.2f} / "
+        f"{figures['dask_other_cores']:.2f} cores busy during the cold runs. Stored runs identical in "
+        f"all {figures['zoos_compared']} zoos: {figures['runs_equal']}. Overhead: a no-op task, submitted "
+        f"{n} at a time; first task: the start-up before the first no-op result (a new pool; the fork "
+        f"server is already running). Analyses: {', '.join(ANALYSES)} (quick settings) on the stored runs, "
         f"{figures['analysis_entries']} cache entries, the same on every executor: "
         f"{figures['analysis_entries_equal']}."
     )
@@ -337,4 +421,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--cold-child"]:
+        cold_child(sys.argv[2], Path(sys.argv[3]), sys.argv[4] == "1")
+    else:
+        main()
