@@ -145,6 +145,46 @@ def test_run_analyses_read_the_zoo_and_cache_their_results(pruned_zoo, monkeypat
     )
 
 
+def test_a_target_error_picks_the_sample_budget(pruned_zoo):
+    import torch
+    import torch.nn.functional as F
+
+    from pruneviz.study import run_curvature, run_landscape
+
+    lamp = pruned_zoo.runs(method="lamp").sort_values("sparsity_target").run.iloc[-1]
+
+    # curvature: the first computation at `samples`, then the power of two where the top eigenvalue's
+    # error, shrinking as 1/sqrt(n), meets the target
+    def top(frame):
+        row = frame[frame.metric == "eigenvalue_1"].iloc[0]
+        return row.sample_se / row.value
+
+    first = top(run_curvature(pruned_zoo, lamp, k=1, iterations=4, probes=2, samples=32))
+    want = int(2 ** np.ceil(np.log2(32 * (first / 0.1) ** 2)))
+    assert first > 0.1 and want == 128
+    grown = run_curvature(pruned_zoo, lamp, k=1, iterations=4, probes=2, samples=32, target_rse=0.1)
+    plain = run_curvature(pruned_zoo, lamp, k=1, iterations=4, probes=2, samples=want)
+    assert (grown.samples == want).all() and top(grown) <= 0.1
+    pd.testing.assert_frame_equal(grown, plain)
+    # landscape: the per-sample losses at the run's weights give the budget in closed form
+    model = pruned_zoo.load_model(lamp).eval()
+    train = pruned_zoo.splits(pruned_zoo.run(lamp).dataset).train
+    with torch.no_grad():
+        losses = F.cross_entropy(model(train.x), train.y, reduction="none").double().numpy()
+    rse = losses.std(ddof=1) / np.sqrt(len(losses)) / losses.mean()
+    target = rse * np.sqrt(len(losses) / 70)  # 70 samples would do: the next power of two is 128
+    land = run_landscape(pruned_zoo, lamp, dims=1, steps=3, subset="train", target_rse=target)
+    centre = land[land.alpha == 0].iloc[0]
+    assert (land.samples == 128).all() and centre.loss_se / centre.loss <= target
+    # out of reach: every sample of the subset, and a warning that says so
+    with pytest.warns(UserWarning, match=r"target_rse=1e-06 was not reached.*490 samples"):
+        out = run_landscape(pruned_zoo, lamp, dims=1, steps=3, subset="train", target_rse=1e-6)
+    assert (out.samples == len(train)).all()
+    for bad in (0, -0.1, True, "5%"):
+        with pytest.raises(ValidationError, match=r"target_rse.*relative standard error"):
+            run_curvature(pruned_zoo, lamp, target_rse=bad)
+
+
 # -- schedules: IMP and gradual through prune_population and the sweep spec ---------------------------
 
 

@@ -9,7 +9,7 @@ A second call with the same parameters reads the cached frame instead of recompu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -81,6 +81,16 @@ def _checked(where: str, **params: Any) -> dict[str, Any]:
             out[name] = check_int(value, name, where, minimum=1)
         elif name == "seed":
             out[name] = check_int(value, name, where, minimum=0)
+        elif name == "target_rse":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < np.inf:
+                fail(
+                    "target_rse",
+                    where,
+                    "a relative standard error above 0 (e.g. 0.05 for 5 %), or None for a sample count",
+                    value,
+                    "pass a fraction such as target_rse=0.05.",
+                )
+            out[name] = float(value)
         elif name == "split" and not isinstance(value, str):
             fail("split", where, "a split label such as 'clean' or 'fog@3'", value)
     return out
@@ -93,6 +103,29 @@ def _subset(zoo: Zoo, run: str, subset: str, samples: int, seed: int) -> Dataset
     if samples >= len(part):
         return part
     return part.take(np.sort(np.random.default_rng(seed).permutation(len(part))[:samples]))
+
+
+#: computations a target error may take (the first at ``samples``, each later one on more samples)
+_TARGET_ROUNDS = 3
+
+
+def _budget_for(n: int, rse: float, target: float, available: int, minimum: int = 32) -> int:
+    """Samples at which a relative standard error ``rse`` measured on ``n`` samples falls to ``target``
+    (it shrinks as ``1/√n``): a power of two, at least ``minimum``, at most ``available``."""
+    need = n * (rse / target) ** 2 if np.isfinite(rse) else float(available)
+    power = 1 << max(0, int(np.ceil(np.log2(max(need, 1.0)))))
+    return int(min(available, max(minimum, power)))
+
+
+def _warn_target(where: str, target: float, rse: float, samples: int, what: str) -> None:
+    import warnings
+
+    warnings.warn(
+        f"{where}: target_rse={target:g} was not reached: the sampling error of {what} is {rse:.3g} of its "
+        f"value on {samples} samples (all the subset offers, or the most {_TARGET_ROUNDS} rounds reached). "
+        "Fix: accept a larger target_rse, or start from more samples (samples=N) of a larger subset.",
+        stacklevel=3,
+    )
 
 
 def corruption_split(
@@ -301,6 +334,7 @@ def run_curvature(
     groups: int = 4,
     params: Sequence[str] | None = None,
     seed: int = 0,
+    target_rse: float | None = None,
 ) -> pd.DataFrame:
     """Top-``k`` Hessian eigenvalues (with residuals) and the trace (with its standard error) of a run,
     mask-aware, from one Lanczos run of ``iterations`` products plus ``probes`` for the trace
@@ -308,10 +342,14 @@ def run_curvature(
 
     ``samples="auto"`` picks the budget from the model's cost (about 8 s on two cores, 32 to 512
     samples); ``sample_se`` says how far each number would move with another draw of that many
-    samples, from ``groups`` groups of them. ``params`` restricts the Hessian to a block (e.g. one
-    layer's ``["blocks.0.conv1.weight"]``). Tidy: ``metric`` (``eigenvalue_<rank>``, ``trace``),
-    ``value``, ``residual`` (of an eigenvalue, NaN for the trace), ``se`` (the trace's estimator
-    error, NaN for eigenvalues), ``sample_se``, ``hvps``, ``dim``, ``samples``."""
+    samples, from ``groups`` groups of them. ``target_rse`` asks for an error instead of a sample
+    count: the budget then grows from ``samples`` (powers of two, up to the whole subset, at most
+    three computations) until the top eigenvalue's ``sample_se`` is at most ``target_rse`` times its
+    value (e.g. ``0.05``); a target out of reach warns and returns the last result. ``params``
+    restricts the Hessian to a block (e.g. one layer's ``["blocks.0.conv1.weight"]``). Tidy:
+    ``metric`` (``eigenvalue_<rank>``, ``trace``), ``value``, ``residual`` (of an eigenvalue, NaN for
+    the trace), ``se`` (the trace's estimator error, NaN for eigenvalues), ``sample_se``, ``hvps``,
+    ``dim``, ``samples``."""
     from pruneviz.analysis.curvature import GroupedHessian, curvature_summary
 
     settings: dict[str, Any] = {
@@ -324,14 +362,13 @@ def run_curvature(
         "groups": groups,
         "seed": seed,
     }
+    if target_rse is not None:  # keyed only when asked for: the keys of sample counts stay as they were
+        settings["target_rse"] = target_rse
 
     settings = _checked("run_curvature", **settings)
 
-    def compute() -> pd.DataFrame:
-        n = samples
-        if n == "auto":
-            n = _auto_samples(zoo, run, subset, evaluations=iterations + probes + 2, seconds=8.0, kind="hvp")
-        data = _subset(zoo, run, subset, int(n), seed)
+    def at(n: int) -> pd.DataFrame:
+        data = _subset(zoo, run, subset, n, seed)
         op = GroupedHessian(
             zoo.load_model(run),
             data,
@@ -339,7 +376,26 @@ def run_curvature(
             masks=dict(zoo.masks(run)) or None,
             params=params,
         )
-        table = curvature_summary(op, k=k, iterations=iterations, probes=probes, seed=seed)
+        return curvature_summary(op, k=k, iterations=iterations, probes=probes, seed=seed)
+
+    def compute() -> pd.DataFrame:
+        n = samples
+        if n == "auto":
+            n = _auto_samples(zoo, run, subset, evaluations=iterations + probes + 2, seconds=8.0, kind="hvp")
+        table = at(int(n))
+        target = settings.get("target_rse")
+        if target is not None:
+            available = len(getattr(zoo.splits(zoo.run(run).dataset), subset))
+            for done in range(1, _TARGET_ROUNDS + 1):
+                top = table[table.metric == "eigenvalue_1"].iloc[0]
+                used = int(top.samples)
+                rse = abs(top.sample_se / top.value) if top.value != 0 else float("inf")
+                if rse <= target:
+                    break
+                if used >= available or done == _TARGET_ROUNDS:
+                    _warn_target("run_curvature", target, rse, used, "the top eigenvalue")
+                    break
+                table = at(_budget_for(used, rse, target, available, minimum=2 * used))
         return _with_keys(zoo, run, table)
 
     return zoo.cached("curvature", [run], settings, compute)
@@ -355,10 +411,16 @@ def run_landscape(
     subset: str = "test",
     samples: int | str = "auto",
     seed: int = 0,
+    target_rse: float | None = None,
 ) -> pd.DataFrame:
     """A 1-D (``dims=1``) or 2-D landscape around a run's weights, its masks respected, on ``samples``
     samples of ``subset`` (``"auto"``: a budget from the model's cost, about 45 s for the grid on two
-    cores, 32 to 512 samples; each point's ``loss_se`` is the error that budget gives)."""
+    cores, 32 to 512 samples; each point's ``loss_se`` is the error that budget gives).
+
+    ``target_rse`` asks for an error instead of a sample count: the per-sample losses at the run's
+    weights, on at least 512 samples, give the smallest power of two of samples (32 or more, up to the
+    whole subset) at which the centre's ``loss_se`` is at most ``target_rse`` times its loss (it shrinks
+    as ``1/√n``); a target out of reach warns."""
     check_choice(str(dims), "dims", "run_landscape", ("1", "2"))
     params = {
         "dims": dims,
@@ -368,17 +430,35 @@ def run_landscape(
         "samples": samples,
         "seed": seed,
     }
+    if target_rse is not None:  # keyed only when asked for: the keys of sample counts stay as they were
+        params["target_rse"] = target_rse
 
     params = _checked("run_landscape", **params)
 
     def compute() -> pd.DataFrame:
+        from pruneviz.analysis.perturb import loss_and_accuracy
+
         n = samples
         if n == "auto":
             n = _auto_samples(zoo, run, subset, evaluations=steps**dims, seconds=45.0, kind="forward")
-        data = _subset(zoo, run, subset, int(n), seed)
         model, masks = zoo.load_model(run), dict(zoo.masks(run)) or None
+        target = cast(float | None, params.get("target_rse"))
+        if target is not None:  # the centre's error from one forward pass over a pilot of the samples
+            available = len(getattr(zoo.splits(zoo.run(run).dataset), subset))
+            pilot = _subset(zoo, run, subset, min(available, max(int(n), 512)), seed)
+            centre = loss_and_accuracy(model, pilot)
+            rse = centre["loss_se"] / centre["loss"] if centre["loss"] > 0 else float("inf")
+            n = _budget_for(len(pilot), rse, target, available)
+        data = _subset(zoo, run, subset, int(n), seed)
         fn = landscape_1d if dims == 1 else landscape_2d
-        return _with_keys(zoo, run, fn(model, data, steps=steps, radius=radius, masks=masks, seed=seed))
+        frame = fn(model, data, steps=steps, radius=radius, masks=masks, seed=seed)
+        if target is not None:
+            at_centre = (frame.alpha == 0) & ((frame.beta == 0) if "beta" in frame else True)
+            middle = frame[at_centre].iloc[0]
+            reached = middle.loss_se / middle.loss if middle.loss > 0 else float("inf")
+            if reached > target:
+                _warn_target("run_landscape", target, reached, len(data), "the loss at the run's weights")
+        return _with_keys(zoo, run, frame)
 
     return zoo.cached("landscape", [run], params, compute)
 
