@@ -10,7 +10,9 @@ random template under noise, 9000 training, 1000 validation and 10000 test sampl
 downloaded). Each model is trained for one epoch (the analyses' cost does not depend on how well) and
 pruned 90 % by global magnitude without fine-tuning. The analyses run with their defaults, through the
 zoo, as ``zoo analyse`` runs them. The reference of the curvature is the same analysis on the same samples
-with 100 Lanczos iterations and 100 trace probes.
+with 100 Lanczos iterations and 100 trace probes. Each run's curvature is then asked for half the
+relative error of its top eigenvalue that the default budget gave (``target_rse``): the samples and
+seconds that takes. CKA reports the median and largest jackknife ``sample_se`` of its grid.
 
 ``--only analyse`` times ``analyse_zoo`` (full settings) on a 28x28 study of 2 dense seeds and 4 pruned
 children, and scales the time of each step to an 80-run study of 8 dense seeds and 72 children: a step
@@ -117,10 +119,24 @@ def model_section(root: Path, name: str) -> dict[str, object]:
             f"{key}_trace_reference_se": ref_se,
             f"{key}_trace_error_in_se": z,
         })  # fmt: skip
+        top_rse = table.loc["eigenvalue_1", "sample_se"] / abs(top)
+        out[f"{key}_top1_rse"] = top_rse
+        # an error instead of a sample count: half the relative error the auto budget gave
+        target = float(f"{top_rse / 2:.2g}")
+        grown, seconds = timed(lambda run=run, target=target: run_curvature(zoo, run, target_rse=target))
+        row = grown.set_index("metric").loc["eigenvalue_1"]
+        out.update({
+            f"{key}_curvature_target_rse": target,
+            f"{key}_curvature_target_s": seconds,
+            f"{key}_curvature_target_samples": int(row.samples),
+            f"{key}_curvature_target_top1_rse": row.sample_se / abs(row.value),
+        })  # fmt: skip
         land, seconds = timed(lambda run=run: run_landscape(zoo, run, dims=2, steps=21))
         out[f"{key}_landscape_21x21_s"] = seconds
         out[f"{key}_landscape_samples"] = int(land.samples.iloc[0])
         out[f"{key}_landscape_max_loss_se"] = float(land.loss_se.max())
+        centre = land[(land.alpha == 0) & (land.beta == 0)].iloc[0]
+        out[f"{key}_landscape_centre_loss_rse"] = centre.loss_se / centre.loss
     model = zoo.load_model(dense)
     # ten layers spread over the convolutions and linear layers, or over every leaf module (activations
     # and pooling too) where the model has fewer than ten of those (LeNet has five)
@@ -132,9 +148,11 @@ def model_section(root: Path, name: str) -> dict[str, object]:
             if n and not list(m.children()) and not isinstance(m, nn.Flatten)
         ]
     layers = spread(layers, 10)
-    _, seconds = timed(lambda: run_cka(zoo, dense, pruned, layers_a=layers, layers_b=layers))
+    grid, seconds = timed(lambda: run_cka(zoo, dense, pruned, layers_a=layers, layers_b=layers))
     out[f"{name}_cka_layers"] = f"{len(layers)}x{len(layers)}"
     out[f"{name}_cka_s"] = seconds
+    out[f"{name}_cka_median_sample_se"] = float(grid.sample_se.median())
+    out[f"{name}_cka_max_sample_se"] = float(grid.sample_se.max())
     out[f"{name}_cka_samples"] = 512
     out[f"{name}_params"] = sum(p.numel() for p in model.parameters())
     return out

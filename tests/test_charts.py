@@ -235,6 +235,7 @@ def test_cka_chart(zoo, ids):
     rect = next(v for v in views(spec) if mark_of(v) == "rect")
     assert rect["encoding"]["y"]["sort"] == list(dict.fromkeys(cka.layer_a))
     assert rect["encoding"]["color"]["type"] == "quantitative"
+    assert [t["field"] for t in rect["encoding"]["tooltip"]][-1] == "sample_se"
     assert "lamp 90%" in spec["title"]["text"]
     two = pd.concat([cka, cka.assign(run_b="other")])
     with pytest.raises(

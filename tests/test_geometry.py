@@ -134,6 +134,71 @@ def test_minibatch_cka_with_one_batch_equals_full_batch_and_averages_hsic_over_b
     assert float(mb["value"].iloc[0]) == pytest.approx(xy / np.sqrt(xx * yy), abs=1e-6)
 
 
+def _jackknife(values: list[float]) -> float:
+    v = np.asarray(values)
+    return float(np.sqrt((len(v) - 1) / len(v) * ((v - v.mean()) ** 2).sum()))
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("debiased", [False, True])
+def test_cka_sample_se_is_the_jackknife_over_groups_of_the_samples(debiased):
+    torch.manual_seed(2)
+    model_a, model_b = LeNet((1, 8, 8), 10).double(), LeNet((1, 8, 8), 10).double()
+    x = torch.randn(60, 1, 8, 8, dtype=torch.float64)
+    layers_a, layers_b = ["features.0", "head.0"], ["features.3", "classifier"]
+    grid = cka_grid(model_a, model_b, x, layers_a=layers_a, layers_b=layers_b, debiased=debiased, groups=5)
+    fa = {k: v.numpy() for k, v in activations(model_a, x, layers=layers_a).items()}
+    fb = {k: v.numpy() for k, v in activations(model_b, x, layers=layers_b).items()}
+    parts = np.array_split(np.random.default_rng(0).permutation(60), 5)  # cka_grid's groups for seed=0
+    for _, row in grid.iterrows():
+        a, b = fa[row.layer_a], fb[row.layer_b]
+        assert row.value == pytest.approx(cka_reference(a, b, unbiased=debiased), abs=1e-10)
+        left_out = [cka_reference(np.delete(a, p, 0), np.delete(b, p, 0), unbiased=debiased) for p in parts]
+        assert row.sample_se == pytest.approx(_jackknife(left_out), rel=1e-8)
+    # minibatch CKA: the jackknife over its batches, each estimate the HSIC sums less one batch's
+    mb = cka_grid(
+        model_a, model_b, x, layers_a=["head.0"], layers_b=["classifier"], debiased=True, batch_size=15
+    )
+    from pruneviz.testing.references import hsic_reference
+
+    terms = []
+    for idx in np.array_split(np.random.default_rng(0).permutation(60), 4):
+        ka, kb = fa["head.0"][idx] @ fa["head.0"][idx].T, fb["classifier"][idx] @ fb["classifier"][idx].T
+        terms.append(
+            [
+                hsic_reference(ka, kb, unbiased=True),
+                hsic_reference(ka, ka, unbiased=True),
+                hsic_reference(kb, kb, unbiased=True),
+            ]
+        )
+    sums = np.asarray(terms)
+    rest = sums.sum(0) - sums
+    assert float(mb.sample_se.iloc[0]) == pytest.approx(
+        _jackknife(list(rest[:, 0] / np.sqrt(rest[:, 1] * rest[:, 2]))), rel=1e-6
+    )
+
+
+@pytest.mark.reference
+def test_cka_sample_se_matches_the_spread_between_independent_draws():
+    # the jackknife error of one draw of 120 samples against the standard deviation of the value over
+    # 40 independent draws from the same distribution
+    torch.manual_seed(3)
+    model_a = MLP((6,), 4, hidden=(16, 16)).double().eval()
+    model_b = copy.deepcopy(model_a)
+    with torch.no_grad():
+        for p in model_b.parameters():
+            p.mul_((torch.rand_like(p) > 0.6).double())  # a pruned copy
+    gen = torch.Generator().manual_seed(0)
+    values, ses = [], []
+    for _ in range(40):
+        x = torch.randn(120, 6, generator=gen, dtype=torch.float64) ** 3  # heavy tails
+        g = cka_grid(model_a, model_b, x, layers_a=["classifier"], layers_b=["classifier"])
+        values.append(float(g.value.iloc[0]))
+        ses.append(float(g.sample_se.iloc[0]))
+    spread = float(np.std(values, ddof=1))
+    assert 0.6 < float(np.median(ses)) / spread < 1.6
+
+
 def test_capture_removes_hooks_and_restores_mode_even_when_forward_raises():
     class Boom(nn.Module):
         def __init__(self):

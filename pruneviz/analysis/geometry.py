@@ -124,11 +124,18 @@ def centred_gram(
             got=f"{n} sample(s)",
             fix="pass more samples (the debiased estimator divides by n − 3).",
         )
+    return _centre(
+        _checked_gram(x, kernel, sigma, where), debiased, double_centred_input=(kernel == "linear")
+    )
+
+
+def _checked_gram(x: torch.Tensor, kernel: str, sigma: float, where: str) -> torch.Tensor:
+    """:func:`_gram`, naming the samples with NaN/inf features, and in float64 where float32 overflowed."""
     gram = _gram(x, kernel, sigma)
     if not bool(torch.isfinite(gram).all()):
         _check_finite(x, "x", where)  # names the samples with NaN/inf features
         gram = _gram(x.double(), kernel, sigma)  # finite features whose float32 products overflowed
-    return _centre(gram, debiased, double_centred_input=(kernel == "linear"))
+    return gram
 
 
 def _normalised(u: torch.Tensor) -> torch.Tensor:
@@ -214,14 +221,29 @@ def cka_matrix(
     return _grid_frame(list(features_a), list(features_b), grid)
 
 
-def _grid_frame(layers_a: list[str], layers_b: list[str], grid: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame(
+def _grid_frame(
+    layers_a: list[str], layers_b: list[str], grid: np.ndarray, se: np.ndarray | None = None
+) -> pd.DataFrame:
+    frame = pd.DataFrame(
         {
             "layer_a": np.repeat(layers_a, len(layers_b)),
             "layer_b": np.tile(layers_b, len(layers_a)),
             "value": np.clip(grid.reshape(-1), -1.0, 1.0),
         }
     )
+    if se is not None:
+        frame["sample_se"] = se.reshape(-1)
+    return frame
+
+
+def _jackknife_se(estimates: torch.Tensor) -> np.ndarray:
+    """The delete-a-group jackknife standard error from the ``g`` estimates that each leave one group
+    out (first axis): ``√((g − 1)/g · Σ (θ₍ᵢ₎ − θ̄)²)`` (Efron & Tibshirani 1993, ch. 11)."""
+    g = estimates.shape[0]
+    if g < 2:
+        return np.full(tuple(estimates.shape[1:]), np.nan)
+    spread = ((estimates - estimates.mean(0)) ** 2).sum(0)
+    return torch.sqrt((g - 1) / g * spread).numpy()
 
 
 def default_layers(model: nn.Module) -> list[str]:
@@ -256,6 +278,7 @@ def cka_grid(
     batch_size: int | None = None,
     reduction: str = "flatten",
     seed: int = 0,
+    groups: int = 8,
 ) -> pd.DataFrame:
     """CKA between every layer of ``model_a`` and every layer of ``model_b`` on inputs ``x``.
 
@@ -266,7 +289,14 @@ def cka_grid(
     by one batch; with ``debiased=True`` this estimates the same population value as the full-batch
     debiased CKA.
     Layers default to every conv and linear layer (:func:`default_layers`). Tidy: ``layer_a``,
-    ``layer_b``, ``value``, plus the settings.
+    ``layer_b``, ``value``, ``sample_se``, plus the settings.
+
+    ``sample_se`` is how far each value would move with another draw of as many samples: the
+    delete-a-group jackknife over ``groups`` groups of the samples (a seeded shuffle split into
+    near-equal parts; each estimate leaves one out), or over the minibatches with ``batch_size``. It
+    costs no forward pass: the leave-one-out values come from the Grams already made (an RBF kernel
+    keeps the bandwidth of all the samples); the full-batch grid keeps both models' Grams for it,
+    ``8 n² · (len(layers_a) + len(layers_b))`` bytes.
 
     >>> import torch
     >>> from pruneviz.models import MLP
@@ -291,23 +321,27 @@ def cka_grid(
         fail("x", where, f"at least {minimum} samples", None, got=f"{n} sample(s)", fix="pass more inputs.")
     seed = check_int(seed, "seed", where, minimum=0)
     if batch_size is None:
-        need = 8 * n * n * len(la)
+        groups = min(n, check_int(groups, "groups", where, minimum=2))
+        need = 8 * n * n * (len(la) + len(lb))
         if need > 8 * 2**30:
             fail(
                 "batch_size",
                 where,
                 "an integer for this many samples (full-batch CKA keeps n × n Grams of every layer)",
                 None,
-                got=f"None with {n} samples and {len(la)} layers ({need / 2**30:.0f} GiB of Grams)",
+                got=f"None with {n} samples and {len(la) + len(lb)} layers ({need / 2**30:.0f} GiB of Grams)",
                 fix="pass batch_size=512 (minibatch CKA, Nguyen et al. 2021) or fewer samples.",
             )
-        grid = _full_batch_grid(model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction)
+        parts = np.array_split(np.random.default_rng(seed).permutation(n), groups)
+        if n - len(parts[0]) < minimum:  # too few samples to leave a part out: no jackknife
+            parts = []
+        grid, se = _full_batch_grid(model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction, parts)
     else:
         batch_size = check_int(batch_size, "batch_size", where, minimum=4)
-        grid = _minibatch_grid(
+        grid, se = _minibatch_grid(
             model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction, batch_size, seed
         )
-    frame = _grid_frame(la, lb, grid)
+    frame = _grid_frame(la, lb, grid, se)
     return frame.assign(
         kernel=kernel,
         debiased=debiased,
@@ -328,36 +362,54 @@ def _layer_features(
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
-def _full_batch_grid(model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction) -> np.ndarray:
-    """Model a's normalised centred Grams are kept (``layers_a × n²``); model b's are made one layer at a
-    time and dotted with them, and each layer's features are dropped once its Gram exists."""
+def _full_batch_grid(
+    model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction, parts
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both models' Grams are kept (``(layers_a + layers_b) × n²``), each layer's features dropped once
+    its Gram exists; the grid is the normalised centred Grams' inner products, and each jackknife
+    estimate the same on the Grams' rows and columns of the samples outside one part of ``parts``."""
+    n = len(x)
     feats = _layer_features(model_a, x, la, reduction)
-    a = []
-    for name in la:
-        a.append(_normalised(centred_gram(feats.pop(name), kernel=kernel, debiased=debiased, sigma=sigma)))
-    stack = torch.stack(a)
-    del a
+    grams_a = [_checked_gram(feats.pop(name), kernel, sigma, "cka_grid") for name in la]
     feats = _layer_features(model_b, x, lb, reduction)
-    grid = torch.empty(len(la), len(lb), dtype=torch.float64)
-    for j, name in enumerate(lb):
-        grid[:, j] = stack @ _normalised(
-            centred_gram(feats.pop(name), kernel=kernel, debiased=debiased, sigma=sigma)
-        )
-    return grid.numpy()
+    grams_b = [_checked_gram(feats.pop(name), kernel, sigma, "cka_grid") for name in lb]
+    del feats
+
+    def grid_of(keep: torch.Tensor | None) -> torch.Tensor:
+        def centred(gram: torch.Tensor) -> torch.Tensor:
+            if keep is None:  # a linear Gram is made from centred features: already double-centred
+                return _normalised(_centre(gram, debiased, double_centred_input=kernel == "linear"))
+            return _normalised(_centre(gram[keep][:, keep], debiased))
+
+        stack = torch.stack([centred(g) for g in grams_a])
+        out = torch.empty(len(la), len(lb), dtype=torch.float64)
+        for j, gram in enumerate(grams_b):
+            out[:, j] = stack @ centred(gram)
+        return out
+
+    grid = grid_of(None)
+    if not parts:
+        return grid.numpy(), np.full(grid.shape, np.nan)
+    left_out = []
+    for part in parts:
+        keep = np.ones(n, dtype=bool)
+        keep[part] = False
+        left_out.append(grid_of(torch.as_tensor(np.flatnonzero(keep))))
+    return grid.numpy(), _jackknife_se(torch.stack(left_out))
 
 
 def _minibatch_grid(
     model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction, batch_size, seed
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     n = len(x)
     # shuffled (Nguyen et al. 2021), so that class-sorted inputs do not give one-class batches;
     # near-equal sizes, every one >= 4
     order = np.random.default_rng(seed).permutation(n)
     chunks = np.array_split(order, max(1, n // batch_size))
-    cross = torch.zeros(len(la), len(lb), dtype=torch.float64)
-    self_a = torch.zeros(len(la), dtype=torch.float64)
-    self_b = torch.zeros(len(lb), dtype=torch.float64)
-    for idx in chunks:
+    cross = torch.zeros(len(chunks), len(la), len(lb), dtype=torch.float64)
+    self_a = torch.zeros(len(chunks), len(la), dtype=torch.float64)
+    self_b = torch.zeros(len(chunks), len(lb), dtype=torch.float64)
+    for c, idx in enumerate(chunks):
         xb = x[torch.as_tensor(idx)]
         ua = torch.stack(
             [
@@ -381,12 +433,18 @@ def _minibatch_grid(
         )
         m = len(idx)
         scale = 1.0 / (m * (m - 3)) if debiased else 1.0 / (m - 1) ** 2
-        cross += scale * (ua @ ub.T)
-        self_a += scale * (ua * ua).sum(1)
-        self_b += scale * (ub * ub).sum(1)
-    denom = torch.sqrt(self_a[:, None] * self_b[None, :])
-    grid = torch.where(denom > 0, cross / denom.clamp_min(1e-300), torch.zeros_like(cross))
-    return grid.numpy()
+        cross[c] = scale * (ua @ ub.T)
+        self_a[c] = scale * (ua * ua).sum(1)
+        self_b[c] = scale * (ub * ub).sum(1)
+
+    def ratio(cross: torch.Tensor, self_a: torch.Tensor, self_b: torch.Tensor) -> torch.Tensor:
+        denom = torch.sqrt(self_a[..., :, None] * self_b[..., None, :])
+        return torch.where(denom > 0, cross / denom.clamp_min(1e-300), torch.zeros_like(cross))
+
+    grid = ratio(cross.sum(0), self_a.sum(0), self_b.sum(0))
+    # each jackknife estimate leaves one batch's sums out
+    left_out = ratio(cross.sum(0) - cross, self_a.sum(0) - self_a, self_b.sum(0) - self_b)
+    return grid.numpy(), _jackknife_se(left_out)
 
 
 # -- neighbourhoods ---------------------------------------------------------------------------------

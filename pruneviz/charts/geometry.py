@@ -36,15 +36,16 @@ def cka_chart(cka: pd.DataFrame) -> alt.LayerChart:
     layers in model order, as a heatmap with the values written in when the grid is small.
 
     Takes :func:`~pruneviz.analysis.cka_grid` or :func:`~pruneviz.analysis.run_cka` (``layer_a``,
-    ``layer_b``, ``value``) of one pair of models. CKA (Kornblith et al. 2019) is 1 for representations
-    equal up to rotation and scale, 0 for unrelated ones.
+    ``layer_b``, ``value``; ``sample_se`` goes into the tooltip) of one pair of models. CKA (Kornblith
+    et al. 2019) is 1 for representations equal up to rotation and scale, 0 for unrelated ones.
     """
     where = "cka_chart"
     check_frame(cka, "cka", where, "run_cka / cka_grid", ["layer_a", "layer_b", "value"])
     one_comparison(cka, "cka", where, ("run_a", "run_b"))
     rows_a = list(dict.fromkeys(cka["layer_a"].astype(str)))
     rows_b = list(dict.fromkeys(cka["layer_b"].astype(str)))
-    frame = cka[["layer_a", "layer_b", "value"]].astype({"layer_a": str, "layer_b": str})
+    columns = ["layer_a", "layer_b", "value"] + (["sample_se"] if "sample_se" in cka.columns else [])
+    frame = cka[columns].astype({"layer_a": str, "layer_b": str})
     kernel = str(cka["kernel"].iloc[0]) if "kernel" in cka.columns else "linear"
     debiased = bool(cka["debiased"].iloc[0]) if "debiased" in cka.columns else False
     name_b = model_labels(cka.iloc[:1]).iloc[0] if "method" in cka.columns else "model B"
@@ -65,7 +66,16 @@ def cka_chart(cka: pd.DataFrame) -> alt.LayerChart:
             color=alt.Color(
                 "value:Q", title="CKA", scale=alt.Scale(scheme="viridis", domain=[0, 1], clamp=True)
             ),
-            tooltip=["layer_a", "layer_b", alt.Tooltip("value:Q", format=".3f")],
+            tooltip=[
+                "layer_a",
+                "layer_b",
+                alt.Tooltip("value:Q", format=".3f"),
+                *(
+                    [alt.Tooltip("sample_se:Q", title="sampling error", format=".3f")]
+                    if "sample_se" in frame
+                    else []
+                ),
+            ],
         )
     )
     layers = [cells]

@@ -535,9 +535,11 @@ def run_cka(
     subset: str = "test",
     samples: int = 512,
     seed: int = 0,
+    groups: int = 8,
 ) -> pd.DataFrame:
     """:func:`~pruneviz.analysis.cka_grid` between two runs (typically a dense parent and a pruned
-    child) on ``samples`` samples of ``subset``; layers default to every conv and linear layer."""
+    child) on ``samples`` samples of ``subset``; layers default to every conv and linear layer.
+    ``sample_se``: the jackknife error of each value over ``groups`` groups of the samples."""
     where = "run_cka"
     keys = _pair_keys(zoo, run_a, run_b, where)
     params = {
@@ -550,6 +552,7 @@ def run_cka(
         "subset": subset,
         "samples": samples,
         "seed": seed,
+        "groups": groups,
     }
 
     params = _checked("run_cka", **params)
@@ -566,6 +569,7 @@ def run_cka(
             debiased=debiased,
             batch_size=batch_size,
             reduction=reduction,
+            groups=groups,
         )
         return _front(grid, keys)
 
