@@ -178,6 +178,13 @@ def test_cka_sample_se_is_the_jackknife_over_groups_of_the_samples(debiased):
     )
 
 
+def test_full_batch_cka_beyond_8_gib_of_grams_is_refused_before_any_forward_pass():
+    m = MLP((4,), 3, hidden=(8,))
+    x = torch.zeros(19000, 4)  # 8 · 19000² · (2 · 1 + 1) bytes of Grams: 8.1 GiB
+    with pytest.raises(ValidationError, match=r"batch_size.*1 \+ 1 layers \(8 GiB\).*batch_size=512"):
+        cka_grid(m, m, x, layers_a=["classifier"], layers_b=["classifier"])
+
+
 @pytest.mark.reference
 def test_cka_sample_se_matches_the_spread_between_independent_draws():
     # the jackknife error of one draw of 120 samples against the standard deviation of the value over

@@ -282,8 +282,8 @@ def cka_grid(
 ) -> pd.DataFrame:
     """CKA between every layer of ``model_a`` and every layer of ``model_b`` on inputs ``x``.
 
-    ``batch_size=None`` computes the exact full-batch CKA (memory: ``8 n² · len(layers_a)`` bytes of
-    Grams, plus one model's features; refused beyond 8 GiB with a hint). An integer gives minibatch
+    ``batch_size=None`` computes the exact full-batch CKA (memory: the Grams below, plus one model's
+    features; refused beyond 8 GiB with a hint). An integer gives minibatch
     CKA (Nguyen et al. 2021): the HSIC inner products are averaged over shuffled minibatches of that
     size (at least 4, shuffled with ``seed``) and the ratio is taken at the end, with memory bounded
     by one batch; with ``debiased=True`` this estimates the same population value as the full-batch
@@ -295,8 +295,8 @@ def cka_grid(
     delete-a-group jackknife over ``groups`` groups of the samples (a seeded shuffle split into
     near-equal parts; each estimate leaves one out), or over the minibatches with ``batch_size``. It
     costs no forward pass: the leave-one-out values come from the Grams already made (an RBF kernel
-    keeps the bandwidth of all the samples); the full-batch grid keeps both models' Grams for it,
-    ``8 n² · (len(layers_a) + len(layers_b))`` bytes.
+    keeps the bandwidth of all the samples); for it the full-batch grid keeps both models' Grams and
+    one model's centred Grams, ``8 n² · (2 len(layers_a) + len(layers_b))`` bytes.
 
     >>> import torch
     >>> from pruneviz.models import MLP
@@ -322,14 +322,14 @@ def cka_grid(
     seed = check_int(seed, "seed", where, minimum=0)
     if batch_size is None:
         groups = min(n, check_int(groups, "groups", where, minimum=2))
-        need = 8 * n * n * (len(la) + len(lb))
+        need = 8 * n * n * (2 * len(la) + len(lb))  # both models' Grams, and one model's centred
         if need > 8 * 2**30:
             fail(
                 "batch_size",
                 where,
                 "an integer for this many samples (full-batch CKA keeps n × n Grams of every layer)",
                 None,
-                got=f"None with {n} samples and {len(la) + len(lb)} layers ({need / 2**30:.0f} GiB of Grams)",
+                got=f"None with {n} samples and {len(la)} + {len(lb)} layers ({need / 2**30:.0f} GiB)",
                 fix="pass batch_size=512 (minibatch CKA, Nguyen et al. 2021) or fewer samples.",
             )
         parts = np.array_split(np.random.default_rng(seed).permutation(n), groups)
