@@ -180,8 +180,8 @@ def test_cka_sample_se_is_the_jackknife_over_groups_of_the_samples(debiased):
 
 def test_full_batch_cka_beyond_8_gib_of_grams_is_refused_before_any_forward_pass():
     m = MLP((4,), 3, hidden=(8,))
-    x = torch.zeros(19000, 4)  # 8 · 19000² · (2 · 1 + 1) bytes of Grams: 8.1 GiB
-    with pytest.raises(ValidationError, match=r"batch_size.*1 \+ 1 layers \(8 GiB\).*batch_size=512"):
+    x = torch.zeros(19000, 4)  # 8 · 19000² · (1 + 2) bytes of Grams: 8.1 GiB
+    with pytest.raises(ValidationError, match=r"batch_size.*1 layers of model_a \(8 GiB\).*batch_size=512"):
         cka_grid(m, m, x, layers_a=["classifier"], layers_b=["classifier"])
 
 

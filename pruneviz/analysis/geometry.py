@@ -18,6 +18,7 @@ features, e.g. a fully pruned layer) share no measurable structure with anything
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -282,8 +283,8 @@ def cka_grid(
 ) -> pd.DataFrame:
     """CKA between every layer of ``model_a`` and every layer of ``model_b`` on inputs ``x``.
 
-    ``batch_size=None`` computes the exact full-batch CKA (memory: the Grams below, plus one model's
-    features; refused beyond 8 GiB with a hint). An integer gives minibatch
+    ``batch_size=None`` computes the exact full-batch CKA (memory: ``8 n² · (len(layers_a) + 2)`` bytes
+    of Grams, plus one model's features; refused beyond 8 GiB with a hint). An integer gives minibatch
     CKA (Nguyen et al. 2021): the HSIC inner products are averaged over shuffled minibatches of that
     size (at least 4, shuffled with ``seed``) and the ratio is taken at the end, with memory bounded
     by one batch; with ``debiased=True`` this estimates the same population value as the full-batch
@@ -295,8 +296,7 @@ def cka_grid(
     delete-a-group jackknife over ``groups`` groups of the samples (a seeded shuffle split into
     near-equal parts; each estimate leaves one out), or over the minibatches with ``batch_size``. It
     costs no forward pass: the leave-one-out values come from the Grams already made (an RBF kernel
-    keeps the bandwidth of all the samples); for it the full-batch grid keeps both models' Grams and
-    one model's centred Grams, ``8 n² · (2 len(layers_a) + len(layers_b))`` bytes.
+    keeps the bandwidth of all the samples).
 
     >>> import torch
     >>> from pruneviz.models import MLP
@@ -322,14 +322,14 @@ def cka_grid(
     seed = check_int(seed, "seed", where, minimum=0)
     if batch_size is None:
         groups = min(n, check_int(groups, "groups", where, minimum=2))
-        need = 8 * n * n * (2 * len(la) + len(lb))  # both models' Grams, and one model's centred
+        need = 8 * n * n * (len(la) + 2)  # model a's Grams, and one of model b's being made
         if need > 8 * 2**30:
             fail(
                 "batch_size",
                 where,
                 "an integer for this many samples (full-batch CKA keeps n × n Grams of every layer)",
                 None,
-                got=f"None with {n} samples and {len(la)} + {len(lb)} layers ({need / 2**30:.0f} GiB)",
+                got=f"None with {n} samples and {len(la)} layers of model_a ({need / 2**30:.0f} GiB)",
                 fix="pass batch_size=512 (minibatch CKA, Nguyen et al. 2021) or fewer samples.",
             )
         parts = np.array_split(np.random.default_rng(seed).permutation(n), groups)
@@ -365,37 +365,106 @@ def _layer_features(
 def _full_batch_grid(
     model_a, model_b, x, la, lb, kernel, debiased, sigma, reduction, parts
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Both models' Grams are kept (``(layers_a + layers_b) × n²``), each layer's features dropped once
-    its Gram exists; the grid is the normalised centred Grams' inner products, and each jackknife
-    estimate the same on the Grams' rows and columns of the samples outside one part of ``parts``."""
-    n = len(x)
+    """Model a's centred Grams are kept (``layers_a × n²``); model b's are made one layer at a time and
+    dotted with them, and each layer's features are dropped once its Gram exists.
+
+    The jackknife needs no Gram of fewer samples: the samples are ordered part by part, so that a part
+    is a block of rows, and the HSIC of the samples outside a part follows from sums over the whole
+    Grams (:class:`_LeaveOut`), read in the same pass as the grid's inner products."""
+    if not parts:  # one part of everything: the grid alone
+        parts = [np.arange(len(x))]
+        jackknife = False
+    else:
+        jackknife = True
+        x = x[torch.as_tensor(np.concatenate(parts))]  # the grid does not depend on the samples' order
+    bounds = np.cumsum([0, *[len(p) for p in parts]])
+
+    def centred(features: torch.Tensor) -> torch.Tensor:
+        # a linear Gram is made from centred features: already double-centred
+        return _centre(_checked_gram(features, kernel, sigma, "cka_grid"), debiased, kernel == "linear")
+
     feats = _layer_features(model_a, x, la, reduction)
-    grams_a = [_checked_gram(feats.pop(name), kernel, sigma, "cka_grid") for name in la]
+    stack = torch.empty(len(la), len(x), len(x), dtype=torch.float64)
+    for i, name in enumerate(la):
+        stack[i] = centred(feats.pop(name))
+    left_a = _LeaveOut(stack, bounds, debiased)
+    norms_a = torch.linalg.vector_norm(stack.flatten(1), dim=1)
     feats = _layer_features(model_b, x, lb, reduction)
-    grams_b = [_checked_gram(feats.pop(name), kernel, sigma, "cka_grid") for name in lb]
-    del feats
-
-    def grid_of(keep: torch.Tensor | None) -> torch.Tensor:
-        def centred(gram: torch.Tensor) -> torch.Tensor:
-            if keep is None:  # a linear Gram is made from centred features: already double-centred
-                return _normalised(_centre(gram, debiased, double_centred_input=kernel == "linear"))
-            return _normalised(_centre(gram[keep][:, keep], debiased))
-
-        stack = torch.stack([centred(g) for g in grams_a])
-        out = torch.empty(len(la), len(lb), dtype=torch.float64)
-        for j, gram in enumerate(grams_b):
-            out[:, j] = stack @ centred(gram)
-        return out
-
-    grid = grid_of(None)
-    if not parts:
+    grid = torch.empty(len(la), len(lb), dtype=torch.float64)
+    left_out = torch.empty(len(parts), len(la), len(lb), dtype=torch.float64)
+    for j, name in enumerate(lb):
+        gram = centred(feats.pop(name))
+        inner, removed = left_a.products(gram)
+        denom = norms_a * torch.linalg.vector_norm(gram)
+        grid[:, j] = torch.where(denom > 0, inner / denom.clamp_min(1e-300), torch.zeros_like(inner))
+        if jackknife:
+            left_b = _LeaveOut(gram[None], bounds, debiased)
+            scale = torch.sqrt((left_a.itself * left_b.itself).clamp_min(0))
+            cross = left_a.hsic(left_b, inner, removed)
+            left_out[:, :, j] = torch.where(
+                scale > 0, cross / scale.clamp_min(1e-300), torch.zeros_like(cross)
+            ).T
+    if not jackknife:
         return grid.numpy(), np.full(grid.shape, np.nan)
-    left_out = []
-    for part in parts:
-        keep = np.ones(n, dtype=bool)
-        keep[part] = False
-        left_out.append(grid_of(torch.as_tensor(np.flatnonzero(keep))))
-    return grid.numpy(), _jackknife_se(torch.stack(left_out))
+    return grid.numpy(), _jackknife_se(left_out)
+
+
+class _LeaveOut:
+    """HSIC of centred Grams (``(layers, n, n)``, symmetric) on the samples outside each part, the parts
+    being consecutive blocks of samples (``bounds``), from sums over the whole Grams.
+
+    On the ``m`` samples ``S`` outside a part, with ``μᵢ = Σ_{j∈S} Kᵢⱼ``: biased HSIC (Gretton et al. 2005)
+    ``∝ Σ_{S×S} K∘L − (2/m) Σ_S μᵢνᵢ + (Σ_S μ)(Σ_S ν)/m²``; unbiased (Song et al. 2012, eq. 5, zero
+    diagonals) ``∝ Σ_{S×S} K∘L + (Σ_S μ)(Σ_S ν)/((m−1)(m−2)) − 2/(m−2) Σ_S μᵢνᵢ``; the factors common to
+    both kernels cancel in CKA. Centring the whole Gram first changes neither: it adds ``aᵢ + aⱼ`` terms,
+    which both centrings of ``S`` remove. ``Σ_{S×S} K∘L = Σ K∘L − (2 Σ_{rows of the part} K∘L −
+    Σ_{part × part} K∘L)``."""
+
+    def __init__(self, grams: torch.Tensor, bounds: np.ndarray, debiased: bool) -> None:
+        self.grams, self.debiased = grams, debiased
+        n = grams.shape[-1]
+        self.blocks = [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+        self.m = torch.as_tensor([n - (b - a) for a, b in self.blocks], dtype=torch.float64)
+        rows = grams.sum(-1)  # (layers, n)
+        outside = torch.ones(n, len(self.blocks), dtype=torch.float64)
+        for g, (a, b) in enumerate(self.blocks):
+            outside[a:b, g] = 0.0
+        # μ on S for every part, (layers, n, parts): the row sums less the part's columns, 0 in the part
+        self.mu = torch.stack([rows - grams[:, :, a:b].sum(-1) for a, b in self.blocks], dim=-1) * outside
+        self.total = self.mu.sum(1)  # Σ_S μ, (layers, parts)
+        # each Gram with itself
+        layers = len(grams)
+
+        def sq(block: torch.Tensor) -> torch.Tensor:  # Σ of squares per layer, without a squared copy
+            return torch.linalg.vector_norm(block.reshape(layers, -1), dim=1) ** 2
+
+        removed = [2 * sq(grams[:, a:b, :]) - sq(grams[:, a:b, a:b].contiguous()) for a, b in self.blocks]
+        square = sq(grams)[:, None] - torch.stack(removed, dim=-1)
+        self.itself = self._combine(square, (self.mu * self.mu).sum(1), self.total * self.total)
+
+    def _combine(self, square: torch.Tensor, cross: torch.Tensor, totals: torch.Tensor) -> torch.Tensor:
+        m = self.m
+        if self.debiased:
+            return square + totals / ((m - 1) * (m - 2)) - 2 * cross / (m - 2)
+        return square - 2 * cross / m + totals / m**2
+
+    def products(self, gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Σ K∘L`` per layer with one more Gram ``L``, and per layer and part what leaving the part
+        out removes from it: ``2 Σ_{rows of the part} K∘L − Σ_{part × part} K∘L``."""
+        n = gram.shape[-1]
+        flat = gram.reshape(-1)
+        rows = [
+            self.grams[:, a:b, :].reshape(len(self.grams), -1) @ flat[a * n : b * n] for a, b in self.blocks
+        ]
+        corners = [(self.grams[:, a:b, a:b] * gram[a:b, a:b]).sum((1, 2)) for a, b in self.blocks]
+        inner = torch.stack(rows).sum(0)
+        return inner, torch.stack([2 * r - c for r, c in zip(rows, corners, strict=True)], dim=-1)
+
+    def hsic(self, other: _LeaveOut, inner: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+        """HSIC (up to the common factor) of every Gram here with ``other``'s one Gram on the samples
+        outside each part, ``(layers, parts)``, from :meth:`products` with it."""
+        cross = torch.einsum("lig,ig->lg", self.mu, other.mu[0])  # Σ_S μᵢνᵢ
+        return self._combine(inner[:, None] - removed, cross, self.total * other.total[0])
 
 
 def _minibatch_grid(
