@@ -153,10 +153,32 @@ def test_one_step_sam_is_the_normalised_gradient_step(setting):
     step = op._to_tensors(rho * g / g.norm())
     with perturbed(model, step):
         manual = loss_and_accuracy(model, data)["loss"]
+    with perturbed(model, step):
+        moved = torch.nn.functional.cross_entropy(model(data.x), data.y, reduction="none")
     result = sam_sharpness(model, data, rho=rho, masks=masks)
     base = loss_and_accuracy(model, data)["loss"]
     assert result.value[0] == pytest.approx(manual - base, rel=1e-9, abs=1e-12)
     assert result.value[0] > 0 and result.rho[0] == rho and not result.adaptive[0]
+    # the sampling error: of the mean of the per-sample rises, the perturbation held
+    with torch.no_grad():
+        rises = (moved - torch.nn.functional.cross_entropy(model(data.x), data.y, reduction="none")).numpy()
+    assert result.sample_se[0] == pytest.approx(rises.std(ddof=1) / np.sqrt(len(rises)), rel=1e-9)
+
+
+def test_average_sharpness_sample_se_is_the_spread_of_the_per_sample_rises(setting):
+    model, data, masks = setting
+    # the draws depend on the model and the seed only, so one sample at a time gives each sample's rise
+    # averaged over the same draws
+    whole = average_sharpness(model, data, sigma=0.05, samples=3, masks=masks, seed=4)
+    each = [
+        average_sharpness(model, data.take(np.array([i])), sigma=0.05, samples=3, masks=masks, seed=4).value[
+            0
+        ]
+        for i in range(len(data))
+    ]
+    assert whole.value[0] == pytest.approx(np.mean(each), rel=1e-9)
+    assert whole.sample_se[0] == pytest.approx(np.std(each, ddof=1) / np.sqrt(len(each)), rel=1e-9)
+    assert whole.se[0] > 0 and whole.sample_se[0] > 0
 
 
 def test_sharpness_measures_are_ordered_and_pac_bayes_is_monotone(setting):

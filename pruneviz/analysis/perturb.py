@@ -131,15 +131,30 @@ def set_point(
 def loss_and_accuracy(model: nn.Module, data: Dataset, *, batch_size: int = 512) -> dict[str, float]:
     """Mean cross-entropy and accuracy over ``data`` with their standard errors (eval mode; the mode is
     restored). Per-sample losses give ``loss_se = std / √n``; accuracy ``acc_se = √(p(1-p)/n)``."""
+    loss, acc = _per_sample(model, data, batch_size, "loss_and_accuracy")
+    n = loss.numel()
+    p = float(acc.mean())
+    return {
+        "loss": float(loss.mean()),
+        "loss_se": float(loss.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0,
+        "accuracy": p,
+        "accuracy_se": math.sqrt(p * (1 - p) / n),
+    }
+
+
+@torch.no_grad()
+def sample_losses(model: nn.Module, data: Dataset, *, batch_size: int = 512) -> torch.Tensor:
+    """The cross-entropy of every sample of ``data``, float64 (eval mode; the mode is restored)."""
+    return _per_sample(model, data, batch_size, "sample_losses")[0]
+
+
+def _per_sample(
+    model: nn.Module, data: Dataset, batch_size: int, where: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample float64 cross-entropy and correctness (1.0 / 0.0); a NaN or infinite loss is an error."""
     if len(data) == 0:
-        fail(
-            "data",
-            "loss_and_accuracy",
-            "a non-empty Dataset",
-            "0 samples",
-            "pass the samples to evaluate on.",
-        )
-    batch_size = check_int(batch_size, "batch_size", "loss_and_accuracy", minimum=1)
+        fail("data", where, "a non-empty Dataset", "0 samples", "pass the samples to evaluate on.")
+    batch_size = check_int(batch_size, "batch_size", where, minimum=1)
     losses, correct = [], []
     with eval_mode(model), torch.no_grad():
         for i in range(0, len(data), batch_size):
@@ -148,18 +163,9 @@ def loss_and_accuracy(model: nn.Module, data: Dataset, *, batch_size: int = 512)
             losses.append(F.cross_entropy(logits, y, reduction="none"))
             correct.append((logits.argmax(1) == y).float())
     loss = torch.cat(losses).double()
-    acc = torch.cat(correct).double()
-    n = loss.numel()
-    mean_loss = float(loss.mean())
-    if not math.isfinite(mean_loss):
+    if not math.isfinite(float(loss.mean())):
         raise FloatingPointError(
             "The loss is NaN or inf at this point of weight space. Fix: use a smaller radius or check the "
             "model for NaN/inf weights."
         )
-    p = float(acc.mean())
-    return {
-        "loss": mean_loss,
-        "loss_se": float(loss.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0,
-        "accuracy": p,
-        "accuracy_se": math.sqrt(p * (1 - p) / n),
-    }
+    return loss, torch.cat(correct).double()

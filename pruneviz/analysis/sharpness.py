@@ -1,7 +1,9 @@
 """Sharpness: how much the loss rises when the weights move within a neighbourhood.
 
 Every measure is ``L(θ + δ) - L(θ)`` on the given data for a perturbation ``δ`` that is zero on pruned
-coordinates; the model is restored bit for bit afterwards. Frames carry their settings beside the value.
+coordinates; the model is restored bit for bit afterwards. Frames carry their settings beside the value,
+and ``sample_se``: how far the value would move with another draw of as many samples, for the same
+perturbations — the standard error of the mean of the per-sample rises ``ℓᵢ(θ + δ) − ℓᵢ(θ)``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pruneviz._validation import check_int, check_positive_float, fail
-from pruneviz.analysis.perturb import apply_masks, loss_and_accuracy, parameter_masks, perturbed, set_point
+from pruneviz.analysis.perturb import apply_masks, parameter_masks, perturbed, sample_losses, set_point
 from pruneviz.data.dataset import Dataset
 from pruneviz.prune.criteria import GradientScope
 
@@ -41,6 +43,12 @@ def _gradient(model: nn.Module, data: Dataset, batch_size: int) -> dict[str, tor
     return grads
 
 
+def _mean_se(values: torch.Tensor) -> float:
+    """The standard error of the mean of ``values`` (0 for one value)."""
+    n = values.numel()
+    return float(values.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0
+
+
 def _norm(tensors: Mapping[str, torch.Tensor]) -> float:
     return math.sqrt(sum(float((t.double() ** 2).sum()) for t in tensors.values()))
 
@@ -59,13 +67,13 @@ def sam_sharpness(
     by ``steps`` normalised gradient-ascent steps projected back onto the ball (one step is SAM's own
     approximation ``δ = ρ g / ||g||``). ``adaptive=True`` gives ASAM (Kwon et al. 2021): the ball is
     measured in ``T⁻¹δ`` with ``T = |θ|``, so ``δ = ρ T² g / ||T g||`` — pruned (zero) weights never move.
-    Frame: ``measure``, ``value``, ``loss``, ``perturbed_loss``, ``rho``, ``adaptive``, ``steps``,
-    ``samples``."""
+    Frame: ``measure``, ``value``, ``sample_se``, ``loss``, ``perturbed_loss``, ``rho``, ``adaptive``,
+    ``steps``, ``samples``."""
     where = "sam_sharpness"
     rho = check_positive_float(rho, "rho", where)
     steps = check_int(steps, "steps", where, minimum=1)
     pmasks = parameter_masks(model, masks)
-    base_loss = loss_and_accuracy(model, data, batch_size=batch_size)["loss"]
+    base_losses = sample_losses(model, data, batch_size=batch_size)
     with perturbed(model) as m:
         base = {n: p.detach().clone() for n, p in m.named_parameters()}
         scale = {n: base[n].abs() if adaptive else torch.ones_like(base[n]) for n in _weights(m)}
@@ -87,14 +95,16 @@ def sam_sharpness(
                     delta = {n: delta[n] * (rho / scaled) for n in g}
             apply_masks(delta, pmasks)
         set_point(m, base, [(delta, 1.0)])
-        worst = loss_and_accuracy(m, data, batch_size=batch_size)["loss"]
+        rises = sample_losses(m, data, batch_size=batch_size) - base_losses
+    base_loss = float(base_losses.mean())
     return pd.DataFrame(
         [
             {
                 "measure": "asam" if adaptive else "sam",
-                "value": worst - base_loss,
+                "value": float(rises.mean()),
+                "sample_se": _mean_se(rises),
                 "loss": base_loss,
-                "perturbed_loss": worst,
+                "perturbed_loss": base_loss + float(rises.mean()),
                 "rho": rho,
                 "adaptive": adaptive,
                 "steps": steps,
@@ -127,29 +137,32 @@ def average_sharpness(
 ) -> pd.DataFrame:
     """Average-case sharpness ``E_δ[L(θ + δ)] - L(θ)`` with ``δ ~ N(0, σ²)`` — or, ``adaptive``,
     ``δ_i ~ N(0, σ² θ_i²)`` (Andriushchenko et al. 2023) — over ``samples`` draws, with its standard
-    error. Frame: ``measure``, ``value``, ``se``, ``loss``, ``sigma``, ``adaptive``, ``draws``,
-    ``samples``."""
+    error over the draws (``se``) and over the data (``sample_se``, of the per-sample rises averaged over
+    the draws). Frame: ``measure``, ``value``, ``se``, ``sample_se``, ``loss``, ``sigma``, ``adaptive``,
+    ``draws``, ``samples``."""
     where = "average_sharpness"
     sigma = check_positive_float(sigma, "sigma", where)
     samples = check_int(samples, "samples", where, minimum=2)
     pmasks = parameter_masks(model, masks)
-    base_loss = loss_and_accuracy(model, data, batch_size=batch_size)["loss"]
+    base_losses = sample_losses(model, data, batch_size=batch_size)
     gen = torch.Generator().manual_seed(seed)
-    rises = []
+    rises = []  # per draw, per sample
     with perturbed(model) as m:
         base = {n: p.detach().clone() for n, p in m.named_parameters()}
         for _ in range(samples):
             set_point(m, base, [(_gaussian(m, sigma, adaptive, pmasks, gen), 1.0)])
-            rises.append(loss_and_accuracy(m, data, batch_size=batch_size)["loss"] - base_loss)
-    mean = sum(rises) / samples
-    se = math.sqrt(sum((r - mean) ** 2 for r in rises) / (samples - 1) / samples)
+            rises.append(sample_losses(m, data, batch_size=batch_size) - base_losses)
+    per_draw = [float(r.mean()) for r in rises]
+    mean = sum(per_draw) / samples
+    se = math.sqrt(sum((r - mean) ** 2 for r in per_draw) / (samples - 1) / samples)
     return pd.DataFrame(
         [
             {
                 "measure": "average_adaptive" if adaptive else "average",
                 "value": mean,
                 "se": se,
-                "loss": base_loss,
+                "sample_se": _mean_se(torch.stack(rises).mean(0)),
+                "loss": float(base_losses.mean()),
                 "sigma": sigma,
                 "adaptive": adaptive,
                 "draws": samples,
@@ -170,12 +183,13 @@ def worst_case_adaptive_sharpness(
 ) -> pd.DataFrame:
     """Worst-case adaptive ℓ∞ sharpness (Andriushchenko et al. 2023): ``max L(θ + δ) - L(θ)`` over
     ``|δ_i| <= ρ |θ_i|``, by ``steps`` of projected sign-gradient ascent with step ``2.5 ρ / steps`` (as
-    PGD). Frame: ``measure``, ``value``, ``loss``, ``perturbed_loss``, ``rho``, ``steps``, ``samples``."""
+    PGD). Frame: ``measure``, ``value``, ``sample_se``, ``loss``, ``perturbed_loss``, ``rho``, ``steps``,
+    ``samples``."""
     where = "worst_case_adaptive_sharpness"
     rho = check_positive_float(rho, "rho", where)
     steps = check_int(steps, "steps", where, minimum=1)
     pmasks = parameter_masks(model, masks)
-    base_loss = loss_and_accuracy(model, data, batch_size=batch_size)["loss"]
+    base_losses = sample_losses(model, data, batch_size=batch_size)
     with perturbed(model) as m:
         base = {n: p.detach().clone() for n, p in m.named_parameters()}
         bound = {n: rho * base[n].abs() for n in _weights(m)}
@@ -189,14 +203,16 @@ def worst_case_adaptive_sharpness(
             }
             apply_masks(delta, pmasks)
         set_point(m, base, [(delta, 1.0)])
-        worst = loss_and_accuracy(m, data, batch_size=batch_size)["loss"]
+        rises = sample_losses(m, data, batch_size=batch_size) - base_losses
+    base_loss = float(base_losses.mean())
     return pd.DataFrame(
         [
             {
                 "measure": "worst_case_adaptive",
-                "value": worst - base_loss,
+                "value": float(rises.mean()),
+                "sample_se": _mean_se(rises),
                 "loss": base_loss,
-                "perturbed_loss": worst,
+                "perturbed_loss": base_loss + float(rises.mean()),
                 "rho": rho,
                 "steps": steps,
                 "samples": len(data),

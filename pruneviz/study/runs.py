@@ -473,7 +473,8 @@ def run_sharpness(
     samples: int = 512,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """SAM, ASAM and average adaptive sharpness of a run, one row each (settings in the columns)."""
+    """SAM, ASAM and average adaptive sharpness of a run, one row each (settings in the columns), each
+    with ``sample_se``, the error of its ``samples`` samples (:mod:`pruneviz.analysis.sharpness`)."""
     params = {"rho": rho, "sigma": sigma, "subset": subset, "samples": samples, "seed": seed}
 
     params = _checked("run_sharpness", **params)
