@@ -136,10 +136,16 @@ def loss_and_accuracy(model: nn.Module, data: Dataset, *, batch_size: int = 512)
     p = float(acc.mean())
     return {
         "loss": float(loss.mean()),
-        "loss_se": float(loss.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0,
+        "loss_se": mean_se(loss),
         "accuracy": p,
         "accuracy_se": math.sqrt(p * (1 - p) / n),
     }
+
+
+def mean_se(values: torch.Tensor) -> float:
+    """The standard error of the mean of ``values``, ``std / √n`` (0 for one value)."""
+    n = values.numel()
+    return float(values.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0
 
 
 @torch.no_grad()

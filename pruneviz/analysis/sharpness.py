@@ -17,7 +17,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from pruneviz._validation import check_int, check_positive_float, fail
-from pruneviz.analysis.perturb import apply_masks, parameter_masks, perturbed, sample_losses, set_point
+from pruneviz.analysis.perturb import (
+    apply_masks,
+    mean_se,
+    parameter_masks,
+    perturbed,
+    sample_losses,
+    set_point,
+)
 from pruneviz.data.dataset import Dataset
 from pruneviz.prune.criteria import GradientScope
 
@@ -41,12 +48,6 @@ def _gradient(model: nn.Module, data: Dataset, batch_size: int) -> dict[str, tor
                 if p.grad is not None:
                     grads[n] += p.grad.detach()
     return grads
-
-
-def _mean_se(values: torch.Tensor) -> float:
-    """The standard error of the mean of ``values`` (0 for one value)."""
-    n = values.numel()
-    return float(values.std(unbiased=True) / math.sqrt(n)) if n > 1 else 0.0
 
 
 def _norm(tensors: Mapping[str, torch.Tensor]) -> float:
@@ -102,7 +103,7 @@ def sam_sharpness(
             {
                 "measure": "asam" if adaptive else "sam",
                 "value": float(rises.mean()),
-                "sample_se": _mean_se(rises),
+                "sample_se": mean_se(rises),
                 "loss": base_loss,
                 "perturbed_loss": base_loss + float(rises.mean()),
                 "rho": rho,
@@ -161,7 +162,7 @@ def average_sharpness(
                 "measure": "average_adaptive" if adaptive else "average",
                 "value": mean,
                 "se": se,
-                "sample_se": _mean_se(torch.stack(rises).mean(0)),
+                "sample_se": mean_se(torch.stack(rises).mean(0)),
                 "loss": float(base_losses.mean()),
                 "sigma": sigma,
                 "adaptive": adaptive,
@@ -210,7 +211,7 @@ def worst_case_adaptive_sharpness(
             {
                 "measure": "worst_case_adaptive",
                 "value": float(rises.mean()),
-                "sample_se": _mean_se(rises),
+                "sample_se": mean_se(rises),
                 "loss": base_loss,
                 "perturbed_loss": base_loss + float(rises.mean()),
                 "rho": rho,
